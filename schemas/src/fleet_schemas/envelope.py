@@ -1,0 +1,191 @@
+"""The signed envelope: how a batch travels and how a server trusts it.
+
+Wire layout (msgpack array, or JSON array for debugging)::
+
+    [version, key_id, payload, signature]
+
+``payload`` is the exact bytes of an encoded :class:`~fleet_schemas.frames.Batch`
+(in the same encoding as the envelope) and ``signature`` is
+HMAC-SHA256(key secret, payload). The MAC covers those bytes as sent, so the
+verifier never re-encodes anything; the key id lets keys rotate.
+
+:func:`open_envelope` checks, in order: size, envelope shape, version,
+signature presence, key, signature (constant time), payload, frame count, and
+that the topic device, the payload device, every frame's device and the key's
+owner are one device. It raises only :class:`FleetSchemaError` subclasses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import msgspec
+
+from fleet_schemas.errors import (
+    BadSignatureError,
+    DeviceMismatchError,
+    FleetSchemaError,
+    InvalidFieldError,
+    OutOfRangeError,
+    TooLargeError,
+    TooManyFramesError,
+    UndecodableError,
+    UnknownKeyError,
+    UnsignedError,
+    WrongVersionError,
+)
+from fleet_schemas.frames import Batch, Frame
+
+FORMAT_VERSION = 1
+MAX_FRAMES_PER_BATCH = 2_000
+MAX_MESSAGE_BYTES = 512 * 1024
+SIGNATURE_BYTES = 32
+KEY_SECRET_MIN_BYTES = 16
+
+Encoding = Literal["msgpack", "json"]
+
+
+class Envelope(msgspec.Struct, array_like=True, frozen=True):
+    """A batch as it travels: version, key id, payload bytes, signature."""
+
+    version: int
+    key_id: str
+    payload: bytes
+    signature: bytes
+
+
+class DeviceKey(msgspec.Struct, frozen=True):
+    """A signing key: its id, the device that owns it and its secret."""
+
+    key_id: str
+    device: str
+    secret: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.secret) < KEY_SECRET_MIN_BYTES:
+            raise ValueError(f"key secret must be at least {KEY_SECRET_MIN_BYTES} bytes")
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"DeviceKey(key_id={self.key_id!r}, device={self.device!r})"
+
+
+class VerifiedBatch(msgspec.Struct, frozen=True):
+    """A batch whose signature, key and device were all checked."""
+
+    key_id: str
+    device: str
+    frames: list[Frame]
+
+
+KeyLookup = Callable[[str], DeviceKey | None]
+"""Returns the usable key for a key id, or None if unknown or revoked."""
+
+_ENCODERS = {"msgpack": msgspec.msgpack.Encoder(), "json": msgspec.json.Encoder()}
+_ENVELOPE_DECODERS = {
+    "msgpack": msgspec.msgpack.Decoder(Envelope),
+    "json": msgspec.json.Decoder(Envelope),
+}
+_BATCH_DECODERS = {"msgpack": msgspec.msgpack.Decoder(Batch), "json": msgspec.json.Decoder(Batch)}
+_UNTYPED_DECODERS = {"msgpack": msgspec.msgpack.Decoder(), "json": msgspec.json.Decoder()}
+# msgspec raises UnicodeDecodeError, not a MsgspecError, for invalid UTF-8 in a msgpack str.
+_DECODE_ERRORS = (msgspec.MsgspecError, UnicodeDecodeError)
+_RANGE_MESSAGE = re.compile(r"^Expected `[^`]+` (?:>=|<=|>|<) |of length (?:>=|<=)")
+
+
+def sign(secret: bytes, payload: bytes) -> bytes:
+    """HMAC-SHA256 of the exact payload bytes."""
+    return hmac.digest(secret, payload, hashlib.sha256)
+
+
+def encode_batch(frames: Sequence[Frame], device: str, encoding: Encoding = "msgpack") -> bytes:
+    """Encode frames as a batch payload (unsigned)."""
+    return _ENCODERS[encoding].encode(Batch(device=device, frames=list(frames)))
+
+
+def seal(frames: Sequence[Frame], key: DeviceKey, encoding: Encoding = "msgpack") -> bytes:
+    """Encode and sign frames of ``key.device`` into one envelope."""
+    payload = encode_batch(frames, key.device, encoding)
+    envelope = Envelope(FORMAT_VERSION, key.key_id, payload, sign(key.secret, payload))
+    return _ENCODERS[encoding].encode(envelope)
+
+
+def detect_encoding(raw: bytes) -> Encoding:
+    """JSON envelopes start with '[' (after optional whitespace); msgpack ones never do."""
+    return "json" if raw.lstrip()[:1] == b"[" else "msgpack"
+
+
+def _classify(exc: msgspec.MsgspecError | UnicodeDecodeError, what: str) -> FleetSchemaError:
+    """Turn a msgspec error into ours, keeping its text (it names the field path)."""
+    text = str(exc)
+    if isinstance(exc, msgspec.ValidationError):
+        if _RANGE_MESSAGE.search(text):
+            return OutOfRangeError(f"{what}: {text}")
+        return InvalidFieldError(f"{what}: {text}")
+    return UndecodableError(f"{what}: {text}")
+
+
+def _decode_envelope(raw: bytes, encoding: Encoding) -> Envelope:
+    try:
+        envelope = _ENVELOPE_DECODERS[encoding].decode(raw)
+    except _DECODE_ERRORS as exc:
+        error = _classify(exc, "envelope")
+        if isinstance(exc, msgspec.ValidationError):
+            version = _peek_version(raw, encoding)
+            if version is not None and version != FORMAT_VERSION:
+                raise WrongVersionError(f"format version {version}, expected {FORMAT_VERSION}") from exc
+        raise error from exc
+    if envelope.version != FORMAT_VERSION:
+        raise WrongVersionError(f"format version {envelope.version}, expected {FORMAT_VERSION}")
+    return envelope
+
+
+def _peek_version(raw: bytes, encoding: Encoding) -> int | None:
+    """The first array element, if it is an integer: a future format's version."""
+    try:
+        value: Any = _UNTYPED_DECODERS[encoding].decode(raw)
+    except _DECODE_ERRORS:
+        return None
+    if isinstance(value, list) and value and type(value[0]) is int:
+        return int(value[0])
+    return None
+
+
+def open_envelope(raw: bytes, keys: KeyLookup, topic_device: str | None = None) -> VerifiedBatch:
+    """Verify and decode one message, or raise a typed :class:`FleetSchemaError`.
+
+    ``topic_device`` is the device named by the MQTT topic the message came on;
+    pass None only where there is no topic (files, tests).
+    """
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise TooLargeError(f"{len(raw)} bytes, limit {MAX_MESSAGE_BYTES}")
+    encoding = detect_encoding(raw)
+    envelope = _decode_envelope(raw, encoding)
+    if not envelope.signature:
+        raise UnsignedError("the envelope carries no signature")
+    key = keys(envelope.key_id)
+    if key is None:
+        raise UnknownKeyError(f"key id {envelope.key_id!r} is unknown or revoked")
+    if not hmac.compare_digest(sign(key.secret, envelope.payload), envelope.signature):
+        raise BadSignatureError(f"signature does not match the payload under key {envelope.key_id!r}")
+    try:
+        batch = _BATCH_DECODERS[encoding].decode(envelope.payload)
+    except _DECODE_ERRORS as exc:
+        raise _classify(exc, "payload") from exc
+    if not 1 <= len(batch.frames) <= MAX_FRAMES_PER_BATCH:
+        raise TooManyFramesError(f"{len(batch.frames)} frames, allowed 1..{MAX_FRAMES_PER_BATCH}")
+    _check_one_device(batch, key, topic_device)
+    return VerifiedBatch(key_id=key.key_id, device=batch.device, frames=batch.frames)
+
+
+def _check_one_device(batch: Batch, key: DeviceKey, topic_device: str | None) -> None:
+    if batch.device != key.device:
+        raise DeviceMismatchError(f"payload device {batch.device!r} does not own key {key.key_id!r}")
+    if topic_device is not None and topic_device != batch.device:
+        raise DeviceMismatchError(f"topic device {topic_device!r} != payload device {batch.device!r}")
+    for index, frame in enumerate(batch.frames):
+        if frame.device != batch.device:
+            raise DeviceMismatchError(f"frame {index} device {frame.device!r} != batch device {batch.device!r}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from fleet_testing.frames import frame, frames, new_key
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +30,7 @@ from fleet_schemas import (
     seal,
     sign,
 )
+from fleet_testing.frames import frame, frames, new_key
 
 DEVICE = "dz-bus-01"
 KEY = new_key(DEVICE)
@@ -67,16 +67,21 @@ def test_random_bytes_raise_only_typed_errors(raw: bytes) -> None:
 
 
 @settings(max_examples=300)
-@given(st.recursive(st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text() | st.binary(),
-                    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5)))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text() | st.binary(),
+        lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    )
+)
 def test_random_msgpack_values_raise_only_typed_errors(value: object) -> None:
     for raw in (msgspec.msgpack.encode(value), msgspec.json.encode(value)):
         with pytest.raises(FleetSchemaError):
             open_envelope(raw, lookup)
 
 
-def _envelope(payload: bytes, *, key: DeviceKey = KEY, version: int = FORMAT_VERSION,
-              signature: bytes | None = None) -> bytes:
+def _envelope(
+    payload: bytes, *, key: DeviceKey = KEY, version: int = FORMAT_VERSION, signature: bytes | None = None
+) -> bytes:
     sig = sign(key.secret, payload) if signature is None else signature
     return msgspec.msgpack.encode(Envelope(version, key.key_id, payload, sig))
 
@@ -163,8 +168,10 @@ def test_empty_batch_is_too_many_frames_error() -> None:
 
 
 def test_batch_over_the_frame_limit_is_rejected() -> None:
-    many = [Frame(device=DEVICE, bus="B", seq=i, time_ms=1_795_000_000_000, lat=0.0, lon=0.0)
-            for i in range(MAX_FRAMES_PER_BATCH + 1)]
+    many = [
+        Frame(device=DEVICE, bus="B", seq=i, time_ms=1_795_000_000_000, lat=0.0, lon=0.0)
+        for i in range(MAX_FRAMES_PER_BATCH + 1)
+    ]
     with pytest.raises(TooManyFramesError):
         open_envelope(seal(many, KEY), lookup)
 

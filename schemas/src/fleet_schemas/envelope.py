@@ -84,13 +84,22 @@ class VerifiedBatch(msgspec.Struct, frozen=True):
 KeyLookup = Callable[[str], DeviceKey | None]
 """Returns the usable key for a key id, or None if unknown or revoked."""
 
-_ENCODERS = {"msgpack": msgspec.msgpack.Encoder(), "json": msgspec.json.Encoder()}
-_ENVELOPE_DECODERS = {
+_ENCODERS: dict[Encoding, msgspec.msgpack.Encoder | msgspec.json.Encoder] = {
+    "msgpack": msgspec.msgpack.Encoder(),
+    "json": msgspec.json.Encoder(),
+}
+_ENVELOPE_DECODERS: dict[Encoding, msgspec.msgpack.Decoder[Envelope] | msgspec.json.Decoder[Envelope]] = {
     "msgpack": msgspec.msgpack.Decoder(Envelope),
     "json": msgspec.json.Decoder(Envelope),
 }
-_BATCH_DECODERS = {"msgpack": msgspec.msgpack.Decoder(Batch), "json": msgspec.json.Decoder(Batch)}
-_UNTYPED_DECODERS = {"msgpack": msgspec.msgpack.Decoder(), "json": msgspec.json.Decoder()}
+_BATCH_DECODERS: dict[Encoding, msgspec.msgpack.Decoder[Batch] | msgspec.json.Decoder[Batch]] = {
+    "msgpack": msgspec.msgpack.Decoder(Batch),
+    "json": msgspec.json.Decoder(Batch),
+}
+_UNTYPED_DECODERS: dict[Encoding, msgspec.msgpack.Decoder[Any] | msgspec.json.Decoder[Any]] = {
+    "msgpack": msgspec.msgpack.Decoder(),
+    "json": msgspec.json.Decoder(),
+}
 # msgspec raises UnicodeDecodeError, not a MsgspecError, for invalid UTF-8 in a msgpack str.
 _DECODE_ERRORS = (msgspec.MsgspecError, UnicodeDecodeError)
 _RANGE_MESSAGE = re.compile(r"^Expected `[^`]+` (?:>=|<=|>|<) |of length (?:>=|<=)")
@@ -113,7 +122,7 @@ def seal(frames: Sequence[Frame], key: DeviceKey, encoding: Encoding = "msgpack"
     return _ENCODERS[encoding].encode(envelope)
 
 
-def detect_encoding(raw: bytes) -> Encoding:
+def detect_encoding(raw: bytes | bytearray) -> Encoding:
     """JSON envelopes start with '[' (after optional whitespace); msgpack ones never do."""
     return "json" if raw.lstrip()[:1] == b"[" else "msgpack"
 
@@ -128,33 +137,32 @@ def _classify(exc: msgspec.MsgspecError | UnicodeDecodeError, what: str) -> Flee
     return UndecodableError(f"{what}: {text}")
 
 
-def _decode_envelope(raw: bytes, encoding: Encoding) -> Envelope:
+def _decode_envelope(raw: bytes | bytearray, encoding: Encoding) -> Envelope:
     try:
         envelope = _ENVELOPE_DECODERS[encoding].decode(raw)
     except _DECODE_ERRORS as exc:
-        error = _classify(exc, "envelope")
-        if isinstance(exc, msgspec.ValidationError):
-            version = _peek_version(raw, encoding)
-            if version is not None and version != FORMAT_VERSION:
-                raise WrongVersionError(f"format version {version}, expected {FORMAT_VERSION}") from exc
-        raise error from exc
+        raise _explain_bad_envelope(raw, encoding, exc) from exc
     if envelope.version != FORMAT_VERSION:
         raise WrongVersionError(f"format version {envelope.version}, expected {FORMAT_VERSION}")
     return envelope
 
 
-def _peek_version(raw: bytes, encoding: Encoding) -> int | None:
-    """The first array element, if it is an integer: a future format's version."""
+def _explain_bad_envelope(
+    raw: bytes | bytearray, encoding: Encoding, exc: msgspec.MsgspecError | UnicodeDecodeError
+) -> FleetSchemaError:
+    """Not an array at all is undecodable; an array led by another version is a future format."""
     try:
         value: Any = _UNTYPED_DECODERS[encoding].decode(raw)
     except _DECODE_ERRORS:
-        return None
-    if isinstance(value, list) and value and type(value[0]) is int:
-        return int(value[0])
-    return None
+        return UndecodableError(f"envelope: {exc}")
+    if not isinstance(value, list):
+        return UndecodableError(f"envelope: {exc}")
+    if value and type(value[0]) is int and value[0] != FORMAT_VERSION:
+        return WrongVersionError(f"format version {value[0]}, expected {FORMAT_VERSION}")
+    return _classify(exc, "envelope")
 
 
-def open_envelope(raw: bytes, keys: KeyLookup, topic_device: str | None = None) -> VerifiedBatch:
+def open_envelope(raw: bytes | bytearray, keys: KeyLookup, topic_device: str | None = None) -> VerifiedBatch:
     """Verify and decode one message, or raise a typed :class:`FleetSchemaError`.
 
     ``topic_device`` is the device named by the MQTT topic the message came on;
@@ -188,4 +196,6 @@ def _check_one_device(batch: Batch, key: DeviceKey, topic_device: str | None) ->
         raise DeviceMismatchError(f"topic device {topic_device!r} != payload device {batch.device!r}")
     for index, frame in enumerate(batch.frames):
         if frame.device != batch.device:
-            raise DeviceMismatchError(f"frame {index} device {frame.device!r} != batch device {batch.device!r}")
+            raise DeviceMismatchError(
+                f"frame {index} device {frame.device!r} != batch device {batch.device!r}"
+            )

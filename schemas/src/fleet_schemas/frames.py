@@ -36,10 +36,16 @@ FixTimeMs = Annotated[
 ]
 Latitude = Annotated[float, msgspec.Meta(ge=-90.0, le=90.0, description="WGS84 latitude, degrees")]
 Longitude = Annotated[float, msgspec.Meta(ge=-180.0, le=180.0, description="WGS84 longitude, degrees")]
-AccuracyM = Annotated[float, msgspec.Meta(ge=0.0, le=100_000.0, description="horizontal accuracy (1 sigma), m")]
+AccuracyM = Annotated[
+    float, msgspec.Meta(ge=0.0, le=100_000.0, description="horizontal accuracy (1 sigma), m")
+]
 SpeedMps = Annotated[float, msgspec.Meta(ge=0.0, le=150.0, description="ground speed, m/s")]
-HeadingDeg = Annotated[float, msgspec.Meta(ge=0.0, lt=360.0, description="course over ground, degrees from true north")]
-AltitudeM = Annotated[float, msgspec.Meta(ge=-1_000.0, le=20_000.0, description="altitude above mean sea level, m")]
+HeadingDeg = Annotated[
+    float, msgspec.Meta(ge=0.0, lt=360.0, description="course over ground, degrees from true north")
+]
+AltitudeM = Annotated[
+    float, msgspec.Meta(ge=-1_000.0, le=20_000.0, description="altitude above mean sea level, m")
+]
 Satellites = Annotated[int, msgspec.Meta(ge=0, le=255, description="satellites used in the fix")]
 Hdop = Annotated[float, msgspec.Meta(ge=0.0, le=100.0, description="horizontal dilution of precision")]
 Passengers = Annotated[int, msgspec.Meta(ge=0, le=1_000, description="passengers on board")]

@@ -1,0 +1,94 @@
+"""Session fixtures: the real local stack (or the servers FLEET_*_URL point at), clean per test.
+
+No server is mocked: tests that take these fixtures talk to real Mosquitto,
+Redis and PostgreSQL+TimescaleDB. The stack is started once per session and
+stopped afterwards if this session started it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import redis
+
+from fleet_ingest import stack
+from fleet_ingest.migrate import migrate
+from fleet_ingest.settings import ServiceUrls, load_settings
+
+TEST_REDIS_DB = 15
+_TABLES_KEPT = ("schema_migrations",)
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+async def _recreate_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def stack_urls() -> Iterator[ServiceUrls]:
+    """The servers of this test session."""
+    with stack.running(load_settings()) as urls:
+        yield urls
+
+
+@pytest.fixture(scope="session")
+def migrated_database_url(stack_urls: ServiceUrls) -> str:
+    """A database of its own for the tests (``<name>_test``), migrated once."""
+    name = urlsplit(stack_urls.database_url).path.lstrip("/") + "_test"
+    asyncio.run(_recreate_database(stack_urls.database_url, name))
+    url = _with_database(stack_urls.database_url, name)
+    asyncio.run(migrate(url))
+    return url
+
+
+async def _truncate_all(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        tables = await conn.fetch(
+            "SELECT quote_ident(tablename) AS name FROM pg_tables WHERE schemaname = 'public'"
+            " AND tablename <> ALL($1::text[])",
+            list(_TABLES_KEPT),
+        )
+        if tables:
+            await conn.execute(f"TRUNCATE {', '.join(t['name'] for t in tables)} CASCADE")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def database_url(migrated_database_url: str) -> str:
+    """The migrated test database, emptied before the test."""
+    asyncio.run(_truncate_all(migrated_database_url))
+    return migrated_database_url
+
+
+@pytest.fixture
+def redis_url(stack_urls: ServiceUrls) -> str:
+    """A Redis database of its own, flushed before the test."""
+    url = _with_database(stack_urls.redis_url, str(TEST_REDIS_DB))
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return url
+
+
+@pytest.fixture
+def operator_id() -> str:
+    """An operator id no other test uses, so each test has its own MQTT topics."""
+    return f"op-{uuid.uuid4().hex[:10]}"

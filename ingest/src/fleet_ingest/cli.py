@@ -1,0 +1,197 @@
+"""The ``fleet`` command: one entry point for every server-side task."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from fleet_ingest import __version__, stack
+from fleet_ingest.errors import FleetError
+from fleet_ingest.migrate import migrate
+from fleet_ingest.settings import Settings, load_settings
+
+
+class _FleetGroup(click.Group):
+    """Shows a FleetError as one line with its code, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except FleetError as exc:
+            click.echo(f"error [{exc.code}]: {exc.message}", err=True)
+            sys.exit(1)
+
+
+def _progress(line: str) -> None:
+    click.echo(line, err=True)
+
+
+@click.group(cls=_FleetGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fleet")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """fleet: GPS telemetry for intercity bus fleets.
+
+    Configuration comes from FLEET_* environment variables (see README).
+
+    \b
+    Example:
+      fleet stack up && fleet db migrate
+    """
+    ctx.obj = load_settings()
+
+
+@main.group(name="stack")
+def stack_group() -> None:
+    """Run a throwaway local stack: Mosquitto, Redis, PostgreSQL+TimescaleDB.
+
+    \b
+    Example:
+      fleet stack up; eval "$(fleet stack env)"; fleet stack down
+    """
+
+
+@stack_group.command()
+@click.pass_obj
+def up(settings: Settings) -> None:
+    """Start the local servers on free loopback ports (idempotent) and print their URLs.
+
+    With FLEET_MQTT_URL, FLEET_DATABASE_URL and FLEET_REDIS_URL all set, nothing
+    is started and those servers are used.
+
+    \b
+    Example:
+      fleet stack up
+    """
+    if settings.external:
+        click.echo(
+            "FLEET_MQTT_URL, FLEET_DATABASE_URL and FLEET_REDIS_URL are set: using those servers", err=True
+        )
+        urls = stack.resolve_urls(settings)
+    else:
+        begun = time.monotonic()
+        urls, started = stack.up(settings.state_dir, _progress)
+        verb = f"started {', '.join(started)}" if started else "all already running"
+        _progress(f"stack: {verb} in {time.monotonic() - begun:.1f} s; state in {settings.state_dir}")
+    click.echo(f"FLEET_MQTT_URL={stack.redact(urls.mqtt_url)}")
+    click.echo(f"FLEET_DATABASE_URL={urls.database_url}")
+    click.echo(f"FLEET_REDIS_URL={urls.redis_url}")
+
+
+@stack_group.command()
+@click.pass_obj
+def down(settings: Settings) -> None:
+    """Stop the local servers; their data stays under FLEET_STATE_DIR.
+
+    \b
+    Example:
+      fleet stack down
+    """
+    stopped = stack.down(settings.state_dir, _progress)
+    if not stopped:
+        _progress("stack: nothing was running")
+
+
+@stack_group.command()
+@click.pass_obj
+def status(settings: Settings) -> None:
+    """Show whether each local server answers; exits 1 if one does not.
+
+    \b
+    Example:
+      fleet stack status
+    """
+    services = stack.status(settings.state_dir)
+    if not services:
+        click.echo("stack: never started here (run `fleet stack up`)")
+        sys.exit(1)
+    for service in services:
+        state = "up" if service.answering else "DOWN"
+        click.echo(f"{service.name:<10} {state:<5} {service.url}  ({service.detail})")
+    if not all(s.answering for s in services):
+        sys.exit(1)
+
+
+@stack_group.command()
+@click.pass_obj
+def env(settings: Settings) -> None:
+    """Print shell exports of the URLs in use (contains the MQTT password).
+
+    \b
+    Example:
+      eval "$(fleet stack env)"
+    """
+    urls = stack.resolve_urls(settings)
+    click.echo(f"export FLEET_MQTT_URL='{urls.mqtt_url}'")
+    click.echo(f"export FLEET_DATABASE_URL='{urls.database_url}'")
+    click.echo(f"export FLEET_REDIS_URL='{urls.redis_url}'")
+
+
+@main.group(name="db")
+def db_group() -> None:
+    """Database schema and upkeep.
+
+    \b
+    Example:
+      fleet db migrate
+    """
+
+
+@db_group.command(name="migrate")
+@click.option(
+    "--sql-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="folder of NNN_name.sql files (default: the repository's sql/)",
+)
+@click.pass_obj
+def db_migrate(settings: Settings, sql_dir: Path | None) -> None:
+    """Apply the SQL migrations not yet applied, in order; a second run does nothing.
+
+    \b
+    Example:
+      fleet db migrate
+    """
+    urls = stack.resolve_urls(settings)
+    report = asyncio.run(migrate(urls.database_url, sql_dir))
+    for name in report.applied:
+        click.echo(f"applied {name}")
+    if not report.applied:
+        click.echo(f"up to date ({len(report.already)} migrations already applied)")
+    features = report.features
+    click.echo(
+        f"TimescaleDB {features.version}, license {features.license}; PostGIS {features.postgis or 'absent'}"
+    )
+    if features.policies:
+        click.echo("retention, compression and continuous aggregates: TimescaleDB policies")
+    else:
+        click.echo(
+            "retention, compression and continuous aggregates: not under this license; "
+            "fleet does retention and rollups itself"
+        )
+
+
+@main.command()
+@click.option("--buses", default=3, show_default=True, help="simulated buses")
+@click.option("--frames", "frames_per_bus", default=30, show_default=True, help="frames per bus")
+@click.pass_obj
+def demo(settings: Settings, buses: int, frames_per_bus: int) -> None:
+    """Publish signed frames through the broker and show them arriving verified.
+
+    \b
+    Example:
+      fleet stack up && fleet demo --buses 3
+    """
+    from fleet_ingest.demo import run_demo
+
+    urls = stack.resolve_urls(settings)
+    verified = run_demo(urls.mqtt_url, buses=buses, frames_per_bus=frames_per_bus, echo=click.echo)
+    click.echo(
+        f"demo: {verified} of {buses * frames_per_bus} frames arrived through the broker, signatures verified"
+    )
+    if verified != buses * frames_per_bus:
+        sys.exit(1)

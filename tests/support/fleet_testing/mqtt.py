@@ -1,0 +1,42 @@
+"""Real MQTT 5 clients for tests: a subscriber that collects messages, a publisher that waits for PUBACK."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import paho.mqtt.client as mqtt
+
+from fleet_ingest.mqtt import connect_client
+
+
+@contextmanager
+def subscribed(url: str, topic: str) -> Iterator[queue.Queue[mqtt.MQTTMessage]]:
+    """Messages on ``topic`` (QoS 1) arrive in the yielded queue; SUBACK is awaited first."""
+    received: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+    acked: queue.Queue[list[object]] = queue.Queue()
+    client = connect_client(url)
+    client.on_message = lambda _c, _u, message: received.put(message)
+    client.on_subscribe = lambda _c, _u, _mid, codes, _p: acked.put(list(codes))
+    client.subscribe(topic, qos=1)
+    codes = acked.get(timeout=10)
+    assert all(not code.is_failure for code in codes), f"subscribe to {topic} refused: {codes}"  # type: ignore[attr-defined]
+    try:
+        yield received
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def publish_all(url: str, messages: list[tuple[str, bytes]]) -> None:
+    """Publish each (topic, payload) at QoS 1 and wait for every PUBACK."""
+    client = connect_client(url)
+    try:
+        infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
+        for info in infos:
+            info.wait_for_publish(timeout=10)
+            assert info.is_published()
+    finally:
+        client.loop_stop()
+        client.disconnect()

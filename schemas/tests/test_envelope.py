@@ -26,8 +26,10 @@ from fleet_schemas import (
     UnsignedError,
     WrongVersionError,
     encode_batch,
+    encode_frame,
     open_envelope,
     seal,
+    seal_encoded,
     sign,
 )
 from fleet_testing.frames import frame, frames, new_key
@@ -206,3 +208,8 @@ def test_short_key_secret_is_refused() -> None:
 
 def test_a_one_frame_msgpack_message_is_compact() -> None:
     assert len(seal([frame()], KEY)) < 200
+
+
+@given(st.lists(frames(DEVICE), min_size=1, max_size=20))
+def test_sealing_pre_encoded_frames_equals_sealing_frames(batch: list[Frame]) -> None:
+    assert seal_encoded([encode_frame(f) for f in batch], KEY) == seal(batch, KEY)

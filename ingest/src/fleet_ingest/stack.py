@@ -143,14 +143,14 @@ def _chown_to_service_user(path: Path) -> None:
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-def _port_answers(port: int) -> bool:
+def port_answers(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
         return True
     return False
@@ -205,23 +205,22 @@ class _Paths:
         self.postgres_pid = self.postgres / "postmaster.pid"
 
 
-def mosquitto_config(state: StackState, paths: _Paths) -> str:
-    """``deploy/mosquitto/mosquitto.conf`` with this stack's port, files and logs.
+def mosquitto_config(directory: Path, port: int) -> str:
+    """``deploy/mosquitto/mosquitto.conf`` with a local port, files and logs under ``directory``.
 
     The deployed config is the single source of the broker's durability
     settings (persistence, no queue limit that would drop QoS 1 messages).
     """
-    d = paths.mosquitto
     local = {
-        "listener": f"{state.mqtt_port} 127.0.0.1",
-        "password_file": str(d / "passwords"),
-        "acl_file": str(d / "acl"),
-        "persistence_location": f"{d}/",
-        "log_dest": f"file {d / 'mosquitto.log'}",
-        "pid_file": str(paths.mosquitto_pid),
+        "listener": f"{port} 127.0.0.1",
+        "password_file": str(directory / "passwords"),
+        "acl_file": str(directory / "acl"),
+        "persistence_location": f"{directory}/",
+        "log_dest": f"file {directory / 'mosquitto.log'}",
+        "pid_file": str(directory / "mosquitto.pid"),
         "log_timestamp_format": "%Y-%m-%dT%H:%M:%S",
     }
-    lines = ["# written by `fleet stack up` from deploy/mosquitto/mosquitto.conf; edits are overwritten"]
+    lines = ["# written by fleet from deploy/mosquitto/mosquitto.conf; edits are overwritten"]
     for line in (MOSQUITTO_DIR / "mosquitto.conf").read_text().splitlines():
         key = line.split(" ", 1)[0]
         lines.append(f"{key} {local.pop(key)}" if key in local else line)
@@ -229,21 +228,30 @@ def mosquitto_config(state: StackState, paths: _Paths) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _start_mosquitto(state: StackState, paths: _Paths) -> None:
-    d = paths.mosquitto
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "mosquitto.conf").write_text(mosquitto_config(state, paths))
-    passwords = d / "passwords"
+def prepare_mosquitto(directory: Path, port: int, server_password: str) -> list[str]:
+    """Write a broker's config, password file and ACL under ``directory``; return the command that runs it.
+
+    The command runs in the foreground; add ``-d`` to daemonize.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "mosquitto.conf").write_text(mosquitto_config(directory, port))
+    passwords = directory / "passwords"
     if not passwords.exists():
-        _run(["mosquitto_passwd", "-b", "-c", str(passwords), MQTT_USER, state.mqtt_password])
-    acl = d / "acl"
+        _run(["mosquitto_passwd", "-b", "-c", str(passwords), MQTT_USER, server_password])
+    acl = directory / "acl"
     if not acl.exists():
         shutil.copyfile(MOSQUITTO_DIR / "acl", acl)
     passwords.chmod(0o600)
     acl.chmod(0o600)
-    _chown_to_service_user(d)
-    _run(_as_service_user(["mosquitto", "-c", str(d / "mosquitto.conf"), "-d"]))
-    _wait_until(lambda: _port_answers(state.mqtt_port), "Mosquitto", d / "mosquitto.log")
+    if _running_as_root():
+        _ensure_service_user()
+    _chown_to_service_user(directory)
+    return _as_service_user(["mosquitto", "-c", str(directory / "mosquitto.conf")])
+
+
+def _start_mosquitto(state: StackState, paths: _Paths) -> None:
+    _run([*prepare_mosquitto(paths.mosquitto, state.mqtt_port, state.mqtt_password), "-d"])
+    _wait_until(lambda: port_answers(state.mqtt_port), "Mosquitto", paths.mosquitto / "mosquitto.log")
 
 
 def _start_redis(state: StackState, paths: _Paths) -> None:
@@ -336,7 +344,7 @@ def _start_postgres(state: StackState, paths: _Paths) -> None:
             ]
         )
     )
-    _wait_until(lambda: _port_answers(state.postgres_port), "PostgreSQL", log)
+    _wait_until(lambda: port_answers(state.postgres_port), "PostgreSQL", log)
     exists = _run(
         [
             str(bindir / "psql"),
@@ -409,9 +417,9 @@ def _load_or_create_state(state_dir: Path) -> StackState:
     data_dir = _data_dir_for(state_dir)
     state = StackState(
         data_dir=str(data_dir),
-        mqtt_port=_free_port(),
-        redis_port=_free_port(),
-        postgres_port=_free_port(),
+        mqtt_port=free_port(),
+        redis_port=free_port(),
+        postgres_port=free_port(),
         mqtt_password=secrets.token_urlsafe(24),
     )
     _write_state(state_dir, state)
@@ -435,13 +443,13 @@ def up(state_dir: Path, progress: Callable[[str], None] = lambda _: None) -> tup
     checks: list[tuple[str, Callable[[], bool], Callable[[StackState, _Paths], None]]] = [
         (
             "mosquitto",
-            lambda: _pid_alive(paths.mosquitto_pid) is not None and _port_answers(state.mqtt_port),
+            lambda: _pid_alive(paths.mosquitto_pid) is not None and port_answers(state.mqtt_port),
             _start_mosquitto,
         ),
         ("redis", lambda: _redis_ping(state.redis_port), _start_redis),
         (
             "postgres",
-            lambda: _pid_alive(paths.postgres_pid) is not None and _port_answers(state.postgres_port),
+            lambda: _pid_alive(paths.postgres_pid) is not None and port_answers(state.postgres_port),
             _start_postgres,
         ),
     ]
@@ -494,14 +502,14 @@ def status(state_dir: Path) -> list[ServiceStatus]:
         ServiceStatus(
             "mosquitto",
             redact(urls.mqtt_url),
-            _port_answers(state.mqtt_port),
+            port_answers(state.mqtt_port),
             f"data {state.data_dir}/mosquitto",
         ),
         ServiceStatus("redis", urls.redis_url, _redis_ping(state.redis_port), f"data {state.data_dir}/redis"),
         ServiceStatus(
             "postgres",
             urls.database_url,
-            _port_answers(state.postgres_port),
+            port_answers(state.postgres_port),
             f"data {state.data_dir}/postgres",
         ),
     ]

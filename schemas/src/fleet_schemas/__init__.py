@@ -9,8 +9,10 @@ from fleet_schemas.envelope import (
     KeyLookup,
     VerifiedBatch,
     encode_batch,
+    encode_frame,
     open_envelope,
     seal,
+    seal_encoded,
     sign,
 )
 from fleet_schemas.errors import (
@@ -30,6 +32,7 @@ from fleet_schemas.errors import (
     WrongVersionError,
 )
 from fleet_schemas.frames import Batch, Frame
+from fleet_schemas.status import DeviceStatus, decode_status, encode_status
 from fleet_schemas.topics import TopicAddress, frames_subscription, frames_topic, parse_topic, status_topic
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "Batch",
     "DeviceKey",
     "DeviceMismatchError",
+    "DeviceStatus",
     "Envelope",
     "FleetSchemaError",
     "Frame",
@@ -57,12 +61,16 @@ __all__ = [
     "UnsignedError",
     "VerifiedBatch",
     "WrongVersionError",
+    "decode_status",
     "encode_batch",
+    "encode_frame",
+    "encode_status",
     "frames_subscription",
     "frames_topic",
     "open_envelope",
     "parse_topic",
     "seal",
+    "seal_encoded",
     "sign",
     "status_topic",
 ]

@@ -117,7 +117,28 @@ def encode_batch(frames: Sequence[Frame], device: str, encoding: Encoding = "msg
 
 def seal(frames: Sequence[Frame], key: DeviceKey, encoding: Encoding = "msgpack") -> bytes:
     """Encode and sign frames of ``key.device`` into one envelope."""
-    payload = encode_batch(frames, key.device, encoding)
+    return _seal_payload(encode_batch(frames, key.device, encoding), key, encoding)
+
+
+class _EncodedBatch(msgspec.Struct, array_like=True, frozen=True):
+    """Encodes exactly as :class:`Batch`, from frames that are already msgpack bytes."""
+
+    device: str
+    frames: list[msgspec.Raw]
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """One frame as msgpack bytes, as it is stored in an outbox and embedded in a batch."""
+    return _ENCODERS["msgpack"].encode(frame)
+
+
+def seal_encoded(encoded_frames: Sequence[bytes], key: DeviceKey) -> bytes:
+    """Sign frames already encoded by :func:`encode_frame` without decoding them again."""
+    payload = _ENCODERS["msgpack"].encode(_EncodedBatch(key.device, [msgspec.Raw(f) for f in encoded_frames]))
+    return _seal_payload(payload, key, "msgpack")
+
+
+def _seal_payload(payload: bytes, key: DeviceKey, encoding: Encoding) -> bytes:
     envelope = Envelope(FORMAT_VERSION, key.key_id, payload, sign(key.secret, payload))
     return _ENCODERS[encoding].encode(envelope)
 

@@ -1,0 +1,246 @@
+"""One onboard agent: fixes in, checked and sampled, stored in the outbox, published.
+
+Three tasks share the outbox: the producer (source → clock check → sampling
+→ outbox), the publisher (outbox → broker) and the health writer (a small JSON
+file the unit's watchdog reads). Stopping lets the publisher finish the
+message in flight; whatever is not acked stays in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from fleet_agent import __version__
+from fleet_agent.clock import check_fix_time
+from fleet_agent.config import AgentConfig
+from fleet_agent.fix import Fix, FixSource
+from fleet_agent.keys import KeyRing
+from fleet_agent.outbox import Outbox, OutboxCounters
+from fleet_agent.publisher import Publisher, PublisherState
+from fleet_agent.sampling import SamplerState, sample
+from fleet_schemas import DeviceStatus, Frame
+
+log = logging.getLogger("fleet_agent.agent")
+
+HEALTH_EVERY_S = 5.0
+
+
+class FixCounters(msgspec.Struct):
+    """What happened to the fixes the source gave."""
+
+    received: int = 0
+    framed: int = 0
+    skipped_by_sampling: int = 0
+    rollover_corrected: int = 0
+    rejected_future: int = 0
+    rejected_implausible: int = 0
+    lost_disk_full: int = 0
+
+
+class Health(msgspec.Struct, frozen=True, kw_only=True):
+    """The health file: enough for a watchdog and for ``fleet-agent status``."""
+
+    time_ms: int
+    device: str
+    agent_version: str
+    pid: int
+    connected: bool
+    backlog: int
+    outbox_full: bool
+    next_seq: int
+    key_id: str
+    last_fix_ms: int | None
+    last_ack_ms: int | None
+    clock_offset_ms: int | None
+    fixes: FixCounters
+    outbox: OutboxCounters
+    publisher: PublisherState
+
+
+class Agent:
+    """Everything one device runs; ``run`` until ``stop`` is set or the source ends and the outbox drained."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        source: FixSource,
+        clock: Callable[[], float] = time.time,
+        *,
+        check_clock: bool = True,
+    ) -> None:
+        """``check_clock=False`` keeps fix times as they are: replays of old field logs."""
+        self.config = config
+        self._check_clock = check_clock
+        self._source = source
+        self._clock = clock
+        self.keys = KeyRing(Path(config.key_file), config.device)
+        self.outbox = Outbox(Path(config.data_dir), config.outbox)
+        self.fixes = FixCounters()
+        self._sampler = SamplerState()
+        self._last_fix: Fix | None = None
+        self._clock_offset_ms: int | None = None
+        self.publisher = Publisher(
+            config.broker, config.operator, config.device, self.outbox, self.keys, self.status
+        )
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def status(self) -> DeviceStatus:
+        return DeviceStatus(
+            state="online",
+            device=self.config.device,
+            agent_version=__version__,
+            time_ms=self._now_ms(),
+            backlog=self.outbox.count(),
+            outbox_full=self.outbox.full,
+            last_fix_ms=self._last_fix.time_ms if self._last_fix else None,
+            key_id=self.keys.current().key_id,
+            clock_offset_ms=self._clock_offset_ms,
+        )
+
+    def health(self) -> Health:
+        return Health(
+            time_ms=self._now_ms(),
+            device=self.config.device,
+            agent_version=__version__,
+            pid=os.getpid(),
+            connected=self.publisher.state.connected,
+            backlog=self.outbox.count(),
+            outbox_full=self.outbox.full,
+            next_seq=self.outbox.next_seq,
+            key_id=self.keys.current().key_id,
+            last_fix_ms=self._last_fix.time_ms if self._last_fix else None,
+            last_ack_ms=self.publisher.state.last_ack_ms,
+            clock_offset_ms=self._clock_offset_ms,
+            fixes=self.fixes,
+            outbox=self.outbox.counters(),
+            publisher=self.publisher.state,
+        )
+
+    def accept(self, fix: Fix) -> Frame | None:
+        """Check, sample and store one fix; the frame stored, if any."""
+        self.fixes.received += 1
+        now_ms = self._now_ms()
+        fix_ms, verdict = (
+            check_fix_time(self.config.clock, fix.time_ms, now_ms)
+            if self._check_clock
+            else (fix.time_ms, "ok")
+        )
+        if fix_ms is None:
+            if verdict == "future":
+                self.fixes.rejected_future += 1
+            else:
+                self.fixes.rejected_implausible += 1
+            log.warning(
+                "fix time rejected",
+                extra={
+                    "device": self.config.device,
+                    "reason": verdict,
+                    "fix_ms": fix.time_ms,
+                    "system_ms": now_ms,
+                },
+            )
+            return None
+        if verdict == "rollover_corrected":
+            self.fixes.rollover_corrected += 1
+            fix = msgspec.structs.replace(fix, time_ms=fix_ms)
+        self._clock_offset_ms = now_ms - fix_ms
+        self._last_fix = fix
+        self._sampler, send = sample(self.config.sampling, self._sampler, fix)
+        if not send:
+            self.fixes.skipped_by_sampling += 1
+            return None
+        frame = self.outbox.append(lambda seq: self.frame_from(fix, seq))
+        if frame is None:
+            self.fixes.lost_disk_full += 1
+            return None
+        self.fixes.framed += 1
+        self.publisher.wake.set()
+        return frame
+
+    def frame_from(self, fix: Fix, seq: int) -> Frame:
+        return Frame(
+            device=self.config.device,
+            bus=self.config.bus,
+            seq=seq,
+            time_ms=fix.time_ms,
+            lat=fix.lat,
+            lon=fix.lon,
+            accuracy_m=fix.accuracy_m,
+            speed_mps=fix.speed_mps,
+            heading_deg=fix.heading_deg % 360.0 if fix.heading_deg is not None else None,
+            altitude_m=fix.altitude_m,
+            satellites=fix.satellites,
+            hdop=fix.hdop,
+            ignition=fix.ignition,
+            source=fix.source,
+        )
+
+    async def _produce(self) -> None:
+        async for fix in self._source.fixes():
+            self.accept(fix)
+
+    async def _write_health(self, stop: asyncio.Event) -> None:
+        if self.config.health_file is None:
+            return
+        path = Path(self.config.health_file)
+        while not stop.is_set():
+            write_health(path, self.health())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=HEALTH_EVERY_S)
+        write_health(path, self.health())
+
+    async def run(self, stop: asyncio.Event, *, exit_when_drained: bool = False) -> None:
+        """Run until ``stop``; ``exit_when_drained`` also ends it once the source ended and all is acked."""
+        log.info(
+            "agent starting",
+            extra={
+                "device": self.config.device,
+                "backlog": self.outbox.count(),
+                "next_seq": self.outbox.next_seq,
+            },
+        )
+        publisher = asyncio.create_task(self.publisher.run(stop))
+        health = asyncio.create_task(self._write_health(stop))
+        producer = asyncio.create_task(self._produce())
+        try:
+            await _until_stopped_or_drained(self, stop, producer, exit_when_drained)
+        finally:
+            stop.set()
+            producer.cancel()
+            await asyncio.gather(producer, publisher, health, return_exceptions=True)
+            self.outbox.close()
+            log.info("agent stopped", extra={"device": self.config.device})
+
+
+async def _until_stopped_or_drained(
+    agent: Agent, stop: asyncio.Event, producer: asyncio.Task[None], exit_when_drained: bool
+) -> None:
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([stopping, producer], return_when=asyncio.FIRST_COMPLETED)
+        if producer.done() and not producer.cancelled() and producer.exception() is not None:
+            raise producer.exception()  # type: ignore[misc]
+        while exit_when_drained and not stop.is_set() and agent.outbox.count() > 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # the outbox is SQLite: polled, it has no event to await
+        if not exit_when_drained:
+            await stopping
+    finally:
+        stopping.cancel()
+
+
+def write_health(path: Path, health: Health) -> None:
+    """Write the health file atomically so a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(msgspec.json.encode(health))
+    os.replace(temporary, path)

@@ -1,0 +1,182 @@
+"""Live state in Redis: where each bus is now, for maps, ETAs and the websocket fan-out.
+
+Per operator, all in one Redis Cluster slot (the operator in braces):
+
+* ``fleet:{op}:live``: GEO set of buses (GEOSEARCH-able);
+* ``fleet:{op}:bus:{bus}``: hash with the bus's newest accepted fix (``t``, ``s``,
+  ``state`` as JSON), expiring ``ttl_s`` after its last update;
+* ``fleet:{op}:seen``: sorted set of buses by last update (server time), to
+  prune the GEO set of buses whose hash expired;
+* channel ``fleet:{op}:positions``: one JSON array per batch of the positions
+  that moved.
+
+One Lua script per operator per batch does the compare-and-set: a bus moves
+only to a fix newer by (fix time, sequence) than the one it has, so a late or
+redelivered frame never moves it backwards, whatever the order batches from
+several ingest processes arrive in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+
+import redis.asyncio as aioredis
+
+from fleet_ingest.assess import Accepted, BusKey
+from fleet_processing.filters import PreviousFix
+from fleet_schemas.live import LIVE_DECODER, LIVE_ENCODER, LivePosition
+
+GEO_MAX_LAT = 85.05112878
+"""Redis GEO sets cannot hold latitudes beyond this (Web Mercator)."""
+
+_UPDATE = """
+local ttl, now, channel = ARGV[1], ARGV[2], ARGV[3]
+local moved = {}
+for i = 3, #KEYS do
+  local a = 3 + (i - 3) * 6
+  local bus, t, s, lon, lat, state = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
+    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+  local current = redis.call('HMGET', KEYS[i], 't', 's')
+  local ct, cs = tonumber(current[1]), tonumber(current[2])
+  if ct == nil or t > ct or (t == ct and s > cs) then
+    redis.call('HSET', KEYS[i], 't', t, 's', s, 'state', state)
+    redis.call('EXPIRE', KEYS[i], ttl)
+    if math.abs(tonumber(lat)) <= MAX_LAT then
+      redis.call('GEOADD', KEYS[1], lon, lat, bus)
+    end
+    redis.call('ZADD', KEYS[2], now, bus)
+    moved[#moved + 1] = state
+  end
+end
+if #moved > 0 then
+  redis.call('PUBLISH', channel, '[' .. table.concat(moved, ',') .. ']')
+end
+return #moved
+""".replace("MAX_LAT", str(GEO_MAX_LAT))
+
+_PRUNE = """
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+for _, bus in ipairs(gone) do
+  redis.call('ZREM', KEYS[1], bus)
+  redis.call('ZREM', KEYS[2], bus)
+end
+return #gone
+"""
+
+
+def geo_key(operator: str) -> str:
+    return f"fleet:{{{operator}}}:live"
+
+
+def seen_key(operator: str) -> str:
+    return f"fleet:{{{operator}}}:seen"
+
+
+def bus_key(operator: str, bus: str) -> str:
+    return f"fleet:{{{operator}}}:bus:{bus}"
+
+
+def positions_channel(operator: str) -> str:
+    return f"fleet:{{{operator}}}:positions"
+
+
+OPERATORS_KEY = "fleet:operators"
+
+
+class LiveState:
+    """Writes and reads the live keys; one instance per process, around one Redis client."""
+
+    def __init__(self, client: aioredis.Redis, ttl_s: int = 900) -> None:
+        self._client = client
+        self._ttl_s = ttl_s
+        self._update = client.register_script(_UPDATE)
+        self._prune = client.register_script(_PRUNE)
+        self._operators: set[str] = set()
+
+    async def update(self, accepted: Iterable[Accepted], now_ms: int | None = None) -> int:
+        """Move each bus to its newest fix of the batch if newer than Redis's; return how many moved."""
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        newest: dict[BusKey, Accepted] = {}
+        for item in accepted:
+            key = (item.operator, item.frame.bus)
+            held = newest.get(key)
+            if held is None or (item.frame.time_ms, item.frame.seq) > (held.frame.time_ms, held.frame.seq):
+                newest[key] = item
+        by_operator: dict[str, list[Accepted]] = defaultdict(list)
+        for (operator, _bus), item in newest.items():
+            by_operator[operator].append(item)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for operator, items in by_operator.items():
+                keys = [
+                    geo_key(operator),
+                    seen_key(operator),
+                    *(bus_key(operator, i.frame.bus) for i in items),
+                ]
+                args: list[str | int | float | bytes] = [self._ttl_s, now_ms, positions_channel(operator)]
+                for item in items:
+                    f = item.frame
+                    state = LivePosition(
+                        operator=operator,
+                        bus=f.bus,
+                        device=f.device,
+                        seq=f.seq,
+                        time_ms=f.time_ms,
+                        lat=f.lat,
+                        lon=f.lon,
+                        speed_mps=f.speed_mps,
+                        heading_deg=f.heading_deg,
+                        accuracy_m=f.accuracy_m,
+                        trip_id=f.trip_id,
+                        received_ms=now_ms,
+                    )
+                    args += [f.bus, f.time_ms, f.seq, repr(f.lon), repr(f.lat), LIVE_ENCODER.encode(state)]
+                await self._update(keys=keys, args=args, client=pipe)
+            new_operators = set(by_operator) - self._operators
+            if new_operators:
+                pipe.sadd(OPERATORS_KEY, *new_operators)
+            results = await pipe.execute()
+        self._operators |= new_operators
+        return sum(int(r) for r in results[: len(by_operator)])
+
+    async def previous(self, buses: Iterable[BusKey]) -> dict[BusKey, PreviousFix]:
+        """The newest fix Redis holds for these buses (for buses this process has not seen yet)."""
+        wanted = list(buses)
+        if not wanted:
+            return {}
+        async with self._client.pipeline(transaction=False) as pipe:
+            for operator, bus in wanted:
+                pipe.hget(bus_key(operator, bus), "state")
+            states = await pipe.execute()
+        found: dict[BusKey, PreviousFix] = {}
+        for key, raw in zip(wanted, states, strict=True):
+            if raw is not None:
+                live = LIVE_DECODER.decode(raw)
+                found[key] = PreviousFix(live.time_ms, live.seq, live.lat, live.lon)
+        return found
+
+    async def position(self, operator: str, bus: str) -> LivePosition | None:
+        raw = await self._client.hget(bus_key(operator, bus), "state")
+        return None if raw is None else LIVE_DECODER.decode(raw)
+
+    async def prune(self, now_ms: int | None = None) -> int:
+        """Drop from the GEO sets the buses whose hash has expired; return how many."""
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        cutoff = now_ms - self._ttl_s * 1000
+        operators = {
+            o.decode() if isinstance(o, bytes) else str(o) for o in await self._client.smembers(OPERATORS_KEY)
+        }
+        pruned = 0
+        for operator in operators:
+            pruned += int(await self._prune(keys=[geo_key(operator), seen_key(operator)], args=[cutoff]))
+        return pruned
+
+    async def buses_live(self) -> int:
+        """Buses with a live position, over all operators."""
+        operators = await self._client.smembers(OPERATORS_KEY)
+        total = 0
+        for operator in operators:
+            name = operator.decode() if isinstance(operator, bytes) else str(operator)
+            total += int(await self._client.zcard(seen_key(name)))
+        return total

@@ -1,0 +1,36 @@
+"""Prometheus metrics of ingest; labels are bounded (reason codes), never device ids."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES = Counter("fleet_ingest_messages_total", "MQTT messages taken from the broker")
+FRAMES_RECEIVED = Counter(
+    "fleet_ingest_frames_received_total", "Frames in verified messages, plus one per bad message"
+)
+FRAMES_ACCEPTED = Counter(
+    "fleet_ingest_frames_accepted_total", "Frames that passed every check and were stored"
+)
+FRAMES_REJECTED = Counter(
+    "fleet_ingest_frames_rejected_total", "Messages or frames rejected, by reason", ["reason"]
+)
+DUPLICATES = Counter(
+    "fleet_ingest_frames_duplicate_total", "Accepted frames already stored (redeliveries, retries)"
+)
+BATCH_FRAMES = Histogram(
+    "fleet_ingest_batch_frames",
+    "Frames per micro-batch",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000),
+)
+FLUSH_SECONDS = Histogram("fleet_ingest_flush_seconds", "From a batch taken to its acks written")
+DB_WRITE_SECONDS = Histogram("fleet_ingest_db_write_seconds", "One batch's PostgreSQL transaction")
+REDIS_WRITE_SECONDS = Histogram("fleet_ingest_redis_write_seconds", "One batch's Redis live-state update")
+LAG_SECONDS = Histogram(
+    "fleet_ingest_lag_seconds",
+    "Fix time to committed, per accepted frame",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400),
+)
+IN_FLIGHT = Gauge("fleet_ingest_in_flight_messages", "Messages received and not yet acked")
+BUSES_LIVE = Gauge("fleet_ingest_buses_live", "Buses with a live position in Redis")
+STORE_ERRORS = Counter("fleet_ingest_store_errors_total", "Failed writes (retried, never acked)", ["store"])
+RECONNECTS = Counter("fleet_ingest_broker_reconnects_total", "Broker connections lost and retried")

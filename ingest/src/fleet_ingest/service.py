@@ -1,0 +1,313 @@
+"""``fleet ingest``: broker → checks → TimescaleDB + Redis → ack, at least once.
+
+One loop per process: take a micro-batch from the consumer (flushed by size
+or after ``flush_ms``), assess it (pure), commit it to PostgreSQL, update the
+live state in Redis, then PUBACK every message in it. A failed write is
+retried with backoff and nothing is acked meanwhile; the consumer's receive
+maximum then stops the broker from sending more (backpressure), and the
+broker keeps the rest in the persistent session. SIGTERM finishes the batch
+in hand, acks it and disconnects; what was received but not acked comes
+again after the restart and is deduplicated by (device, seq).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, Literal, Protocol, TypeVar
+
+import asyncpg
+import msgspec
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from fleet_ingest import metrics
+from fleet_ingest.assess import Accepted, Assessment, BusKey, DeviceInfo, Incoming, assess
+from fleet_ingest.live import LiveState
+from fleet_ingest.mqtt_consumer import Consumer, Message, MqttError
+from fleet_ingest.storage import prepare_connection, store_batch
+from fleet_processing.filters import FilterPolicy, PreviousFix
+from fleet_schemas import DeviceKey, frames_subscription
+
+log = logging.getLogger("fleet_ingest.service")
+
+T = TypeVar("T")
+
+
+class _Abandoned(Exception):
+    """A batch given up unacked because the process stops while a store is down."""
+
+
+class Registry(Protocol):
+    """The view of devices and keys ingest checks against (fleet_ingest.keycache.KeyCache)."""
+
+    def key(self, key_id: str) -> DeviceKey | None: ...
+
+    def device(self, device: str) -> DeviceInfo | None: ...
+
+
+class IngestOptions(msgspec.Struct, frozen=True):
+    """How one ingest process runs (FLEET_INGEST_* settings)."""
+
+    client_id: str
+    share_group: str = "ingest"
+    batch_max: int = 2_000
+    flush_ms: float = 5.0
+    receive_maximum: int = 20_000
+    session_expiry_s: int = 86_400
+    live_ttl_s: int = 900
+    burst_idle_s: float | None = None
+    """exit after this long with nothing to do (tests and one-off drains); None runs until stopped"""
+    filters: FilterPolicy = msgspec.field(default_factory=FilterPolicy)
+
+
+class _BusCache(Mapping[BusKey, PreviousFix]):
+    """Last accepted fix per bus, bounded; stale entries are still valid teleport references."""
+
+    def __init__(self, size: int = 200_000) -> None:
+        self._items: OrderedDict[BusKey, PreviousFix] = OrderedDict()
+        self._size = size
+
+    def update(self, items: dict[BusKey, PreviousFix]) -> None:
+        for key, fix in items.items():
+            held = self._items.get(key)
+            if held is None or (fix.time_ms, fix.seq) > (held.time_ms, held.seq):
+                self._items[key] = fix
+            self._items.move_to_end(key)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def __getitem__(self, key: BusKey) -> PreviousFix:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[BusKey]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Ingest:
+    """One ingest process's loop; the stores and registry are handed in, opened by the caller."""
+
+    def __init__(
+        self,
+        mqtt_url: str,
+        pool: asyncpg.Pool,
+        live: LiveState,
+        registry: Registry,
+        options: IngestOptions,
+    ) -> None:
+        self._mqtt_url = mqtt_url
+        self._pool = pool
+        self._live = live
+        self._registry = registry
+        self._options = options
+        self._buses = _BusCache()
+        self._stop = asyncio.Event()
+        self.batches = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` (or, in burst mode, until idle); reconnect to the broker on failure."""
+        self._stop = stop
+        upkeep = asyncio.create_task(self._upkeep(stop))
+        try:
+            await self._connect_and_consume(stop)
+        finally:
+            upkeep.cancel()
+
+    async def _upkeep(self, stop: asyncio.Event) -> None:
+        """Every 30 s: drop expired buses from the GEO sets and report how many are live."""
+        while not stop.is_set():
+            try:
+                await self._live.prune()
+                metrics.BUSES_LIVE.set(await self._live.buses_live())
+            except redis.exceptions.RedisError as exc:
+                log.warning("live-state upkeep failed", extra={"error": str(exc)})
+            await _sleep_unless(stop, 30.0)
+
+    async def _connect_and_consume(self, stop: asyncio.Event) -> None:
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                async with Consumer(
+                    self._mqtt_url,
+                    self._options.client_id,
+                    frames_subscription(self._options.share_group),
+                    session_expiry_s=self._options.session_expiry_s,
+                    receive_maximum=self._options.receive_maximum,
+                ) as consumer:
+                    log.info(
+                        "subscribed",
+                        extra={
+                            "client_id": self._options.client_id,
+                            "session_present": consumer.session_present,
+                        },
+                    )
+                    delay = 0.5
+                    if await self._consume(consumer, stop):
+                        return
+            except _Abandoned as exc:
+                log.warning(
+                    "stopping with a batch unacked; the broker will deliver it again",
+                    extra={"store": str(exc)},
+                )
+                return
+            except MqttError as exc:
+                metrics.RECONNECTS.inc()
+                log.warning(
+                    "broker connection lost; reconnecting", extra={"error": str(exc), "retry_in_s": delay}
+                )
+            if not stop.is_set():
+                await _sleep_unless(stop, delay)
+                delay = min(delay * 2, 15.0)
+
+    async def _consume(self, consumer: Consumer, stop: asyncio.Event) -> bool:
+        """Batches until stopped (False) or idle in burst mode (True)."""
+        idle_since = time.monotonic()
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                messages = await self._take(consumer, stopping)
+                metrics.IN_FLIGHT.set(consumer.waiting + len(messages))
+                if not messages:
+                    burst = self._options.burst_idle_s
+                    if burst is not None and time.monotonic() - idle_since >= burst:
+                        return True
+                    continue
+                await self._handle(consumer, messages)
+                idle_since = time.monotonic()
+            return False
+        finally:
+            stopping.cancel()
+
+    async def _take(self, consumer: Consumer, stopping: asyncio.Future[Literal[True]]) -> list[Message]:
+        receiving = asyncio.ensure_future(consumer.receive(self._options.batch_max, 1.0))
+        waiters: list[asyncio.Future[Any]] = [receiving, stopping]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if not receiving.done():
+            receiving.cancel()
+            return []
+        messages = receiving.result()
+        if messages and len(messages) < self._options.batch_max and not stopping.done():
+            await asyncio.sleep(self._options.flush_ms / 1000)
+            messages += await consumer.receive(self._options.batch_max - len(messages), 0)
+        return messages
+
+    async def _handle(self, consumer: Consumer, messages: list[Message]) -> None:
+        started = time.monotonic()
+        incoming = [Incoming(m.topic, m.payload) for m in messages]
+        outcome = await self._assess(incoming)
+        new = await self._retry("postgresql", lambda: self._store(outcome))
+        if outcome.accepted:
+            await self._retry("redis", lambda: self._update_live(outcome.accepted))
+        self._buses.update(outcome.latest)
+        consumer.ack([m.packet_id for m in messages])
+        self._count(messages, outcome, new)
+        metrics.FLUSH_SECONDS.observe(time.monotonic() - started)
+        self.batches += 1
+
+    async def _assess(self, incoming: list[Incoming]) -> Assessment:
+        outcome = assess(
+            incoming,
+            self._registry.key,
+            self._registry.device,
+            self._buses,
+            self._options.filters,
+            int(time.time() * 1000),
+        )
+        unknown = {
+            (a.operator, a.frame.bus)
+            for a in outcome.accepted
+            if (a.operator, a.frame.bus) not in self._buses
+        }
+        if not unknown:
+            return outcome
+        # First frames of buses this process has not seen: check them against Redis's last fix too.
+        seeded = await self._retry("redis", lambda: self._live.previous(unknown))
+        if not seeded:
+            return outcome
+        self._buses.update(seeded)
+        return assess(
+            incoming,
+            self._registry.key,
+            self._registry.device,
+            self._buses,
+            self._options.filters,
+            int(time.time() * 1000),
+        )
+
+    async def _store(self, outcome: Assessment) -> set[tuple[str, int]]:
+        started = time.monotonic()
+        new = await store_batch(self._pool, outcome.accepted, outcome.rejected)
+        committed = time.time()
+        metrics.DB_WRITE_SECONDS.observe(time.monotonic() - started)
+        for item in outcome.accepted:
+            metrics.LAG_SECONDS.observe(max(0.0, committed - item.frame.time_ms / 1000))
+        return new
+
+    async def _retry(self, store: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Retry a write until it succeeds; meanwhile nothing is acked (the broker holds the messages).
+
+        If the process is told to stop while a store is down, the batch is
+        abandoned unacked: the broker delivers it again after the restart.
+        """
+        delay = 0.2
+        while True:
+            try:
+                return await attempt()
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                redis.exceptions.RedisError,
+            ) as exc:
+                metrics.STORE_ERRORS.labels(store).inc()
+                log.warning(
+                    "write failed; retrying, nothing acked meanwhile",
+                    extra={"store": store, "error": str(exc), "retry_in_s": round(delay, 2)},
+                )
+                if self._stop.is_set():
+                    raise _Abandoned(store) from exc
+                await _sleep_unless(self._stop, delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
+                delay = min(delay * 2, 5.0)
+
+    async def _update_live(self, accepted: list[Accepted]) -> int:
+        started = time.monotonic()
+        moved = await self._live.update(accepted)
+        metrics.REDIS_WRITE_SECONDS.observe(time.monotonic() - started)
+        return moved
+
+    @staticmethod
+    def _count(messages: list[Message], outcome: Assessment, new: set[tuple[str, int]]) -> None:
+        metrics.MESSAGES.inc(len(messages))
+        metrics.BATCH_FRAMES.observe(len(outcome.accepted) + len(outcome.rejected))
+        metrics.FRAMES_RECEIVED.inc(len(outcome.accepted) + len(outcome.rejected))
+        metrics.FRAMES_ACCEPTED.inc(len(new))
+        metrics.DUPLICATES.inc(len(outcome.accepted) - len(new))
+        for rejected in outcome.rejected:
+            metrics.FRAMES_REJECTED.labels(rejected.reason).inc()
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return
+
+
+async def open_pool(database_url: str) -> asyncpg.Pool:
+    """The connection pool ingest writes through (each connection has its staging table)."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4, init=prepare_connection)
+    assert pool is not None
+    return pool
+
+
+def open_redis(redis_url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+    )

@@ -1,0 +1,93 @@
+"""The lean MQTT 5 consumer against the real Mosquitto: ack-after-commit semantics."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from fleet_testing.mqtt import publish_all
+
+from fleet_ingest.mqtt_consumer import Consumer, Message, MqttError
+from fleet_ingest.settings import ServiceUrls
+
+pytestmark = pytest.mark.stack
+
+
+async def _take(consumer: Consumer, count: int) -> list[Message]:
+    taken: list[Message] = []
+    while len(taken) < count:
+        batch = await consumer.receive(count - len(taken), 5.0)
+        assert batch, f"only {len(taken)} of {count} messages arrived"
+        taken += batch
+    return taken
+
+
+def _messages(prefix: str, count: int) -> list[tuple[str, bytes]]:
+    return [(f"{prefix}/{i % 7}", f"payload-{i}".encode()) for i in range(count)]
+
+
+def test_unacked_messages_come_again_after_reconnect_and_acked_ones_do_not(stack_urls: ServiceUrls) -> None:
+    prefix = f"consumer-test/{uuid.uuid4().hex[:8]}"
+    client_id = f"consumer-{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> tuple[list[Message], list[Message]]:
+        async with Consumer(stack_urls.mqtt_url, client_id, f"{prefix}/+", clean_start=True) as consumer:
+            await asyncio.to_thread(publish_all, stack_urls.mqtt_url, _messages(prefix, 200))
+            first = await _take(consumer, 200)
+            consumer.ack([m.packet_id for m in first[:120]])
+            await consumer.flush()
+        async with Consumer(stack_urls.mqtt_url, client_id, f"{prefix}/+") as consumer:
+            assert consumer.session_present
+            again = await _take(consumer, 80)
+            consumer.ack([m.packet_id for m in again])
+            assert await consumer.receive(10, 0.5) == []
+        return first, again
+
+    first, again = asyncio.run(scenario())
+    assert {m.payload for m in first} == {f"payload-{i}".encode() for i in range(200)}
+    assert {m.payload for m in again} == {m.payload for m in first[120:]}
+    assert all(m.duplicate for m in again)
+
+
+def test_shared_subscription_splits_messages_between_consumers(stack_urls: ServiceUrls) -> None:
+    prefix = f"consumer-test/{uuid.uuid4().hex[:8]}"
+    group = f"g{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> tuple[int, int]:
+        subscription = f"$share/{group}/{prefix}/+"
+        async with (
+            Consumer(stack_urls.mqtt_url, f"{group}-a", subscription, clean_start=True) as a,
+            Consumer(stack_urls.mqtt_url, f"{group}-b", subscription, clean_start=True) as b,
+        ):
+            await asyncio.to_thread(publish_all, stack_urls.mqtt_url, _messages(prefix, 1_000))
+            got_a: list[Message] = []
+            got_b: list[Message] = []
+            while len(got_a) + len(got_b) < 1_000:
+                batch_a, batch_b = await asyncio.gather(a.receive(1_000, 0.2), b.receive(1_000, 0.2))
+                assert batch_a or batch_b, "messages stopped arriving"
+                a.ack([m.packet_id for m in batch_a])
+                b.ack([m.packet_id for m in batch_b])
+                got_a += batch_a
+                got_b += batch_b
+            assert {m.payload for m in got_a}.isdisjoint({m.payload for m in got_b})
+            return len(got_a), len(got_b)
+
+    count_a, count_b = asyncio.run(scenario())
+    assert count_a + count_b == 1_000
+    assert count_a > 200
+    assert count_b > 200
+
+
+def test_wrong_password_is_a_clear_refusal(stack_urls: ServiceUrls) -> None:
+    bad = stack_urls.mqtt_url.replace("://fleet-server:", "://fleet-server:wrong")
+
+    async def connect() -> None:
+        async with Consumer(bad, "nobody", "x/+", clean_start=True):
+            pass
+
+    with pytest.raises(
+        MqttError,
+        match=r"refused the connection: reason code 0x8[67] \((bad user name or password|not authorized)\)",
+    ):
+        asyncio.run(connect())

@@ -1,0 +1,56 @@
+"""A Mosquitto of one test's own, to stop and restart without disturbing the session's broker."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from fleet_ingest import stack
+from fleet_ingest.settings import load_settings
+
+
+def scratch_dir() -> Path:
+    """A fresh folder the stack's service user can reach (the stack must be up)."""
+    state = stack.read_state(load_settings().state_dir)
+    if state is None:
+        raise RuntimeError("the local stack is not up; private brokers live in its data folder")
+    directory = Path(state.data_dir) / "scratch" / uuid.uuid4().hex[:12]
+    directory.mkdir(parents=True)
+    return directory
+
+
+class PrivateBroker:
+    """A real Mosquitto with fleet's config on its own port; ``stop`` and ``start`` at will."""
+
+    def __init__(self) -> None:
+        self.directory = scratch_dir()
+        self.port = stack.free_port()
+        self.password = secrets.token_urlsafe(16)
+        self._command = stack.prepare_mosquitto(self.directory, self.port, self.password)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{stack.MQTT_USER}:{self.password}@127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(self._command)
+        deadline = time.monotonic() + 10
+        while not stack.port_answers(self.port):
+            if time.monotonic() > deadline or self._process.poll() is not None:
+                raise RuntimeError(f"private Mosquitto did not start; see {self.directory}/mosquitto.log")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=30)
+            self._process = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)

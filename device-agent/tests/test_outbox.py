@@ -16,7 +16,9 @@ START_MS = 1_795_000_000_000
 
 
 def make(seq: int, time_ms: int | None = None) -> Frame:
-    return Frame(device="unit-1", bus="B1", seq=seq, time_ms=time_ms or START_MS + seq * 1000, lat=36.7, lon=3.0)
+    return Frame(
+        device="unit-1", bus="B1", seq=seq, time_ms=time_ms or START_MS + seq * 1000, lat=36.7, lon=3.0
+    )
 
 
 def test_sequence_continues_after_reopen(tmp_path: Path) -> None:
@@ -123,6 +125,7 @@ class OutboxMachine(RuleBasedStateMachine):
     def every_unacked_frame_is_still_there(self) -> None:
         stored = {f.seq for f in self.outbox.oldest(10_000)}
         assert stored == self.unacked
+        assert self.outbox.count() == len(self.unacked)
 
     @invariant()
     def next_sequence_is_above_every_issued_one(self) -> None:

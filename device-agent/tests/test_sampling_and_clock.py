@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 
 from hypothesis import given
@@ -15,10 +16,18 @@ NOW = int(datetime(2026, 11, 25, 8, 0, tzinfo=UTC).timestamp() * 1000)
 POLICY = ClockPolicy()
 
 
-def fix(t_s: float, *, speed: float = 15.0, lat: float = 36.7, heading: float = 90.0,
-        ignition: bool | None = None) -> Fix:
-    return Fix(time_ms=NOW + int(t_s * 1000), lat=lat, lon=3.0, mode=3, speed_mps=speed, heading_deg=heading,
-               ignition=ignition)
+def fix(
+    t_s: float, *, speed: float = 15.0, lat: float = 36.7, heading: float = 90.0, ignition: bool | None = None
+) -> Fix:
+    return Fix(
+        time_ms=NOW + int(t_s * 1000),
+        lat=lat,
+        lon=3.0,
+        mode=3,
+        speed_mps=speed,
+        heading_deg=heading,
+        ignition=ignition,
+    )
 
 
 def run(policy: SamplingPolicy, fixes: list[Fix]) -> list[Fix]:
@@ -39,8 +48,9 @@ def test_parked_bus_sends_every_thirty_seconds() -> None:
     policy = SamplingPolicy()
     sent = run(policy, [fix(t, speed=0.0) for t in range(1_000)])
     parked = [f for f in sent if f.time_ms >= NOW + policy.parked_after_s * 1000]
-    gaps = [(b.time_ms - a.time_ms) / 1000 for a, b in zip(parked, parked[1:], strict=False)]
-    assert gaps and all(g == 30 for g in gaps)
+    gaps = [(b.time_ms - a.time_ms) / 1000 for a, b in itertools.pairwise(parked)]
+    assert gaps
+    assert all(g == 30 for g in gaps)
     assert len(sent) <= policy.parked_after_s + 1 + (1_000 - policy.parked_after_s) / 30
 
 

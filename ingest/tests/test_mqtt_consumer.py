@@ -6,10 +6,10 @@ import asyncio
 import uuid
 
 import pytest
-from fleet_testing.mqtt import publish_all
 
 from fleet_ingest.mqtt_consumer import Consumer, Message, MqttError
 from fleet_ingest.settings import ServiceUrls
+from fleet_testing.mqtt import publish_all
 
 pytestmark = pytest.mark.stack
 

@@ -159,31 +159,13 @@ class Agent:
         if not send:
             self.fixes.skipped_by_sampling += 1
             return None
-        frame = self.outbox.append(lambda seq: self.frame_from(fix, seq))
+        frame = self.outbox.append(lambda seq: frame_from(self.config, fix, seq))
         if frame is None:
             self.fixes.lost_disk_full += 1
             return None
         self.fixes.framed += 1
         self.publisher.wake.set()
         return frame
-
-    def frame_from(self, fix: Fix, seq: int) -> Frame:
-        return Frame(
-            device=self.config.device,
-            bus=self.config.bus,
-            seq=seq,
-            time_ms=fix.time_ms,
-            lat=fix.lat,
-            lon=fix.lon,
-            accuracy_m=fix.accuracy_m,
-            speed_mps=fix.speed_mps,
-            heading_deg=fix.heading_deg % 360.0 if fix.heading_deg is not None else None,
-            altitude_m=fix.altitude_m,
-            satellites=fix.satellites,
-            hdop=fix.hdop,
-            ignition=fix.ignition,
-            source=fix.source,
-        )
 
     async def _produce(self) -> None:
         async for fix in self._source.fixes():
@@ -244,3 +226,23 @@ def write_health(path: Path, health: Health) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_bytes(msgspec.json.encode(health))
     os.replace(temporary, path)
+
+
+def frame_from(config: AgentConfig, fix: Fix, seq: int) -> Frame:
+    """The frame a fix becomes under sequence number ``seq``."""
+    return Frame(
+        device=config.device,
+        bus=config.bus,
+        seq=seq,
+        time_ms=fix.time_ms,
+        lat=fix.lat,
+        lon=fix.lon,
+        accuracy_m=fix.accuracy_m,
+        speed_mps=fix.speed_mps,
+        heading_deg=fix.heading_deg % 360.0 if fix.heading_deg is not None else None,
+        altitude_m=fix.altitude_m,
+        satellites=fix.satellites,
+        hdop=fix.hdop,
+        ignition=fix.ignition,
+        source=fix.source,
+    )

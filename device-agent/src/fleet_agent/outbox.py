@@ -84,6 +84,8 @@ class Outbox:
         self._path = directory / "outbox.sqlite"
         self._sequence_file = directory / "sequence"
         self._conn = self._open()
+        # Kept in memory: count(*) scans the table, and the hot path asks on every frame.
+        self._count: int = self._conn.execute("SELECT count(*) FROM frames").fetchone()[0]
         self._next_seq = self._initial_sequence()
         self._reserved = 0
         self._reserve(self._next_seq)
@@ -195,6 +197,7 @@ class Outbox:
                 (seq + 1,),
             )
             _bump(self._conn, "stored", 1)
+        self._count += 1
 
     def _make_room(self, newest_ms: int, *, force: bool = False) -> None:
         """Thin old frames to one per interval, then drop the oldest, until below the limit."""
@@ -223,6 +226,7 @@ class Outbox:
                     "DELETE FROM frames WHERE seq IN (SELECT seq FROM frames ORDER BY seq LIMIT ?)", (excess,)
                 ).rowcount
                 _bump(self._conn, "dropped_full", dropped)
+        self._count -= thinned + dropped
         if thinned or dropped:
             log.warning("outbox full: thinned %d and dropped %d oldest frames", thinned, dropped)
 
@@ -250,13 +254,14 @@ class Outbox:
                 "DELETE FROM frames WHERE seq = ?", [(s,) for s in seqs]
             ).rowcount
             _bump(self._conn, "acked", deleted)
+        self._count -= deleted
         if self.full and self.count() < self.limits.max_frames * 0.9:
             self.full = False
             log.info("outbox below its limit again (%d frames)", self.count())
 
     def count(self) -> int:
-        value: int = self._conn.execute("SELECT count(*) FROM frames").fetchone()[0]
-        return value
+        """Frames waiting for a PUBACK."""
+        return self._count
 
     @property
     def next_seq(self) -> int:

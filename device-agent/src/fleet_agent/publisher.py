@@ -1,4 +1,4 @@
-"""Drains the outbox to the broker over MQTT 5, QoS 1: newest frames first, then the backlog oldest first.
+"""Drains the outbox to the broker over MQTT 5, QoS 1: live frames first, then the backlog oldest first.
 
 A frame leaves the outbox only after the broker's PUBACK for the message
 that carried it (aiomqtt's ``publish`` at QoS 1 returns when paho's
@@ -149,7 +149,9 @@ class Publisher:
             delay = min(delay * 2, self._config.backoff_max_s)
 
     async def _drain(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
-        live_cursor = -1
+        # What is in the outbox at connect time is backlog, drained oldest first; frames made after
+        # it are live and go first, one small message each, so the map sees the bus now.
+        live_cursor = self._outbox.next_seq - 1
         next_status = time.monotonic() + STATUS_EVERY_S
         while not stop.is_set():
             self.wake.clear()

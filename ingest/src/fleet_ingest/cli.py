@@ -7,12 +7,15 @@ import sys
 import time
 from pathlib import Path
 
+import asyncpg
 import click
 
 from fleet_ingest import __version__, stack
+from fleet_ingest.broker_accounts import BrokerLogin
+from fleet_ingest.devices_cli import devices
 from fleet_ingest.errors import FleetError
 from fleet_ingest.migrate import migrate
-from fleet_ingest.settings import Settings, load_settings
+from fleet_ingest.settings import ServiceUrls, Settings, load_settings
 
 
 class _FleetGroup(click.Group):
@@ -195,3 +198,140 @@ def demo(settings: Settings, buses: int, frames_per_bus: int) -> None:
     )
     if verified != buses * frames_per_bus:
         sys.exit(1)
+
+
+def _register_simulated(settings: Settings, urls: ServiceUrls, home: Path, operator: str, buses: int) -> None:
+    from fleet_ingest import devices as registry
+    from fleet_ingest.devices_cli import update_broker
+    from fleet_ingest.secretbox import load_key_encryption_key
+    from fleet_ingest.simulate import register
+
+    async def work() -> tuple[list[str], list[BrokerLogin]]:
+        conn = await asyncpg.connect(urls.database_url)
+        try:
+            added = await register(conn, load_key_encryption_key(settings), home, operator, buses)
+            return added, await registry.broker_logins(conn)
+        finally:
+            await conn.close()
+
+    added, logins = asyncio.run(work())
+    _progress(f"simulate: registered {len(added)} new devices")
+    if added:
+        update_broker(settings, logins)
+
+
+@main.command()
+@click.option("--buses", default=10, show_default=True, help="simulated buses, each a full agent")
+@click.option("--operator", default="sim", show_default=True, help="operator id of the simulated buses")
+@click.option("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
+@click.option("--speedup", type=float, default=1.0, show_default=True, help="simulated seconds per second")
+@click.option("--route", default=None, help="GeoJSON route file (default: Algiers-Blida)")
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="keys and outboxes (default: FLEET_STATE_DIR/sim)",
+)
+@click.option(
+    "--register",
+    is_flag=True,
+    help="register the buses as devices (keys, broker logins) so `fleet ingest` accepts them",
+)
+@click.pass_obj
+def simulate(
+    settings: Settings,
+    buses: int,
+    operator: str,
+    duration: float | None,
+    speedup: float,
+    route: str | None,
+    seed: int,
+    directory: Path | None,
+    register: bool,
+) -> None:
+    """Run N simulated onboard agents in one process, publishing signed frames to the broker.
+
+    \b
+    Example:
+      fleet simulate --buses 50 --duration 60 --register
+    """
+    from fleet_ingest.simulate import simulate as run_simulation
+
+    urls = stack.resolve_urls(settings)
+    home = directory or settings.state_dir / "sim"
+    if register:
+        _register_simulated(settings, urls, home, operator, buses)
+    produced, acked = asyncio.run(
+        run_simulation(
+            home,
+            urls.mqtt_url,
+            operator,
+            buses,
+            duration_s=duration,
+            speedup=speedup,
+            route=route,
+            seed=seed,
+            report=_progress,
+        )
+    )
+    click.echo(f"simulate: {buses} buses produced {produced} frames; {acked} acknowledged by the broker")
+
+
+main.add_command(devices)
+
+
+@main.command()
+@click.option(
+    "--burst",
+    "burst_idle_s",
+    type=float,
+    default=None,
+    help="exit once nothing arrived for this many seconds (one-off drains, tests)",
+)
+@click.option(
+    "--instance", default=None, help="suffix of the MQTT client id, for several processes on one host"
+)
+@click.pass_obj
+def ingest(settings: Settings, burst_idle_s: float | None, instance: str | None) -> None:
+    """Consume signed frames from the broker into TimescaleDB and Redis, at least once.
+
+    Run N of these (on N machines, or with --instance on one) to share the
+    load: they split the messages on one MQTT 5 shared subscription.
+
+    \b
+    Example:
+      fleet ingest
+      fleet ingest --instance 2
+    """
+    from fleet_agent.logs import configure_logging
+    from fleet_ingest.runner import run_ingest, serve_metrics
+
+    configure_logging(settings.log_level)
+    urls = stack.resolve_urls(settings)
+    client_id = f"{settings.ingest_client_id}-{instance}" if instance else settings.ingest_client_id
+    serve_metrics(settings.metrics_addr)
+    batches = asyncio.run(run_ingest(settings, urls, client_id=client_id, burst_idle_s=burst_idle_s))
+    _progress(f"ingest: stopped after {batches} batches")
+
+
+@db_group.command(name="maintain")
+@click.pass_obj
+def db_maintain(settings: Settings) -> None:
+    """Refresh the 1-minute rollups and drop data past its retention (FLEET_RETENTION_*).
+
+    `fleet ingest` does this periodically too; run it from cron where no ingest runs.
+
+    \b
+    Example:
+      fleet db maintain
+    """
+    from fleet_ingest.maintain import maintain
+
+    urls = stack.resolve_urls(settings)
+    report = asyncio.run(maintain(urls.database_url, settings.retention))
+    click.echo(f"rollups: {report.minutes_refreshed} minutes refreshed ({report.rollup_rows} rows)")
+    for table, dropped in report.chunks_dropped.items():
+        click.echo(f"retention: {table}: {dropped} chunks dropped")
+    click.echo(f"compression: {report.compression}")

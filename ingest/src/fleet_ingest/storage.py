@@ -4,7 +4,8 @@ Accepted frames are COPYed into a per-connection TEMP staging table and moved
 with one ``INSERT … ON CONFLICT DO NOTHING RETURNING``: a frame stored before
 (a QoS 1 redelivery, an agent retry) is skipped, and what comes back tells
 which frames are new. Rejections go to ``rejected_frames`` in the same
-transaction, so a batch is stored whole or not at all.
+transaction, so a batch is stored whole or not at all, and so are the minutes
+whose rollups it makes stale (``rollup_pending``, see fleet_ingest.maintain).
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ _MOVE = (
     f"INSERT INTO positions ({_STAGED}, received_at)"
     f" SELECT {_STAGED}, clock_timestamp() FROM positions_staging"
     " ON CONFLICT DO NOTHING RETURNING device, seq"
+)
+
+_MARK_PENDING = (
+    "INSERT INTO rollup_pending (bucket) SELECT DISTINCT time_bucket('1 minute', time) FROM positions_staging"
+    " ORDER BY 1"
+    " ON CONFLICT DO NOTHING"
 )
 
 
@@ -92,6 +99,7 @@ async def store_batch(
                 "positions_staging", records=[_position_row(a) for a in accepted], columns=POSITION_COLUMNS
             )
             new = {(r["device"], r["seq"]) for r in await conn.fetch(_MOVE)}
+            await conn.execute(_MARK_PENDING)
         if rejected:
             await conn.copy_records_to_table(
                 "rejected_frames",

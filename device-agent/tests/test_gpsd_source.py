@@ -1,0 +1,137 @@
+"""The gpsd source against a real gpsd, fed a real capture by gpsd's own gpsfake.
+
+gpsfake starts a private gpsd on the port it is given and plays the capture to
+it through a pseudo-terminal. In pipe mode (``-p``, as gpsd's regression suite
+runs it) gpsfake first watches as a client itself and waits 1.4 s before it
+plays the capture, which is when the source connects and watches too. gpsd
+3.22 (Debian 12) reports the same TPVs for this capture as the gpsd 3.20 that
+wrote the ``.chk`` file, so the source must yield exactly those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from fleet_agent.fix import Fix
+from fleet_agent.gpsd import GpsdCounters, GpsdSource
+
+CAPTURE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nmea" / "sirfstarv-nmea.log"
+GPSFAKE = shutil.which("gpsfake")
+GPSD = shutil.which("gpsd", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
+TIMEOUT_S = 30
+
+needs_gpsfake = pytest.mark.skipif(
+    GPSFAKE is None or GPSD is None,
+    reason="gpsd or gpsfake is not installed (Debian: gpsd, gpsd-clients; see scripts/bootstrap)",
+)
+
+
+class Report(msgspec.Struct):
+    name: str = msgspec.field(name="class")
+    mode: int = 0
+    time: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    speed: float | None = None
+    hdop: float | None = None
+    satellites: list[dict[str, object]] | None = None
+
+
+def expected_fixes(chk: Path) -> list[tuple[object, ...]]:
+    """gpsd's TPVs with a fix, each with the HDOP and satellites used of the SKY before it."""
+    decoder = msgspec.json.Decoder(Report)
+    hdop: float | None = None
+    used: int | None = None
+    expected: list[tuple[object, ...]] = []
+    for line in chk.read_bytes().splitlines():
+        if not line.startswith(b"{"):
+            continue
+        report = decoder.decode(line)
+        if report.name == "SKY":
+            hdop = report.hdop if report.hdop is not None else hdop
+            used = sum(s.get("used") is True for s in report.satellites) if report.satellites else used
+        elif report.name == "TPV" and report.mode >= 2 and report.time is not None:
+            expected.append((report.time, report.lat, report.lon, report.speed, report.mode, hdop, used))
+    return expected
+
+
+def seen(fix: Fix) -> tuple[object, ...]:
+    speed = None if fix.speed_mps is None else round(fix.speed_mps, 3)
+    return (fix.time_iso, round(fix.lat, 9), round(fix.lon, 9), speed, fix.mode, fix.hdop, fix.satellites)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def gpsfake_port() -> Iterator[int]:
+    """A port where gpsfake's gpsd serves ``CAPTURE`` once, starting about 1.5 s from now."""
+    if not CAPTURE.exists():
+        pytest.skip(f"capture {CAPTURE} is absent")
+    assert GPSFAKE is not None
+    port = free_port()
+    gpsfake = subprocess.Popen(
+        [GPSFAKE, "-1", "-p", "-q", "-P", str(port), str(CAPTURE)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, holding gpsfake and the gpsd it starts
+    )
+    try:
+        yield port
+    finally:
+        if gpsfake.poll() is None:
+            os.killpg(gpsfake.pid, signal.SIGTERM)
+        gpsfake.wait(timeout=10)
+
+
+async def take(source: GpsdSource, count: int) -> list[Fix]:
+    fixes: list[Fix] = []
+    async for fix in source.fixes():
+        fixes.append(fix)
+        if len(fixes) == count:
+            break
+    return fixes
+
+
+@needs_gpsfake
+def test_source_yields_every_fix_gpsd_reports_for_a_real_capture(gpsfake_port: int) -> None:
+    expected = expected_fixes(CAPTURE.with_name(CAPTURE.name + ".chk"))
+    # gpsd is not listening yet when the source first connects: that exercises the retry too.
+    source = GpsdSource("127.0.0.1", gpsfake_port, retry_s=0.1, max_retry_s=0.5)
+    fixes = asyncio.run(asyncio.wait_for(take(source, len(expected)), TIMEOUT_S))
+    print(f"{CAPTURE.name}: {len(fixes)} fixes from gpsd, {len(expected)} TPVs with a fix in the .chk")
+    print(source.counters)
+    assert [seen(fix) for fix in fixes] == expected
+    assert source.counters.sky > 0
+    assert source.counters.skipped > 0  # VERSION, DEVICES, WATCH at least
+
+
+def test_reports_without_a_fix_other_classes_and_bad_json_are_counted() -> None:
+    source = GpsdSource()
+    lines = [
+        b'{"class":"VERSION","release":"3.22","proto_major":3,"proto_minor":14}\n',
+        b'{"class":"TPV","device":"/dev/ttyACM0","mode":1}\n',
+        b'{"class":"SKY","hdop":0.9,"satellites":[{"PRN":15,"used":true},{"PRN":17,"used":false}]}\n',
+        b"not json\n",
+        b'{"class":"TPV","mode":"3D"}\n',
+        b'{"class":"TPV","mode":3,"time":"2019-02-05T02:09:37.000Z","lat":44.06,"lon":-121.31,"altMSL":1123.8}\n',
+    ]
+    fixes = [fix for line in lines if (fix := source.read_report(line)) is not None]
+    assert fixes == [
+        Fix(time_ms=1549332577000, lat=44.06, lon=-121.31, mode=3, altitude_m=1123.8, hdop=0.9, satellites=1)
+    ]
+    assert source.counters == GpsdCounters(connects=0, fixes=1, no_fix=1, sky=1, skipped=1, bad_json=2)

@@ -1,0 +1,106 @@
+"""Wires one ``fleet ingest`` process: servers, key cache, metrics endpoint, signals, upkeep.
+
+Everything here is I/O at the edge; the loop itself is :class:`fleet_ingest.service.Ingest`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import asyncpg
+from prometheus_client import start_http_server
+
+from fleet_ingest.errors import ConfigError
+from fleet_ingest.keycache import KeyCache
+from fleet_ingest.live import LiveState
+from fleet_ingest.maintain import maintain, refresh_rollups
+from fleet_ingest.secretbox import load_key_encryption_key
+from fleet_ingest.service import Ingest, IngestOptions, open_pool, open_redis
+from fleet_ingest.settings import ServiceUrls, Settings
+
+log = logging.getLogger("fleet_ingest.runner")
+
+ROLLUP_EVERY_S = 60.0
+RETENTION_EVERY_S = 3_600.0
+_MAINTENANCE_LOCK = 0x666C656574 + 1
+
+
+def serve_metrics(address: str) -> None:
+    """Serve Prometheus metrics on ``host:port`` in a thread; an empty address serves none."""
+    if not address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        start_http_server(int(port), addr=host or "0.0.0.0")  # noqa: S104 - the operator chose it
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"FLEET_METRICS_ADDR={address!r} cannot be served: {exc}") from exc
+    log.info("metrics served", extra={"address": address})
+
+
+async def _maintenance(database_url: str, settings: Settings, stop: asyncio.Event) -> None:
+    """Rollups every minute and retention every hour, by whichever ingest process holds the lock."""
+    last_retention = 0.0
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), ROLLUP_EVERY_S)
+        if stop.is_set():
+            return
+        try:
+            conn = await asyncpg.connect(database_url)
+            try:
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _MAINTENANCE_LOCK):
+                    continue
+                if loop.time() - last_retention >= RETENTION_EVERY_S:
+                    report = await maintain(database_url, settings.retention)
+                    last_retention = loop.time()
+                    log.info(
+                        "maintenance done",
+                        extra={"minutes": report.minutes_refreshed, "dropped": str(report.chunks_dropped)},
+                    )
+                else:
+                    await refresh_rollups(conn)
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("maintenance failed; will retry", extra={"error": str(exc)})
+
+
+async def run_ingest(
+    settings: Settings, urls: ServiceUrls, *, client_id: str, burst_idle_s: float | None
+) -> int:
+    """Run until SIGTERM/SIGINT (or idle in burst mode); return the number of batches handled."""
+    kek = load_key_encryption_key(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    options = IngestOptions(
+        client_id=client_id,
+        share_group=settings.ingest_group,
+        batch_max=settings.ingest_batch_max,
+        flush_ms=settings.ingest_flush_ms,
+        live_ttl_s=settings.live_ttl_s,
+        burst_idle_s=burst_idle_s,
+        filters=settings.filters,
+    )
+    pool = await open_pool(urls.database_url)
+    redis_client = open_redis(urls.redis_url)
+    try:
+        async with KeyCache(urls.database_url, kek) as registry:
+            ingest = Ingest(
+                urls.mqtt_url, pool, LiveState(redis_client, settings.live_ttl_s), registry, options
+            )
+            upkeep = asyncio.create_task(_maintenance(urls.database_url, settings, stop))
+            try:
+                await ingest.run(stop)
+            finally:
+                stop.set()
+                await upkeep
+            return ingest.batches
+    finally:
+        await pool.close()
+        await redis_client.aclose()

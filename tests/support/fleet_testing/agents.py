@@ -1,0 +1,114 @@
+"""Agents configured for tests, and a receiver that verifies what they publish through a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import tomli_w
+
+from fleet_agent.config import AgentConfig, SourceConfig
+from fleet_agent.keys import write_key_file
+from fleet_agent.outbox import OutboxLimits
+from fleet_agent.publisher import BrokerConfig
+from fleet_ingest.mqtt_consumer import Consumer, MqttError
+from fleet_schemas import DeviceKey, Frame, frames_subscription, open_envelope, parse_topic
+
+
+def agent_config(
+    directory: Path,
+    broker_url: str,
+    *,
+    operator: str,
+    device: str | None = None,
+    speedup: float = 20.0,
+    seed: int = 1,
+    durability: str = "normal",
+) -> tuple[AgentConfig, DeviceKey]:
+    """A simulated agent whose key file, outbox and health file live under ``directory``."""
+    device = device or f"unit-{uuid.uuid4().hex[:8]}"
+    key = DeviceKey(f"{device}-k1", device, os.urandom(32))
+    write_key_file(directory / "key.toml", key)
+    config = AgentConfig(
+        operator=operator,
+        device=device,
+        bus=f"BUS-{device[-4:]}",
+        key_file=str(directory / "key.toml"),
+        data_dir=str(directory / "data"),
+        health_file=str(directory / "health.json"),
+        broker=BrokerConfig(url=broker_url, backoff_initial_s=0.2, backoff_max_s=1.0),
+        source=SourceConfig(kind="sim", seed=seed, speedup=speedup, start_ago_s=6 * 3600),
+        outbox=OutboxLimits(durability=durability),  # type: ignore[arg-type]
+    )
+    return config, key
+
+
+def config_toml(config: AgentConfig) -> bytes:
+    """agent.toml for ``config`` (TOML has no null: unset options are left out)."""
+
+    def without_none(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: without_none(v) for k, v in value.items() if v is not None}
+        return value
+
+    return tomli_w.dumps(without_none(msgspec.to_builtins(config))).encode()
+
+
+class Receiver:
+    """Collects every batch on the fleet topics of one operator, acking after it kept it.
+
+    It uses a persistent session under a fixed client id, so it misses nothing
+    across broker restarts or its own reconnects. Batches are verified when
+    looked at, with the keys known by then (``keys`` may be filled later).
+    """
+
+    def __init__(self, broker_url: str, operator: str, keys: dict[str, DeviceKey]) -> None:
+        self.broker_url = broker_url
+        self.subscription = frames_subscription().replace("+/+", f"{operator}/+")
+        self.keys = keys
+        self.client_id = f"receiver-{uuid.uuid4().hex[:8]}"
+        self._raw: list[tuple[str, bytes]] = []
+        self._frames: dict[str, list[Frame]] = defaultdict(list)
+        self.batches = 0
+        self.errors: list[str] = []
+
+    @property
+    def frames(self) -> dict[str, list[Frame]]:
+        """Every verified frame by device, in arrival order."""
+        pending, self._raw = self._raw, []
+        for topic, payload in pending:
+            try:
+                batch = open_envelope(payload, self.keys.get, parse_topic(topic).device)
+            except Exception as exc:  # a test records every failure, whatever it is
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            self._frames[batch.device].extend(batch.frames)
+            self.batches += 1
+        return self._frames
+
+    def seqs(self, device: str) -> set[int]:
+        return {f.seq for f in self.frames[device]}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(MqttError, OSError):
+                async with Consumer(self.broker_url, self.client_id, self.subscription) as consumer:
+                    while not stop.is_set():
+                        messages = await consumer.receive(1_000, 0.2)
+                        self._raw.extend((m.topic, m.payload) for m in messages)
+                        consumer.ack([m.packet_id for m in messages])
+            await asyncio.sleep(0.2)
+
+    async def wait_for(self, device: str, wanted: set[int], timeout: float) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not wanted <= self.seqs(device):
+            if asyncio.get_running_loop().time() > deadline:
+                missing = sorted(wanted - self.seqs(device))
+                raise AssertionError(f"{len(missing)} frames never arrived, first {missing[:10]}")
+            await asyncio.sleep(0.1)

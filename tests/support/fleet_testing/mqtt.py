@@ -29,14 +29,21 @@ def subscribed(url: str, topic: str) -> Iterator[queue.Queue[mqtt.MQTTMessage]]:
         client.disconnect()
 
 
-def publish_all(url: str, messages: list[tuple[str, bytes]]) -> None:
-    """Publish each (topic, payload) at QoS 1 and wait for every PUBACK."""
+def publish_all(url: str, messages: list[tuple[str, bytes]], window: int = 5_000) -> None:
+    """Publish each (topic, payload) at QoS 1, in order, and wait for every PUBACK.
+
+    At most ``window`` are outstanding: paho refuses a message whose 16-bit
+    packet id is still in use, which happens past 65,535 outstanding.
+    """
     client = connect_client(url)
     try:
-        infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
-        for info in infos:
-            info.wait_for_publish(timeout=10)
-            assert info.is_published()
+        for start in range(0, len(messages), window):
+            infos = [
+                client.publish(topic, payload, qos=1) for topic, payload in messages[start : start + window]
+            ]
+            for info in infos:
+                info.wait_for_publish(timeout=30)
+                assert info.is_published()
     finally:
         client.loop_stop()
         client.disconnect()

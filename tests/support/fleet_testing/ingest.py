@@ -1,0 +1,163 @@
+"""Real ``fleet ingest`` processes for scenario tests, and what they stored."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+import asyncpg
+import redis
+
+from fleet_ingest.devices import add_device
+from fleet_ingest.live import bus_key
+from fleet_ingest.mqtt_consumer import Consumer
+from fleet_ingest.secretbox import KeyEncryptionKey
+from fleet_ingest.settings import ServiceUrls
+from fleet_schemas import DeviceKey, frames_subscription
+from fleet_schemas.live import LIVE_DECODER
+
+
+async def register_devices(
+    database_url: str, kek: KeyEncryptionKey, operator: str, count: int
+) -> tuple[dict[str, str], list[DeviceKey]]:
+    """Register ``count`` devices; return device -> bus and their keys."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        buses, keys = {}, []
+        for n in range(count):
+            device, bus = f"{operator}-unit-{n:03d}", f"{operator[:12]}-BUS-{n:03d}"
+            issued = await add_device(conn, kek, operator, device, bus)
+            keys.append(issued.key)
+            buses[device] = bus
+        return buses, keys
+    finally:
+        await conn.close()
+
+
+@dataclass
+class IngestProcesses:
+    """``fleet ingest`` processes of one test: their own share group, client ids and servers."""
+
+    urls: ServiceUrls
+    database_url: str
+    redis_url: str
+    kek_bytes: bytes = field(default_factory=lambda: os.urandom(32))
+    group: str = field(default_factory=lambda: f"test{uuid.uuid4().hex[:10]}")
+    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def kek(self) -> KeyEncryptionKey:
+        return KeyEncryptionKey(self.kek_bytes)
+
+    def client_id(self, instance: str) -> str:
+        return f"{self.group}-{instance}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "FLEET_MQTT_URL": self.urls.mqtt_url,
+            "FLEET_DATABASE_URL": self.database_url,
+            "FLEET_REDIS_URL": self.redis_url,
+            "FLEET_KEY_ENCRYPTION_KEY": base64.b64encode(self.kek_bytes).decode(),
+            "FLEET_METRICS_ADDR": "",
+            "FLEET_INGEST_GROUP": self.group,
+            "FLEET_INGEST_CLIENT_ID": self.group,
+            "FLEET_LOG_LEVEL": "WARNING",
+        }
+
+    async def open_sessions(self, *instances: str) -> None:
+        """Create each process's persistent session first, so nothing published before it starts is missed."""
+        for instance in instances:
+            async with Consumer(
+                self.urls.mqtt_url,
+                self.client_id(instance),
+                frames_subscription(self.group),
+                clean_start=True,
+            ):
+                pass
+
+    def start(self, instance: str, *, burst_s: float | None = 3.0) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "fleet_ingest", "ingest", "--instance", instance]
+        if burst_s is not None:
+            command += ["--burst", str(burst_s)]
+        process = subprocess.Popen(command, env=self.env(), stderr=subprocess.PIPE)
+        self.running[instance] = process
+        return process
+
+    def wait(self, instance: str, timeout: float = 300) -> str:
+        """Wait for a burst-mode process to finish; return its log (warnings and up)."""
+        process = self.running.pop(instance)
+        _, err = process.communicate(timeout=timeout)
+        assert process.returncode == 0, err.decode()[-3000:]
+        return err.decode()
+
+    def terminate(self, instance: str) -> None:
+        process = self.running.pop(instance)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err.decode()[-3000:]
+
+    def close(self) -> None:
+        """Stop what runs and delete the sessions from the broker (they would queue every later test's frames)."""
+        for process in self.running.values():
+            process.kill()
+            process.wait()
+        self.running.clear()
+
+        async def forget() -> None:
+            for instance in ("1", "2"):
+                async with Consumer(
+                    self.urls.mqtt_url,
+                    self.client_id(instance),
+                    frames_subscription(self.group),
+                    clean_start=True,
+                    session_expiry_s=0,
+                ):
+                    pass
+
+        asyncio.run(forget())
+
+
+@dataclass
+class Stored:
+    positions: list[tuple[str, int]]
+    rejected: Counter[str]
+    rejected_raw: set[bytes]
+    live: dict[str, tuple[str, int]]
+
+
+def stored(database_url: str, redis_url: str, operator: str, buses: dict[str, str]) -> Stored:
+    """What the servers hold after a run."""
+
+    async def query() -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return (
+                await conn.fetch("SELECT device, seq FROM positions WHERE operator = $1", operator),
+                await conn.fetch("SELECT reason, raw FROM rejected_frames"),
+            )
+        finally:
+            await conn.close()
+
+    positions, rejected = asyncio.run(query())
+    client = redis.Redis.from_url(redis_url)
+    live = {}
+    for bus in buses.values():
+        raw = client.hget(bus_key(operator, bus), "state")
+        if raw is not None:
+            position = LIVE_DECODER.decode(raw)
+            live[bus] = (position.device, position.seq)
+    client.close()
+    return Stored(
+        positions=[(r["device"], r["seq"]) for r in positions],
+        rejected=Counter(r["reason"] for r in rejected),
+        rejected_raw={bytes(r["raw"]) for r in rejected},
+        live=live,
+    )

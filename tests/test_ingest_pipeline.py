@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from fleet_testing.ingest import IngestProcesses, register_devices, stored
-from fleet_testing.mqtt import publish_all
-from fleet_testing.traffic import Traffic, mixed_traffic
 
 from fleet_ingest import stack
 from fleet_ingest.settings import ServiceUrls, load_settings
+from fleet_testing.ingest import IngestProcesses, register_devices, stored
+from fleet_testing.mqtt import publish_all
+from fleet_testing.traffic import Traffic, mixed_traffic
 
 pytestmark = pytest.mark.stack
 

@@ -105,7 +105,7 @@ class IngestProcesses:
         assert process.returncode == 0, err.decode()[-3000:]
 
     def close(self) -> None:
-        """Stop what runs and delete the sessions from the broker (they would queue every later test's frames)."""
+        """Stop what runs; delete the broker sessions (they would queue every later test's frames)."""
         for process in self.running.values():
             process.kill()
             process.wait()

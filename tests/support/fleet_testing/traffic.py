@@ -1,4 +1,4 @@
-"""Mixed traffic for ingest scenarios: good frames with the bad kinds real fleets send, and what must result."""
+"""Mixed traffic for ingest scenarios: good frames, the bad kinds real fleets send, and the outcome due."""
 
 from __future__ import annotations
 

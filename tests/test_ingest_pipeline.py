@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -125,6 +126,39 @@ def test_database_or_redis_restarted_mid_stream_loses_nothing_and_duplicates_not
     _check(ingest, operator_id, buses, traffic)
     store = "postgresql" if service == "postgres" else "redis"
     assert f'"store":"{store}"' in log, "the restart happened after ingest had finished: nothing was tested"
+
+
+def test_metrics_count_frames_by_reason_and_duplicates(ingest: IngestProcesses, operator_id: str) -> None:
+    ingest.metrics_addr = f"127.0.0.1:{stack.free_port()}"
+    buses, traffic = _traffic(ingest, operator_id, 5_000, devices=10)
+    asyncio.run(ingest.open_sessions("1"))
+    ingest.start("1", burst_s=None)
+    publish_all(ingest.urls.mqtt_url, traffic.messages)
+    _wait_for_rows(ingest, operator_id, buses, len(traffic.stored))
+    deadline = time.monotonic() + 30
+    while True:
+        metrics = _scrape(ingest.metrics_addr)
+        if metrics.get("fleet_ingest_messages_total", 0) >= len(traffic.messages) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    ingest.terminate("1")
+    assert metrics["fleet_ingest_messages_total"] == len(traffic.messages)
+    assert metrics["fleet_ingest_frames_accepted_total"] == len(traffic.stored)
+    assert metrics["fleet_ingest_frames_duplicate_total"] == traffic.duplicates
+    for reason, count in traffic.rejected.items():
+        assert metrics[f'fleet_ingest_frames_rejected_total{{reason="{reason}"}}'] == count
+    assert metrics["fleet_ingest_lag_seconds_count"] == len(traffic.stored) + traffic.duplicates
+
+
+def _scrape(address: str) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:  # noqa: S310 - loopback
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
 
 
 def _wait_for_rows(ingest: IngestProcesses, operator: str, buses: dict[str, str], rows: int) -> None:

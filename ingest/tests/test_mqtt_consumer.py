@@ -91,3 +91,23 @@ def test_wrong_password_is_a_clear_refusal(stack_urls: ServiceUrls) -> None:
         match=r"refused the connection: reason code 0x8[67] \((bad user name or password|not authorized)\)",
     ):
         asyncio.run(connect())
+
+
+def test_lagging_consumer_loses_nothing_beyond_the_brokers_default_queue_limit(
+    stack_urls: ServiceUrls,
+) -> None:
+    """Mosquitto's default queues 1,000 messages per client and drops the rest; the stack's keeps all."""
+    prefix = f"consumer-test/{uuid.uuid4().hex[:8]}"
+    client_id = f"consumer-{uuid.uuid4().hex[:8]}"
+    count = 20_000
+
+    async def scenario() -> set[bytes]:
+        async with Consumer(stack_urls.mqtt_url, client_id, f"{prefix}/+", clean_start=True):
+            pass  # the session exists; the consumer is now away (as far behind as it gets)
+        await asyncio.to_thread(publish_all, stack_urls.mqtt_url, _messages(prefix, count))
+        async with Consumer(stack_urls.mqtt_url, client_id, f"{prefix}/+", session_expiry_s=0) as consumer:
+            taken = await _take(consumer, count)
+            consumer.ack([m.packet_id for m in taken])
+            return {m.payload for m in taken}
+
+    assert len(asyncio.run(scenario())) == count

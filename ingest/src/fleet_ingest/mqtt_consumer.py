@@ -23,43 +23,30 @@ from types import TracebackType
 
 import msgspec
 
+from fleet_ingest.mqtt_wire import (
+    DISCONNECT,
+    PINGREQ_BYTES,
+    PINGRESP,
+    PROP_MAXIMUM_PACKET_SIZE,
+    PROP_RECEIVE_MAXIMUM,
+    PROP_SESSION_EXPIRY,
+    PUBACK_HEADER,
+    PUBLISH,
+    SUBACK,
+    SUBSCRIBE,
+    MqttError,
+    check_connack,
+    connect_packet,
+    packet,
+    read_varint,
+    reason,
+    string,
+)
 from fleet_schemas.broker import BrokerUrl
 
+__all__ = ["Consumer", "Message", "MqttError"]
+
 log = logging.getLogger("fleet_ingest.mqtt_consumer")
-
-_CONNECT, _CONNACK, _PUBLISH, _PUBACK = 1, 2, 3, 4
-_SUBSCRIBE, _SUBACK, _PINGREQ, _PINGRESP, _DISCONNECT = 8, 9, 12, 13, 14
-_PROP_SESSION_EXPIRY = 0x11
-_PROP_RECEIVE_MAXIMUM = 0x21
-_PROP_MAXIMUM_PACKET_SIZE = 0x27
-_PINGREQ_BYTES = b"\xc0\x00"
-_REASONS = {
-    0x80: "unspecified error",
-    0x84: "unsupported protocol version",
-    0x85: "client identifier not valid",
-    0x86: "bad user name or password",
-    0x87: "not authorized",
-    0x88: "server unavailable",
-    0x89: "server busy",
-    0x8A: "banned",
-    0x8E: "session taken over",
-    0x8F: "topic filter invalid",
-    0x97: "quota exceeded",
-    0x9F: "connection rate exceeded",
-}
-
-
-def _reason(code: int) -> str:
-    return f"reason code 0x{code:02x} ({_REASONS.get(code, 'see the MQTT 5 specification')})"
-
-
-_PUBACK_HEADER = b"\x40\x02"
-
-
-class MqttError(Exception):
-    """The broker refused us, closed the connection, or broke the protocol."""
-
-    code = "mqtt_error"
 
 
 class Message(msgspec.Struct, frozen=True, array_like=True):
@@ -69,38 +56,6 @@ class Message(msgspec.Struct, frozen=True, array_like=True):
     payload: bytes
     packet_id: int
     duplicate: bool
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _string(value: str | bytes) -> bytes:
-    raw = value.encode() if isinstance(value, str) else value
-    return struct.pack("!H", len(raw)) + raw
-
-
-def _packet(kind: int, flags: int, body: bytes) -> bytes:
-    return bytes([kind << 4 | flags]) + _varint(len(body)) + body
-
-
-def _read_varint(buffer: bytes | bytearray, offset: int) -> tuple[int, int] | None:
-    """(value, next offset), or None if the buffer ends inside the varint."""
-    value = shift = 0
-    for index in range(offset, min(offset + 4, len(buffer))):
-        byte = buffer[index]
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, index + 1
-        shift += 7
-    if len(buffer) - offset >= 4:
-        raise MqttError("malformed remaining length")
-    return None
 
 
 class Consumer:
@@ -161,7 +116,7 @@ class Consumer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._writer is not None and self._reader is not None:
             with contextlib.suppress(OSError, ConnectionError, TimeoutError):
-                self._writer.write(_packet(_DISCONNECT, 0, b"\x00\x00"))
+                self._writer.write(packet(DISCONNECT, 0, b"\x00\x00"))
                 await self._writer.drain()
                 # The broker closes the socket once it has handled DISCONNECT, and so every PUBACK
                 # before it. Waiting for that keeps a quick reconnect under the same client id from
@@ -177,47 +132,29 @@ class Consumer:
             pass
 
     async def _handshake(self) -> None:
-        flags = 0x00 if not self._clean_start else 0x02
         properties = (
-            bytes([_PROP_SESSION_EXPIRY])
+            bytes([PROP_SESSION_EXPIRY])
             + struct.pack("!I", self._session_expiry_s)
-            + bytes([_PROP_RECEIVE_MAXIMUM])
+            + bytes([PROP_RECEIVE_MAXIMUM])
             + struct.pack("!H", self._receive_maximum)
-            + bytes([_PROP_MAXIMUM_PACKET_SIZE])
+            + bytes([PROP_MAXIMUM_PACKET_SIZE])
             + struct.pack("!I", 4 * 1024 * 1024)
         )
-        payload = _string(self._client_id)
-        if self._broker.username is not None:
-            flags |= 0x80
-            payload += _string(self._broker.username)
-        if self._broker.password is not None:
-            flags |= 0x40
-            payload += _string(self._broker.password.encode())
-        body = (
-            _string("MQTT")
-            + bytes([5, flags])
-            + struct.pack("!H", self._keepalive_s)
-            + _varint(len(properties))
-            + properties
-            + payload
+        self._write(
+            connect_packet(self._client_id, self._broker, self._keepalive_s, self._clean_start, properties)
         )
-        self._write(_packet(_CONNECT, 0, body))
         kind, _, connack = await self._next_packet()
-        if kind != _CONNACK or len(connack) < 2:
-            raise MqttError(f"expected CONNACK, got packet type {kind}")
-        if connack[1] != 0:
-            raise MqttError(f"broker refused the connection: {_reason(connack[1])}")
-        self.session_present = bool(connack[0] & 0x01)
-        subscribe = struct.pack("!H", 1) + b"\x00" + _string(self._subscription) + b"\x01"
-        self._write(_packet(_SUBSCRIBE, 0b0010, subscribe))
+        self.session_present = check_connack(kind, connack)
+        subscribe = struct.pack("!H", 1) + b"\x00" + string(self._subscription) + b"\x01"
+        self._write(packet(SUBSCRIBE, 0b0010, subscribe))
         while True:  # a resumed session may deliver queued PUBLISHes before the SUBACK
             kind, flags, body = await self._next_packet()
-            if kind == _PUBLISH:
+            if kind == PUBLISH:
                 self._on_publish(flags, body, 0, len(body))
                 continue
-            if kind != _SUBACK:
+            if kind != SUBACK:
                 raise MqttError(f"expected SUBACK, got packet type {kind}")
-            suback_properties = _read_varint(body, 2)
+            suback_properties = read_varint(body, 2)
             codes = body[suback_properties[1] + suback_properties[0] :] if suback_properties else b""
             if not codes or codes[0] > 0x02:
                 raise MqttError(f"broker refused the subscription to {self._subscription}: {codes.hex()}")
@@ -245,12 +182,12 @@ class Consumer:
         size, offset = len(data), 0
         others: list[tuple[int, int, bytes]] = []
         while size - offset >= 2 and (limit is None or len(others) < limit):
-            length = _read_varint(data, offset + 1)
+            length = read_varint(data, offset + 1)
             if length is None or length[1] + length[0] > size:
                 break
             start, end = length[1], length[1] + length[0]
             header = data[offset]
-            if header >> 4 == _PUBLISH and limit is None:
+            if header >> 4 == PUBLISH and limit is None:
                 self._on_publish(header & 0x0F, data, start, end)
             else:
                 others.append((header >> 4, header & 0x0F, data[start:end]))
@@ -268,7 +205,7 @@ class Consumer:
                 raise MqttError("QoS 2 message received but QoS 1 was subscribed")
             packet_id = (data[offset] << 8) | data[offset + 1]
             offset += 2
-        properties = _read_varint(data, offset)
+        properties = read_varint(data, offset)
         if properties is None or properties[1] + properties[0] > end:
             raise MqttError("malformed PUBLISH properties")
         self._inbox.append(
@@ -287,10 +224,9 @@ class Consumer:
                     raise MqttError("the broker closed the connection")
                 self._buffer += chunk
                 for kind, _flags, body in self._parse():
-                    if kind == _DISCONNECT:
-                        reason = body[0] if body else 0
-                        raise MqttError(f"the broker disconnected us: {_reason(reason)}")
-                    if kind != _PINGRESP:
+                    if kind == DISCONNECT:
+                        raise MqttError(f"the broker disconnected us: {reason(body[0] if body else 0)}")
+                    if kind != PINGRESP:
                         raise MqttError(f"unexpected packet type {kind}")
                 if self._inbox:
                     self._arrived.set()
@@ -304,7 +240,7 @@ class Consumer:
         while True:
             await asyncio.sleep(self._keepalive_s / 2)
             with contextlib.suppress(OSError, ConnectionError):
-                self._write(_PINGREQ_BYTES)
+                self._write(PINGREQ_BYTES)
 
     def _write(self, data: bytes) -> None:
         assert self._writer is not None
@@ -337,9 +273,7 @@ class Consumer:
     def ack(self, packet_ids: list[int]) -> None:
         """PUBACK these (QoS 1) messages, in one write."""
         self._raise_if_closed()
-        acks = b"".join(
-            _PUBACK_HEADER + packet_id.to_bytes(2, "big") for packet_id in packet_ids if packet_id
-        )
+        acks = b"".join(PUBACK_HEADER + packet_id.to_bytes(2, "big") for packet_id in packet_ids if packet_id)
         if acks:
             self._write(acks)
 

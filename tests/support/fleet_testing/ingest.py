@@ -51,6 +51,7 @@ class IngestProcesses:
     kek_bytes: bytes = field(default_factory=lambda: os.urandom(32))
     group: str = field(default_factory=lambda: f"test{uuid.uuid4().hex[:10]}")
     running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    metrics_addr: str = ""
 
     @property
     def kek(self) -> KeyEncryptionKey:
@@ -66,7 +67,7 @@ class IngestProcesses:
             "FLEET_DATABASE_URL": self.database_url,
             "FLEET_REDIS_URL": self.redis_url,
             "FLEET_KEY_ENCRYPTION_KEY": base64.b64encode(self.kek_bytes).decode(),
-            "FLEET_METRICS_ADDR": "",
+            "FLEET_METRICS_ADDR": self.metrics_addr,
             "FLEET_INGEST_GROUP": self.group,
             "FLEET_INGEST_CLIENT_ID": self.group,
             "FLEET_LOG_LEVEL": "WARNING",

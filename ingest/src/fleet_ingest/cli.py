@@ -11,6 +11,7 @@ import asyncpg
 import click
 
 from fleet_ingest import __version__, stack
+from fleet_ingest.bench_cli import bench
 from fleet_ingest.broker_accounts import BrokerLogin
 from fleet_ingest.devices_cli import devices
 from fleet_ingest.errors import FleetError
@@ -280,6 +281,7 @@ def simulate(
 
 
 main.add_command(devices)
+main.add_command(bench)
 
 
 @main.command()

@@ -22,10 +22,14 @@ format: sync
 test: lint  ## bootstrap, lint, the whole suite against real servers
 	$(UV) run pytest
 
-demo: sync  ## local stack up, schema migrated, signed frames through the broker
+demo: sync  ## local stack up, migrated; signed frames verified; 10 simulated buses through ingest
 	$(UV) run fleet stack up
 	$(UV) run fleet db migrate
 	$(UV) run fleet demo
+	$(UV) run fleet ingest --burst 5 & \
+	  $(UV) run fleet simulate --buses 10 --duration 30 --speedup 4 --register --operator demo-dz; \
+	  wait
+	$(UV) run fleet live --operator demo-dz
 
 stack-down:
 	$(UV) run fleet stack down

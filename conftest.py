@@ -19,6 +19,7 @@ import redis
 from fleet_ingest import stack
 from fleet_ingest.migrate import migrate
 from fleet_ingest.settings import ServiceUrls, load_settings
+from fleet_testing.broker import PrivateBroker
 
 TEST_REDIS_DB = 15
 _TABLES_KEPT = ("schema_migrations",)
@@ -86,6 +87,17 @@ def redis_url(stack_urls: ServiceUrls) -> str:
     finally:
         client.close()
     return url
+
+
+@pytest.fixture
+def broker(stack_urls: ServiceUrls) -> Iterator[PrivateBroker]:
+    """A Mosquitto of the test's own, with fleet's config, to stop and restart at will."""
+    private = PrivateBroker()
+    private.start()
+    try:
+        yield private
+    finally:
+        private.close()
 
 
 @pytest.fixture

@@ -8,17 +8,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
 
 from fleet_agent.agent import Agent, frame_from
-from fleet_agent.fix import Fix
 from fleet_agent.keys import read_key_file
 from fleet_agent.outbox import Outbox, OutboxLimits
-from fleet_agent.sources import open_source
+from fleet_agent.sources import EndedSource, open_source
 from fleet_ingest.settings import ServiceUrls
 from fleet_schemas import DeviceKey
 from fleet_testing.agents import Receiver, agent_config, config_toml
@@ -27,25 +25,6 @@ from fleet_testing.broker import PrivateBroker, scratch_dir
 pytestmark = pytest.mark.stack
 
 OUTAGE_S = 60.0
-
-
-@pytest.fixture
-def broker(stack_urls: ServiceUrls) -> Iterator[PrivateBroker]:
-    private = PrivateBroker()
-    private.start()
-    try:
-        yield private
-    finally:
-        private.close()
-
-
-class _NoFixes:
-    """A source that has ended: the agent only drains its backlog."""
-
-    async def fixes(self) -> AsyncIterator[Fix]:
-        nothing: tuple[Fix, ...] = ()
-        for fix in nothing:
-            yield fix
 
 
 def test_broker_down_for_a_minute_loses_no_frame(broker: PrivateBroker, operator_id: str) -> None:
@@ -154,7 +133,7 @@ def test_a_day_of_backlog_drains_completely_in_sequence_order(
         receiving = asyncio.create_task(receiver.run(stop))
         await asyncio.sleep(0.5)
         started = time.monotonic()
-        await Agent(config, _NoFixes()).run(asyncio.Event(), exit_when_drained=True)
+        await Agent(config, EndedSource()).run(asyncio.Event(), exit_when_drained=True)
         elapsed = time.monotonic() - started
         await receiver.wait_for(config.device, set(range(day)), timeout=120)
         stop.set()

@@ -30,8 +30,21 @@ async def _run(database_url: str, query: str) -> list[asyncpg.Record]:
         for bus, start_lat, step in (("SOGRAL-001", CAROUBIER[0], 0.0001), ("SOGRAL-002", 36.9, 0.0001)):
             for second in range(-120, 120, 10):
                 time = datetime.fromtimestamp(EIGHT_AM.timestamp() + second, UTC)
-                rows.append((time, f"unit-{bus[-3:]}", second + 1000, "sogral", bus,
-                             start_lat + step * (second + 120), CAROUBIER[1], 10.0, "sim", "k1", time))
+                rows.append(
+                    (
+                        time,
+                        f"unit-{bus[-3:]}",
+                        second + 1000,
+                        "sogral",
+                        bus,
+                        start_lat + step * (second + 120),
+                        CAROUBIER[1],
+                        10.0,
+                        "sim",
+                        "k1",
+                        time,
+                    )
+                )
         await conn.executemany(
             "INSERT INTO positions (time, device, seq, operator, bus, lat, lon, speed_mps, source, key_id,"
             " received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",

@@ -8,7 +8,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -21,7 +21,6 @@ from fleet_ingest import broker_accounts, devices
 from fleet_ingest.broker_accounts import MARKER, BrokerLogin, mosquitto_hash, render_acl, render_passwords
 from fleet_ingest.errors import BrokerAccountsError
 from fleet_ingest.secretbox import KeyEncryptionKey
-from fleet_ingest.settings import ServiceUrls
 from fleet_schemas import frames_topic, status_topic
 from fleet_testing.broker import PrivateBroker
 
@@ -118,16 +117,6 @@ def _until_login(broker: PrivateBroker, username: str, password: str, *, accepte
             session.close()
         assert time.monotonic() < deadline, f"{username}: login still {session.connack} after reload"
         time.sleep(0.05)
-
-
-@pytest.fixture
-def broker(stack_urls: ServiceUrls) -> Iterator[PrivateBroker]:
-    private = PrivateBroker()
-    private.start()
-    try:
-        yield private
-    finally:
-        private.close()
 
 
 def _sync(database_url: str, directory: Path) -> int | None:

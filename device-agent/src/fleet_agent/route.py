@@ -32,10 +32,11 @@ from typing import IO, Annotated, Any
 import msgspec
 
 from fleet_agent.errors import AgentError
+from fleet_schemas import geo
+from fleet_schemas.geo import EARTH_RADIUS_M
 
 logger = logging.getLogger("fleet_agent.route")
 
-EARTH_RADIUS_M = 6_371_008.8
 """Mean Earth radius (IUGG); the sphere every helper here works on."""
 
 MAX_STOP_OFFSET_M = 200.0
@@ -102,11 +103,7 @@ class Projection(msgspec.Struct, frozen=True):
 
 def haversine_m(a: Point, b: Point) -> float:
     """Great-circle distance in metres."""
-    phi1, phi2 = math.radians(a.lat), math.radians(b.lat)
-    dphi = phi2 - phi1
-    dlam = math.radians(b.lon - a.lon)
-    h = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlam / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
+    return geo.haversine_m(a.lat, a.lon, b.lat, b.lon)
 
 
 def bearing_deg(a: Point, b: Point) -> float:

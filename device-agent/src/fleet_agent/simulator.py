@@ -31,7 +31,8 @@ import msgspec
 
 from fleet_agent.errors import AgentError
 from fleet_agent.fix import Fix
-from fleet_agent.route import EARTH_RADIUS_M, Point, Route, bearing_deg, destination, haversine_m
+from fleet_agent.route import Point, Route, bearing_deg, destination, haversine_m
+from fleet_schemas.geo import EARTH_RADIUS_M
 
 logger = logging.getLogger("fleet_agent.simulator")
 

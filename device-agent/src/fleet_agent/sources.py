@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fleet_agent.config import SourceConfig
 from fleet_agent.errors import ConfigError
-from fleet_agent.fix import FixSource
+from fleet_agent.fix import Fix, FixSource
+
+
+class EndedSource:
+    """A source with no more fixes: an agent given it only drains its outbox (replays, benches)."""
+
+    async def fixes(self) -> AsyncIterator[Fix]:
+        nothing: tuple[Fix, ...] = ()
+        for fix in nothing:
+            yield fix
 
 
 def open_source(config: SourceConfig, start_ms: int | None = None) -> FixSource:

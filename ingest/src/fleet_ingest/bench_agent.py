@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,11 +34,10 @@ import msgspec
 
 from fleet_agent.agent import Agent, Health, frame_from
 from fleet_agent.config import AgentConfig, SourceConfig, load_config
-from fleet_agent.fix import Fix
 from fleet_agent.keys import write_key_file
 from fleet_agent.outbox import Outbox
 from fleet_agent.publisher import BrokerConfig
-from fleet_agent.sources import open_source
+from fleet_agent.sources import EndedSource, open_source
 from fleet_ingest.errors import FleetError
 from fleet_ingest.mqtt_consumer import Consumer, MqttError
 from fleet_schemas import DeviceKey, FleetSchemaError, frames_topic, open_envelope, parse_topic
@@ -329,15 +328,6 @@ def _tail(path: Path) -> str:
 # ------------------------------------------------------------ draining a day of backlog
 
 
-class _NoFixes:
-    """A source that has ended: the agent only drains its backlog."""
-
-    async def fixes(self) -> AsyncIterator[Fix]:
-        nothing: tuple[Fix, ...] = ()
-        for fix in nothing:
-            yield fix
-
-
 class _Arrivals:
     """Verifies and counts one device's frames as the broker delivers them, acking every message."""
 
@@ -404,7 +394,7 @@ async def measure_drain(directory: Path, broker_url: str, frames: int, report: R
             stop_counting = asyncio.Event()
             counting = asyncio.create_task(arrivals.run(consumer, stop_counting))
             started = time.monotonic()
-            agent = Agent(config, _NoFixes())
+            agent = Agent(config, EndedSource())
             progress = asyncio.create_task(_drain_progress(agent, arrivals, frames, report))
             try:
                 await asyncio.wait_for(agent.run(asyncio.Event(), exit_when_drained=True), DRAIN_TIMEOUT_S)

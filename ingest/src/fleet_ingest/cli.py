@@ -17,6 +17,7 @@ from fleet_ingest.devices_cli import devices
 from fleet_ingest.errors import FleetError
 from fleet_ingest.migrate import migrate
 from fleet_ingest.settings import ServiceUrls, Settings, load_settings
+from fleet_schemas.live import LivePosition
 
 
 class _FleetGroup(click.Group):
@@ -316,6 +317,38 @@ def ingest(settings: Settings, burst_idle_s: float | None, instance: str | None)
     serve_metrics(settings.metrics_addr)
     batches = asyncio.run(run_ingest(settings, urls, client_id=client_id, burst_idle_s=burst_idle_s))
     _progress(f"ingest: stopped after {batches} batches")
+
+
+@main.command()
+@click.option("--operator", required=True, help="operator whose buses to show")
+@click.pass_obj
+def live(settings: Settings, operator: str) -> None:
+    """Show where each bus of an operator is now (Redis live state), newest first.
+
+    \b
+    Example:
+      fleet live --operator sim
+    """
+    from datetime import UTC, datetime
+
+    from fleet_ingest.live import LiveState
+    from fleet_ingest.service import open_redis
+
+    async def read() -> list[LivePosition]:
+        client = open_redis(stack.resolve_urls(settings).redis_url)
+        try:
+            return await LiveState(client).buses(operator)
+        finally:
+            await client.aclose()
+
+    positions = asyncio.run(read())
+    for p in positions:
+        when = datetime.fromtimestamp(p.time_ms / 1000, UTC).strftime("%H:%M:%S")
+        speed = f"{p.speed_mps * 3.6:5.1f} km/h" if p.speed_mps is not None else "    - km/h"
+        click.echo(
+            f"{p.bus:<16} {p.lat:10.5f} {p.lon:10.5f}  {speed}  fix {when}Z  seq {p.seq}  ({p.device})"
+        )
+    _progress(f"live: {len(positions)} buses of operator {operator}")
 
 
 @db_group.command(name="maintain")

@@ -160,6 +160,17 @@ class LiveState:
         raw = await self._client.hget(bus_key(operator, bus), "state")
         return None if raw is None else LIVE_DECODER.decode(raw)
 
+    async def buses(self, operator: str) -> list[LivePosition]:
+        """Every bus of ``operator`` with a live position, most recently updated first."""
+        names = await self._client.zrevrange(seen_key(operator), 0, -1)
+        if not names:
+            return []
+        async with self._client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hget(bus_key(operator, name.decode() if isinstance(name, bytes) else str(name)), "state")
+            states = await pipe.execute()
+        return [LIVE_DECODER.decode(raw) for raw in states if raw is not None]
+
     async def prune(self, now_ms: int | None = None) -> int:
         """Drop from the GEO sets the buses whose hash has expired; return how many."""
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)

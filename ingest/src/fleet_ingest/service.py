@@ -211,15 +211,14 @@ class Ingest:
         metrics.FLUSH_SECONDS.observe(time.monotonic() - started)
         self.batches += 1
 
-    async def _assess(self, incoming: list[Incoming]) -> Assessment:
-        outcome = assess(
-            incoming,
-            self._registry.key,
-            self._registry.device,
-            self._buses,
-            self._options.filters,
-            int(time.time() * 1000),
+    def _checked(self, incoming: list[Incoming]) -> Assessment:
+        now_ms = int(time.time() * 1000)
+        return assess(
+            incoming, self._registry.key, self._registry.device, self._buses, self._options.filters, now_ms
         )
+
+    async def _assess(self, incoming: list[Incoming]) -> Assessment:
+        outcome = self._checked(incoming)
         unknown = {
             (a.operator, a.frame.bus)
             for a in outcome.accepted
@@ -232,14 +231,7 @@ class Ingest:
         if not seeded:
             return outcome
         self._buses.update(seeded)
-        return assess(
-            incoming,
-            self._registry.key,
-            self._registry.device,
-            self._buses,
-            self._options.filters,
-            int(time.time() * 1000),
-        )
+        return self._checked(incoming)
 
     async def _store(self, outcome: Assessment) -> set[tuple[str, int]]:
         started = time.monotonic()

@@ -134,7 +134,7 @@ def _service_can_reach(path: Path) -> bool:
     )
 
 
-def _chown_to_service_user(path: Path) -> None:
+def chown_to_service_user(path: Path) -> None:
     if _running_as_root():
         entry = pwd.getpwnam(SERVICE_USER)
         for root, dirs, files in os.walk(path):
@@ -245,7 +245,7 @@ def prepare_mosquitto(directory: Path, port: int, server_password: str) -> list[
     acl.chmod(0o600)
     if _running_as_root():
         _ensure_service_user()
-    _chown_to_service_user(directory)
+    chown_to_service_user(directory)
     return _as_service_user(["mosquitto", "-c", str(directory / "mosquitto.conf")])
 
 
@@ -257,7 +257,7 @@ def _start_mosquitto(state: StackState, paths: _Paths) -> None:
 def _start_redis(state: StackState, paths: _Paths) -> None:
     d = paths.redis
     d.mkdir(parents=True, exist_ok=True)
-    _chown_to_service_user(d)
+    chown_to_service_user(d)
     _run(
         _as_service_user(
             [
@@ -297,7 +297,7 @@ def _start_postgres(state: StackState, paths: _Paths) -> None:
     log = paths.root / "postgres.log"
     if not (d / "PG_VERSION").exists():
         d.mkdir(parents=True, exist_ok=True)
-        _chown_to_service_user(d)
+        chown_to_service_user(d)
         _run(
             _as_service_user(
                 [
@@ -326,7 +326,7 @@ def _start_postgres(state: StackState, paths: _Paths) -> None:
                 "max_wal_size = 2GB\n"
             )
     log.touch(exist_ok=True)
-    _chown_to_service_user(log)
+    chown_to_service_user(log)
     _run(
         _as_service_user(
             [
@@ -400,13 +400,13 @@ def _data_dir_for(state_dir: Path) -> Path:
     if not _running_as_root():
         return candidate
     _ensure_service_user()
-    _chown_to_service_user(candidate)
+    chown_to_service_user(candidate)
     if _service_can_reach(candidate):
         return candidate
     digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
     fallback = Path("/var/tmp") / f"fleet-stack-{digest}"  # noqa: S108 - fixed, root-owned, service-user only
     fallback.mkdir(mode=0o700, exist_ok=True)
-    _chown_to_service_user(fallback)
+    chown_to_service_user(fallback)
     return fallback
 
 

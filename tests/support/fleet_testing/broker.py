@@ -37,6 +37,36 @@ class PrivateBroker:
     def url(self) -> str:
         return f"mqtt://{stack.MQTT_USER}:{self.password}@127.0.0.1:{self.port}"
 
+    def add_tls_listeners(self) -> tuple[int, int]:
+        """Two more listeners: TLS with passwords, and TLS where the client certificate's CN is the login.
+
+        Returns their ports; the certificates are under ``directory/tls`` (CA: ``ca.crt``).
+        """
+        from fleet_testing.tls import ThrowawayAuthority
+
+        tls = self.directory / "tls"
+        tls.mkdir()
+        authority = ThrowawayAuthority(tls)
+        cert, key = authority.issue("broker", "127.0.0.1", server=True)
+        password_port, certificate_port = stack.free_port(), stack.free_port()
+        common = [f"cafile {tls / 'ca.crt'}", f"certfile {cert}", f"keyfile {key}"]
+        with (self.directory / "mosquitto.conf").open("a") as conf:
+            conf.write("\n".join([f"listener {password_port} 127.0.0.1", *common, ""]))
+            conf.write(
+                "\n".join(
+                    [
+                        f"listener {certificate_port} 127.0.0.1",
+                        *common,
+                        "require_certificate true",
+                        "use_identity_as_username true",
+                        "",
+                    ]
+                )
+            )
+        stack.chown_to_service_user(self.directory)
+        self.authority = authority
+        return password_port, certificate_port
+
     def start(self) -> None:
         self._process = subprocess.Popen(self._command)
         deadline = time.monotonic() + 10

@@ -8,7 +8,9 @@ import uuid
 import pytest
 
 from fleet_ingest.mqtt_consumer import Consumer, Message, MqttError
+from fleet_ingest.runner import forget_session, open_session
 from fleet_ingest.settings import ServiceUrls
+from fleet_schemas import frames_subscription, frames_topic
 from fleet_testing.mqtt import publish_all
 
 pytestmark = pytest.mark.stack
@@ -111,3 +113,24 @@ def test_lagging_consumer_loses_nothing_beyond_the_brokers_default_queue_limit(
             return {m.payload for m in taken}
 
     assert len(asyncio.run(scenario())) == count
+
+
+def test_forgotten_ingest_session_no_longer_queues_messages(stack_urls: ServiceUrls) -> None:
+    group = f"g{uuid.uuid4().hex[:8]}"
+    client_id = f"{group}-1"
+    operator = f"op{uuid.uuid4().hex[:6]}"
+
+    async def scenario() -> tuple[bool, list[Message]]:
+        await open_session(stack_urls.mqtt_url, client_id, group)
+        await forget_session(stack_urls.mqtt_url, client_id, group)
+        await asyncio.to_thread(
+            publish_all, stack_urls.mqtt_url, [(frames_topic(operator, "unit-1"), b"x")] * 50
+        )
+        async with Consumer(
+            stack_urls.mqtt_url, client_id, frames_subscription(group), session_expiry_s=0
+        ) as c:
+            return c.session_present, await c.receive(100, 0.5)
+
+    present, queued = asyncio.run(scenario())
+    assert not present
+    assert queued == []

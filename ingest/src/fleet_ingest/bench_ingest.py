@@ -37,7 +37,6 @@ import msgspec
 
 from fleet_ingest.devices import add_device
 from fleet_ingest.mqtt import connect_client
-from fleet_ingest.mqtt_consumer import Consumer
 from fleet_ingest.mqtt_wire import (
     PROP_RECEIVE_MAXIMUM,
     PROP_SESSION_EXPIRY,
@@ -48,6 +47,7 @@ from fleet_ingest.mqtt_wire import (
     publish_packet,
     read_varint,
 )
+from fleet_ingest.runner import forget_session, open_session
 from fleet_ingest.secretbox import KeyEncryptionKey
 from fleet_ingest.settings import ServiceUrls
 from fleet_schemas import DeviceKey, Frame, frames_subscription, frames_topic, seal
@@ -350,14 +350,7 @@ class IngestBench:
 
     async def _sessions(self, group: str, processes: int, *, forget: bool = False) -> None:
         for n in range(1, processes + 1):
-            async with Consumer(
-                self.urls.mqtt_url,
-                f"{group}-{n}",
-                frames_subscription(group),
-                clean_start=True,
-                session_expiry_s=0 if forget else 86_400,
-            ):
-                pass
+            await (forget_session if forget else open_session)(self.urls.mqtt_url, f"{group}-{n}", group)
 
     def _start(self, group: str, processes: int, burst_s: float | None) -> list[subprocess.Popen[bytes]]:
         burst = ["--burst", str(burst_s)] if burst_s is not None else []

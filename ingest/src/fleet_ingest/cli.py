@@ -296,12 +296,20 @@ main.add_command(bench)
 @click.option(
     "--instance", default=None, help="suffix of the MQTT client id, for several processes on one host"
 )
+@click.option(
+    "--forget",
+    is_flag=True,
+    help="delete this instance's session from the broker and exit (an instance retired for good)",
+)
 @click.pass_obj
-def ingest(settings: Settings, burst_idle_s: float | None, instance: str | None) -> None:
+def ingest(settings: Settings, burst_idle_s: float | None, instance: str | None, forget: bool) -> None:
     """Consume signed frames from the broker into TimescaleDB and Redis, at least once.
 
     Run N of these (on N machines, or with --instance on one) to share the
-    load: they split the messages on one MQTT 5 shared subscription.
+    load: they split the messages on one MQTT 5 shared subscription. Each
+    keeps a persistent session that the broker fills while it is down; an
+    instance retired for good must be removed with --forget, or the broker
+    keeps queueing its share for it.
 
     \b
     Example:
@@ -309,11 +317,15 @@ def ingest(settings: Settings, burst_idle_s: float | None, instance: str | None)
       fleet ingest --instance 2
     """
     from fleet_agent.logs import configure_logging
-    from fleet_ingest.runner import run_ingest, serve_metrics
+    from fleet_ingest.runner import forget_session, run_ingest, serve_metrics
 
     configure_logging(settings.log_level)
     urls = stack.resolve_urls(settings)
     client_id = f"{settings.ingest_client_id}-{instance}" if instance else settings.ingest_client_id
+    if forget:
+        asyncio.run(forget_session(urls.mqtt_url, client_id, settings.ingest_group))
+        _progress(f"ingest: session {client_id} deleted from the broker")
+        return
     serve_metrics(settings.metrics_addr)
     batches = asyncio.run(run_ingest(settings, urls, client_id=client_id, burst_idle_s=burst_idle_s))
     _progress(f"ingest: stopped after {batches} batches")

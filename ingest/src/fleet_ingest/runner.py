@@ -17,9 +17,11 @@ from fleet_ingest.errors import ConfigError
 from fleet_ingest.keycache import KeyCache
 from fleet_ingest.live import LiveState
 from fleet_ingest.maintain import maintain, refresh_rollups
+from fleet_ingest.mqtt_consumer import Consumer
 from fleet_ingest.secretbox import load_key_encryption_key
 from fleet_ingest.service import Ingest, IngestOptions, open_pool, open_redis
 from fleet_ingest.settings import ServiceUrls, Settings
+from fleet_schemas import frames_subscription
 
 log = logging.getLogger("fleet_ingest.runner")
 
@@ -67,6 +69,22 @@ async def _maintenance(database_url: str, settings: Settings, stop: asyncio.Even
                 await conn.close()
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning("maintenance failed; will retry", extra={"error": str(exc)})
+
+
+async def open_session(mqtt_url: str, client_id: str, share_group: str) -> None:
+    """Create an instance's persistent session before its first run: the broker queues its share from now."""
+    await _fresh_session(mqtt_url, client_id, share_group, expiry_s=86_400)
+
+
+async def forget_session(mqtt_url: str, client_id: str, share_group: str) -> None:
+    """Delete an ingest instance's persistent session (and what the broker queued for it)."""
+    await _fresh_session(mqtt_url, client_id, share_group, expiry_s=0)
+
+
+async def _fresh_session(mqtt_url: str, client_id: str, share_group: str, *, expiry_s: int) -> None:
+    subscription = frames_subscription(share_group)
+    async with Consumer(mqtt_url, client_id, subscription, clean_start=True, session_expiry_s=expiry_s):
+        pass
 
 
 async def run_ingest(

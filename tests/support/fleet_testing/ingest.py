@@ -17,10 +17,10 @@ import redis
 
 from fleet_ingest.devices import add_device
 from fleet_ingest.live import bus_key
-from fleet_ingest.mqtt_consumer import Consumer
+from fleet_ingest.runner import forget_session, open_session
 from fleet_ingest.secretbox import KeyEncryptionKey
 from fleet_ingest.settings import ServiceUrls
-from fleet_schemas import DeviceKey, frames_subscription
+from fleet_schemas import DeviceKey
 from fleet_schemas.live import LIVE_DECODER
 
 
@@ -76,13 +76,7 @@ class IngestProcesses:
     async def open_sessions(self, *instances: str) -> None:
         """Create each process's persistent session first, so nothing published before it starts is missed."""
         for instance in instances:
-            async with Consumer(
-                self.urls.mqtt_url,
-                self.client_id(instance),
-                frames_subscription(self.group),
-                clean_start=True,
-            ):
-                pass
+            await open_session(self.urls.mqtt_url, self.client_id(instance), self.group)
 
     def start(self, instance: str, *, burst_s: float | None = 3.0) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "fleet_ingest", "ingest", "--instance", instance]
@@ -114,14 +108,7 @@ class IngestProcesses:
 
         async def forget() -> None:
             for instance in ("1", "2"):
-                async with Consumer(
-                    self.urls.mqtt_url,
-                    self.client_id(instance),
-                    frames_subscription(self.group),
-                    clean_start=True,
-                    session_expiry_s=0,
-                ):
-                    pass
+                await forget_session(self.urls.mqtt_url, self.client_id(instance), self.group)
 
         asyncio.run(forget())
 

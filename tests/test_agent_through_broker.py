@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import queue
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -18,9 +20,10 @@ from fleet_agent.keys import read_key_file
 from fleet_agent.outbox import Outbox, OutboxLimits
 from fleet_agent.sources import EndedSource, open_source
 from fleet_ingest.settings import ServiceUrls
-from fleet_schemas import DeviceKey
+from fleet_schemas import DeviceKey, DeviceStatus, decode_status, status_topic
 from fleet_testing.agents import Receiver, agent_config, config_toml
 from fleet_testing.broker import PrivateBroker, scratch_dir
+from fleet_testing.mqtt import subscribed
 
 pytestmark = pytest.mark.stack
 
@@ -188,3 +191,40 @@ def test_simulate_fifty_buses_every_batch_verifies(stack_urls: ServiceUrls, oper
     assert len(receiver.frames) == 50
     assert receiver.errors == []
     assert receiver.batches >= 50 * 8
+
+
+def test_status_is_retained_online_then_offline_by_the_last_will(
+    broker: PrivateBroker, operator_id: str
+) -> None:
+    directory = scratch_dir()
+    config, _ = agent_config(directory, broker.url, operator=operator_id, speedup=5)
+    config_path = directory / "agent.toml"
+    config_path.write_bytes(config_toml(config))
+    config_path.chmod(0o600)
+    topic = status_topic(operator_id, config.device)
+    process = _start_agent_process(config_path)
+    try:
+        online = _retained(broker.url, topic, lambda s: s.state == "online")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    offline = _retained(broker.url, topic, lambda s: s.state == "offline")
+    assert online.device == config.device
+    assert online.key_id == f"{config.device}-k1"
+    assert online.backlog is not None
+    assert offline.device == config.device
+
+
+def _retained(url: str, topic: str, wanted: Callable[[DeviceStatus], bool]) -> DeviceStatus:
+    """The retained status on ``topic`` once it satisfies ``wanted`` (the broker keeps the newest)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with subscribed(url, topic) as inbox:
+            try:
+                status = decode_status(inbox.get(timeout=2).payload)
+            except queue.Empty:
+                continue
+        if wanted(status):
+            return status
+        time.sleep(0.5)
+    raise AssertionError(f"no retained status on {topic} as wanted")

@@ -213,3 +213,11 @@ def test_a_one_frame_msgpack_message_is_compact() -> None:
 @given(st.lists(frames(DEVICE), min_size=1, max_size=20))
 def test_sealing_pre_encoded_frames_equals_sealing_frames(batch: list[Frame]) -> None:
     assert seal_encoded([encode_frame(f) for f in batch], KEY) == seal(batch, KEY)
+
+
+def test_every_error_has_its_own_stable_code() -> None:
+    from fleet_schemas import ALL_ERRORS
+
+    codes = [error.code for error in ALL_ERRORS]
+    assert len(codes) == len(set(codes))
+    assert all(code.isidentifier() and code == code.lower() for code in codes)

@@ -33,6 +33,6 @@ def encode_status(status: DeviceStatus) -> bytes:
     return _ENCODER.encode(status)
 
 
-def decode_status(raw: bytes) -> DeviceStatus:
+def decode_status(raw: bytes | bytearray) -> DeviceStatus:
     """Raises msgspec.DecodeError/ValidationError on a bad status (status is not a trusted input)."""
     return _DECODER.decode(raw)

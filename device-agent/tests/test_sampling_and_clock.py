@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -103,3 +104,31 @@ def test_published_time_is_never_far_in_the_future_of_a_set_clock(fix_ms: int, s
         assert published <= system_ms + POLICY.future_tolerance_s * 1000
     if published is not None:
         assert published >= POLICY.earliest_ms
+
+
+def test_impossible_coordinates_are_counted_and_never_framed(tmp_path: Path) -> None:
+    from fleet_agent.agent import Agent
+    from fleet_agent.config import AgentConfig, SourceConfig
+    from fleet_agent.keys import write_key_file
+    from fleet_agent.publisher import BrokerConfig
+    from fleet_agent.sources import EndedSource
+    from fleet_schemas import DeviceKey
+
+    write_key_file(tmp_path / "key.toml", DeviceKey("u-k1", "u", b"k" * 32))
+    config = AgentConfig(
+        operator="op",
+        device="u",
+        bus="B",
+        key_file=str(tmp_path / "key.toml"),
+        data_dir=str(tmp_path / "data"),
+        broker=BrokerConfig(url="mqtt://127.0.0.1:1"),
+        source=SourceConfig(kind="sim"),
+    )
+    agent = Agent(config, EndedSource(), clock=lambda: NOW / 1000)
+    assert agent.accept(fix(0, lat=91.5)) is None
+    assert agent.accept(Fix(time_ms=NOW, lat=36.7, lon=181.0, mode=3)) is None
+    assert agent.accept(fix(1, speed=-3.0)) is None
+    assert agent.fixes.rejected_out_of_range == 3
+    stored = agent.accept(fix(2))
+    assert stored is not None
+    assert stored.seq == 0, "a rejected fix uses no sequence number"

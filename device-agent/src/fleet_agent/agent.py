@@ -42,6 +42,7 @@ class FixCounters(msgspec.Struct):
     rollover_corrected: int = 0
     rejected_future: int = 0
     rejected_implausible: int = 0
+    rejected_out_of_range: int = 0
     lost_disk_full: int = 0
 
 
@@ -153,6 +154,11 @@ class Agent:
         if verdict == "rollover_corrected":
             self.fixes.rollover_corrected += 1
             fix = msgspec.structs.replace(fix, time_ms=fix_ms)
+        problem = out_of_range(frame_from(self.config, fix, 0))
+        if problem is not None:
+            self.fixes.rejected_out_of_range += 1
+            log.warning("fix out of range", extra={"device": self.config.device, "detail": problem})
+            return None
         self._clock_offset_ms = now_ms - fix_ms
         self._last_fix = fix
         self._sampler, send = sample(self.config.sampling, self._sampler, fix)
@@ -226,6 +232,19 @@ def write_health(path: Path, health: Health) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_bytes(msgspec.json.encode(health))
     os.replace(temporary, path)
+
+
+def out_of_range(frame: Frame) -> str | None:
+    """Why ``frame`` breaks the wire format's ranges (impossible coordinates, speeds…), or None.
+
+    Building a Struct does not check its constraints; decoding does, so the
+    frame is checked as the server will check it, from the same types.
+    """
+    try:
+        msgspec.convert(msgspec.structs.astuple(frame), Frame)
+    except msgspec.ValidationError as exc:
+        return str(exc)
+    return None
 
 
 def frame_from(config: AgentConfig, fix: Fix, seq: int) -> Frame:

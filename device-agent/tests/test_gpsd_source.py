@@ -1,11 +1,11 @@
-"""The gpsd source against a real gpsd, fed a real capture by gpsd's own gpsfake.
+"""The gpsd source against a real gpsd, fed a real capture through a pseudo-terminal.
 
-gpsfake starts a private gpsd on the port it is given and plays the capture to
-it through a pseudo-terminal. In pipe mode (``-p``, as gpsd's regression suite
-runs it) gpsfake first watches as a client itself and waits 1.4 s before it
-plays the capture, which is when the source connects and watches too. gpsd
-3.22 (Debian 12) reports the same TPVs for this capture as the gpsd 3.20 that
-wrote the ``.chk`` file, so the source must yield exactly those.
+The test does what gpsd's gpsfake does, without gpsfake's package (whose
+Debian dependencies weigh half a gigabyte): it starts a private gpsd reading a
+pty, lets the source connect and watch, then writes the capture into the pty
+line by line. gpsd 3.22 (Debian 12) reports the same TPVs for this capture as
+the gpsd 3.20 that wrote the ``.chk`` file, so the source must yield exactly
+those.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
-import socket
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,15 +24,14 @@ import pytest
 
 from fleet_agent.fix import Fix
 from fleet_agent.gpsd import GpsdCounters, GpsdSource
+from fleet_ingest.stack import free_port
 
 CAPTURE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nmea" / "sirfstarv-nmea.log"
-GPSFAKE = shutil.which("gpsfake")
 GPSD = shutil.which("gpsd", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
 TIMEOUT_S = 30
 
-needs_gpsfake = pytest.mark.skipif(
-    GPSFAKE is None or GPSD is None,
-    reason="gpsd or gpsfake is not installed (Debian: gpsd, gpsd-clients; see scripts/bootstrap)",
+needs_gpsd = pytest.mark.skipif(
+    GPSD is None, reason="gpsd is not installed (Debian: gpsd; see scripts/bootstrap)"
 )
 
 
@@ -70,32 +69,35 @@ def seen(fix: Fix) -> tuple[object, ...]:
     return (fix.time_iso, round(fix.lat, 9), round(fix.lon, 9), speed, fix.mode, fix.hdop, fix.satellites)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
-def gpsfake_port() -> Iterator[int]:
-    """A port where gpsfake's gpsd serves ``CAPTURE`` once, starting about 1.5 s from now."""
+def gpsd_port() -> Iterator[int]:
+    """A port where a private gpsd serves ``CAPTURE``, written into its pty about 1.5 s from now."""
     if not CAPTURE.exists():
         pytest.skip(f"capture {CAPTURE} is absent")
-    assert GPSFAKE is not None
+    assert GPSD is not None
+    master, slave = os.openpty()
+    device = os.ttyname(slave)
+    os.chmod(device, 0o666)  # noqa: S103 - a test's pty; gpsd started as root reads it as its own user
     port = free_port()
-    gpsfake = subprocess.Popen(
-        [GPSFAKE, "-1", "-p", "-q", "-P", str(port), str(CAPTURE)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group, holding gpsfake and the gpsd it starts
-    )
+    gpsd = subprocess.Popen([GPSD, "-N", "-n", "-b", "-S", str(port), device], stderr=subprocess.DEVNULL)
+
+    def play() -> None:
+        time.sleep(1.5)  # the source connects and watches meanwhile
+        for line in CAPTURE.read_bytes().splitlines(keepends=True):
+            if not line.startswith(b"#"):
+                os.write(master, line)
+                time.sleep(0.002)
+
+    player = threading.Thread(target=play, daemon=True)
+    player.start()
     try:
         yield port
     finally:
-        if gpsfake.poll() is None:
-            os.killpg(gpsfake.pid, signal.SIGTERM)
-        gpsfake.wait(timeout=10)
+        gpsd.terminate()
+        gpsd.wait(timeout=10)
+        player.join(timeout=30)
+        os.close(master)
+        os.close(slave)
 
 
 async def take(source: GpsdSource, count: int) -> list[Fix]:
@@ -107,11 +109,11 @@ async def take(source: GpsdSource, count: int) -> list[Fix]:
     return fixes
 
 
-@needs_gpsfake
-def test_source_yields_every_fix_gpsd_reports_for_a_real_capture(gpsfake_port: int) -> None:
+@needs_gpsd
+def test_source_yields_every_fix_gpsd_reports_for_a_real_capture(gpsd_port: int) -> None:
     expected = expected_fixes(CAPTURE.with_name(CAPTURE.name + ".chk"))
     # gpsd is not listening yet when the source first connects: that exercises the retry too.
-    source = GpsdSource("127.0.0.1", gpsfake_port, retry_s=0.1, max_retry_s=0.5)
+    source = GpsdSource("127.0.0.1", gpsd_port, retry_s=0.1, max_retry_s=0.5)
     fixes = asyncio.run(asyncio.wait_for(take(source, len(expected)), TIMEOUT_S))
     print(f"{CAPTURE.name}: {len(fixes)} fixes from gpsd, {len(expected)} TPVs with a fix in the .chk")
     print(source.counters)

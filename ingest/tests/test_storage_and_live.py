@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,8 +33,8 @@ def test_duplicate_frames_are_stored_once_and_reported_as_not_new(database_url: 
     async def scenario() -> tuple[set[tuple[str, int]], set[tuple[str, int]], int]:
         pool = await open_pool(database_url)
         try:
-            first = await store_batch(pool, [accepted(1), accepted(2), accepted(2)], [])
-            second = await store_batch(pool, [accepted(2), accepted(3)], [])
+            first = await store_batch(pool, uuid.uuid4(), [accepted(1), accepted(2), accepted(2)], [])
+            second = await store_batch(pool, uuid.uuid4(), [accepted(2), accepted(3)], [])
             count = await pool.fetchval("SELECT count(*) FROM positions")
             return first, second, count
         finally:
@@ -43,6 +44,30 @@ def test_duplicate_frames_are_stored_once_and_reported_as_not_new(database_url: 
     assert first == {("unit-1", 1), ("unit-1", 2)}
     assert second == {("unit-1", 3)}
     assert count == 3
+
+
+def test_a_batch_retried_after_an_unknown_commit_outcome_is_stored_once(database_url: str) -> None:
+    bad = Rejected("fleet/v1/op-a/unit-1/frames", "undecodable", "garbage", "unit-1", None, b"\xc1")
+    batch = uuid.uuid4()
+
+    async def scenario() -> tuple[set[tuple[str, int]], set[tuple[str, int]], int, int]:
+        pool = await open_pool(database_url)
+        try:
+            first = await store_batch(pool, batch, [accepted(1)], [bad])
+            again = await store_batch(pool, batch, [accepted(1)], [bad])
+            return (
+                first,
+                again,
+                await pool.fetchval("SELECT count(*) FROM positions"),
+                await pool.fetchval("SELECT count(*) FROM rejected_frames"),
+            )
+        finally:
+            await pool.close()
+
+    first, again, positions, rejected = asyncio.run(scenario())
+    assert first == {("unit-1", 1)}
+    assert again == set()
+    assert (positions, rejected) == (1, 1)
 
 
 def test_rejected_frames_keep_their_raw_bytes_and_reason(database_url: str) -> None:
@@ -58,7 +83,7 @@ def test_rejected_frames_keep_their_raw_bytes_and_reason(database_url: str) -> N
     async def scenario() -> asyncpg.Record:
         pool = await open_pool(database_url)
         try:
-            await store_batch(pool, [], [bad])
+            await store_batch(pool, uuid.uuid4(), [], [bad])
             row = await pool.fetchrow("SELECT topic, reason, detail, device, seq, raw FROM rejected_frames")
             assert row is not None
             return row
@@ -139,12 +164,12 @@ def test_rollups_follow_late_frames_and_retention_drops_old_chunks(database_url:
     async def scenario() -> tuple[asyncpg.Record | None, asyncpg.Record | None, int, dict[str, int]]:
         pool = await open_pool(database_url)
         try:
-            await store_batch(pool, recent, [])
+            await store_batch(pool, uuid.uuid4(), recent, [])
             await maintain(database_url)
             before = await pool.fetchrow(
                 "SELECT frames, speed_max FROM positions_1m WHERE bucket = fleet_ms($1)", minute
             )
-            await store_batch(pool, late + ancient, [])
+            await store_batch(pool, uuid.uuid4(), late + ancient, [])
             report = await maintain(database_url, Retention(positions_days=365 * 3))
             after = await pool.fetchrow(
                 "SELECT frames, speed_max FROM positions_1m WHERE bucket = fleet_ms($1)", minute

@@ -105,6 +105,7 @@ async def maintain(database_url: str, retention: Retention | None = None) -> Mai
     conn = await asyncpg.connect(database_url)
     try:
         minutes, rows = await refresh_rollups(conn)
+        await conn.execute("DELETE FROM ingest_batches WHERE committed_at < now() - INTERVAL '1 day'")
         dropped = {
             "positions": await _drop(conn, "positions", retention.positions_days),
             "positions_1m": await _drop(conn, "positions_1m", retention.rollups_days),

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import random
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, Literal, Protocol, TypeVar
@@ -202,7 +203,8 @@ class Ingest:
         started = time.monotonic()
         incoming = [Incoming(m.topic, m.payload) for m in messages]
         outcome = await self._assess(incoming)
-        new = await self._retry("postgresql", lambda: self._store(outcome))
+        batch_id = uuid.uuid4()
+        new = await self._retry("postgresql", lambda: self._store(batch_id, outcome))
         if outcome.accepted:
             await self._retry("redis", lambda: self._update_live(outcome.accepted))
         self._buses.update(outcome.latest)
@@ -233,9 +235,9 @@ class Ingest:
         self._buses.update(seeded)
         return self._checked(incoming)
 
-    async def _store(self, outcome: Assessment) -> set[tuple[str, int]]:
+    async def _store(self, batch_id: uuid.UUID, outcome: Assessment) -> set[tuple[str, int]]:
         started = time.monotonic()
-        new = await store_batch(self._pool, outcome.accepted, outcome.rejected)
+        new = await store_batch(self._pool, batch_id, outcome.accepted, outcome.rejected)
         committed = time.time()
         metrics.DB_WRITE_SECONDS.observe(time.monotonic() - started)
         for item in outcome.accepted:
@@ -256,9 +258,13 @@ class Ingest:
                 OSError,
                 asyncpg.PostgresError,
                 asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
                 redis.exceptions.RedisError,
             ) as exc:
                 metrics.STORE_ERRORS.labels(store).inc()
+                if store == "postgresql":
+                    # Connections that saw the server go away may be half-broken: take fresh ones.
+                    await self._pool.expire_connections()
                 log.warning(
                     "write failed; retrying, nothing acked meanwhile",
                     extra={"store": store, "error": str(exc), "retry_in_s": round(delay, 2)},

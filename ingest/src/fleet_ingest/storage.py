@@ -10,6 +10,7 @@ whose rollups it makes stale (``rollup_pending``, see fleet_ingest.maintain).
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import asyncpg
@@ -47,6 +48,7 @@ _MOVE = (
     " ON CONFLICT DO NOTHING RETURNING device, seq"
 )
 
+_CLAIM_BATCH = "INSERT INTO ingest_batches (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id"
 _MARK_PENDING = (
     "INSERT INTO rollup_pending (bucket) SELECT DISTINCT time_bucket('1 minute', time) FROM positions_staging"
     " ORDER BY 1"
@@ -89,11 +91,17 @@ def _position_row(item: Accepted) -> tuple[object, ...]:
 
 
 async def store_batch(
-    pool: asyncpg.Pool, accepted: list[Accepted], rejected: list[Rejected]
+    pool: asyncpg.Pool, batch_id: uuid.UUID, accepted: list[Accepted], rejected: list[Rejected]
 ) -> set[tuple[str, int]]:
-    """Commit one micro-batch; return the (device, seq) of frames stored for the first time."""
+    """Commit one micro-batch; return the (device, seq) of frames stored for the first time.
+
+    Retrying with the same ``batch_id`` after a failure whose outcome is
+    unknown (the connection lost during COMMIT) stores nothing twice.
+    """
     async with pool.acquire() as conn, conn.transaction():
         new: set[tuple[str, int]] = set()
+        if await conn.fetchval(_CLAIM_BATCH, batch_id) is None:
+            return new  # committed by the attempt whose answer was lost
         if accepted:
             await conn.copy_records_to_table(
                 "positions_staging", records=[_position_row(a) for a in accepted], columns=POSITION_COLUMNS

@@ -100,9 +100,9 @@ def simulated_agent(
         source=SourceConfig(kind="sim", route=route, seed=seed + number, speedup=speedup),
         outbox=OutboxLimits(durability="normal"),
     )
-    # Stagger the buses so they are not all at the first stop together, and start early enough
-    # that a speeded-up drive never produces fix times in the future.
-    start_ms = int((time.time() - ahead_s) * 1000) - number * 97_000
+    # Start early enough that a speeded-up drive never produces fix times in the future, so the
+    # last fix of every bus is about now; seeds spread the buses (cruise speed, dwell, traffic).
+    start_ms = int((time.time() - ahead_s) * 1000)
     return Agent(config, open_source(config.source, start_ms=start_ms))
 
 

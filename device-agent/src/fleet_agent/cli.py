@@ -64,11 +64,14 @@ def run(config_path: Path) -> None:
     """
     from fleet_agent.agent import Agent
     from fleet_agent.config import load_config
+    from fleet_agent.keys import read_key_file
     from fleet_agent.logs import configure_logging
     from fleet_agent.sources import open_source
 
     config = load_config(config_path)
     configure_logging(config.log_level)
+    # A bad key file is refused before the receiver is opened, so its error is the only line.
+    read_key_file(Path(config.key_file), config.device)
 
     async def main_loop() -> None:
         stop = asyncio.Event()

@@ -492,10 +492,18 @@ def summary_text(bench: AgentBench) -> str:
         f" {d.received:,} arrived verified, {d.duplicates} duplicates,"
         f" {d.rejected_messages} messages rejected",
     ]
-    for t in bench.targets:
+    return "\n".join(lines + target_lines(bench.targets))
+
+
+def target_lines(targets: list[Target]) -> list[str]:
+    """Each figure against its target, then the verdict (shared by every ``fleet bench``)."""
+    lines = []
+    for t in targets:
         value = f"{t.value:,.0f}" if t.value >= 1_000 else f"{t.value:g}"
         lines.append(
             f"  {t.name:<15} {value:>10} {t.unit:<14} target {t.goal:<24} {'pass' if t.passed else 'FAIL'}"
         )
-    lines.append("result: every target met" if bench.passed else "result: a target was MISSED")
-    return "\n".join(lines)
+    lines.append(
+        "result: every target met" if all(t.passed for t in targets) else "result: a target was MISSED"
+    )
+    return lines

@@ -143,18 +143,22 @@ class LiveState:
     async def previous(self, buses: Iterable[BusKey]) -> dict[BusKey, PreviousFix]:
         """The newest fix Redis holds for these buses (for buses this process has not seen yet)."""
         wanted = list(buses)
-        if not wanted:
-            return {}
+        states = await self._states(wanted)
+        return {
+            key: PreviousFix(live.time_ms, live.seq, live.lat, live.lon)
+            for key, live in zip(wanted, states, strict=True)
+            if live is not None
+        }
+
+    async def _states(self, buses: list[BusKey]) -> list[LivePosition | None]:
+        """The live position of each bus (None where it has expired), in one round trip."""
+        if not buses:
+            return []
         async with self._client.pipeline(transaction=False) as pipe:
-            for operator, bus in wanted:
+            for operator, bus in buses:
                 pipe.hget(bus_key(operator, bus), "state")
-            states = await pipe.execute()
-        found: dict[BusKey, PreviousFix] = {}
-        for key, raw in zip(wanted, states, strict=True):
-            if raw is not None:
-                live = LIVE_DECODER.decode(raw)
-                found[key] = PreviousFix(live.time_ms, live.seq, live.lat, live.lon)
-        return found
+            raws = await pipe.execute()
+        return [None if raw is None else LIVE_DECODER.decode(raw) for raw in raws]
 
     async def position(self, operator: str, bus: str) -> LivePosition | None:
         raw = await self._client.hget(bus_key(operator, bus), "state")
@@ -163,31 +167,29 @@ class LiveState:
     async def buses(self, operator: str) -> list[LivePosition]:
         """Every bus of ``operator`` with a live position, most recently updated first."""
         names = await self._client.zrevrange(seen_key(operator), 0, -1)
-        if not names:
-            return []
-        async with self._client.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.hget(bus_key(operator, name.decode() if isinstance(name, bytes) else str(name)), "state")
-            states = await pipe.execute()
-        return [LIVE_DECODER.decode(raw) for raw in states if raw is not None]
+        states = await self._states([(operator, _text(name)) for name in names])
+        return [live for live in states if live is not None]
+
+    async def _operator_names(self) -> list[str]:
+        return [_text(name) for name in await self._client.smembers(OPERATORS_KEY)]
 
     async def prune(self, now_ms: int | None = None) -> int:
         """Drop from the GEO sets the buses whose hash has expired; return how many."""
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         cutoff = now_ms - self._ttl_s * 1000
-        operators = {
-            o.decode() if isinstance(o, bytes) else str(o) for o in await self._client.smembers(OPERATORS_KEY)
-        }
         pruned = 0
-        for operator in operators:
+        for operator in await self._operator_names():
             pruned += int(await self._prune(keys=[geo_key(operator), seen_key(operator)], args=[cutoff]))
         return pruned
 
     async def buses_live(self) -> int:
         """Buses with a live position, over all operators."""
-        operators = await self._client.smembers(OPERATORS_KEY)
         total = 0
-        for operator in operators:
-            name = operator.decode() if isinstance(operator, bytes) else str(operator)
-            total += int(await self._client.zcard(seen_key(name)))
+        for operator in await self._operator_names():
+            total += int(await self._client.zcard(seen_key(operator)))
         return total
+
+
+def _text(value: object) -> str:
+    """Redis replies bytes unless the client decodes them."""
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -71,9 +71,9 @@ async def _maintenance(database_url: str, settings: Settings, stop: asyncio.Even
             log.warning("maintenance failed; will retry", extra={"error": str(exc)})
 
 
-async def open_session(mqtt_url: str, client_id: str, share_group: str) -> None:
+async def open_session(mqtt_url: str, client_id: str, share_group: str, expiry_s: int = 604_800) -> None:
     """Create an instance's persistent session before its first run: the broker queues its share from now."""
-    await _fresh_session(mqtt_url, client_id, share_group, expiry_s=86_400)
+    await _fresh_session(mqtt_url, client_id, share_group, expiry_s=expiry_s)
 
 
 async def forget_session(mqtt_url: str, client_id: str, share_group: str) -> None:
@@ -101,6 +101,7 @@ async def run_ingest(
         share_group=settings.ingest_group,
         batch_max=settings.ingest_batch_max,
         flush_ms=settings.ingest_flush_ms,
+        session_expiry_s=settings.ingest_session_expiry_s,
         live_ttl_s=settings.live_ttl_s,
         burst_idle_s=burst_idle_s,
         filters=settings.filters,

@@ -59,7 +59,8 @@ class IngestOptions(msgspec.Struct, frozen=True):
     batch_max: int = 2_000
     flush_ms: float = 5.0
     receive_maximum: int = 20_000
-    session_expiry_s: int = 86_400
+    session_expiry_s: int = 604_800
+    """how long the broker queues this instance's share while it is away (FLEET_INGEST_SESSION_EXPIRY_S)"""
     live_ttl_s: int = 900
     burst_idle_s: float | None = None
     """exit after this long with nothing to do (tests and one-off drains); None runs until stopped"""

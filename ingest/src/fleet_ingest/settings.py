@@ -13,6 +13,7 @@
 | ``FLEET_INGEST_GROUP`` | ``ingest`` | MQTT 5 shared-subscription group of the ingest processes |
 | ``FLEET_INGEST_CLIENT_ID`` | ``ingest-<host>`` | MQTT client id (persistent session); one per process |
 | ``FLEET_INGEST_BATCH_MAX`` | ``2000`` | messages per micro-batch at most |
+| ``FLEET_INGEST_SESSION_EXPIRY_S`` | ``604800`` | the broker queues an absent instance's share this long |
 | ``FLEET_INGEST_FLUSH_MS`` | ``5`` | how long a batch waits to fill once its first message arrived |
 | ``FLEET_INGEST_HORIZON_DAYS`` | ``30`` | frames older than this are rejected (``too_old``) |
 | ``FLEET_INGEST_FUTURE_TOLERANCE_S`` | ``120`` | frames further in the future are rejected (``future``) |
@@ -69,6 +70,7 @@ class Settings(msgspec.Struct, frozen=True):
     ingest_client_id: str = "ingest"
     ingest_batch_max: int = 2_000
     ingest_flush_ms: float = 5.0
+    ingest_session_expiry_s: int = 604_800
     live_ttl_s: int = 900
     filters: FilterPolicy = msgspec.field(default_factory=FilterPolicy)
     retention: Retention = msgspec.field(default_factory=Retention)
@@ -109,6 +111,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ingest_client_id=env.get(f"{PREFIX}INGEST_CLIENT_ID") or f"ingest-{socket.gethostname()}",
         ingest_batch_max=int(number("INGEST_BATCH_MAX", 2_000)) or 1,
         ingest_flush_ms=number("INGEST_FLUSH_MS", 5.0),
+        ingest_session_expiry_s=int(number("INGEST_SESSION_EXPIRY_S", 604_800)),
         live_ttl_s=int(number("LIVE_TTL_S", 900)),
         filters=FilterPolicy(
             future_tolerance_s=number("INGEST_FUTURE_TOLERANCE_S", 120.0),

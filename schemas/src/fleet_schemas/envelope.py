@@ -43,6 +43,11 @@ from fleet_schemas.frames import Batch, Frame
 FORMAT_VERSION = 1
 MAX_FRAMES_PER_BATCH = 2_000
 MAX_MESSAGE_BYTES = 512 * 1024
+"""Largest signed envelope (an MQTT payload) a server decodes; larger is ``too_large``."""
+MAX_PACKET_BYTES = MAX_MESSAGE_BYTES + 1024
+"""Largest MQTT packet the broker accepts and ingest advertises: a largest envelope plus room for
+the fixed header, the longest frames topic, the packet id and properties. The broker refuses a
+bigger PUBLISH at publish time (``max_packet_size``), so nothing is acknowledged and then dropped."""
 SIGNATURE_BYTES = 32
 KEY_SECRET_MIN_BYTES = 16
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import subprocess
 from pathlib import Path
 
@@ -115,3 +117,27 @@ def test_demo_frames_arrive_through_the_broker_verified(stack_urls: ServiceUrls)
     result = CliRunner().invoke(main, ["demo", "--buses", "2", "--frames", "15"])
     assert result.exit_code == 0, result.output
     assert "demo: 30 of 30 frames arrived" in result.output
+
+
+def _devices_env(stack_urls: ServiceUrls, database_url: str, tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "broker").mkdir(exist_ok=True)
+    return {
+        "FLEET_MQTT_URL": stack_urls.mqtt_url,
+        "FLEET_DATABASE_URL": database_url,
+        "FLEET_REDIS_URL": stack_urls.redis_url,
+        "FLEET_KEY_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "FLEET_MOSQUITTO_DIR": str(tmp_path / "broker"),
+    }
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("device", ["x\n", "unit-1\n", "unit 1"])
+def test_devices_add_with_an_unsafe_id_is_one_line_without_secrets(
+    stack_urls: ServiceUrls, database_url: str, tmp_path: Path, device: str
+) -> None:
+    env = _devices_env(stack_urls, database_url, tmp_path)
+    result = CliRunner(env=env).invoke(main, ["devices", "add", device, "--operator", "o", "--bus", "b"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error [invalid_identifier]: device ")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "$7$" not in result.output

@@ -88,6 +88,46 @@ def _envelope(
     return msgspec.msgpack.encode(Envelope(version, key.key_id, payload, sig))
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x91" * 100_000 + b"\xc0",
+        b"[" * 100_000,
+        b"\x94\x01" + b"\x91" * 100_000 + b"\xc0",
+        b"\x94\x02" + b"\x91" * 100_000 + b"\xc0",
+        b"[1," + b"[" * 100_000,
+    ],
+    ids=["msgpack", "json", "msgpack-after-version", "msgpack-future-version", "json-after-version"],
+)
+def test_depth_bomb_is_undecodable_not_a_recursion_error(raw: bytes) -> None:
+    with pytest.raises(UndecodableError):
+        open_envelope(raw, lookup)
+
+
+def test_depth_bomb_inside_a_signed_payload_is_a_typed_error() -> None:
+    fields = list(msgspec.msgpack.decode(msgspec.msgpack.encode(frame())))
+    prefix = msgspec.msgpack.encode([DEVICE, [[*fields, None]]])
+    bomb = prefix[:-1] + b"\x91" * 100_000 + b"\xc0"  # the appended trailing field, nested 100,000 deep
+    with pytest.raises(FleetSchemaError):
+        open_envelope(_envelope(bomb), lookup)
+
+
+@pytest.mark.parametrize("trip_id", ["T\x00", "T\n", "\x1b[31m", "T\x7f"])
+def test_control_characters_in_text_fields_are_invalid(trip_id: str) -> None:
+    fields = list(msgspec.msgpack.decode(msgspec.msgpack.encode(frame())))
+    fields += [None] * (17 - len(fields))
+    fields[16] = trip_id
+    with pytest.raises(InvalidFieldError, match=r"\$\[1\]\[0\]\[16\]"):
+        open_envelope(_envelope(msgspec.msgpack.encode([DEVICE, [fields]])), lookup)
+
+
+@pytest.mark.parametrize("bus", ["BUS-A\n", "BUS-A\r", "\nBUS-A"])
+def test_identifier_with_a_newline_is_invalid(bus: str) -> None:
+    bad = msgspec.msgpack.encode([DEVICE, [[DEVICE, bus, 1, 1_795_000_000_000, 36.0, 3.0]]])
+    with pytest.raises(InvalidFieldError, match=r"\$\[1\]\[0\]\[1\]"):
+        open_envelope(_envelope(bad), lookup)
+
+
 def test_tampered_payload_is_a_bad_signature() -> None:
     envelope = msgspec.msgpack.decode(seal([frame()], KEY), type=Envelope)
     forged = encode_batch([frame(lat=35.0)], DEVICE)

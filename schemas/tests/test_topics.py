@@ -28,7 +28,7 @@ def test_shared_subscription_names_the_group() -> None:
     assert frames_subscription("ingest") == "$share/ingest/fleet/v1/+/+/frames"
 
 
-@pytest.mark.parametrize("bad", ["", "a/b", "+", "#", "x" * 65, "-leading-dash", "sp ace"])
+@pytest.mark.parametrize("bad", ["", "a/b", "+", "#", "x" * 65, "-leading-dash", "sp ace", "BUS-A\n", "x\r"])
 def test_ids_that_would_break_a_topic_are_refused(bad: str) -> None:
     with pytest.raises(BadIdentifierError):
         frames_topic("sonelgaz", bad)

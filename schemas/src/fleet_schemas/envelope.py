@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
@@ -101,12 +101,22 @@ _BATCH_DECODERS: dict[Encoding, msgspec.msgpack.Decoder[Batch] | msgspec.json.De
     "msgpack": msgspec.msgpack.Decoder(Batch),
     "json": msgspec.json.Decoder(Batch),
 }
-_UNTYPED_DECODERS: dict[Encoding, msgspec.msgpack.Decoder[Any] | msgspec.json.Decoder[Any]] = {
-    "msgpack": msgspec.msgpack.Decoder(),
-    "json": msgspec.json.Decoder(),
+
+
+class _Head(msgspec.Struct, array_like=True, frozen=True):
+    """Just the version of an envelope-shaped array: enough to tell a future format from garbage."""
+
+    version: int
+
+
+_HEAD_DECODERS: dict[Encoding, msgspec.msgpack.Decoder[_Head] | msgspec.json.Decoder[_Head]] = {
+    "msgpack": msgspec.msgpack.Decoder(_Head),
+    "json": msgspec.json.Decoder(_Head),
 }
-# msgspec raises UnicodeDecodeError, not a MsgspecError, for invalid UTF-8 in a msgpack str.
-_DECODE_ERRORS = (msgspec.MsgspecError, UnicodeDecodeError)
+# msgspec raises UnicodeDecodeError, not a MsgspecError, for invalid UTF-8 in a msgpack str, and
+# RecursionError when skipping a deeply nested value (a depth bomb such as b"\x91" * 100_000):
+# untrusted bytes are only ever decoded into types, and these three are the ways that can fail.
+_DECODE_ERRORS = (msgspec.MsgspecError, UnicodeDecodeError, RecursionError)
 _RANGE_MESSAGE = re.compile(r"^Expected `[^`]+` (?:>=|<=|>|<) |of length (?:>=|<=)")
 
 
@@ -153,9 +163,13 @@ def detect_encoding(raw: bytes | bytearray) -> Encoding:
     return "json" if raw.lstrip()[:1] == b"[" else "msgpack"
 
 
-def _classify(exc: msgspec.MsgspecError | UnicodeDecodeError, what: str) -> FleetSchemaError:
+def _reason(exc: Exception) -> str:
+    return "nested too deeply to decode" if isinstance(exc, RecursionError) else str(exc)
+
+
+def _classify(exc: Exception, what: str) -> FleetSchemaError:
     """Turn a msgspec error into ours, keeping its text (it names the field path)."""
-    text = str(exc)
+    text = _reason(exc)
     if isinstance(exc, msgspec.ValidationError):
         if _RANGE_MESSAGE.search(text):
             return OutOfRangeError(f"{what}: {text}")
@@ -173,18 +187,18 @@ def _decode_envelope(raw: bytes | bytearray, encoding: Encoding) -> Envelope:
     return envelope
 
 
-def _explain_bad_envelope(
-    raw: bytes | bytearray, encoding: Encoding, exc: msgspec.MsgspecError | UnicodeDecodeError
-) -> FleetSchemaError:
-    """Not an array at all is undecodable; an array led by another version is a future format."""
+def _explain_bad_envelope(raw: bytes | bytearray, encoding: Encoding, exc: Exception) -> FleetSchemaError:
+    """An array led by another version is a future format; anything else keeps msgspec's reason.
+
+    The second look decodes into a type too, never into plain Python values: an untyped decode
+    of untrusted bytes recurses as deep as the input nests.
+    """
     try:
-        value: Any = _UNTYPED_DECODERS[encoding].decode(raw)
+        head = _HEAD_DECODERS[encoding].decode(raw)
     except _DECODE_ERRORS:
-        return UndecodableError(f"envelope: {exc}")
-    if not isinstance(value, list):
-        return UndecodableError(f"envelope: {exc}")
-    if value and type(value[0]) is int and value[0] != FORMAT_VERSION:
-        return WrongVersionError(f"format version {value[0]}, expected {FORMAT_VERSION}")
+        return UndecodableError(f"envelope: {_reason(exc)}")
+    if head.version != FORMAT_VERSION:
+        return WrongVersionError(f"format version {head.version}, expected {FORMAT_VERSION}")
     return _classify(exc, "envelope")
 
 

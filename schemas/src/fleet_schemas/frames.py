@@ -50,7 +50,14 @@ Satellites = Annotated[int, msgspec.Meta(ge=0, le=255, description="satellites u
 Hdop = Annotated[float, msgspec.Meta(ge=0.0, le=100.0, description="horizontal dilution of precision")]
 Passengers = Annotated[int, msgspec.Meta(ge=0, le=1_000, description="passengers on board")]
 FuelPct = Annotated[float, msgspec.Meta(ge=0.0, le=100.0, description="fuel level, percent of tank")]
-TripId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, description="GTFS trip_id as imported")]
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*\Z"
+"""Free text on the wire: any Unicode but control characters. PostgreSQL text cannot hold NUL, and
+no id or name needs a newline or escape; lone surrogates never decode (msgpack strings are UTF-8,
+msgspec's JSON decoder refuses them), so whatever passes can be stored."""
+TripId = Annotated[
+    str,
+    msgspec.Meta(min_length=1, max_length=128, pattern=TEXT_PATTERN, description="GTFS trip_id as imported"),
+]
 Source = Literal["gps", "phone", "sim"]
 
 

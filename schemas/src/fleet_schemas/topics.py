@@ -21,8 +21,10 @@ ROOT = "fleet/v1"
 FRAMES = "frames"
 STATUS = "status"
 
-IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-"""Operator, device and bus ids: 1-64 characters, never MQTT wildcards or '/'."""
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z"
+"""Operator, device and bus ids: 1-64 characters, never MQTT wildcards or '/'.
+
+Anchored at the end with backslash-Z: in Python a dollar sign also matches before a final newline."""
 
 _IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 

@@ -10,6 +10,8 @@ from fleet_schemas import DeviceKey, Frame
 from fleet_schemas.frames import EARLIEST_FIX_MS, LATEST_FIX_MS
 
 identifiers = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,15}\Z")
+texts = st.characters(exclude_categories=("Cs",), exclude_characters="".join(map(chr, [*range(32), 127])))
+"""Characters the wire format allows in free text (fleet_schemas.frames.TEXT_PATTERN)."""
 
 
 def _floats(low: float, high: float, *, exclude_max: bool = False) -> st.SearchStrategy[float]:
@@ -37,7 +39,7 @@ def frames(device: str | st.SearchStrategy[str] = identifiers) -> st.SearchStrat
         door_open=st.none() | st.booleans(),
         passengers=st.none() | st.integers(0, 1_000),
         fuel_pct=st.none() | _floats(0, 100),
-        trip_id=st.none() | st.text(min_size=1, max_size=128),
+        trip_id=st.none() | st.text(texts, min_size=1, max_size=128),
         source=st.sampled_from(["gps", "phone", "sim"]),
     )
 

@@ -33,8 +33,8 @@ def test_duplicate_frames_are_stored_once_and_reported_as_not_new(database_url: 
     async def scenario() -> tuple[set[tuple[str, int]], set[tuple[str, int]], int]:
         pool = await open_pool(database_url)
         try:
-            first = await store_batch(pool, uuid.uuid4(), [accepted(1), accepted(2), accepted(2)], [])
-            second = await store_batch(pool, uuid.uuid4(), [accepted(2), accepted(3)], [])
+            first = (await store_batch(pool, uuid.uuid4(), [accepted(1), accepted(2), accepted(2)], [])).new
+            second = (await store_batch(pool, uuid.uuid4(), [accepted(2), accepted(3)], [])).new
             count = await pool.fetchval("SELECT count(*) FROM positions")
             return first, second, count
         finally:
@@ -53,8 +53,8 @@ def test_a_batch_retried_after_an_unknown_commit_outcome_is_stored_once(database
     async def scenario() -> tuple[set[tuple[str, int]], set[tuple[str, int]], int, int]:
         pool = await open_pool(database_url)
         try:
-            first = await store_batch(pool, batch, [accepted(1)], [bad])
-            again = await store_batch(pool, batch, [accepted(1)], [bad])
+            first = (await store_batch(pool, batch, [accepted(1)], [bad])).new
+            again = (await store_batch(pool, batch, [accepted(1)], [bad])).new
             return (
                 first,
                 again,

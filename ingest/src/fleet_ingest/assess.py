@@ -1,9 +1,14 @@
 """The functional core of ingest: a micro-batch of MQTT messages in, accepted frames and rejections out.
 
 No I/O: the caller passes the key lookup, the device registry view, the
-last accepted fix of each bus it knows and the clock. Every message ends up
-either as accepted frames or as rejected rows (with the raw bytes), never
-nowhere.
+track of each bus it knows and the clock. Every message ends up either as
+accepted frames or as rejected rows (with the raw bytes), never nowhere.
+
+A frame's bus must be the bus its device is registered for, or it is rejected
+as ``bus_mismatch``: the key proves which device signed it, and only the
+registry says which bus that device rides. Rewriting the bus from the registry
+instead would store something the device never signed and hide a misconfigured
+unit.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import msgspec
 
-from fleet_processing.filters import FilterPolicy, PreviousFix, check_frame
+from fleet_processing.filters import BusTrack, FilterPolicy, judge
 from fleet_schemas import FleetSchemaError, Frame, KeyLookup, encode_frame, open_envelope, parse_topic
 
 
@@ -29,6 +34,8 @@ class Incoming(msgspec.Struct, frozen=True, array_like=True):
 
     topic: str
     payload: bytes
+    redelivered: bool = False
+    """the broker sent it before (MQTT DUP flag): its rejection may be recorded already"""
 
 
 class Accepted(msgspec.Struct, frozen=True, array_like=True):
@@ -37,6 +44,8 @@ class Accepted(msgspec.Struct, frozen=True, array_like=True):
     operator: str
     key_id: str
     frame: Frame
+    message: int = 0
+    """index of the message it came in, within its micro-batch"""
 
 
 class Rejected(msgspec.Struct, frozen=True, array_like=True):
@@ -48,6 +57,21 @@ class Rejected(msgspec.Struct, frozen=True, array_like=True):
     device: str | None
     seq: int | None
     raw: bytes
+    message: int = 0
+    """index of the message it came in, within its micro-batch"""
+    redelivered: bool = False
+    """the message came with the DUP flag"""
+
+    @property
+    def maybe_recorded(self) -> bool:
+        """Whether an identical rejection may be stored already and must not be stored twice.
+
+        A frame is one frame however often it comes (same device, sequence and
+        bytes); a whole bad message is the same message only when the broker
+        says it is sending it again, since a device may publish the same bad
+        bytes twice.
+        """
+        return self.seq is not None or self.redelivered
 
 
 BusKey = tuple[str, str]
@@ -57,47 +81,66 @@ BusKey = tuple[str, str]
 class Assessment(msgspec.Struct):
     accepted: list[Accepted]
     rejected: list[Rejected]
-    latest: dict[BusKey, PreviousFix]
-    """each bus's newest accepted fix after this batch (for the caller's cache)"""
+    tracks: dict[BusKey, BusTrack]
+    """each bus's track after this batch, for the buses it touched (for the caller's cache)"""
+
+
+def claimed_device(topic: str) -> str | None:
+    """The device a topic names, even where the topic is not a valid fleet topic."""
+    return topic.split("/")[3] if topic.count("/") == 4 else None
 
 
 def assess(
     messages: Iterable[Incoming],
     keys: KeyLookup,
     devices: Callable[[str], DeviceInfo | None],
-    previous: Mapping[BusKey, PreviousFix],
+    previous: Mapping[BusKey, BusTrack],
     policy: FilterPolicy,
     now_ms: int,
 ) -> Assessment:
     """Verify and check every frame of every message."""
     accepted: list[Accepted] = []
     rejected: list[Rejected] = []
-    latest: dict[BusKey, PreviousFix] = {}
-    for message in messages:
+    tracks: dict[BusKey, BusTrack] = {}
+    for index, message in enumerate(messages):
         try:
             address = parse_topic(message.topic)
             batch = open_envelope(message.payload, keys, topic_device=address.device)
         except FleetSchemaError as exc:
-            claimed = message.topic.split("/")[3] if message.topic.count("/") == 4 else None
-            rejected.append(Rejected(message.topic, exc.code, exc.message, claimed, None, message.payload))
+            rejected.append(
+                Rejected(
+                    message.topic,
+                    exc.code,
+                    exc.message,
+                    claimed_device(message.topic),
+                    None,
+                    message.payload,
+                    index,
+                )
+            )
             continue
-        device_reason, device_detail = _device_reason(devices(batch.device), address.operator, batch.device)
+        device = devices(batch.device)
+        device_reason, device_detail = _device_reason(device, address.operator, batch.device)
         for frame in batch.frames:
-            bus_key = (address.operator, frame.bus)
-            before = latest.get(bus_key) or previous.get(bus_key)
             reason, detail = device_reason, device_detail
+            if reason is None and device is not None and frame.bus != device.bus:
+                reason = "bus_mismatch"
+                detail = f"device {batch.device!r} is registered for bus {device.bus!r}, not {frame.bus!r}"
             if reason is None:
-                reason = check_frame(policy, frame, now_ms, before)
+                bus_key = (address.operator, frame.bus)
+                track, reason = judge(policy, tracks.get(bus_key) or previous.get(bus_key), frame, now_ms)
+                if track is not None:
+                    tracks[bus_key] = track
                 detail = f"failed the {reason} check" if reason else ""
             if reason is not None:
                 rejected.append(
-                    Rejected(message.topic, reason, detail, frame.device, frame.seq, encode_frame(frame))
+                    Rejected(
+                        message.topic, reason, detail, frame.device, frame.seq, encode_frame(frame), index
+                    )
                 )
                 continue
-            accepted.append(Accepted(address.operator, batch.key_id, frame))
-            if before is None or (frame.time_ms, frame.seq) > (before.time_ms, before.seq):
-                latest[bus_key] = PreviousFix(frame.time_ms, frame.seq, frame.lat, frame.lon)
-    return Assessment(accepted=accepted, rejected=rejected, latest=latest)
+            accepted.append(Accepted(address.operator, batch.key_id, frame, index))
+    return Assessment(accepted=accepted, rejected=rejected, tracks=tracks)
 
 
 def _device_reason(device: DeviceInfo | None, topic_operator: str, name: str) -> tuple[str | None, str]:

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 import redis.asyncio as aioredis
 
 from fleet_ingest.assess import Accepted, BusKey
-from fleet_processing.filters import PreviousFix
+from fleet_processing.filters import BusTrack, PreviousFix
 from fleet_schemas.live import LIVE_DECODER, LIVE_ENCODER, LivePosition
 
 GEO_MAX_LAT = 85.05112878
@@ -140,12 +140,12 @@ class LiveState:
         self._operators |= new_operators
         return sum(int(r) for r in results[: len(by_operator)])
 
-    async def previous(self, buses: Iterable[BusKey]) -> dict[BusKey, PreviousFix]:
+    async def previous(self, buses: Iterable[BusKey]) -> dict[BusKey, BusTrack]:
         """The newest fix Redis holds for these buses (for buses this process has not seen yet)."""
         wanted = list(buses)
         states = await self._states(wanted)
         return {
-            key: PreviousFix(live.time_ms, live.seq, live.lat, live.lon)
+            key: BusTrack(PreviousFix(live.time_ms, live.seq, live.lat, live.lon, live.accuracy_m))
             for key, live in zip(wanted, states, strict=True)
             if live is not None
         }

@@ -6,9 +6,14 @@ their retention. Under the Timescale license it also turns on native
 compression of positions older than ``compress_after_days``.
 
 Only minutes that ended two minutes ago are rolled up: the current minute
-still gets frames, and claiming its ``rollup_pending`` row would make every
-ingest transaction marking it wait for the refresh (seen as lag spikes of
-seconds at 10,000 frames/s). A late frame marks its old minute again.
+still gets frames, and refreshing it would make ingest transactions marking it
+wait for the refresh (seen as lag spikes of seconds at 10,000 frames/s). A late
+frame marks its old minute again.
+
+Why a minute cannot be lost: ingest adds a mark row per batch and minute and
+never updates one; a refresh deletes the marks its statement's snapshot sees
+and aggregates from that same snapshot. A batch that commits meanwhile has a
+mark the refresh did not see, so that minute is refreshed again next time.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ import msgspec
 from fleet_ingest.migrate import timescale_features
 
 _REFRESH = """
-WITH claimed AS (
-    DELETE FROM rollup_pending
-    WHERE bucket IN (SELECT bucket FROM rollup_pending WHERE bucket < now() - INTERVAL '2 minutes'
-                     ORDER BY bucket LIMIT $1 FOR UPDATE SKIP LOCKED)
-    RETURNING bucket
+WITH minutes AS (
+    SELECT DISTINCT bucket FROM rollup_pending WHERE bucket < now() - INTERVAL '2 minutes'
+    ORDER BY bucket LIMIT $1
+), marks AS (
+    DELETE FROM rollup_pending p USING minutes m WHERE p.bucket = m.bucket RETURNING p.bucket
+), claimed AS (
+    SELECT DISTINCT bucket FROM marks
 )
 INSERT INTO positions_1m AS r (bucket, device, operator, bus, frames, first_time, last_time, lat_avg, lon_avg,
                                last_lat, last_lon, speed_avg, speed_max)
@@ -67,7 +74,7 @@ async def refresh_rollups(conn: asyncpg.Connection, minutes_per_round: int = 240
     while True:
         async with conn.transaction():
             pending = await conn.fetchval(
-                "SELECT count(*) FROM (SELECT 1 FROM rollup_pending"
+                "SELECT count(*) FROM (SELECT DISTINCT bucket FROM rollup_pending"
                 " WHERE bucket < now() - INTERVAL '2 minutes' LIMIT $1) p",
                 minutes_per_round,
             )
@@ -76,6 +83,22 @@ async def refresh_rollups(conn: asyncpg.Connection, minutes_per_round: int = 240
             status = await conn.execute(_REFRESH, minutes_per_round)
         minutes += pending
         rows += int(status.split()[-1])
+
+
+async def _forget_frame_ids(conn: asyncpg.Connection, days: int, rows_per_round: int = 50_000) -> int:
+    """Delete the identities of frames past retention (a day later than their positions), in rounds."""
+    deleted = 0
+    while True:
+        status = await conn.execute(
+            "DELETE FROM frame_ids WHERE ctid = ANY (ARRAY("
+            "SELECT ctid FROM frame_ids WHERE time < now() - $1::interval LIMIT $2))",
+            timedelta(days=days + 1),
+            rows_per_round,
+        )
+        done = int(status.split()[-1])
+        deleted += done
+        if done < rows_per_round:
+            return deleted
 
 
 async def _drop(conn: asyncpg.Connection, table: str, days: int) -> int:
@@ -111,6 +134,7 @@ async def maintain(database_url: str, retention: Retention | None = None) -> Mai
             "positions_1m": await _drop(conn, "positions_1m", retention.rollups_days),
             "rejected_frames": await _drop(conn, "rejected_frames", retention.rejected_days),
         }
+        await _forget_frame_ids(conn, retention.positions_days)
         compression = await _compression(conn, retention)
     finally:
         await conn.close()

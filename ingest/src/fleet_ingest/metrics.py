@@ -14,6 +14,10 @@ FRAMES_ACCEPTED = Counter(
 FRAMES_REJECTED = Counter(
     "fleet_ingest_frames_rejected_total", "Messages or frames rejected, by reason", ["reason"]
 )
+REJECTIONS_REPEATED = Counter(
+    "fleet_ingest_rejections_repeated_total",
+    "Rejections already recorded from an earlier delivery of the same message (not stored again)",
+)
 DUPLICATES = Counter(
     "fleet_ingest_frames_duplicate_total", "Accepted frames already stored (redeliveries, retries)"
 )

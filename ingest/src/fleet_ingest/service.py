@@ -30,8 +30,8 @@ from fleet_ingest import metrics
 from fleet_ingest.assess import Accepted, Assessment, BusKey, DeviceInfo, Incoming, assess
 from fleet_ingest.live import LiveState
 from fleet_ingest.mqtt_consumer import Consumer, Message, MqttError
-from fleet_ingest.storage import prepare_connection, store_batch
-from fleet_processing.filters import FilterPolicy, PreviousFix
+from fleet_ingest.storage import Stored, prepare_connection, store_messages
+from fleet_processing.filters import BusTrack, FilterPolicy
 from fleet_schemas import DeviceKey, frames_subscription
 
 log = logging.getLogger("fleet_ingest.service")
@@ -67,23 +67,21 @@ class IngestOptions(msgspec.Struct, frozen=True):
     filters: FilterPolicy = msgspec.field(default_factory=FilterPolicy)
 
 
-class _BusCache(Mapping[BusKey, PreviousFix]):
-    """Last accepted fix per bus, bounded; stale entries are still valid teleport references."""
+class _BusCache(Mapping[BusKey, BusTrack]):
+    """Each bus's track for the checks, bounded; stale entries are still valid teleport references."""
 
     def __init__(self, size: int = 200_000) -> None:
-        self._items: OrderedDict[BusKey, PreviousFix] = OrderedDict()
+        self._items: OrderedDict[BusKey, BusTrack] = OrderedDict()
         self._size = size
 
-    def update(self, items: dict[BusKey, PreviousFix]) -> None:
-        for key, fix in items.items():
-            held = self._items.get(key)
-            if held is None or (fix.time_ms, fix.seq) > (held.time_ms, held.seq):
-                self._items[key] = fix
+    def update(self, items: dict[BusKey, BusTrack]) -> None:
+        for key, track in items.items():
+            self._items[key] = track
             self._items.move_to_end(key)
         while len(self._items) > self._size:
             self._items.popitem(last=False)
 
-    def __getitem__(self, key: BusKey) -> PreviousFix:
+    def __getitem__(self, key: BusKey) -> BusTrack:
         return self._items[key]
 
     def __iter__(self) -> Iterator[BusKey]:
@@ -202,15 +200,16 @@ class Ingest:
 
     async def _handle(self, consumer: Consumer, messages: list[Message]) -> None:
         started = time.monotonic()
-        incoming = [Incoming(m.topic, m.payload) for m in messages]
+        incoming = [Incoming(m.topic, m.payload, m.duplicate) for m in messages]
         outcome = await self._assess(incoming)
         batch_id = uuid.uuid4()
-        new = await self._retry("postgresql", lambda: self._store(batch_id, outcome))
-        if outcome.accepted:
-            await self._retry("redis", lambda: self._update_live(outcome.accepted))
-        self._buses.update(outcome.latest)
+        stored = await self._retry("postgresql", lambda: self._store(batch_id, incoming, outcome))
+        live = stored.kept(outcome.accepted)
+        if live:
+            await self._retry("redis", lambda: self._update_live(live))
+        self._buses.update(outcome.tracks)
         consumer.ack([m.packet_id for m in messages])
-        self._count(messages, outcome, new)
+        self._count(messages, outcome, stored)
         metrics.FLUSH_SECONDS.observe(time.monotonic() - started)
         self.batches += 1
 
@@ -236,14 +235,14 @@ class Ingest:
         self._buses.update(seeded)
         return self._checked(incoming)
 
-    async def _store(self, batch_id: uuid.UUID, outcome: Assessment) -> set[tuple[str, int]]:
+    async def _store(self, batch_id: uuid.UUID, incoming: list[Incoming], outcome: Assessment) -> Stored:
         started = time.monotonic()
-        new = await store_batch(self._pool, batch_id, outcome.accepted, outcome.rejected)
+        stored = await store_messages(self._pool, batch_id, incoming, outcome.accepted, outcome.rejected)
         committed = time.time()
         metrics.DB_WRITE_SECONDS.observe(time.monotonic() - started)
         for item in outcome.accepted:
             metrics.LAG_SECONDS.observe(max(0.0, committed - item.frame.time_ms / 1000))
-        return new
+        return stored
 
     async def _retry(self, store: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """Retry a write until it succeeds; meanwhile nothing is acked (the broker holds the messages).
@@ -282,14 +281,16 @@ class Ingest:
         return moved
 
     @staticmethod
-    def _count(messages: list[Message], outcome: Assessment, new: set[tuple[str, int]]) -> None:
+    def _count(messages: list[Message], outcome: Assessment, stored: Stored) -> None:
         metrics.MESSAGES.inc(len(messages))
         metrics.BATCH_FRAMES.observe(len(outcome.accepted) + len(outcome.rejected))
         metrics.FRAMES_RECEIVED.inc(len(outcome.accepted) + len(outcome.rejected))
-        metrics.FRAMES_ACCEPTED.inc(len(new))
-        metrics.DUPLICATES.inc(len(outcome.accepted) - len(new))
-        for rejected in outcome.rejected:
-            metrics.FRAMES_REJECTED.labels(rejected.reason).inc()
+        metrics.FRAMES_ACCEPTED.inc(len(stored.new))
+        metrics.DUPLICATES.inc(max(0, len(stored.kept(outcome.accepted)) - len(stored.new)))
+        metrics.REJECTIONS_REPEATED.inc(stored.repeated)
+        for rejected in (*outcome.rejected, *stored.refused):
+            if rejected.message not in stored.dropped or rejected.reason == "unstorable":
+                metrics.FRAMES_REJECTED.labels(rejected.reason).inc()
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

@@ -1,21 +1,50 @@
-"""History in TimescaleDB: one transaction per micro-batch, idempotent.
+"""History in TimescaleDB: one transaction per micro-batch, idempotent, once per (device, seq).
 
-Accepted frames are COPYed into a per-connection TEMP staging table and moved
-with one ``INSERT … ON CONFLICT DO NOTHING RETURNING``: a frame stored before
-(a QoS 1 redelivery, an agent retry) is skipped, and what comes back tells
-which frames are new. Rejections go to ``rejected_frames`` in the same
-transaction, so a batch is stored whole or not at all, and so are the minutes
-whose rollups it makes stale (``rollup_pending``, see fleet_ingest.maintain).
+Accepted frames are COPYed into a per-connection TEMP staging table. Their
+identities go into ``frame_ids`` (primary key device, seq) first, and only the
+frames whose identity was new move on into ``positions``: a frame stored before
+(a QoS 1 redelivery, an agent retry) is skipped, and so is a frame that reuses
+a stored sequence number with another fix time, which is recorded as a
+``seq_conflict`` rejection instead. ``positions`` cannot say this alone: a
+hypertable's unique keys must hold its time column, so ``(device, seq, time)``
+is the most it can enforce, and the same sequence at another time is a new
+key there. ``frame_ids`` is a plain table kept as long as positions are.
+
+Rejections go to ``rejected_frames`` in the same transaction, once per
+delivered message: each row has a fingerprint (SHA-256 of topic, reason,
+sequence and raw bytes), and a rejection whose fingerprint was recorded within
+``REPEAT_WINDOW`` (a redelivery after a crash, a resubscribe) is counted, not
+stored again. Raw bytes are kept up to ``RAW_KEPT_BYTES`` with the full length
+and hash. The minutes whose rollups a batch makes stale are marked in the same
+transaction (``rollup_pending``, see fleet_ingest.maintain).
+
+Failures come in two kinds. A transient one (the database is away) is raised
+for the caller to retry with the same batch id, acking nothing. A permanent one
+(PostgreSQL refuses a value of one message, and always will) must not stall the
+stream: :func:`store_messages` finds the message by halving the batch, stores
+the others, and keeps that one as an ``unstorable`` rejection with its raw bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import msgspec
 
-from fleet_ingest.assess import Accepted, Rejected
+from fleet_ingest.assess import Accepted, Incoming, Rejected, claimed_device
+from fleet_schemas import encode_frame, frames_topic
+
+log = logging.getLogger("fleet_ingest.storage")
+
+RAW_KEPT_BYTES = 64 * 1024
+"""A rejected payload is kept up to this many bytes (with its full length and SHA-256)."""
+REPEAT_WINDOW = timedelta(days=8)
+"""A rejection seen again within this window is a redelivery (the ingest session lasts a week)."""
 
 POSITION_COLUMNS = (
     "time",
@@ -39,21 +68,66 @@ POSITION_COLUMNS = (
     "source",
     "key_id",
 )
-REJECTED_COLUMNS = ("topic", "reason", "detail", "device", "seq", "raw")
 _STAGED = ", ".join(POSITION_COLUMNS)
 # Built from the constant column list above, never from input.
 _MOVE = (
-    f"INSERT INTO positions ({_STAGED}, received_at)"
-    f" SELECT {_STAGED}, clock_timestamp() FROM positions_staging"
+    "WITH fresh AS ("
+    " INSERT INTO frame_ids (device, seq, time) SELECT device, seq, time FROM positions_staging"
+    " ON CONFLICT DO NOTHING RETURNING device, seq, time)"
+    f" INSERT INTO positions ({_STAGED}, received_at)"
+    f" SELECT {_STAGED}, clock_timestamp() FROM positions_staging JOIN fresh USING (device, seq, time)"
     " ON CONFLICT DO NOTHING RETURNING device, seq"
 )
-
+_CONFLICTS = (
+    "SELECT s.device, s.seq, s.time FROM positions_staging s JOIN frame_ids f USING (device, seq)"
+    " WHERE f.time <> s.time"
+)
+_REJECT = """
+INSERT INTO rejected_frames (topic, reason, detail, device, seq, raw, raw_length, raw_sha256, fingerprint)
+SELECT DISTINCT ON (r.fingerprint, CASE WHEN r.maybe_recorded THEN 0 ELSE r.ord END)
+       r.topic, r.reason, r.detail, r.device, r.seq, r.raw, r.raw_length, r.raw_sha256, r.fingerprint
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bytea[], $7::int[], $8::bytea[],
+            $9::bytea[], $10::bool[]) WITH ORDINALITY
+     AS r(topic, reason, detail, device, seq, raw, raw_length, raw_sha256, fingerprint, maybe_recorded, ord)
+WHERE NOT (r.maybe_recorded AND EXISTS (
+    SELECT 1 FROM rejected_frames k
+    WHERE k.fingerprint = r.fingerprint AND k.received_at > now() - $11::interval))
+"""
 _CLAIM_BATCH = "INSERT INTO ingest_batches (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id"
+# One row per batch and minute, never updated: see fleet_ingest.maintain for why that cannot lose a minute.
 _MARK_PENDING = (
     "INSERT INTO rollup_pending (bucket) SELECT DISTINCT time_bucket('1 minute', time) FROM positions_staging"
-    " ORDER BY 1"
-    " ON CONFLICT DO NOTHING"
 )
+
+
+class Stored(msgspec.Struct):
+    """What one commit did, beyond storing the rejections it was given."""
+
+    new: set[tuple[str, int]] = msgspec.field(default_factory=set)
+    """(device, seq) of the frames stored for the first time"""
+    refused: list[Rejected] = msgspec.field(default_factory=list)
+    """rejections the store made itself: ``seq_conflict`` frames, ``unstorable`` messages"""
+    dropped: set[int] = msgspec.field(default_factory=set)
+    """messages (batch indexes) kept only as an ``unstorable`` rejection"""
+    repeated: int = 0
+    """rejections not stored again because an earlier delivery's are"""
+
+    def kept(self, accepted: Sequence[Accepted]) -> list[Accepted]:
+        """The accepted frames that are in history as sent (not refused here), whose live state may move."""
+        if not self.refused:
+            return list(accepted)
+        conflicts = {(r.device, r.seq) for r in self.refused if r.reason == "seq_conflict"}
+        return [
+            a
+            for a in accepted
+            if a.message not in self.dropped and (a.frame.device, a.frame.seq) not in conflicts
+        ]
+
+    def merge(self, other: Stored) -> None:
+        self.new |= other.new
+        self.refused += other.refused
+        self.dropped |= other.dropped
+        self.repeated += other.repeated
 
 
 async def prepare_connection(conn: asyncpg.Connection) -> None:
@@ -64,10 +138,14 @@ async def prepare_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+def _fix_time(frame_ms: int) -> datetime:
+    return datetime.fromtimestamp(frame_ms / 1000, UTC)
+
+
 def _position_row(item: Accepted) -> tuple[object, ...]:
     f = item.frame
     return (
-        datetime.fromtimestamp(f.time_ms / 1000, UTC),
+        _fix_time(f.time_ms),
         f.device,
         f.seq,
         item.operator,
@@ -90,28 +168,152 @@ def _position_row(item: Accepted) -> tuple[object, ...]:
     )
 
 
+def _safe_text(value: str) -> str:
+    """PostgreSQL text cannot hold NUL; a topic or detail may (the wire's own text never does)."""
+    return value.replace("\x00", "\ufffd")
+
+
+def _rejected_rows(rejected: Sequence[Rejected]) -> list[list[object]]:
+    columns: list[list[object]] = [[] for _ in range(10)]
+    for r in rejected:
+        digest = hashlib.sha256(r.raw).digest()
+        fingerprint = hashlib.sha256(f"{r.topic}\x00{r.reason}\x00{r.seq}\x00".encode() + digest).digest()
+        values = (
+            _safe_text(r.topic),
+            r.reason,
+            _safe_text(r.detail),
+            None if r.device is None else _safe_text(r.device),
+            r.seq,
+            r.raw[:RAW_KEPT_BYTES],
+            len(r.raw),
+            digest,
+            fingerprint,
+            r.maybe_recorded,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    return columns
+
+
 async def store_batch(
-    pool: asyncpg.Pool, batch_id: uuid.UUID, accepted: list[Accepted], rejected: list[Rejected]
-) -> set[tuple[str, int]]:
-    """Commit one micro-batch; return the (device, seq) of frames stored for the first time.
+    pool: asyncpg.Pool, batch_id: uuid.UUID, accepted: Sequence[Accepted], rejected: Sequence[Rejected]
+) -> Stored:
+    """Commit one micro-batch in one transaction; say what was new, and what the store refused.
 
     Retrying with the same ``batch_id`` after a failure whose outcome is
     unknown (the connection lost during COMMIT) stores nothing twice.
     """
+    stored = Stored()
     async with pool.acquire() as conn, conn.transaction():
-        new: set[tuple[str, int]] = set()
         if await conn.fetchval(_CLAIM_BATCH, batch_id) is None:
-            return new  # committed by the attempt whose answer was lost
+            return stored  # committed by the attempt whose answer was lost
+        rejections = list(rejected)
         if accepted:
             await conn.copy_records_to_table(
                 "positions_staging", records=[_position_row(a) for a in accepted], columns=POSITION_COLUMNS
             )
-            new = {(r["device"], r["seq"]) for r in await conn.fetch(_MOVE)}
+            stored.new = {(r["device"], r["seq"]) for r in await conn.fetch(_MOVE)}
+            conflicting = {(r["device"], r["seq"], r["time"]) for r in await conn.fetch(_CONFLICTS)}
+            stored.refused = [
+                Rejected(
+                    _topic_of(item),
+                    "seq_conflict",
+                    f"sequence {item.frame.seq} is stored with another fix time",
+                    item.frame.device,
+                    item.frame.seq,
+                    encode_frame(item.frame),
+                    item.message,
+                )
+                for item in accepted
+                if (item.frame.device, item.frame.seq, _fix_time(item.frame.time_ms)) in conflicting
+            ]
+            rejections += stored.refused
             await conn.execute(_MARK_PENDING)
-        if rejected:
-            await conn.copy_records_to_table(
-                "rejected_frames",
-                records=[(r.topic, r.reason, r.detail, r.device, r.seq, r.raw) for r in rejected],
-                columns=REJECTED_COLUMNS,
-            )
-        return new
+        if rejections:
+            status = await conn.execute(_REJECT, *_rejected_rows(rejections), REPEAT_WINDOW)
+            stored.repeated = len(rejections) - int(status.split()[-1])
+        return stored
+
+
+def _topic_of(item: Accepted) -> str:
+    return frames_topic(item.operator, item.frame.device)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether PostgreSQL (or asyncpg, encoding a value) refuses this data for good.
+
+    Data exceptions (SQLSTATE class 22: a NUL in text, a number out of range)
+    and integrity violations (class 23) fail the same way on every retry, and so
+    does a value asyncpg cannot encode (its client-side DataError is both an
+    InterfaceError and a ValueError). Everything else, connection loss included,
+    is worth retrying.
+    """
+    if isinstance(exc, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError | UnicodeError):
+        return True
+    return isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError)
+
+
+def _describe(exc: BaseException) -> str:
+    """The error's kind and PostgreSQL's message: never its DETAIL or asyncpg's text, which quote values."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return f"{type(exc).__name__} ({exc.sqlstate}): {exc.message}"
+    return type(exc).__name__
+
+
+async def store_messages(
+    pool: asyncpg.Pool,
+    batch_id: uuid.UUID,
+    incoming: Sequence[Incoming],
+    accepted: Sequence[Accepted],
+    rejected: Sequence[Rejected],
+) -> Stored:
+    """Commit a micro-batch; a message refused for good is isolated by halving and kept as ``unstorable``.
+
+    Raises only transient errors; retrying with the same ``batch_id`` redoes
+    the same halves under the same derived ids, so no part is stored twice.
+    """
+    return await _store_part(pool, batch_id, incoming, list(range(len(incoming))), accepted, rejected)
+
+
+async def _store_part(
+    pool: asyncpg.Pool,
+    part_id: uuid.UUID,
+    incoming: Sequence[Incoming],
+    messages: list[int],
+    accepted: Sequence[Accepted],
+    rejected: Sequence[Rejected],
+) -> Stored:
+    try:
+        return await store_batch(pool, part_id, accepted, rejected)
+    except Exception as exc:
+        if not is_permanent(exc) or not messages:
+            raise
+        if len(messages) > 1:
+            stored = Stored()
+            half = len(messages) // 2
+            for tag, part in (("first", messages[:half]), ("second", messages[half:])):
+                keep = set(part)
+                stored.merge(
+                    await _store_part(
+                        pool,
+                        uuid.uuid5(part_id, tag),
+                        incoming,
+                        part,
+                        [a for a in accepted if a.message in keep],
+                        [r for r in rejected if r.message in keep],
+                    )
+                )
+            return stored
+        index = messages[0]
+        message = incoming[index]
+        detail = f"PostgreSQL cannot store it: {_describe(exc)}"
+        log.error(
+            "message cannot be stored; kept as rejected", extra={"topic": message.topic, "error": detail}
+        )
+        row = Rejected(
+            message.topic, "unstorable", detail, claimed_device(message.topic), None, message.payload, index
+        )
+        stored = await store_batch(pool, uuid.uuid5(part_id, "unstorable"), [], [row])
+        stored.refused.append(row)
+        stored.dropped.add(index)
+        return stored

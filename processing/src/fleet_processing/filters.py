@@ -3,7 +3,15 @@
 As in Traccar's FilterHandler, every rule is one function; unlike Traccar,
 a frame that fails is not only logged: ingest stores it in
 ``rejected_frames`` with the code and counts it. Pure: the caller passes the
-clock (``now_ms``) and the bus's previous accepted fix.
+clock (``now_ms``) and the bus's track (its last accepted fix).
+
+The teleport rule compares a frame with the bus's last accepted fix: the jump,
+less what the two fixes' accuracies allow for, must not imply more than
+``max_speed_mps``. A fixed noise floor would let a chain of steps just under it
+walk a bus anywhere, so the allowance comes from the fixes' own accuracy. And
+since the reference can itself be the outlier (a multipath fix that passed, a
+stale position), ``teleport_confirm`` consecutive rejected fixes that agree with
+each other overrule it: the last of them is accepted and becomes the reference.
 """
 
 from __future__ import annotations
@@ -26,61 +34,98 @@ class FilterPolicy(msgspec.Struct, frozen=True):
     max_accuracy_m: float = 500.0
     max_speed_mps: float = 55.0
     """about 200 km/h: no bus is faster; a jump implying more is a teleport"""
-    teleport_min_m: float = 1_000.0
-    """jumps shorter than this are GPS noise at short intervals, not teleports"""
+    accuracy_sigmas: float = 2.0
+    """a jump may be this many times the two fixes' accuracies longer than the speed allows"""
+    assumed_accuracy_m: float = 25.0
+    """the accuracy of a fix that reports none (a consumer receiver's typical 2-sigma error)"""
+    teleport_confirm: int = 3
+    """this many consecutive teleport fixes that agree with each other replace the reference"""
 
 
 class PreviousFix(msgspec.Struct, frozen=True, array_like=True):
-    """The last accepted fix of a bus, as far as this process knows it."""
+    """An accepted (or suspected) fix of a bus, as far as this process knows it."""
 
     time_ms: int
     seq: int
     lat: float
     lon: float
+    accuracy_m: float | None = None
+
+    @classmethod
+    def of(cls, frame: Frame) -> PreviousFix:
+        return cls(frame.time_ms, frame.seq, frame.lat, frame.lon, frame.accuracy_m)
 
 
-def _future(policy: FilterPolicy, frame: Frame, now_ms: int, _: PreviousFix | None) -> bool:
+class BusTrack(msgspec.Struct, frozen=True, array_like=True):
+    """What the checks remember of a bus: its reference fix and the teleport suspects since."""
+
+    last: PreviousFix
+    """the newest accepted fix"""
+    suspect: PreviousFix | None = None
+    """the newest fix rejected as a teleport, if the ones since agree with it"""
+    suspects: int = 0
+    """how many consecutive teleport fixes agree with ``suspect``"""
+
+
+def _future(policy: FilterPolicy, frame: Frame, now_ms: int) -> bool:
     return frame.time_ms > now_ms + policy.future_tolerance_s * 1000
 
 
-def _too_old(policy: FilterPolicy, frame: Frame, now_ms: int, _: PreviousFix | None) -> bool:
+def _too_old(policy: FilterPolicy, frame: Frame, now_ms: int) -> bool:
     return frame.time_ms < now_ms - policy.horizon_s * 1000
 
 
-def _null_island(_policy: FilterPolicy, frame: Frame, _now: int, _prev: PreviousFix | None) -> bool:
+def _null_island(_policy: FilterPolicy, frame: Frame, _now: int) -> bool:
     return frame.lat == 0.0 and frame.lon == 0.0
 
 
-def _inaccurate(policy: FilterPolicy, frame: Frame, _now: int, _prev: PreviousFix | None) -> bool:
+def _inaccurate(policy: FilterPolicy, frame: Frame, _now: int) -> bool:
     return frame.accuracy_m is not None and frame.accuracy_m > policy.max_accuracy_m
 
 
-def _teleport(policy: FilterPolicy, frame: Frame, _now: int, previous: PreviousFix | None) -> bool:
-    """Compared in either time order: a stale or newer previous fix is still a true position of the bus."""
-    if previous is None:
-        return False
-    distance = haversine_m(previous.lat, previous.lon, frame.lat, frame.lon)
-    if distance < policy.teleport_min_m:
-        return False
-    elapsed_s = abs(frame.time_ms - previous.time_ms) / 1000
-    return elapsed_s == 0 or distance / elapsed_s > policy.max_speed_mps
+def is_jump(policy: FilterPolicy, reference: PreviousFix, frame: Frame) -> bool:
+    """Whether going from ``reference`` to ``frame`` implies more than the top speed.
+
+    Either time order: a stale or newer reference is still a true position of the bus.
+    """
+
+    def accuracy(value: float | None) -> float:
+        return policy.assumed_accuracy_m if value is None else min(value, policy.max_accuracy_m)
+
+    distance = haversine_m(reference.lat, reference.lon, frame.lat, frame.lon)
+    noise = policy.accuracy_sigmas * (accuracy(reference.accuracy_m) + accuracy(frame.accuracy_m))
+    elapsed_s = abs(frame.time_ms - reference.time_ms) / 1000
+    return distance - noise > policy.max_speed_mps * elapsed_s
 
 
-Rule = Callable[[FilterPolicy, Frame, int, PreviousFix | None], bool]
+Rule = Callable[[FilterPolicy, Frame, int], bool]
 
 RULES: tuple[tuple[str, Rule], ...] = (
     ("future", _future),
     ("too_old", _too_old),
     ("null_island", _null_island),
     ("inaccurate", _inaccurate),
-    ("teleport", _teleport),
 )
-"""Reason codes, checked in this order; the first that fires is the frame's rejection reason."""
+"""Reason codes of the rules that need no history, checked in this order before ``teleport``."""
+
+REASONS: tuple[str, ...] = (*(code for code, _ in RULES), "teleport")
+"""Every reason code :func:`judge` can give."""
 
 
-def check_frame(policy: FilterPolicy, frame: Frame, now_ms: int, previous: PreviousFix | None) -> str | None:
-    """The reason code of the first rule ``frame`` breaks, or None if it passes them all."""
+def judge(
+    policy: FilterPolicy, track: BusTrack | None, frame: Frame, now_ms: int
+) -> tuple[BusTrack | None, str | None]:
+    """The bus's track after ``frame``, and the reason code of the first rule it breaks (None: accepted)."""
     for code, rule in RULES:
-        if rule(policy, frame, now_ms, previous):
-            return code
-    return None
+        if rule(policy, frame, now_ms):
+            return track, code
+    fix = PreviousFix.of(frame)
+    if track is None:
+        return BusTrack(fix), None
+    if not is_jump(policy, track.last, frame):
+        newest = fix if (fix.time_ms, fix.seq) > (track.last.time_ms, track.last.seq) else track.last
+        return BusTrack(newest), None
+    agreeing = track.suspects + 1 if track.suspect and not is_jump(policy, track.suspect, frame) else 1
+    if agreeing >= policy.teleport_confirm:
+        return BusTrack(fix), None
+    return BusTrack(track.last, fix, agreeing), "teleport"

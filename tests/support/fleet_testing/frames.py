@@ -10,7 +10,7 @@ from fleet_schemas import DeviceKey, Frame
 from fleet_schemas.frames import EARLIEST_FIX_MS, LATEST_FIX_MS
 
 identifiers = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,15}\Z")
-texts = st.characters(exclude_categories=("Cs",), exclude_characters="".join(map(chr, [*range(32), 127])))
+texts = st.characters(exclude_categories=["Cs"], exclude_characters="".join(map(chr, [*range(32), 127])))
 """Characters the wire format allows in free text (fleet_schemas.frames.TEXT_PATTERN)."""
 
 

@@ -3,26 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
 import redis
 import redis.asyncio as aioredis
 
-from fleet_ingest.assess import Accepted, Rejected
+from fleet_ingest.assess import Accepted, Incoming, Rejected
 from fleet_ingest.live import LiveState, geo_key, positions_channel
-from fleet_ingest.maintain import Retention, maintain
+from fleet_ingest.maintain import Retention, maintain, refresh_rollups
 from fleet_ingest.service import open_pool
-from fleet_ingest.storage import store_batch
+from fleet_ingest.storage import (
+    _MARK_PENDING,
+    _MOVE,
+    POSITION_COLUMNS,
+    RAW_KEPT_BYTES,
+    Stored,
+    _position_row,
+    store_batch,
+    store_messages,
+)
 from fleet_schemas.live import LIVE_DECODER
 from fleet_testing.frames import frame
 
 pytestmark = pytest.mark.stack
 
 NOW_MS = 1_795_000_000_000
+T = TypeVar("T")
 
 
 def accepted(seq: int, **fields: object) -> Accepted:
@@ -186,3 +199,122 @@ def test_rollups_follow_late_frames_and_retention_drops_old_chunks(database_url:
     assert (after["frames"], after["speed_max"]) == (11, 40.0)
     assert old == 0
     assert dropped["positions"] >= 1
+
+
+def _run(database_url: str, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    async def scenario() -> T:
+        pool = await open_pool(database_url)
+        try:
+            return await work(pool)
+        finally:
+            await pool.close()
+
+    return asyncio.run(scenario())
+
+
+def test_same_sequence_with_another_fix_time_is_stored_once_and_recorded_as_seq_conflict(
+    database_url: str,
+) -> None:
+    resent = [accepted(2, time_ms=NOW_MS + 3_600_000), accepted(3)]
+
+    async def work(pool: asyncpg.Pool) -> tuple[Stored, Stored, list[asyncpg.Record], list[asyncpg.Record]]:
+        first = await store_batch(pool, uuid.uuid4(), [accepted(1), accepted(2)], [])
+        second = await store_batch(pool, uuid.uuid4(), resent, [])
+        rows = await pool.fetch("SELECT seq, time FROM positions ORDER BY seq")
+        rejected = await pool.fetch("SELECT reason, device, seq FROM rejected_frames")
+        return first, second, rows, rejected
+
+    first, second, rows, rejected = _run(database_url, work)
+    assert first.new == {("unit-1", 1), ("unit-1", 2)}
+    assert second.new == {("unit-1", 3)}
+    assert [r["seq"] for r in rows] == [1, 2, 3]
+    assert [r.reason for r in second.refused] == ["seq_conflict"]
+    assert [dict(r) for r in rejected] == [{"reason": "seq_conflict", "device": "unit-1", "seq": 2}]
+    assert second.kept(resent) == [resent[1]]
+
+
+def test_a_redelivered_rejection_is_recorded_once_but_a_repeated_publish_twice(database_url: str) -> None:
+    topic = "fleet/v1/op-a/unit-1/frames"
+    fresh = Rejected(topic, "undecodable", "garbage", "unit-1", None, b"\xc1\xc1")
+    again = Rejected(topic, "undecodable", "garbage", "unit-1", None, b"\xc1\xc1", redelivered=True)
+    bad_frame = Rejected(topic, "teleport", "failed the teleport check", "unit-1", 7, b"\x96frame")
+
+    async def work(pool: asyncpg.Pool) -> tuple[list[int], int]:
+        repeated = []
+        for rows in ([fresh, bad_frame], [again, bad_frame], [fresh], [again, again]):
+            repeated.append((await store_batch(pool, uuid.uuid4(), [], rows)).repeated)
+        return repeated, await pool.fetchval("SELECT count(*) FROM rejected_frames")
+
+    repeated, count = _run(database_url, work)
+    assert repeated == [0, 2, 0, 2]
+    assert count == 3  # the bad message published twice, the bad frame once
+
+
+def test_a_huge_rejected_payload_keeps_a_bounded_prefix_with_its_length_and_hash(database_url: str) -> None:
+    raw = os.urandom(RAW_KEPT_BYTES * 8)
+    bad = Rejected("fleet/v1/op-a/unit-1/frames", "too_large", "too big", "unit-1", None, raw)
+
+    async def work(pool: asyncpg.Pool) -> asyncpg.Record:
+        await store_batch(pool, uuid.uuid4(), [], [bad])
+        row = await pool.fetchrow("SELECT raw, raw_length, raw_sha256 FROM rejected_frames")
+        assert row is not None
+        return row
+
+    row = _run(database_url, work)
+    assert bytes(row["raw"]) == raw[:RAW_KEPT_BYTES]
+    assert row["raw_length"] == len(raw)
+    assert bytes(row["raw_sha256"]) == hashlib.sha256(raw).digest()
+
+
+def test_a_message_postgresql_refuses_is_isolated_and_kept_as_unstorable(database_url: str) -> None:
+    # Frame() does not validate, so this frame carries what the wire format refuses: a NUL in text.
+    poison = Accepted("op-a", "unit-1-k1", frame("unit-1", 3, trip_id="T\x00"), message=2)
+    incoming = [Incoming("fleet/v1/op-a/unit-1/frames", f"message {i}".encode()) for i in range(5)]
+    good = [Accepted("op-a", "unit-1-k1", frame("unit-1", 10 + i), message=i) for i in (0, 1, 3, 4)]
+    batch = uuid.uuid4()
+
+    async def work(pool: asyncpg.Pool) -> tuple[Stored, Stored, list[int], list[asyncpg.Record]]:
+        stored = await store_messages(pool, batch, incoming, [*good, poison], [])
+        retried = await store_messages(
+            pool, batch, incoming, [*good, poison], []
+        )  # an unknown commit outcome
+        seqs = [r["seq"] for r in await pool.fetch("SELECT seq FROM positions ORDER BY seq")]
+        rejected = await pool.fetch("SELECT reason, detail, raw FROM rejected_frames")
+        return stored, retried, seqs, rejected
+
+    stored, retried, seqs, rejected = _run(database_url, work)
+    assert seqs == [10, 11, 13, 14]
+    assert stored.dropped == {2}
+    assert stored.new == {("unit-1", s) for s in seqs}
+    assert retried.new == set()
+    assert [(r["reason"], bytes(r["raw"])) for r in rejected] == [("unstorable", b"message 2")]
+    assert "CharacterNotInRepertoireError (22021)" in rejected[0]["detail"]
+    assert poison not in stored.kept([*good, poison])
+
+
+def test_a_minute_marked_while_its_rollup_is_refreshed_is_refreshed_again(database_url: str) -> None:
+    minute = 1_795_000_020_000 - 1_795_000_020_000 % 60_000
+    first = [accepted(i, time_ms=minute + i * 1_000) for i in range(1, 6)]
+    later = [accepted(i, time_ms=minute + i * 1_000) for i in range(6, 9)]
+
+    async def work(pool: asyncpg.Pool) -> tuple[int, int]:
+        await store_batch(pool, uuid.uuid4(), first, [])
+        # A batch for the same minute is in flight (uncommitted) while the refresh runs.
+        async with pool.acquire() as ingest_conn:
+            transaction = ingest_conn.transaction()
+            await transaction.start()
+            await ingest_conn.copy_records_to_table(
+                "positions_staging", records=[_position_row(a) for a in later], columns=POSITION_COLUMNS
+            )
+            await ingest_conn.execute(_MOVE)
+            await ingest_conn.execute(_MARK_PENDING)
+            async with pool.acquire() as refresher:
+                await refresh_rollups(refresher)
+            await transaction.commit()
+        during = await pool.fetchval("SELECT frames FROM positions_1m WHERE bucket = fleet_ms($1)", minute)
+        async with pool.acquire() as refresher:
+            await refresh_rollups(refresher)
+        after = await pool.fetchval("SELECT frames FROM positions_1m WHERE bucket = fleet_ms($1)", minute)
+        return during, after
+
+    assert _run(database_url, work) == (5, 8)

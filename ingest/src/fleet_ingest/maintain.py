@@ -68,7 +68,9 @@ class MaintenanceReport(msgspec.Struct, frozen=True):
     compression: str
 
 
-async def refresh_rollups(conn: asyncpg.Connection, minutes_per_round: int = 240) -> tuple[int, int]:
+async def refresh_rollups(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, minutes_per_round: int = 240
+) -> tuple[int, int]:
     """Recompute every pending minute, in rounds; return (minutes, rollup rows written)."""
     minutes = rows = 0
     while True:

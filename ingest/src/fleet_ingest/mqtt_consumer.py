@@ -123,6 +123,7 @@ class Consumer:
         self._room = asyncio.Event()
         self._room.set()
         self._ping_outstanding = False
+        self._suback_pending = False
         self._closed: asyncio.Future[None] | None = None
         self.connack = Connack(session_present=False)
 
@@ -201,7 +202,7 @@ class Consumer:
         self._write(
             connect_packet(self._client_id, self._broker, self._keepalive_s, self._clean_start, properties)
         )
-        kind, body = await self._next_control("CONNACK")
+        kind, body = await self._next_control("CONNACK") or (0, b"")
         self.connack = connack = check_connack(kind, body)
         if connack.server_keep_alive_s is not None:
             self._keepalive_s = connack.server_keep_alive_s
@@ -214,22 +215,26 @@ class Consumer:
                 f"over the broker's maximum packet size of {connack.maximum_packet_size}"
             )
         self._write(subscribe)
-        # A resumed session may deliver queued PUBLISHes before the SUBACK: _parse puts them in the inbox.
-        kind, body = await self._next_control("SUBACK")
-        if kind != SUBACK:
-            self._on_control(kind, body)
-            raise MqttError(f"expected SUBACK, got packet type {kind}")
-        try:
-            check_suback(body, _SUBSCRIBE_ID, qos=1)
-        except MqttError as exc:
-            raise MqttError(f"subscribing to {self._subscription}: {exc}", exc.reason_code) from None
+        self._suback_pending = True
+        # A resumed session's queued PUBLISHes come before the SUBACK: _parse puts them in the inbox.
+        # If they fill it first, the SUBACK is left unread behind them and the read loop checks it.
+        answer = await self._next_control("SUBACK")
+        if answer is not None:
+            self._on_control(*answer)
+            if self._suback_pending:
+                raise MqttError(f"expected SUBACK, got packet type {answer[0]}")
 
-    async def _next_control(self, waiting_for: str) -> tuple[int, bytes]:
-        """The next packet other than PUBLISH, within the connect timeout (during the handshake only)."""
+    async def _next_control(self, waiting_for: str) -> tuple[int, bytes] | None:
+        """The next packet other than PUBLISH within the connect timeout, or None once the inbox is full.
+
+        During the handshake only; afterwards the read loop parses.
+        """
         assert self._reader is not None
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 while not self._control:
+                    if self._inbox_bytes > self._inbox_max_bytes:
+                        return None
                     chunk = await self._reader.read(READ_BYTES)
                     if not chunk:
                         raise MqttError(f"the broker closed the connection before {waiting_for}")
@@ -279,6 +284,13 @@ class Consumer:
 
     def _on_control(self, kind: int, body: bytes) -> None:
         if kind == PINGRESP:
+            return
+        if kind == SUBACK and self._suback_pending:
+            try:
+                check_suback(body, _SUBSCRIBE_ID, qos=1)
+            except MqttError as exc:
+                raise MqttError(f"subscribing to {self._subscription}: {exc}", exc.reason_code) from None
+            self._suback_pending = False
             return
         if kind == DISCONNECT:
             raise self._disconnected(body)

@@ -110,6 +110,16 @@ class Peer:
 Script = Callable[[Peer], Awaitable[None]]
 
 
+async def _accept_then_ignore(peer: Peer) -> None:
+    await peer.accept()
+    await peer.ignore_everything()
+
+
+async def _accept_then_answer_pings(peer: Peer) -> None:
+    await peer.accept()
+    await peer.answer_pings()
+
+
 @asynccontextmanager
 async def scripted_peer(script: Script) -> AsyncIterator[tuple[str, list[Peer]]]:
     """A loopback server running ``script`` for each connection; yields its URL and the peers so far."""
@@ -177,11 +187,7 @@ def _run(scenario: Callable[[], Awaitable[None]]) -> None:
 
 def test_connect_advertises_our_packet_limit_and_subscribe_asks_qos_1_without_retained() -> None:
     async def scenario() -> None:
-        async def script(peer: Peer) -> None:
-            await peer.accept()
-            await peer.ignore_everything()
-
-        async with scripted_peer(script) as (url, peers), _consumer(url):
+        async with scripted_peer(_accept_then_ignore) as (url, peers), _consumer(url):
             pass
         connect, subscribe = peers[0].received[0][2], peers[0].received[1][2]
         properties_at = 10  # "MQTT" as a string, version, flags, keepalive
@@ -241,12 +247,8 @@ def test_publishes_in_the_same_write_as_connack_and_suback_are_received_at_once(
 
 
 def test_silent_broker_fails_the_connection_with_no_pingresp() -> None:
-    async def script(peer: Peer) -> None:
-        await peer.accept()
-        await peer.ignore_everything()
-
     async def scenario() -> None:
-        async with scripted_peer(script) as (url, peers):
+        async with scripted_peer(_accept_then_ignore) as (url, peers):
             async with _consumer(url, keepalive_s=1) as consumer:
                 with pytest.raises(MqttError, match="no PINGRESP"):
                     await _receive_forever(consumer)
@@ -256,12 +258,11 @@ def test_silent_broker_fails_the_connection_with_no_pingresp() -> None:
 
 
 def test_broker_that_answers_pings_keeps_the_connection_over_many_keepalives() -> None:
-    async def script(peer: Peer) -> None:
-        await peer.accept()
-        await peer.answer_pings()
-
     async def scenario() -> None:
-        async with scripted_peer(script) as (url, peers), _consumer(url, keepalive_s=1) as consumer:
+        async with (
+            scripted_peer(_accept_then_answer_pings) as (url, peers),
+            _consumer(url, keepalive_s=1) as consumer,
+        ):
             await peers[0].wait_for(PINGREQ, count=6)  # three keepalives
             assert await consumer.receive(10, 0.1) == []
 

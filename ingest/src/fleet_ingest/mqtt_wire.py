@@ -200,6 +200,7 @@ class Connack(msgspec.Struct, frozen=True):
     session_present: bool
     server_keep_alive_s: int | None = None
     receive_maximum: int = 65_535
+    """QoS 1 publishes *we* may have unacked; the consumer publishes nothing, so it is only reported"""
     maximum_packet_size: int | None = None
     assigned_client_id: str | None = None
     session_expiry_s: int | None = None

@@ -7,10 +7,11 @@ import uuid
 
 import pytest
 
-from fleet_ingest.mqtt_consumer import Consumer, Message, MqttError
+from fleet_ingest.mqtt import connect_client
+from fleet_ingest.mqtt_consumer import READ_BYTES, Consumer, Message, MqttError
 from fleet_ingest.runner import forget_session, open_session
 from fleet_ingest.settings import ServiceUrls
-from fleet_schemas import frames_subscription, frames_topic
+from fleet_schemas import MAX_PACKET_BYTES, frames_subscription, frames_topic
 from fleet_testing.mqtt import publish_all
 
 pytestmark = pytest.mark.stack
@@ -134,3 +135,74 @@ def test_forgotten_ingest_session_no_longer_queues_messages(stack_urls: ServiceU
     present, queued = asyncio.run(scenario())
     assert not present
     assert queued == []
+
+
+def test_retained_message_on_a_frames_topic_is_not_delivered_at_subscribe(stack_urls: ServiceUrls) -> None:
+    """Retain handling 2. Mosquitto >= 2.0.13 also withholds retained messages from ``$share``
+    subscriptions, so a plain one shows the option itself (other brokers, other subscriptions)."""
+    operator = f"op{uuid.uuid4().hex[:6]}"
+    topic = frames_topic(operator, "unit-1")
+
+    def publish_retained(payload: bytes) -> None:
+        client = connect_client(stack_urls.mqtt_url)
+        try:
+            client.publish(topic, payload, qos=1, retain=True).wait_for_publish(timeout=10)
+        finally:
+            client.loop_stop()
+            client.disconnect()
+
+    async def scenario() -> tuple[list[Message], list[Message]]:
+        await asyncio.to_thread(publish_retained, b"retained")
+        try:
+            async with Consumer(
+                stack_urls.mqtt_url,
+                f"consumer-{uuid.uuid4().hex[:8]}",
+                topic,
+                clean_start=True,
+                session_expiry_s=0,
+            ) as consumer:
+                at_subscribe = await consumer.receive(10, 1.0)
+                await asyncio.to_thread(publish_all, stack_urls.mqtt_url, [(topic, b"live")])
+                after = await _take(consumer, 1)
+                consumer.ack([m.packet_id for m in at_subscribe + after])
+                return at_subscribe, after
+        finally:
+            await asyncio.to_thread(publish_retained, b"")  # an empty retained message clears it
+
+    at_subscribe, after = asyncio.run(scenario())
+    assert at_subscribe == []
+    assert [m.payload for m in after] == [b"live"]
+
+
+def test_inbox_stops_reading_past_its_byte_bound_and_everything_arrives(stack_urls: ServiceUrls) -> None:
+    """The broker keeps what the inbox has no room for; taking from the inbox lets the rest in."""
+    prefix = f"consumer-test/{uuid.uuid4().hex[:8]}"
+    client_id = f"consumer-{uuid.uuid4().hex[:8]}"
+    bound = 1 << 20
+    messages = [(f"{prefix}/{i % 3}", bytes([i]) * 100_000) for i in range(60)]  # 6 MB
+    total = sum(len(payload) for _, payload in messages)
+
+    async def held_before_receive(consumer: Consumer) -> int:
+        """What the consumer holds once it has stopped reading (or has everything)."""
+        held = -1
+        while consumer.waiting_bytes != held and consumer.waiting_bytes < total:
+            held = consumer.waiting_bytes
+            await asyncio.sleep(0.3)
+        return consumer.waiting_bytes
+
+    async def scenario() -> tuple[int, set[bytes]]:
+        async with Consumer(stack_urls.mqtt_url, client_id, f"{prefix}/+", clean_start=True):
+            pass  # the session exists; the broker queues for it from now
+        await asyncio.to_thread(publish_all, stack_urls.mqtt_url, messages)
+        async with Consumer(
+            stack_urls.mqtt_url, client_id, f"{prefix}/+", session_expiry_s=0, inbox_max_bytes=bound
+        ) as consumer:
+            await consumer.wait(5.0)
+            held = await held_before_receive(consumer)
+            taken = await _take(consumer, len(messages))
+            consumer.ack([m.packet_id for m in taken])
+            return held, {m.payload for m in taken}
+
+    held, payloads = asyncio.run(scenario())
+    assert bound < held <= bound + READ_BYTES + MAX_PACKET_BYTES
+    assert payloads == {payload for _, payload in messages}

@@ -13,6 +13,7 @@ again after the restart and is deduplicated by (device, seq).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -28,8 +29,9 @@ import redis.exceptions
 
 from fleet_ingest import metrics
 from fleet_ingest.assess import Accepted, Assessment, BusKey, DeviceInfo, Incoming, assess
+from fleet_ingest.backoff import Backoff
 from fleet_ingest.live import LiveState
-from fleet_ingest.mqtt_consumer import Consumer, Message, MqttError
+from fleet_ingest.mqtt_consumer import BATCH_MAX_BYTES, Consumer, Message, MqttError
 from fleet_ingest.storage import Stored, prepare_connection, store_messages
 from fleet_processing.filters import BusTrack, FilterPolicy
 from fleet_schemas import DeviceKey, frames_subscription
@@ -57,6 +59,8 @@ class IngestOptions(msgspec.Struct, frozen=True):
     client_id: str
     share_group: str = "ingest"
     batch_max: int = 2_000
+    batch_max_bytes: int = BATCH_MAX_BYTES
+    """payload per batch, so a batch of big messages cannot block the event loop for seconds"""
     flush_ms: float = 5.0
     receive_maximum: int = 20_000
     session_expiry_s: int = 604_800
@@ -131,72 +135,95 @@ class Ingest:
             await _sleep_unless(stop, 30.0)
 
     async def _connect_and_consume(self, stop: asyncio.Event) -> None:
-        delay = 0.5
-        while not stop.is_set():
-            try:
-                async with Consumer(
-                    self._mqtt_url,
-                    self._options.client_id,
-                    frames_subscription(self._options.share_group),
-                    session_expiry_s=self._options.session_expiry_s,
-                    receive_maximum=self._options.receive_maximum,
-                ) as consumer:
-                    log.info(
-                        "subscribed",
-                        extra={
-                            "client_id": self._options.client_id,
-                            "session_present": consumer.session_present,
-                        },
-                    )
-                    delay = 0.5
-                    if await self._consume(consumer, stop):
-                        return
-            except _Abandoned as exc:
-                log.warning(
-                    "stopping with a batch unacked; the broker will deliver it again",
-                    extra={"store": str(exc)},
-                )
-                return
-            except MqttError as exc:
-                metrics.RECONNECTS.inc()
-                log.warning(
-                    "broker connection lost; reconnecting", extra={"error": str(exc), "retry_in_s": delay}
-                )
-            if not stop.is_set():
-                await _sleep_unless(stop, delay)
-                delay = min(delay * 2, 15.0)
-
-    async def _consume(self, consumer: Consumer, stop: asyncio.Event) -> bool:
-        """Batches until stopped (False) or idle in burst mode (True)."""
-        idle_since = time.monotonic()
+        backoff = Backoff(initial_s=0.5, max_s=15.0, stable_after_s=30.0)
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
-                messages = await self._take(consumer, stopping)
-                metrics.IN_FLIGHT.set(consumer.waiting + len(messages))
-                if not messages:
-                    burst = self._options.burst_idle_s
-                    if burst is not None and time.monotonic() - idle_since >= burst:
-                        return True
-                    continue
-                await self._handle(consumer, messages)
-                idle_since = time.monotonic()
-            return False
+                up_since: float | None = None
+                try:
+                    async with contextlib.AsyncExitStack() as session:
+                        # The handshake races SIGTERM: a broker that never answers must not hold up a stop.
+                        entering = asyncio.ensure_future(
+                            session.enter_async_context(
+                                Consumer(
+                                    self._mqtt_url,
+                                    self._options.client_id,
+                                    frames_subscription(self._options.share_group),
+                                    session_expiry_s=self._options.session_expiry_s,
+                                    receive_maximum=self._options.receive_maximum,
+                                )
+                            )
+                        )
+                        await asyncio.wait([entering, stopping], return_when=asyncio.FIRST_COMPLETED)
+                        if not entering.done():
+                            entering.cancel()
+                            await asyncio.gather(entering, return_exceptions=True)
+                            return
+                        consumer = entering.result()
+                        up_since = time.monotonic()
+                        log.info(
+                            "subscribed",
+                            extra={
+                                "client_id": consumer.client_id,
+                                "session_present": consumer.session_present,
+                                "keepalive_s": consumer.keepalive_s,
+                            },
+                        )
+                        if await self._consume(consumer, stopping):
+                            return
+                except _Abandoned as exc:
+                    log.warning(
+                        "stopping with a batch unacked; the broker will deliver it again",
+                        extra={"store": str(exc)},
+                    )
+                    return
+                except MqttError as exc:
+                    metrics.RECONNECTS.inc()
+                    delay = backoff.next_delay(0.0 if up_since is None else time.monotonic() - up_since)
+                    log.warning(
+                        "broker connection lost; reconnecting",
+                        extra={
+                            "error": str(exc),
+                            "reason_code": exc.reason_code,
+                            "retry_in_s": round(delay, 2),
+                        },
+                    )
+                    await _sleep_unless(stop, delay)
         finally:
             stopping.cancel()
 
+    async def _consume(self, consumer: Consumer, stopping: asyncio.Future[Literal[True]]) -> bool:
+        """Batches until stopped (False) or idle in burst mode (True)."""
+        idle_since = time.monotonic()
+        while not stopping.done():
+            messages = await self._take(consumer, stopping)
+            metrics.IN_FLIGHT.set(consumer.waiting + len(messages))
+            if not messages:
+                burst = self._options.burst_idle_s
+                if burst is not None and time.monotonic() - idle_since >= burst:
+                    return True
+                continue
+            await self._handle(consumer, messages)
+            idle_since = time.monotonic()
+        return False
+
     async def _take(self, consumer: Consumer, stopping: asyncio.Future[Literal[True]]) -> list[Message]:
-        receiving = asyncio.ensure_future(consumer.receive(self._options.batch_max, 1.0))
-        waiters: list[asyncio.Future[Any]] = [receiving, stopping]
+        """One batch: wait for a first message, give more ``flush_ms`` to arrive, take up to the limits."""
+        arriving = asyncio.ensure_future(consumer.wait(1.0))
+        waiters: list[asyncio.Future[Any]] = [arriving, stopping]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        if not receiving.done():
-            receiving.cancel()
+        if not arriving.done():
+            arriving.cancel()
             return []
-        messages = receiving.result()
-        if messages and len(messages) < self._options.batch_max and not stopping.done():
-            await asyncio.sleep(self._options.flush_ms / 1000)
-            messages += await consumer.receive(self._options.batch_max - len(messages), 0)
-        return messages
+        arriving.result()
+        options = self._options
+        if (
+            0 < consumer.waiting < options.batch_max
+            and consumer.waiting_bytes < options.batch_max_bytes
+            and not stopping.done()
+        ):
+            await asyncio.sleep(options.flush_ms / 1000)
+        return consumer.take(options.batch_max, options.batch_max_bytes)
 
     async def _handle(self, consumer: Consumer, messages: list[Message]) -> None:
         started = time.monotonic()

@@ -269,12 +269,18 @@ def test_device_publishes_only_under_its_own_topics_and_revocation_locks_it_out(
 # ---------------------------------------------------------------- a device may touch only its own data
 
 
+@pytest.fixture
+def passwords(broker: PrivateBroker, database_url: str, operator_id: str) -> dict[str, str]:
+    """Devices unit-1 and unit-2 registered and given to the broker; their passwords."""
+    issued = _add_devices(database_url, operator_id, "unit-1", "unit-2")
+    _sync(database_url, broker)
+    return issued
+
+
 @pytest.mark.stack
 def test_a_device_cannot_subscribe_to_the_ingest_share_and_no_frame_of_another_device_is_lost(
-    broker: PrivateBroker, database_url: str, operator_id: str
+    broker: PrivateBroker, passwords: dict[str, str], operator_id: str
 ) -> None:
-    passwords = _add_devices(database_url, operator_id, "unit-1", "unit-2")
-    _sync(database_url, broker)
     share = f"$share/{uuid.uuid4().hex[:8]}/fleet/v1/+/+/frames"
     ingest = _login(broker, MQTT_USER, broker.password)
     assert ingest.subscribe(share) < 0x80
@@ -292,10 +298,8 @@ def test_a_device_cannot_subscribe_to_the_ingest_share_and_no_frame_of_another_d
 
 @pytest.mark.stack
 def test_a_device_cannot_connect_with_the_client_id_of_ingest_nor_of_another_device(
-    broker: PrivateBroker, database_url: str, operator_id: str
+    broker: PrivateBroker, passwords: dict[str, str], operator_id: str
 ) -> None:
-    passwords = _add_devices(database_url, operator_id, "unit-1", "unit-2")
-    _sync(database_url, broker)
     ingest = _Session(broker.port, MQTT_USER, broker.password, "ingest-host", clean_start=False)
     assert ingest.subscribe(f"fleet/v1/{operator_id}/+/frames") < 0x80
     _until_login(broker, "unit-1", passwords["unit-1"], accepted=True).close()
@@ -312,10 +316,8 @@ def test_a_device_cannot_connect_with_the_client_id_of_ingest_nor_of_another_dev
 
 @pytest.mark.stack
 def test_a_device_cannot_subscribe_to_any_topic(
-    broker: PrivateBroker, database_url: str, operator_id: str
+    broker: PrivateBroker, passwords: dict[str, str], operator_id: str
 ) -> None:
-    passwords = _add_devices(database_url, operator_id, "unit-1", "unit-2")
-    _sync(database_url, broker)
     device = _until_login(broker, "unit-1", passwords["unit-1"], accepted=True)
     for topic in (
         frames_topic(operator_id, "unit-2"),

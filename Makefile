@@ -26,9 +26,12 @@ demo: sync  ## local stack up, migrated; signed frames verified; 10 simulated bu
 	$(UV) run fleet stack up
 	$(UV) run fleet db migrate
 	$(UV) run fleet demo
-	$(UV) run fleet ingest --burst 5 & \
+	@# The demo's ingest session is removed afterwards: left on the broker it
+	@# would queue every frame published later for a consumer that never returns.
+	$(UV) run fleet ingest --instance demo --burst 5 & ingest=$$!; \
 	  $(UV) run fleet simulate --buses 10 --duration 30 --speedup 4 --register --operator demo-dz; \
-	  wait
+	  status=$$?; wait $$ingest || status=$$?; \
+	  $(UV) run fleet ingest --instance demo --forget; exit $$status
 	$(UV) run fleet live --operator demo-dz
 
 stack-down:

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
+import msgspec
 import pytest
 from click.testing import CliRunner
 
 from fleet_agent.keys import read_key_file
-from fleet_ingest import devices
+from fleet_ingest import devices, dynsec
 from fleet_ingest.cli import main
 from fleet_ingest.errors import (
     ConfigError,
@@ -243,7 +244,12 @@ def test_fleet_devices_add_writes_the_key_file_and_broker_accounts(
     broker = Path(cli_env["FLEET_MOSQUITTO_DIR"])
     assert (broker / "passwords").read_text().splitlines()[-1].startswith("unit-1:$7$101$")
     assert password not in (broker / "passwords").read_text()
-    assert "topic write fleet/v1/sogral/unit-1/frames" in (broker / "acl").read_text()
+    rules = msgspec.json.decode((broker / dynsec.CONFIG_FILE).read_bytes(), type=dynsec.Config)
+    device = next(client for client in rules.clients if client.username == "unit-1")
+    assert device.clientid == "agent-unit-1"
+    assert dynsec.Acl("publishClientSend", "fleet/v1/sogral/unit-1/frames") in next(
+        role.acls for role in rules.roles if role.rolename == device.roles[0].rolename
+    )
     assert "no running Mosquitto found" in err
 
 

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -344,9 +344,20 @@ class IngestBench:
             "FLEET_LOG_LEVEL": "WARNING",
         }
 
-    async def _sessions(self, group: str, processes: int, *, forget: bool = False) -> None:
-        for n in range(1, processes + 1):
-            await (forget_session if forget else open_session)(self.urls.mqtt_url, f"{group}-{n}", group)
+    @contextlib.asynccontextmanager
+    async def _sessions(self, group: str, processes: int) -> AsyncIterator[None]:
+        """The processes' persistent sessions for a block, deleted after it whatever happens.
+
+        A session left behind would queue every later frame on the broker for a consumer that never returns.
+        """
+        client_ids = [f"{group}-{n}" for n in range(1, processes + 1)]
+        try:
+            for client_id in client_ids:
+                await open_session(self.urls.mqtt_url, client_id, group)
+            yield
+        finally:
+            for client_id in client_ids:
+                await forget_session(self.urls.mqtt_url, client_id, group)
 
     def _start(self, group: str, processes: int, burst_s: float | None) -> list[subprocess.Popen[bytes]]:
         burst = ["--burst", str(burst_s)] if burst_s is not None else []
@@ -394,14 +405,15 @@ class IngestBench:
         messages = _messages(
             self.operator, self.keys, _frames(self.keys, self.buses, count, seq_base, start_ms, rate), 1
         )
-        await self._sessions(group, 1)
-        processes = self._start(group, 1, None)
-        await asyncio.sleep(max(0.0, start_ms / 1000 - time.time()))
-        async with LoadPublisher(self.urls.mqtt_url) as publisher:
-            await publisher.publish(messages, rate)
-        row = await self._wait_stored(seq_base, count, 120)
-        _stop(processes)
-        await self._sessions(group, 1, forget=True)
+        async with self._sessions(group, 1):
+            processes = self._start(group, 1, None)
+            try:
+                await asyncio.sleep(max(0.0, start_ms / 1000 - time.time()))
+                async with LoadPublisher(self.urls.mqtt_url) as publisher:
+                    await publisher.publish(messages, rate)
+                row = await self._wait_stored(seq_base, count, 120)
+            finally:
+                _stop(processes)
         result = PacedResult(
             offered_per_s=rate,
             frames=count,
@@ -428,14 +440,16 @@ class IngestBench:
             ),
             per_message,
         )
-        await self._sessions(group, processes)
-        async with LoadPublisher(self.urls.mqtt_url) as publisher:
-            await publisher.publish(messages, None)
-        running = self._start(group, processes, 3.0)
-        for process in running:
-            process.wait(timeout=600)
-        row = await self._stored(seq_base)
-        await self._sessions(group, processes, forget=True)
+        async with self._sessions(group, processes):
+            async with LoadPublisher(self.urls.mqtt_url) as publisher:
+                await publisher.publish(messages, None)
+            running = self._start(group, processes, 3.0)
+            try:
+                for process in running:
+                    process.wait(timeout=600)
+            finally:
+                _stop(running)
+            row = await self._stored(seq_base)
         result = DrainResult(
             processes=processes,
             frames_per_message=per_message,

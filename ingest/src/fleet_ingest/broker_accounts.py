@@ -1,17 +1,17 @@
-"""Mosquitto's password file and ACL, written whole from the device registry, then reloaded.
+"""Mosquitto's password file and dynamic-security file, written whole from the device registry, then reloaded.
 
 A device logs in with its device id and a random password; the registry
 keeps only Mosquitto 2's own hash of it (``$7$``: PBKDF2-SHA512, 101
 iterations, base64 salt and hash), so the files can be rebuilt at any time
-and the database never holds a broker password. Each device may write only
-``fleet/v1/<its operator>/<itself>/frames`` and ``…/status``.
+and the database never holds a broker password. What each login may do (a
+device: publish its own ``fleet/v1/<operator>/<device>/frames`` and
+``…/status`` with client id ``agent-<device>``, nothing else) is the
+dynamic-security plugin's job (``fleet_ingest.dynsec``).
 
 Accounts that are not devices (the server's ``fleet-server``) are the
-operator's own: their password lines and ACL blocks above the generated part
-are kept as they are, and a device may not take one's name. Everything below
-the marker line is generated; the
-deployed file's ``pattern`` lines, which let any login write under any
-operator, are dropped because the per-device entries replace them.
+operator's own: their password lines above the generated part are kept as
+they are, they may do everything, and a device may not take one's name.
+Everything below the marker line is generated.
 """
 
 from __future__ import annotations
@@ -23,21 +23,19 @@ import os
 import secrets
 import signal
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
 
-from fleet_ingest import stack
+from fleet_ingest import dynsec, stack
 from fleet_ingest.errors import BrokerAccountsError
 from fleet_ingest.settings import Settings
-from fleet_schemas import frames_topic, status_topic
 
 HASH_ITERATIONS = 101
 SALT_BYTES = 12
 HASH_BYTES = 64
 PASSWORD_FILE = "passwords"  # noqa: S105 - a file name
-ACL_FILE = "acl"
 PID_FILE = "mosquitto.pid"
 MARKER = "# fleet devices: everything below is generated from the database by `fleet devices`; edits are lost"
 
@@ -90,41 +88,26 @@ def render_passwords(existing: str, logins: Sequence[BrokerLogin]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_acl(existing_acl: str, existing_passwords: str, logins: Sequence[BrokerLogin]) -> str:
-    """The ACL: the service accounts' blocks kept from ``existing_acl``, then one block per device."""
-    services = {line.split(":", 1)[0] for line in _service_passwords(existing_passwords)}
-    lines: list[str] = []
-    user: str | None = None
-    for line in _hand_written(existing_acl):
-        words = line.split(maxsplit=1)
-        if words and words[0] == "user":
-            user = words[1].strip() if len(words) > 1 else None
-            if user in services:
-                lines.extend(["", line])
-        elif words and words[0] == "topic" and user in services:
-            lines.append(line)
-    lines.extend(["", MARKER])
-    for login in logins:
-        lines.extend(
-            [
-                "",
-                f"user {login.device}",
-                f"topic write {frames_topic(login.operator, login.device)}",
-                f"topic write {status_topic(login.operator, login.device)}",
-            ]
-        )
-    return "\n".join(lines).lstrip("\n") + "\n"
+def access_rules(existing_passwords: str, logins: Sequence[BrokerLogin]) -> dynsec.Config:
+    """The dynamic-security state for the hand-written accounts of ``existing_passwords`` and ``logins``."""
+    services = [line.split(":", 1)[0] for line in _service_passwords(existing_passwords)]
+    return dynsec.desired(services, [(login.device, login.operator) for login in logins])
 
 
-def write_accounts(directory: Path, logins: Sequence[BrokerLogin]) -> None:
-    """Rewrite ``passwords`` and ``acl`` in ``directory`` from ``logins``, each atomically."""
-    passwords, acl = directory / PASSWORD_FILE, directory / ACL_FILE
+def write_accounts(directory: Path, logins: Sequence[BrokerLogin]) -> dynsec.Config:
+    """Rewrite ``passwords`` and the dynamic-security file in ``directory`` from ``logins``, each atomically.
+
+    Returns the access rules written, for a running broker to be given too
+    (its plugin reads its file only when it starts).
+    """
+    passwords = directory / PASSWORD_FILE
     try:
         old_passwords = passwords.read_text() if passwords.exists() else ""
-        old_acl = acl.read_text() if acl.exists() else ""
         new_passwords = render_passwords(old_passwords, logins)
-        _replace(acl, render_acl(old_acl, old_passwords, logins))
+        rules = access_rules(old_passwords, logins)
+        _replace(directory / dynsec.CONFIG_FILE, dynsec.render(rules))
         _replace(passwords, new_passwords)
+        return rules
     except OSError as exc:
         raise BrokerAccountsError(f"cannot write the broker's accounts in {directory}: {exc}") from exc
 
@@ -176,3 +159,17 @@ def reload_broker(directory: Path) -> int | None:
             f"not allowed to signal Mosquitto (pid {pid}): run `kill -HUP {pid}` as its user or root"
         ) from exc
     return pid
+
+
+def sync(
+    directory: Path, logins: Sequence[BrokerLogin], mqtt_url: Callable[[], str]
+) -> tuple[int | None, int]:
+    """Write the broker's files from ``logins`` and make the broker running there take them.
+
+    Returns the broker's pid (None if none runs from ``directory``) and the
+    number of access-rule changes applied through the plugin's API as the
+    login of ``mqtt_url()`` (asked for only when a broker runs).
+    """
+    rules = write_accounts(directory, logins)
+    pid = reload_broker(directory)
+    return pid, (0 if pid is None else dynsec.apply(mqtt_url(), rules))

@@ -13,7 +13,7 @@ import asyncpg
 import click
 
 from fleet_agent.keys import write_key_file
-from fleet_ingest import broker_accounts, stack
+from fleet_ingest import broker_accounts, dynsec, stack
 from fleet_ingest import devices as registry
 from fleet_ingest.broker_accounts import BrokerLogin
 from fleet_ingest.devices import DeviceRecord, Issued, KeyInfo
@@ -64,24 +64,30 @@ def _with_registry(settings: Settings, work: Callable[[asyncpg.Connection], Awai
 
 
 def update_broker(settings: Settings, logins: list[BrokerLogin]) -> None:
-    """Rewrite the broker's password file and ACL from the registry and make it reload them."""
+    """Rewrite the broker's password and access files from the registry; make a running broker take them.
+
+    The password file is re-read on SIGHUP; the access rules are applied
+    through the dynamic-security API, as the service account of FLEET_MQTT_URL.
+    """
     directory = broker_accounts.broker_dir(settings)
     if directory is None:
         _note(
             "broker: accounts not written; set FLEET_MOSQUITTO_DIR to the broker's folder"
-            " (the one holding its passwords and acl files)"
+            f" (the one holding its passwords and {dynsec.CONFIG_FILE} files)"
         )
         return
-    broker_accounts.write_accounts(directory, logins)
-    written = f"broker: {directory}/passwords and acl rewritten ({len(logins)} active devices)"
-    pid = broker_accounts.reload_broker(directory)
+    pid, changes = broker_accounts.sync(directory, logins, lambda: stack.resolve_urls(settings).mqtt_url)
+    written = (
+        f"broker: {directory}/passwords and {dynsec.CONFIG_FILE} rewritten ({len(logins)} active devices)"
+    )
     if pid is None:
         _note(
             f"{written}; no running Mosquitto found from {directory}/mosquitto.pid: make the broker"
-            " reload them (`systemctl reload mosquitto`, or `kill -HUP <its pid>`)"
+            " take them: it reads them when it starts; a running one needs `kill -HUP <its pid>`,"
+            " then `fleet devices sync`"
         )
-    else:
-        _note(f"{written}; Mosquitto (pid {pid}) reloaded")
+        return
+    _note(f"{written}; Mosquitto (pid {pid}) reloaded, {changes} access-rule changes applied")
 
 
 def _when(moment: datetime) -> str:
@@ -303,3 +309,18 @@ def revoke(settings: Settings, device: str, key_id: str | None) -> None:
     record, logins = _with_registry(settings, revoke_all)
     click.echo(f"device {record.device} revoked, and its keys ({len(record.keys)})")
     update_broker(settings, logins)
+
+
+@devices.command()
+@click.pass_obj
+def sync(settings: Settings) -> None:
+    """Rewrite the broker's accounts and access rules from the registry and make the broker take them.
+
+    Every other command does this; run it after restoring the broker's
+    folder, or when a command reported the broker unreachable.
+
+    \b
+    Example:
+      FLEET_MOSQUITTO_DIR=/etc/mosquitto/fleet fleet devices sync
+    """
+    update_broker(settings, _with_registry(settings, registry.broker_logins))

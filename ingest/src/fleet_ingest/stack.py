@@ -32,15 +32,25 @@ from urllib.parse import quote
 
 import msgspec
 
+from fleet_ingest import dynsec
 from fleet_ingest.errors import ConfigError, StackError
 from fleet_ingest.resources import MOSQUITTO_DIR
 from fleet_ingest.settings import ServiceUrls, Settings
+from fleet_schemas import MAX_PACKET_BYTES
 
 SERVICE_USER = "fleet"
 MQTT_USER = "fleet-server"
 DATABASE = "fleet"
 STATE_FILE = "stack.json"
 READY_TIMEOUT_S = 60.0
+MIN_MOSQUITTO = (2, 0, 18)
+"""2.0.11 (Debian 12) loses acknowledged frames on ``$share`` subscriptions after a restart
+(fixed in 2.0.12) and sends retained messages on them (fixed in 2.0.13)."""
+DYNSEC_PLUGINS = (
+    "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+    "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
+    "/usr/lib/mosquitto_dynamic_security.so",
+)
 
 
 class StackState(msgspec.Struct):
@@ -205,6 +215,42 @@ class _Paths:
         self.postgres_pid = self.postgres / "postmaster.pid"
 
 
+def mosquitto_version(first_line: str) -> tuple[int, int, int]:
+    """The version in the first line of ``mosquitto -h`` (``mosquitto version 2.0.21``)."""
+    words = first_line.split()
+    try:
+        major, minor, patch = (int(part) for part in words[words.index("version") + 1].split(".")[:3])
+    except (ValueError, IndexError) as exc:
+        raise StackError(f"cannot tell Mosquitto's version from {first_line!r}") from exc
+    return major, minor, patch
+
+
+def check_mosquitto_version() -> None:
+    """Refuse the installed broker if older than MIN_MOSQUITTO: it would lose acknowledged frames."""
+    # `mosquitto -h` exits with 3 after printing its usage.
+    require_mosquitto(_run(["mosquitto", "-h"], check=False).stdout.split("\n", 1)[0])
+
+
+def require_mosquitto(first_line: str) -> None:
+    """StackError unless ``mosquitto -h``'s first line names MIN_MOSQUITTO or newer."""
+    found = mosquitto_version(first_line)
+    if found < MIN_MOSQUITTO:
+        have, need = ".".join(map(str, found)), ".".join(map(str, MIN_MOSQUITTO))
+        raise StackError(
+            f"Mosquitto {have} is too old: fleet needs {need} or newer (older ones lose acknowledged"
+            " frames on shared subscriptions after a restart); run scripts/bootstrap, which installs it"
+            " from bookworm-backports on Debian 12"
+        )
+
+
+def dynsec_plugin() -> str:
+    """Where this machine's Mosquitto package put its dynamic-security plugin."""
+    for candidate in DYNSEC_PLUGINS:
+        if Path(candidate).exists():
+            return candidate
+    raise StackError("Mosquitto's dynamic-security plugin is not installed: run scripts/bootstrap")
+
+
 def mosquitto_config(directory: Path, port: int) -> str:
     """``deploy/mosquitto/mosquitto.conf`` with a local port, files and logs under ``directory``.
 
@@ -214,11 +260,13 @@ def mosquitto_config(directory: Path, port: int) -> str:
     local = {
         "listener": f"{port} 127.0.0.1",
         "password_file": str(directory / "passwords"),
-        "acl_file": str(directory / "acl"),
+        "plugin": dynsec_plugin(),
+        "plugin_opt_config_file": str(directory / dynsec.CONFIG_FILE),
         "persistence_location": f"{directory}/",
         "log_dest": f"file {directory / 'mosquitto.log'}",
         "pid_file": str(directory / "mosquitto.pid"),
         "log_timestamp_format": "%Y-%m-%dT%H:%M:%S",
+        "max_packet_size": str(MAX_PACKET_BYTES),
     }
     lines = ["# written by fleet from deploy/mosquitto/mosquitto.conf; edits are overwritten"]
     for line in (MOSQUITTO_DIR / "mosquitto.conf").read_text().splitlines():
@@ -229,20 +277,21 @@ def mosquitto_config(directory: Path, port: int) -> str:
 
 
 def prepare_mosquitto(directory: Path, port: int, server_password: str) -> list[str]:
-    """Write a broker's config, password file and ACL under ``directory``; return the command that runs it.
+    """Write a broker's config, password file and access rules under ``directory``; return its command.
 
     The command runs in the foreground; add ``-d`` to daemonize.
     """
+    check_mosquitto_version()
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "mosquitto.conf").write_text(mosquitto_config(directory, port))
     passwords = directory / "passwords"
     if not passwords.exists():
         _run(["mosquitto_passwd", "-b", "-c", str(passwords), MQTT_USER, server_password])
-    acl = directory / "acl"
-    if not acl.exists():
-        shutil.copyfile(MOSQUITTO_DIR / "acl", acl)
+    rules = directory / dynsec.CONFIG_FILE
+    if not rules.exists():
+        rules.write_text(dynsec.render(dynsec.desired([MQTT_USER], [])))
     passwords.chmod(0o600)
-    acl.chmod(0o600)
+    rules.chmod(0o600)
     if _running_as_root():
         _ensure_service_user()
     chown_to_service_user(directory)

@@ -51,6 +51,7 @@ class IngestProcesses:
     kek_bytes: bytes = field(default_factory=lambda: os.urandom(32))
     group: str = field(default_factory=lambda: f"test{uuid.uuid4().hex[:10]}")
     running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    sessions: set[str] = field(default_factory=set)
     metrics_addr: str = ""
 
     @property
@@ -76,6 +77,7 @@ class IngestProcesses:
     async def open_sessions(self, *instances: str) -> None:
         """Create each process's persistent session first, so nothing published before it starts is missed."""
         for instance in instances:
+            self.sessions.add(instance)
             await open_session(self.urls.mqtt_url, self.client_id(instance), self.group)
 
     def start(self, instance: str, *, burst_s: float | None = 3.0) -> subprocess.Popen[bytes]:
@@ -83,6 +85,7 @@ class IngestProcesses:
         if burst_s is not None:
             command += ["--burst", str(burst_s)]
         process = subprocess.Popen(command, env=self.env(), stderr=subprocess.PIPE)
+        self.sessions.add(instance)
         self.running[instance] = process
         return process
 
@@ -100,14 +103,14 @@ class IngestProcesses:
         assert process.returncode == 0, err.decode()[-3000:]
 
     def close(self) -> None:
-        """Stop what runs; delete the broker sessions (they would queue every later test's frames)."""
+        """Stop what runs; delete every broker session it made (it would queue every later frame)."""
         for process in self.running.values():
             process.kill()
             process.wait()
         self.running.clear()
 
         async def forget() -> None:
-            for instance in ("1", "2"):
+            for instance in sorted(self.sessions):
                 await forget_session(self.urls.mqtt_url, self.client_id(instance), self.group)
 
         asyncio.run(forget())

@@ -40,7 +40,7 @@ values = (
     | st.floats()
     | st.text(max_size=20)
     | st.binary(max_size=20)
-    | st.lists(st.integers(), max_size=3)
+    | st.lists(st.integers(-(2**63), 2**64 - 1), max_size=3)
 )
 
 

@@ -141,3 +141,23 @@ def test_devices_add_with_an_unsafe_id_is_one_line_without_secrets(
     assert result.stderr.startswith("error [invalid_identifier]: device ")
     assert len(result.stderr.strip().splitlines()) == 1
     assert "$7$" not in result.output
+
+
+@pytest.mark.stack
+def test_the_readme_recipe_stack_env_then_devices_add_works_as_written(
+    stack_urls: ServiceUrls, database_url: str, tmp_path: Path
+) -> None:
+    env = CliRunner().invoke(main, ["stack", "env"])
+    if "FLEET_KEY_ENCRYPTION_KEY" not in env.output:
+        pytest.skip("the servers come from FLEET_*_URL, not the local stack")
+    script = (
+        'eval "$(fleet stack env)" && export FLEET_DATABASE_URL="$TEST_DATABASE_URL"'
+        " && fleet devices add unit-recipe --operator demo --bus B1 --key-file key.toml"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    clean["FLEET_STATE_DIR"] = str(Path(".fleet").absolute())
+    clean["TEST_DATABASE_URL"] = database_url
+    clean["FLEET_MOSQUITTO_DIR"] = str(tmp_path)
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=clean, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "key.toml").exists()

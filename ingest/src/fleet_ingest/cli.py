@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from fleet_ingest.broker_accounts import BrokerLogin
 from fleet_ingest.devices_cli import devices
 from fleet_ingest.errors import FleetError
 from fleet_ingest.migrate import migrate
+from fleet_ingest.secretbox import KEK_FILE, load_key_encryption_key
 from fleet_ingest.settings import ServiceUrls, Settings, load_settings
 from fleet_schemas.live import LivePosition
 
@@ -124,16 +126,24 @@ def status(settings: Settings) -> None:
 @stack_group.command()
 @click.pass_obj
 def env(settings: Settings) -> None:
-    """Print shell exports of the URLs in use (contains the MQTT password).
+    """Print shell exports of the URLs in use (contains the MQTT password), and of the local KEK.
+
+    With all three URLs set, commands use those servers as existing ones, which
+    need FLEET_KEY_ENCRYPTION_KEY: for the local stack it is read from its file
+    when the exports are evaluated (the key itself is not printed).
 
     \b
     Example:
-      eval "$(fleet stack env)"
+      eval "$(fleet stack env)"; fleet devices add unit-1 --operator demo --bus B1
     """
     urls = stack.resolve_urls(settings)
     click.echo(f"export FLEET_MQTT_URL='{urls.mqtt_url}'")
     click.echo(f"export FLEET_DATABASE_URL='{urls.database_url}'")
     click.echo(f"export FLEET_REDIS_URL='{urls.redis_url}'")
+    if not settings.external and not settings.key_encryption_key:
+        load_key_encryption_key(settings)  # generated on first use, so the file exists to be read
+        kek_file = shlex.quote(str(settings.state_dir / KEK_FILE))
+        click.echo(f'export FLEET_KEY_ENCRYPTION_KEY="$(cat {kek_file})"')
 
 
 @main.group(name="db")

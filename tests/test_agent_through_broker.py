@@ -20,6 +20,7 @@ import pytest
 
 from fleet_agent.agent import Agent, frame_from
 from fleet_agent.config import AgentConfig
+from fleet_agent.fix import Fix
 from fleet_agent.keys import read_key_file
 from fleet_agent.outbox import Outbox, OutboxLimits
 from fleet_agent.sources import EndedSource, open_source
@@ -247,6 +248,12 @@ async def _until(condition: Callable[[], bool], timeout: float, what: str) -> No
         await asyncio.sleep(0.05)
 
 
+async def _all_delivered(agent: Agent, receiver: Receiver, count: int) -> None:
+    """Frames 0..count-1 all arrived and the outbox holds none of them any more."""
+    await receiver.wait_for(agent.config.device, set(range(count)), timeout=60)
+    await _until(lambda: agent.outbox.count() == 0, 30, "outbox drained")
+
+
 def _health(config: AgentConfig) -> dict[str, Any]:
     assert config.health_file is not None
     health: dict[str, Any] = msgspec.json.decode(Path(config.health_file).read_bytes())
@@ -273,8 +280,7 @@ def test_frames_dropped_for_want_of_a_subscriber_stay_and_arrive_once_one_subscr
         held = agent.outbox.count()
         status = await asyncio.to_thread(_retained, broker.url, topic, lambda s: s.last_refusal_code == 0x10)
         receiving = asyncio.create_task(receiver.run(stop_receiver))
-        await receiver.wait_for(config.device, set(range(50)), timeout=60)
-        await _until(lambda: agent.outbox.count() == 0, 30, "outbox drained")
+        await _all_delivered(agent, receiver, 50)
         stop_agent.set()
         await running
         stop_receiver.set()
@@ -295,8 +301,7 @@ def test_frames_dropped_for_want_of_a_subscriber_stay_and_arrive_once_one_subscr
 def test_frames_refused_as_not_authorized_stay_counted_until_the_login_may_send_them(
     broker: PrivateBroker, operator_id: str
 ) -> None:
-    directory = scratch_dir()
-    config, key = agent_config(directory, broker.url, operator=operator_id)
+    config, key = agent_config(scratch_dir(), broker.url, operator=operator_id)
     login = f"login-{uuid.uuid4().hex[:8]}"
     # This login may write the device's status but not its frames: the broker answers PUBACK 0x87.
     url = add_login(broker, login, uuid.uuid4().hex, [f"topic write fleet/v1/+/{config.device}/status"])
@@ -348,8 +353,7 @@ def test_a_publisher_killed_by_an_outbox_error_is_restarted_logged_and_shown_in_
         finally:
             lock.execute("ROLLBACK")
             lock.close()
-        await receiver.wait_for(config.device, set(range(100)), timeout=60)
-        await _until(lambda: agent.outbox.count() == 0, 30, "outbox drained")
+        await _all_delivered(agent, receiver, 100)
         stop_agent.set()
         await running
         stop_receiver.set()
@@ -448,3 +452,24 @@ def test_a_message_never_exceeds_max_message_bytes(broker: PrivateBroker, operat
     assert receiver.largest <= MAX_MESSAGE_BYTES
     assert agent.publisher.state.messages_split >= 1
     assert receiver.errors == []
+
+
+def test_a_frame_stored_just_before_stop_is_still_sent(broker: PrivateBroker, operator_id: str) -> None:
+    config, key = agent_config(scratch_dir(), broker.url, operator=operator_id)
+    receiver = Receiver(broker.url, operator_id, {key.key_id: key})
+
+    async def scenario() -> None:
+        stop_agent, stop_receiver = asyncio.Event(), asyncio.Event()
+        receiving = asyncio.create_task(receiver.run(stop_receiver))
+        agent = Agent(config, EndedSource())
+        running = asyncio.create_task(agent.run(stop_agent))
+        await _until(lambda: agent.publisher.state.connected, 30, "connected")
+        assert agent.accept(Fix(time_ms=int(time.time() * 1000), lat=36.7, lon=3.0, mode=3)) is not None
+        stop_agent.set()  # in the same step: the publisher sees the stop and the frame together
+        await running
+        await receiver.wait_for(config.device, {0}, timeout=30)
+        stop_receiver.set()
+        await receiving
+
+    asyncio.run(scenario())
+    assert Outbox(Path(config.data_dir)).count() == 0

@@ -3,7 +3,9 @@
 Three tasks share the outbox: the producer (source → clock check → sampling
 → outbox), the publisher (outbox → broker) and the health writer (a small JSON
 file the unit's watchdog reads). Stopping lets the publisher finish the
-message in flight; whatever is not acked stays in the outbox.
+message in flight and make one last pass over what was stored up to the stop
+(its newest frames and one backlog message); whatever is not acked stays in
+the outbox.
 
 The publisher is supervised: an error it does not handle itself (the outbox
 failing under it, e.g. ``sqlite3.OperationalError`` on a full or locked disk)
@@ -245,7 +247,8 @@ class Agent:
                 "next_seq": self.outbox.next_seq,
             },
         )
-        publisher = asyncio.create_task(self._supervise_publisher(stop))
+        stop_publishing = asyncio.Event()
+        publisher = asyncio.create_task(self._supervise_publisher(stop_publishing))
         health = asyncio.create_task(self._write_health(stop))
         producer = asyncio.create_task(self._produce())
         try:
@@ -253,7 +256,9 @@ class Agent:
         finally:
             stop.set()
             producer.cancel()
-            await asyncio.gather(producer, publisher, health, return_exceptions=True)
+            await asyncio.gather(producer, return_exceptions=True)
+            stop_publishing.set()  # only now: the publisher's last pass sees every frame stored
+            await asyncio.gather(publisher, health, return_exceptions=True)
             self.outbox.close()
             log.info("agent stopped", extra={"device": self.config.device})
 

@@ -229,8 +229,10 @@ class Publisher:
         live_cursor = self._outbox.next_seq - 1
         next_status = time.monotonic() + STATUS_EVERY_S
         refused = self._backoff()
-        while not stop.is_set():
+        while True:
             self.wake.clear()
+            # Once stopping, one last pass sends what was made up to the stop, then the drain ends.
+            stopping = stop.is_set()
             live = self._outbox.newest(LIVE_FRAMES_PER_MESSAGE, above=live_cursor)
             if live:
                 sent = await self._send(client, live, stop, refused)
@@ -239,6 +241,8 @@ class Publisher:
             backlog = self._outbox.oldest(self._batch_frames)
             if backlog:
                 await self._send(client, backlog, stop, refused)
+            if stopping:
+                return
             if time.monotonic() >= next_status:
                 await self._publish_status(client)
                 next_status = time.monotonic() + STATUS_EVERY_S

@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import functools
+import logging
 import queue
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
 from fleet_agent.agent import Agent, frame_from
+from fleet_agent.config import AgentConfig
+from fleet_agent.fix import Fix
 from fleet_agent.keys import read_key_file
 from fleet_agent.outbox import Outbox, OutboxLimits
 from fleet_agent.sources import EndedSource, open_source
 from fleet_ingest.settings import ServiceUrls
-from fleet_schemas import DeviceKey, DeviceStatus, decode_status, status_topic
-from fleet_testing.agents import Receiver, agent_config, config_toml
+from fleet_schemas import MAX_MESSAGE_BYTES, DeviceKey, DeviceStatus, Frame, decode_status, status_topic
+from fleet_testing.agents import Receiver, add_login, agent_config, config_toml
 from fleet_testing.broker import PrivateBroker, scratch_dir
 from fleet_testing.mqtt import subscribed
 
@@ -117,18 +122,7 @@ def test_a_day_of_backlog_drains_completely_in_sequence_order(
 ) -> None:
     config, key = agent_config(scratch_dir(), stack_urls.mqtt_url, operator=operator_id)
     day = 86_400
-    outbox = Outbox(Path(config.data_dir), OutboxLimits(durability="normal"))
-    day_ago_ms = int(time.time() * 1000) - day * 1000
-    source = open_source(msgspec.structs.replace(config.source, speedup=0), start_ms=day_ago_ms)
-
-    async def fill() -> None:
-        async for fix in source.fixes():
-            outbox.append(functools.partial(frame_from, config, fix))
-            if outbox.next_seq >= day:
-                return
-
-    asyncio.run(fill())
-    outbox.close()
+    fill_outbox(config, day)
     receiver = Receiver(stack_urls.mqtt_url, operator_id, {key.key_id: key})
 
     async def drain() -> float:
@@ -228,3 +222,254 @@ def _retained(url: str, topic: str, wanted: Callable[[DeviceStatus], bool]) -> D
             return status
         time.sleep(0.5)
     raise AssertionError(f"no retained status on {topic} as wanted")
+
+
+def fill_outbox(config: AgentConfig, count: int, change: Callable[[Frame], Frame] = lambda f: f) -> None:
+    """Store ``count`` simulated frames, each passed through ``change``, as the backlog of ``config``."""
+    outbox = Outbox(Path(config.data_dir), OutboxLimits(durability="normal"))
+    start_ms = int(time.time() * 1000) - count * 1000
+    source = open_source(msgspec.structs.replace(config.source, speedup=0), start_ms=start_ms)
+
+    async def fill() -> None:
+        async for fix in source.fixes():
+            outbox.append(lambda seq, fix=fix: change(frame_from(config, fix, seq)))  # type: ignore[misc]
+            if outbox.next_seq >= count:
+                return
+
+    asyncio.run(fill())
+    outbox.close()
+
+
+async def _until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def _all_delivered(agent: Agent, receiver: Receiver, count: int) -> None:
+    """Frames 0..count-1 all arrived and the outbox holds none of them any more."""
+    await receiver.wait_for(agent.config.device, set(range(count)), timeout=60)
+    await _until(lambda: agent.outbox.count() == 0, 30, "outbox drained")
+
+
+def _health(config: AgentConfig) -> dict[str, Any]:
+    assert config.health_file is not None
+    health: dict[str, Any] = msgspec.json.decode(Path(config.health_file).read_bytes())
+    return health
+
+
+def _with_broker(config: AgentConfig, **changes: Any) -> AgentConfig:
+    return msgspec.structs.replace(config, broker=msgspec.structs.replace(config.broker, **changes))
+
+
+def test_frames_dropped_for_want_of_a_subscriber_stay_and_arrive_once_one_subscribes(
+    broker: PrivateBroker, operator_id: str
+) -> None:
+    config, key = agent_config(scratch_dir(), broker.url, operator=operator_id)
+    fill_outbox(config, 50)
+    receiver = Receiver(broker.url, operator_id, {key.key_id: key})
+    topic = status_topic(operator_id, config.device)
+
+    async def scenario() -> tuple[int, DeviceStatus]:
+        stop_agent, stop_receiver = asyncio.Event(), asyncio.Event()
+        agent = Agent(config, EndedSource())
+        running = asyncio.create_task(agent.run(stop_agent))
+        await _until(lambda: agent.publisher.state.refusals.get("0x10", 0) >= 3, 30, "three PUBACKs of 0x10")
+        held = agent.outbox.count()
+        status = await asyncio.to_thread(_retained, broker.url, topic, lambda s: s.last_refusal_code == 0x10)
+        receiving = asyncio.create_task(receiver.run(stop_receiver))
+        await _all_delivered(agent, receiver, 50)
+        stop_agent.set()
+        await running
+        stop_receiver.set()
+        await receiving
+        return held, status
+
+    held, status = asyncio.run(scenario())
+    assert held == 50, "a PUBACK of 0x10 (the broker dropped the message) must not ack the frames"
+    assert status.refusals is not None
+    assert status.refusals["0x10"] >= 1
+    publisher = _health(config)["publisher"]
+    assert publisher["refusals"]["0x10"] >= 3
+    assert publisher["last_refusal"]["code"] == 0x10
+    assert publisher["last_refusal"]["topic_kind"] == "frames"
+    assert receiver.errors == []
+
+
+def test_frames_refused_as_not_authorized_stay_counted_until_the_login_may_send_them(
+    broker: PrivateBroker, operator_id: str
+) -> None:
+    config, key = agent_config(scratch_dir(), broker.url, operator=operator_id)
+    login = f"login-{uuid.uuid4().hex[:8]}"
+    # This login may write the device's status but not its frames: the broker answers PUBACK 0x87.
+    url = add_login(broker, login, uuid.uuid4().hex, [f"topic write fleet/v1/+/{config.device}/status"])
+    denied = _with_broker(config, url=url)
+    fill_outbox(config, 30)
+    receiver = Receiver(broker.url, operator_id, {key.key_id: key})
+
+    async def scenario() -> dict[str, Any]:
+        stop_agent, stop_receiver = asyncio.Event(), asyncio.Event()
+        receiving = asyncio.create_task(receiver.run(stop_receiver))
+        agent = Agent(denied, EndedSource())
+        running = asyncio.create_task(agent.run(stop_agent))
+        await _until(lambda: agent.publisher.state.refusals.get("0x87", 0) >= 2, 30, "two PUBACKs of 0x87")
+        stop_agent.set()
+        await running
+        refused = _health(config)
+        # The same outbox under a login that may send the frames: every refused frame is still there.
+        await Agent(config, EndedSource()).run(asyncio.Event(), exit_when_drained=True)
+        await receiver.wait_for(config.device, set(range(30)), timeout=60)
+        stop_receiver.set()
+        await receiving
+        return refused
+
+    refused = asyncio.run(scenario())
+    assert refused["backlog"] == 30, "a PUBACK of 0x87 must not ack the frames"
+    assert refused["publisher"]["refusals"]["0x87"] >= 2
+    assert refused["publisher"]["last_refusal"]["topic_kind"] == "frames"
+    assert receiver.errors == []
+
+
+def test_a_publisher_killed_by_an_outbox_error_is_restarted_logged_and_shown_in_health(
+    broker: PrivateBroker, operator_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    config, key = agent_config(scratch_dir(), broker.url, operator=operator_id)
+    fill_outbox(config, 100)
+    receiver = Receiver(broker.url, operator_id, {key.key_id: key})
+    caplog.set_level(logging.ERROR, logger="fleet_agent.agent")
+
+    async def scenario() -> int:
+        stop_agent, stop_receiver = asyncio.Event(), asyncio.Event()
+        receiving = asyncio.create_task(receiver.run(stop_receiver))
+        agent = Agent(config, EndedSource())
+        # Another connection holds the write lock: the publisher's ack fails with "database is locked".
+        lock = sqlite3.connect(Path(config.data_dir) / "outbox.sqlite", isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        running = asyncio.create_task(agent.run(stop_agent))
+        try:
+            await _until(lambda: agent.supervision.restarts >= 1, 60, "the publisher restarted")
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        await _all_delivered(agent, receiver, 100)
+        stop_agent.set()
+        await running
+        stop_receiver.set()
+        await receiving
+        return agent.supervision.restarts
+
+    restarts = asyncio.run(scenario())
+    failures = [r for r in caplog.records if r.getMessage() == "publisher failed; restarting it"]
+    assert len(failures) == restarts
+    assert all(r.__dict__["error_type"] == "OperationalError" for r in failures)
+    assert not any(isinstance(v, bytes | bytearray) for r in failures for v in r.__dict__.values())
+    health = _health(config)
+    assert health["publisher_restarts"] == restarts
+    assert "database is locked" in health["publisher_error"]
+    assert health["backlog"] == 0
+
+
+# With full jitter from 1 s doubling, a 9th attempt within 10 s needs 8 draws from U(0,1), U(0,2),
+# U(0,4)… summing under 10 s: probability below 3e-5. Without backoff it is about 20 attempts.
+WINDOW_S = 10.0
+MAX_ATTEMPTS_IN_WINDOW = 8
+
+
+def test_a_denied_login_backs_off(broker: PrivateBroker, operator_id: str) -> None:
+    wrong_password = broker.url.replace(broker.password, "wrong")
+    config, _ = agent_config(scratch_dir(), wrong_password, operator=operator_id)
+    config = _with_broker(config, backoff_initial_s=1.0, backoff_max_s=60.0)
+
+    async def scenario() -> Agent:
+        stop = asyncio.Event()
+        agent = Agent(config, EndedSource())
+        running = asyncio.create_task(agent.run(stop))
+        await asyncio.sleep(WINDOW_S)
+        stop.set()
+        await running
+        return agent
+
+    state = asyncio.run(scenario()).publisher.state
+    print(f"{state.connect_attempts} attempts in {WINDOW_S:.0f} s")
+    assert state.connects == 0
+    assert 2 <= state.connect_attempts <= MAX_ATTEMPTS_IN_WINDOW
+
+
+def test_two_agents_with_one_client_id_back_off_and_log_the_takeover(
+    broker: PrivateBroker, operator_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client_id = f"shared-{uuid.uuid4().hex[:8]}"
+    configs = [
+        _with_broker(
+            agent_config(scratch_dir(), broker.url, operator=operator_id)[0],
+            client_id=client_id,
+            backoff_initial_s=1.0,
+            backoff_max_s=60.0,
+        )
+        for _ in range(2)
+    ]
+    caplog.set_level(logging.WARNING, logger="fleet_agent.publisher")
+
+    async def scenario() -> list[Agent]:
+        stop = asyncio.Event()
+        agents = [Agent(config, EndedSource()) for config in configs]
+        running = [asyncio.create_task(agent.run(stop)) for agent in agents]
+        await asyncio.sleep(WINDOW_S)
+        stop.set()
+        await asyncio.gather(*running)
+        return agents
+
+    states = [agent.publisher.state for agent in asyncio.run(scenario())]
+    print([f"{s.connect_attempts} attempts, {s.sessions_taken_over} taken over" for s in states])
+    assert all(s.connect_attempts <= MAX_ATTEMPTS_IN_WINDOW for s in states)
+    assert sum(s.sessions_taken_over for s in states) >= 1
+    taken_over = [r for r in caplog.records if r.getMessage().startswith("session taken over")]
+    assert len(taken_over) == sum(s.sessions_taken_over for s in states)
+    assert all(r.__dict__["client_id"] == client_id for r in taken_over)
+
+
+def test_a_message_never_exceeds_max_message_bytes(broker: PrivateBroker, operator_id: str) -> None:
+    device = f"unit-{uuid.uuid4().hex}".ljust(64, "x")
+    config, key = agent_config(scratch_dir(), broker.url, operator=operator_id, device=device)
+    config = _with_broker(config, batch_frames=2_000)
+    fill_outbox(config, 3_000, lambda f: msgspec.structs.replace(f, bus="b" * 64, trip_id="t" * 128))
+    receiver = Receiver(broker.url, operator_id, {key.key_id: key})
+
+    async def scenario() -> Agent:
+        stop = asyncio.Event()
+        receiving = asyncio.create_task(receiver.run(stop))
+        agent = Agent(config, EndedSource())
+        await agent.run(asyncio.Event(), exit_when_drained=True)
+        await receiver.wait_for(device, set(range(3_000)), timeout=60)
+        stop.set()
+        await receiving
+        return agent
+
+    agent = asyncio.run(scenario())
+    print(f"largest message {receiver.largest} bytes, {agent.publisher.state.messages_split} split")
+    assert receiver.largest <= MAX_MESSAGE_BYTES
+    assert agent.publisher.state.messages_split >= 1
+    assert receiver.errors == []
+
+
+def test_a_frame_stored_just_before_stop_is_still_sent(broker: PrivateBroker, operator_id: str) -> None:
+    config, key = agent_config(scratch_dir(), broker.url, operator=operator_id)
+    receiver = Receiver(broker.url, operator_id, {key.key_id: key})
+
+    async def scenario() -> None:
+        stop_agent, stop_receiver = asyncio.Event(), asyncio.Event()
+        receiving = asyncio.create_task(receiver.run(stop_receiver))
+        agent = Agent(config, EndedSource())
+        running = asyncio.create_task(agent.run(stop_agent))
+        await _until(lambda: agent.publisher.state.connected, 30, "connected")
+        assert agent.accept(Fix(time_ms=int(time.time() * 1000), lat=36.7, lon=3.0, mode=3)) is not None
+        stop_agent.set()  # in the same step: the publisher sees the stop and the frame together
+        await running
+        await receiver.wait_for(config.device, {0}, timeout=30)
+        stop_receiver.set()
+        await receiving
+
+    asyncio.run(scenario())
+    assert Outbox(Path(config.data_dir)).count() == 0

@@ -3,13 +3,19 @@
 Three tasks share the outbox: the producer (source → clock check → sampling
 → outbox), the publisher (outbox → broker) and the health writer (a small JSON
 file the unit's watchdog reads). Stopping lets the publisher finish the
-message in flight; whatever is not acked stays in the outbox.
+message in flight and make one last pass over what was stored up to the stop
+(its newest frames and one backlog message); whatever is not acked stays in
+the outbox.
+
+The publisher is supervised: an error it does not handle itself (the outbox
+failing under it, e.g. ``sqlite3.OperationalError`` on a full or locked disk)
+is logged, shown in the health file, and the publisher is started again with
+backoff, so the agent never goes on producing while nothing is sent.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -19,6 +25,7 @@ from pathlib import Path
 import msgspec
 
 from fleet_agent import __version__
+from fleet_agent.backoff import Backoff, sleep_unless_stopped
 from fleet_agent.clock import check_fix_time
 from fleet_agent.config import AgentConfig
 from fleet_agent.fix import Fix, FixSource
@@ -46,6 +53,15 @@ class FixCounters(msgspec.Struct):
     lost_disk_full: int = 0
 
 
+class Supervision(msgspec.Struct):
+    """What the supervisor saw of the publisher task."""
+
+    restarts: int = 0
+    last_error: str | None = None
+    """type and message of the last error that ended the publisher (never payload bytes)"""
+    last_error_ms: int | None = None
+
+
 class Health(msgspec.Struct, frozen=True, kw_only=True):
     """The health file: enough for a watchdog and for ``fleet-agent status``."""
 
@@ -64,6 +80,8 @@ class Health(msgspec.Struct, frozen=True, kw_only=True):
     fixes: FixCounters
     outbox: OutboxCounters
     publisher: PublisherState
+    publisher_restarts: int
+    publisher_error: str | None
 
 
 class Agent:
@@ -91,6 +109,7 @@ class Agent:
         self.publisher = Publisher(
             config.broker, config.operator, config.device, self.outbox, self.keys, self.status
         )
+        self.supervision = Supervision()
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -106,6 +125,8 @@ class Agent:
             last_fix_ms=self._last_fix.time_ms if self._last_fix else None,
             key_id=self.keys.current().key_id,
             clock_offset_ms=self._clock_offset_ms,
+            refusals=dict(self.publisher.state.refusals) or None,
+            last_refusal_code=last.code if (last := self.publisher.state.last_refusal) else None,
         )
 
     def health(self) -> Health:
@@ -125,6 +146,8 @@ class Agent:
             fixes=self.fixes,
             outbox=self.outbox.counters(),
             publisher=self.publisher.state,
+            publisher_restarts=self.supervision.restarts,
+            publisher_error=self.supervision.last_error,
         )
 
     def accept(self, fix: Fix) -> Frame | None:
@@ -177,14 +200,41 @@ class Agent:
         async for fix in self._source.fixes():
             self.accept(fix)
 
+    async def _supervise_publisher(self, stop: asyncio.Event) -> None:
+        """Run the publisher until ``stop``, starting it again with backoff whenever it dies."""
+        broker = self.config.broker
+        backoff = Backoff(broker.backoff_initial_s, broker.backoff_max_s)
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                await self.publisher.run(stop)
+            except Exception as exc:  # whatever kills it, the agent must not go on without a publisher
+                if time.monotonic() - started >= broker.stable_after_s:
+                    backoff.reset()
+                delay = backoff.next_delay()
+                self.supervision.restarts += 1
+                self.supervision.last_error = f"{type(exc).__name__}: {exc}"
+                self.supervision.last_error_ms = self._now_ms()
+                log.error(
+                    "publisher failed; restarting it",
+                    extra={
+                        "device": self.config.device,
+                        "error_type": type(exc).__name__,
+                        "error": str(exc),
+                        "restarts": self.supervision.restarts,
+                        "retry_in_s": round(delay, 2),
+                        "backlog": self.outbox.count(),
+                    },
+                )
+                await sleep_unless_stopped(stop, delay)
+
     async def _write_health(self, stop: asyncio.Event) -> None:
         if self.config.health_file is None:
             return
         path = Path(self.config.health_file)
         while not stop.is_set():
             write_health(path, self.health())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=HEALTH_EVERY_S)
+            await sleep_unless_stopped(stop, HEALTH_EVERY_S)
         write_health(path, self.health())
 
     async def run(self, stop: asyncio.Event, *, exit_when_drained: bool = False) -> None:
@@ -197,7 +247,8 @@ class Agent:
                 "next_seq": self.outbox.next_seq,
             },
         )
-        publisher = asyncio.create_task(self.publisher.run(stop))
+        stop_publishing = asyncio.Event()
+        publisher = asyncio.create_task(self._supervise_publisher(stop_publishing))
         health = asyncio.create_task(self._write_health(stop))
         producer = asyncio.create_task(self._produce())
         try:
@@ -205,7 +256,9 @@ class Agent:
         finally:
             stop.set()
             producer.cancel()
-            await asyncio.gather(producer, publisher, health, return_exceptions=True)
+            await asyncio.gather(producer, return_exceptions=True)
+            stop_publishing.set()  # only now: the publisher's last pass sees every frame stored
+            await asyncio.gather(publisher, health, return_exceptions=True)
             self.outbox.close()
             log.info("agent stopped", extra={"device": self.config.device})
 

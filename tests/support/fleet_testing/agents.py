@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -17,8 +18,10 @@ from fleet_agent.config import AgentConfig, SourceConfig
 from fleet_agent.keys import write_key_file
 from fleet_agent.outbox import OutboxLimits
 from fleet_agent.publisher import BrokerConfig
+from fleet_ingest import stack
 from fleet_ingest.mqtt_consumer import Consumer, MqttError
 from fleet_schemas import DeviceKey, Frame, frames_subscription, open_envelope, parse_topic
+from fleet_testing.broker import PrivateBroker
 
 
 def agent_config(
@@ -60,6 +63,25 @@ def config_toml(config: AgentConfig) -> bytes:
     return tomli_w.dumps(without_none(msgspec.to_builtins(config))).encode()
 
 
+def add_login(broker: PrivateBroker, username: str, password: str, acl: list[str]) -> str:
+    """Give a private broker one more login with its own ACL lines, restart it; the login's URL.
+
+    ``acl`` lines follow a ``user <username>`` line, e.g. ``topic write fleet/v1/+/x/status``;
+    the shipped patterns (a device writes its own frames and status) still apply.
+    """
+    subprocess.run(
+        ["mosquitto_passwd", "-b", str(broker.directory / "passwords"), username, password],
+        check=True,
+        capture_output=True,
+    )
+    with (broker.directory / "acl").open("a") as out:
+        out.write("\n".join(["", f"user {username}", *acl, ""]))
+    stack.chown_to_service_user(broker.directory)
+    broker.stop()
+    broker.start()
+    return f"mqtt://{username}:{password}@127.0.0.1:{broker.port}"
+
+
 class Receiver:
     """Collects every batch on the fleet topics of one operator, acking after it kept it.
 
@@ -76,6 +98,8 @@ class Receiver:
         self._raw: list[tuple[str, bytes]] = []
         self._frames: dict[str, list[Frame]] = defaultdict(list)
         self.batches = 0
+        self.largest = 0
+        """the largest payload received, in bytes"""
         self.errors: list[str] = []
 
     @property
@@ -102,6 +126,7 @@ class Receiver:
                     while not stop.is_set():
                         messages = await consumer.receive(1_000, 0.2)
                         self._raw.extend((m.topic, m.payload) for m in messages)
+                        self.largest = max([self.largest, *(len(m.payload) for m in messages)])
                         consumer.ack([m.packet_id for m in messages])
             await asyncio.sleep(0.2)
 

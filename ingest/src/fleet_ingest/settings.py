@@ -7,7 +7,7 @@
 | ``FLEET_REDIS_URL`` | the local stack's | ``redis://host:port/db`` |
 | ``FLEET_STATE_DIR`` | ``./.fleet`` | where ``fleet stack`` keeps its servers' data, logs and URLs |
 | ``FLEET_KEY_ENCRYPTION_KEY`` | local stack: generated | base64 of 32 bytes that seal key secrets |
-| ``FLEET_MOSQUITTO_DIR`` | the local stack's broker's | folder of the ``passwords`` and ``acl`` to rewrite |
+| ``FLEET_MOSQUITTO_DIR`` | the local stack's | folder of ``passwords``, ``dynamic-security.json`` |
 | ``FLEET_LOG_LEVEL`` | ``INFO`` | level of the JSON-lines logs on stderr |
 | ``FLEET_METRICS_ADDR`` | ``127.0.0.1:9464`` | where ``/metrics`` is served (empty: nowhere) |
 | ``FLEET_INGEST_GROUP`` | ``ingest`` | MQTT 5 shared-subscription group of the ingest processes |

@@ -73,14 +73,16 @@ _STAGED = ", ".join(POSITION_COLUMNS)
 _MOVE = (
     "WITH fresh AS ("
     " INSERT INTO frame_ids (device, seq, time) SELECT device, seq, time FROM positions_staging"
-    " ON CONFLICT DO NOTHING RETURNING device, seq, time)"
-    f" INSERT INTO positions ({_STAGED}, received_at)"
+    " ON CONFLICT DO NOTHING RETURNING device, seq, time),"
+    f" moved AS (INSERT INTO positions ({_STAGED}, received_at)"
     f" SELECT {_STAGED}, clock_timestamp() FROM positions_staging JOIN fresh USING (device, seq, time)"
-    " ON CONFLICT DO NOTHING RETURNING device, seq"
+    " ON CONFLICT DO NOTHING)"
+    " SELECT device, seq, time FROM fresh"
 )
-_CONFLICTS = (
-    "SELECT s.device, s.seq, s.time FROM positions_staging s JOIN frame_ids f USING (device, seq)"
-    " WHERE f.time <> s.time"
+# Only for the frames whose identity was not new (redeliveries, mostly): an index lookup each.
+_STORED_TIMES = (
+    "SELECT device, seq, time FROM frame_ids"
+    " WHERE (device, seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))"
 )
 _REJECT = """
 INSERT INTO rejected_frames (topic, reason, detail, device, seq, raw, raw_length, raw_sha256, fingerprint)
@@ -212,21 +214,9 @@ async def store_batch(
             await conn.copy_records_to_table(
                 "positions_staging", records=[_position_row(a) for a in accepted], columns=POSITION_COLUMNS
             )
-            stored.new = {(r["device"], r["seq"]) for r in await conn.fetch(_MOVE)}
-            conflicting = {(r["device"], r["seq"], r["time"]) for r in await conn.fetch(_CONFLICTS)}
-            stored.refused = [
-                Rejected(
-                    _topic_of(item),
-                    "seq_conflict",
-                    f"sequence {item.frame.seq} is stored with another fix time",
-                    item.frame.device,
-                    item.frame.seq,
-                    encode_frame(item.frame),
-                    item.message,
-                )
-                for item in accepted
-                if (item.frame.device, item.frame.seq, _fix_time(item.frame.time_ms)) in conflicting
-            ]
+            fresh = {(r["device"], r["seq"]): r["time"] for r in await conn.fetch(_MOVE)}
+            stored.new = set(fresh)
+            stored.refused = await _seq_conflicts(conn, fresh, accepted)
             rejections += stored.refused
             await conn.execute(_MARK_PENDING)
         if rejections:
@@ -235,8 +225,38 @@ async def store_batch(
         return stored
 
 
-def _topic_of(item: Accepted) -> str:
-    return frames_topic(item.operator, item.frame.device)
+def _key(item: Accepted) -> tuple[str, int]:
+    return item.frame.device, item.frame.seq
+
+
+async def _seq_conflicts(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    fresh: dict[tuple[str, int], datetime],
+    accepted: Sequence[Accepted],
+) -> list[Rejected]:
+    """The frames whose identity is stored (now or before) with another fix time.
+
+    Only frames whose identity was not new this time are looked up (redeliveries, mostly), one
+    index probe each; in a batch without them there is no query at all.
+    """
+    seen = [a for a in accepted if _key(a) not in fresh]
+    times = dict(fresh)
+    if seen:
+        rows = await conn.fetch(_STORED_TIMES, [a.frame.device for a in seen], [a.frame.seq for a in seen])
+        times.update({(r["device"], r["seq"]): r["time"] for r in rows})
+    return [
+        Rejected(
+            frames_topic(item.operator, item.frame.device),
+            "seq_conflict",
+            f"sequence {item.frame.seq} is stored with another fix time",
+            item.frame.device,
+            item.frame.seq,
+            encode_frame(item.frame),
+            item.message,
+        )
+        for item in accepted
+        if (sent := _fix_time(item.frame.time_ms)) != times.get(_key(item), sent)
+    ]
 
 
 def is_permanent(exc: BaseException) -> bool:

@@ -87,7 +87,7 @@ def test_hostile_messages_from_a_registered_device_are_rejected_and_ingest_goes_
         (topic, _signed_raw(mallory, [fields(good[0], seq=21, bus=f"{own_bus}\n")])),
         (topic, seal([_frame(mallory, bobs_bus, 22, start, north_m=5_000.0)], mallory)),  # moves Bob's bus?
         *((topic, seal([f], mallory)) for f in good[3:]),
-        (topic, seal([msgspec.structs.replace(good[1], time_ms=good[1].time_ms + 3_600_000)], mallory)),
+        (topic, seal([msgspec.structs.replace(good[1], time_ms=good[1].time_ms - 3_600_000)], mallory)),
         *((topic, seal([f], mallory)) for f in walk),
     ]
     asyncio.run(ingest.open_sessions("1"))

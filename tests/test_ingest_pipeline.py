@@ -16,8 +16,10 @@ import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
+from click.testing import CliRunner
 
 from fleet_ingest import stack
+from fleet_ingest.cli import main
 from fleet_ingest.settings import ServiceUrls, load_settings
 from fleet_testing.ingest import IngestProcesses, register_devices, stored
 from fleet_testing.mqtt import publish_all
@@ -169,3 +171,19 @@ def _wait_for_rows(ingest: IngestProcesses, operator: str, buses: dict[str, str]
     while len(stored(ingest.database_url, ingest.redis_url, operator, buses).positions) < rows:
         assert time.monotonic() < deadline, "ingest stored nothing"
         time.sleep(0.2)
+
+
+def test_ingest_records_its_session_and_forget_removes_it(ingest: IngestProcesses, operator_id: str) -> None:
+    asyncio.run(ingest.open_sessions("1"))
+    ingest.start("1", burst_s=1.0)
+    ingest.wait("1")
+    env = {**ingest.env(), "FLEET_INGEST_CLIENT_ID": ingest.group}
+    listed = CliRunner(env=env).invoke(main, ["ingest", "--sessions"])
+    assert listed.exit_code == 0, listed.output
+    assert "ingest sessions: 1" in listed.output
+    assert f"{ingest.client_id('1')} " in listed.output
+    assert "running" in listed.output
+    assert "messages stored" in listed.output
+    forgot = CliRunner(env=env).invoke(main, ["ingest", "--instance", "1", "--forget"])
+    assert forgot.exit_code == 0, forgot.output
+    assert "ingest sessions: 0" in CliRunner(env=env).invoke(main, ["ingest", "--sessions"]).output

@@ -85,18 +85,16 @@ def test_migrated_schema_has_hypertables(database_url: str) -> None:
 
 
 @pytest.mark.stack
-def test_duplicate_frame_is_stored_once(database_url: str) -> None:
-    insert = """INSERT INTO positions
-                    (time, device, seq, operator, bus, lat, lon, source, key_id, received_at)
-                VALUES (to_timestamp($1 / 1000.0), 'bus-a', $2, 'op', 'B1', 36.7, 3.0, 'gps', 'k1', now())
+def test_a_frame_identity_is_stored_once_whatever_its_fix_time(database_url: str) -> None:
+    insert = """INSERT INTO frame_ids (device, seq, time) VALUES ('bus-a', 7, to_timestamp($1 / 1000.0))
                 ON CONFLICT DO NOTHING"""
 
     async def store_twice() -> int:
         conn = await asyncpg.connect(database_url)
         try:
-            for _ in range(2):
-                await conn.execute(insert, 1_795_000_000_000, 7)
-            count: int = await conn.fetchval("SELECT count(*) FROM positions")
+            for time_ms in (1_795_000_000_000, 1_795_000_060_000):
+                await conn.execute(insert, time_ms)
+            count: int = await conn.fetchval("SELECT count(*) FROM frame_ids")
             return count
         finally:
             await conn.close()

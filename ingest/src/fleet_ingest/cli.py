@@ -6,16 +6,19 @@ import asyncio
 import shlex
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import click
 
-from fleet_ingest import __version__, stack
+from fleet_ingest import __version__, sessions, stack
 from fleet_ingest.bench_cli import bench
 from fleet_ingest.broker_accounts import BrokerLogin
 from fleet_ingest.devices_cli import devices
-from fleet_ingest.errors import FleetError
+from fleet_ingest.errors import ConfigError, FleetError
 from fleet_ingest.migrate import migrate
 from fleet_ingest.secretbox import KEK_FILE, load_key_encryption_key
 from fleet_ingest.settings import ServiceUrls, Settings, load_settings
@@ -121,6 +124,57 @@ def status(settings: Settings) -> None:
         click.echo(f"{service.name:<10} {state:<5} {service.url}  ({service.detail})")
     if not all(s.answering for s in services):
         sys.exit(1)
+    try:
+        _print_sessions(stack.resolve_urls(settings))
+    except FleetError as exc:
+        click.echo(f"ingest sessions: unknown ({exc.message})")
+
+
+T = TypeVar("T")
+
+
+async def _on_database(database_url: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    try:
+        conn = await asyncpg.connect(database_url)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise ConfigError(f"cannot connect to the database: {exc}") from exc
+    try:
+        return await work(conn)
+    except asyncpg.UndefinedTableError as exc:
+        raise ConfigError(f"the database schema is behind ({exc.message}): run `fleet db migrate`") from exc
+    finally:
+        await conn.close()
+
+
+def _print_sessions(urls: ServiceUrls) -> None:
+    """The ingest sessions the registry knows, and what the broker says it stores."""
+    now = datetime.now(UTC)
+    rows = asyncio.run(_on_database(urls.database_url, sessions.listed))
+    click.echo(f"ingest sessions: {len(rows)}")
+    for row in rows:
+        age = (now - row.last_seen).total_seconds()
+        note = "running" if age < 90 else f"ABSENT for {_duration(age)}: forget it or bring it back"
+        click.echo(
+            f"  {row.client_id:<32} group {row.share_group:<12} host {row.host:<20}"
+            f" last seen {row.last_seen:%Y-%m-%d %H:%M:%S}Z  {note}"
+        )
+    store = sessions.broker_store(urls.mqtt_url)
+    click.echo(
+        f"broker: {_count(store.stored_messages)} messages stored ({_count(store.stored_bytes)} bytes),"
+        f" {_count(store.disconnected_clients)} disconnected clients with a session"
+    )
+
+
+def _count(value: int | None) -> str:
+    return "?" if value is None else f"{value:,}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 3_600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3_600:.1f} h"
+    return f"{seconds / 86_400:.1f} days"
 
 
 @stack_group.command()
@@ -311,8 +365,16 @@ main.add_command(bench)
     is_flag=True,
     help="delete this instance's session from the broker and exit (an instance retired for good)",
 )
+@click.option(
+    "--sessions",
+    "show_sessions",
+    is_flag=True,
+    help="list the broker sessions ingest instances hold, with the broker's stored totals, and exit",
+)
 @click.pass_obj
-def ingest(settings: Settings, burst_idle_s: float | None, instance: str | None, forget: bool) -> None:
+def ingest(
+    settings: Settings, burst_idle_s: float | None, instance: str | None, forget: bool, show_sessions: bool
+) -> None:
     """Consume signed frames from the broker into TimescaleDB and Redis, at least once.
 
     Run N of these (on N machines, or with --instance on one) to share the
@@ -325,6 +387,8 @@ def ingest(settings: Settings, burst_idle_s: float | None, instance: str | None,
     Example:
       fleet ingest
       fleet ingest --instance 2
+      fleet ingest --sessions            # which sessions exist, when each instance was last seen
+      fleet ingest --instance 2 --forget
     """
     from fleet_agent.logs import configure_logging
     from fleet_ingest.runner import forget_session, run_ingest, serve_metrics
@@ -332,8 +396,12 @@ def ingest(settings: Settings, burst_idle_s: float | None, instance: str | None,
     configure_logging(settings.log_level)
     urls = stack.resolve_urls(settings)
     client_id = f"{settings.ingest_client_id}-{instance}" if instance else settings.ingest_client_id
+    if show_sessions:
+        _print_sessions(urls)
+        return
     if forget:
         asyncio.run(forget_session(urls.mqtt_url, client_id, settings.ingest_group))
+        asyncio.run(_on_database(urls.database_url, lambda conn: sessions.forget(conn, client_id)))
         _progress(f"ingest: session {client_id} deleted from the broker")
         return
     serve_metrics(settings.metrics_addr)

@@ -27,7 +27,7 @@ import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from fleet_ingest import metrics
+from fleet_ingest import metrics, sessions
 from fleet_ingest.assess import Accepted, Assessment, BusKey, DeviceInfo, Incoming, assess
 from fleet_ingest.backoff import Backoff
 from fleet_ingest.live import LiveState
@@ -125,8 +125,15 @@ class Ingest:
             upkeep.cancel()
 
     async def _upkeep(self, stop: asyncio.Event) -> None:
-        """Every 30 s: drop expired buses from the GEO sets and report how many are live."""
+        """Every 30 s: say this instance holds its session, drop expired buses, count the live ones."""
+        options = self._options
         while not stop.is_set():
+            try:
+                await sessions.record(
+                    self._pool, options.client_id, options.share_group, options.session_expiry_s
+                )
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("recording the session failed", extra={"error": str(exc)})
             try:
                 await self._live.prune()
                 metrics.BUSES_LIVE.set(await self._live.buses_live())

@@ -1,14 +1,16 @@
 """History in TimescaleDB: one transaction per micro-batch, idempotent, once per (device, seq).
 
-Accepted frames are COPYed into a per-connection TEMP staging table. Their
-identities go into ``frame_ids`` (primary key device, seq) first, and only the
-frames whose identity was new move on into ``positions``: a frame stored before
-(a QoS 1 redelivery, an agent retry) is skipped, and so is a frame that reuses
-a stored sequence number with another fix time, which is recorded as a
-``seq_conflict`` rejection instead. ``positions`` cannot say this alone: a
-hypertable's unique keys must hold its time column, so ``(device, seq, time)``
-is the most it can enforce, and the same sequence at another time is a new
-key there. ``frame_ids`` is a plain table kept as long as positions are.
+Accepted frames are COPYed into a per-connection TEMP staging table, one row
+per identity. Their identities go into ``frame_ids`` (primary key device, seq)
+first, and only the frames whose identity was new move on into ``positions``:
+a frame stored before (a QoS 1 redelivery, an agent retry) is skipped, and so
+is a frame that reuses a stored sequence number with another fix time, which
+is recorded as a ``seq_conflict`` rejection instead. ``positions`` cannot do
+this itself: a hypertable's unique keys must hold its time column, so
+``(device, seq, time)`` is the most it could enforce, and the same sequence at
+another time is a new key there. So ``positions`` has no unique key at all
+(migration 007) and ``frame_ids``, a plain table kept as long as positions
+are, is the identity.
 
 Rejections go to ``rejected_frames`` in the same transaction, once per
 delivered message: each row has a fingerprint (SHA-256 of topic, reason,
@@ -69,16 +71,16 @@ POSITION_COLUMNS = (
     "key_id",
 )
 _STAGED = ", ".join(POSITION_COLUMNS)
+_STAGING = "positions_staging"
 # Built from the constant column list above, never from input.
-_MOVE = (
-    "WITH fresh AS ("
-    " INSERT INTO frame_ids (device, seq, time) SELECT device, seq, time FROM positions_staging"
-    " ON CONFLICT DO NOTHING RETURNING device, seq, time),"
-    f" moved AS (INSERT INTO positions ({_STAGED}, received_at)"
-    f" SELECT {_STAGED}, clock_timestamp() FROM positions_staging JOIN fresh USING (device, seq, time)"
-    " ON CONFLICT DO NOTHING)"
-    " SELECT device, seq, time FROM fresh"
+_CLAIM_IDS = (
+    "INSERT INTO frame_ids (device, seq, time) SELECT device, seq, time FROM positions_staging"
+    " ON CONFLICT DO NOTHING RETURNING device, seq, time"
 )
+_UNSTAGE = (
+    "DELETE FROM positions_staging WHERE (device, seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))"
+)
+_MOVE = f"INSERT INTO positions ({_STAGED}, received_at) SELECT {_STAGED}, clock_timestamp() FROM {_STAGING}"
 # Only for the frames whose identity was not new (redeliveries, mostly): an index lookup each.
 _STORED_TIMES = (
     "SELECT device, seq, time FROM frame_ids"
@@ -211,10 +213,19 @@ async def store_batch(
             return stored  # committed by the attempt whose answer was lost
         rejections = list(rejected)
         if accepted:
+            # One staged row per identity: the first of a batch's copies; the rest are duplicates
+            # (or seq conflicts, found below), and frame_ids is the only key that stops a second row.
+            first = {_key(a): a for a in reversed(accepted)}
             await conn.copy_records_to_table(
-                "positions_staging", records=[_position_row(a) for a in accepted], columns=POSITION_COLUMNS
+                "positions_staging",
+                records=[_position_row(a) for a in first.values()],
+                columns=POSITION_COLUMNS,
             )
-            fresh = {(r["device"], r["seq"]): r["time"] for r in await conn.fetch(_MOVE)}
+            fresh = {(r["device"], r["seq"]): r["time"] for r in await conn.fetch(_CLAIM_IDS)}
+            if len(fresh) < len(first):  # stored before: not again (no join in the usual all-new batch)
+                known = [key for key in first if key not in fresh]
+                await conn.execute(_UNSTAGE, [device for device, _ in known], [seq for _, seq in known])
+            await conn.execute(_MOVE)
             stored.new = set(fresh)
             stored.refused = await _seq_conflicts(conn, fresh, accepted)
             rejections += stored.refused

@@ -43,7 +43,7 @@ class FilterPolicy(msgspec.Struct, frozen=True):
 
 
 class PreviousFix(msgspec.Struct, frozen=True, array_like=True):
-    """An accepted (or suspected) fix of a bus, as far as this process knows it."""
+    """A fix of a bus remembered from elsewhere (Redis's live position), as far as the checks need it."""
 
     time_ms: int
     seq: int
@@ -51,17 +51,17 @@ class PreviousFix(msgspec.Struct, frozen=True, array_like=True):
     lon: float
     accuracy_m: float | None = None
 
-    @classmethod
-    def of(cls, frame: Frame) -> PreviousFix:
-        return cls(frame.time_ms, frame.seq, frame.lat, frame.lon, frame.accuracy_m)
+
+Fix = PreviousFix | Frame
+"""A position the checks compare with: a frame of this batch, or one remembered from before."""
 
 
 class BusTrack(msgspec.Struct, frozen=True, array_like=True):
     """What the checks remember of a bus: its reference fix and the teleport suspects since."""
 
-    last: PreviousFix
+    last: Fix
     """the newest accepted fix"""
-    suspect: PreviousFix | None = None
+    suspect: Fix | None = None
     """the newest fix rejected as a teleport, if the ones since agree with it"""
     suspects: int = 0
     """how many consecutive teleport fixes agree with ``suspect``"""
@@ -83,17 +83,19 @@ def _inaccurate(policy: FilterPolicy, frame: Frame, _now: int) -> bool:
     return frame.accuracy_m is not None and frame.accuracy_m > policy.max_accuracy_m
 
 
-def is_jump(policy: FilterPolicy, reference: PreviousFix, frame: Frame) -> bool:
+def _accuracy(policy: FilterPolicy, value: float | None) -> float:
+    return policy.assumed_accuracy_m if value is None else min(value, policy.max_accuracy_m)
+
+
+def is_jump(policy: FilterPolicy, reference: Fix, frame: Frame) -> bool:
     """Whether going from ``reference`` to ``frame`` implies more than the top speed.
 
     Either time order: a stale or newer reference is still a true position of the bus.
     """
-
-    def accuracy(value: float | None) -> float:
-        return policy.assumed_accuracy_m if value is None else min(value, policy.max_accuracy_m)
-
     distance = haversine_m(reference.lat, reference.lon, frame.lat, frame.lon)
-    noise = policy.accuracy_sigmas * (accuracy(reference.accuracy_m) + accuracy(frame.accuracy_m))
+    noise = policy.accuracy_sigmas * (
+        _accuracy(policy, reference.accuracy_m) + _accuracy(policy, frame.accuracy_m)
+    )
     elapsed_s = abs(frame.time_ms - reference.time_ms) / 1000
     return distance - noise > policy.max_speed_mps * elapsed_s
 
@@ -119,13 +121,13 @@ def judge(
     for code, rule in RULES:
         if rule(policy, frame, now_ms):
             return track, code
-    fix = PreviousFix.of(frame)
     if track is None:
-        return BusTrack(fix), None
-    if not is_jump(policy, track.last, frame):
-        newest = fix if (fix.time_ms, fix.seq) > (track.last.time_ms, track.last.seq) else track.last
-        return BusTrack(newest), None
+        return BusTrack(frame), None
+    last = track.last
+    if not is_jump(policy, last, frame):
+        newer = (frame.time_ms, frame.seq) > (last.time_ms, last.seq)
+        return BusTrack(frame if newer else last), None
     agreeing = track.suspects + 1 if track.suspect and not is_jump(policy, track.suspect, frame) else 1
     if agreeing >= policy.teleport_confirm:
-        return BusTrack(fix), None
-    return BusTrack(track.last, fix, agreeing), "teleport"
+        return BusTrack(frame), None
+    return BusTrack(last, frame, agreeing), "teleport"

@@ -304,7 +304,7 @@ def test_frames_refused_as_not_authorized_stay_counted_until_the_login_may_send_
     config, key = agent_config(scratch_dir(), broker.url, operator=operator_id)
     login = f"login-{uuid.uuid4().hex[:8]}"
     # This login may write the device's status but not its frames: the broker answers PUBACK 0x87.
-    url = add_login(broker, login, uuid.uuid4().hex, [f"topic write fleet/v1/+/{config.device}/status"])
+    url = add_login(broker, login, uuid.uuid4().hex, [status_topic(operator_id, config.device)])
     denied = _with_broker(config, url=url)
     fill_outbox(config, 30)
     receiver = Receiver(broker.url, operator_id, {key.key_id: key})

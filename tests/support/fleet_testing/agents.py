@@ -18,7 +18,7 @@ from fleet_agent.config import AgentConfig, SourceConfig
 from fleet_agent.keys import write_key_file
 from fleet_agent.outbox import OutboxLimits
 from fleet_agent.publisher import BrokerConfig
-from fleet_ingest import stack
+from fleet_ingest import dynsec, stack
 from fleet_ingest.mqtt_consumer import Consumer, MqttError
 from fleet_schemas import DeviceKey, Frame, frames_subscription, open_envelope, parse_topic
 from fleet_testing.broker import PrivateBroker
@@ -63,19 +63,24 @@ def config_toml(config: AgentConfig) -> bytes:
     return tomli_w.dumps(without_none(msgspec.to_builtins(config))).encode()
 
 
-def add_login(broker: PrivateBroker, username: str, password: str, acl: list[str]) -> str:
-    """Give a private broker one more login with its own ACL lines, restart it; the login's URL.
+def add_login(broker: PrivateBroker, username: str, password: str, may_publish: list[str]) -> str:
+    """Give a private broker one more login that may publish only to ``may_publish``; restart it.
 
-    ``acl`` lines follow a ``user <username>`` line, e.g. ``topic write fleet/v1/+/x/status``;
-    the shipped patterns (a device writes its own frames and status) still apply.
+    The password goes into the broker's password file, the rights into its
+    dynamic-security file as a role of the login's own (the plugin reads that
+    file at start). Returns the login's URL.
     """
     subprocess.run(
         ["mosquitto_passwd", "-b", str(broker.directory / "passwords"), username, password],
         check=True,
         capture_output=True,
     )
-    with (broker.directory / "acl").open("a") as out:
-        out.write("\n".join(["", f"user {username}", *acl, ""]))
+    path = broker.directory / dynsec.CONFIG_FILE
+    config = msgspec.json.decode(path.read_bytes(), type=dynsec.Config)
+    role = dynsec.Role(f"test:{username}", [dynsec.Acl("publishClientSend", topic) for topic in may_publish])
+    client = dynsec.Client(username, [dynsec.RoleRef(role.rolename)])
+    updated = msgspec.structs.replace(config, clients=[*config.clients, client], roles=[*config.roles, role])
+    path.write_text(dynsec.render(updated))
     stack.chown_to_service_user(broker.directory)
     broker.stop()
     broker.start()

@@ -250,6 +250,8 @@ async def _seq_conflicts(
     Only frames whose identity was not new this time are looked up (redeliveries, mostly), one
     index probe each; in a batch without them there is no query at all.
     """
+    if len(fresh) == len(accepted):
+        return []  # every frame was a new identity of its own: the usual batch
     seen = [a for a in accepted if _key(a) not in fresh]
     times = dict(fresh)
     if seen:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import os
 import queue
 import signal
 import sqlite3
@@ -473,3 +475,36 @@ def test_a_frame_stored_just_before_stop_is_still_sent(broker: PrivateBroker, op
 
     asyncio.run(scenario())
     assert Outbox(Path(config.data_dir)).count() == 0
+
+
+def test_registered_simulated_buses_log_in_as_their_own_devices(
+    broker: PrivateBroker, database_url: str, redis_url: str, operator_id: str
+) -> None:
+    """``fleet simulate --register`` agents use their device logins, bound to ``agent-<device>``."""
+    env = {
+        **os.environ,
+        "FLEET_MQTT_URL": broker.url,
+        "FLEET_DATABASE_URL": database_url,
+        "FLEET_REDIS_URL": redis_url,
+        "FLEET_KEY_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "FLEET_MOSQUITTO_DIR": str(broker.directory),
+    }
+    receiver = Receiver(broker.url, operator_id, {})
+    command = ["fleet", "simulate", "--buses", "2", "--operator", operator_id, "--register"]
+    command += ["--duration", "6", "--speedup", "4", "--dir", str(scratch_dir())]
+
+    async def scenario() -> subprocess.CompletedProcess[str]:
+        stop = asyncio.Event()
+        receiving = asyncio.create_task(receiver.run(stop))
+        await asyncio.sleep(0.5)
+        done = await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, text=True)
+        stop.set()
+        await receiving
+        return done
+
+    done = asyncio.run(scenario())
+    assert done.returncode == 0, done.stderr[-2000:]
+    # An agent counts a frame acked only on a PUBACK of 0: the broker took it as that device and the
+    # receiver's subscription matched (0x87 would mean a refused login or topic, 0x10 no subscriber).
+    acked = int(done.stdout.rsplit("; ", 1)[1].split()[0])
+    assert acked > 0, done.stdout

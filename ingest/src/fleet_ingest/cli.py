@@ -282,8 +282,8 @@ def _register_simulated(settings: Settings, urls: ServiceUrls, home: Path, opera
 
     added, logins = asyncio.run(work())
     _progress(f"simulate: registered {len(added)} new devices")
-    if added:
-        update_broker(settings, logins)
+    # Always: the broker may have missed an earlier change (it was down, or restarted on a new config).
+    update_broker(settings, logins)
 
 
 @main.command()
@@ -343,6 +343,9 @@ def simulate(
         )
     )
     click.echo(f"simulate: {buses} buses produced {produced} frames; {acked} acknowledged by the broker")
+    if produced and not acked:
+        click.echo("simulate: the broker acknowledged nothing (see the warnings above)", err=True)
+        sys.exit(1)
 
 
 main.add_command(devices)

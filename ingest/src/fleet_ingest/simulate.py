@@ -96,7 +96,7 @@ def simulated_agent(
         bus=bus_name(operator, number),
         key_file=str(key_file),
         data_dir=str(home / "data"),
-        broker=BrokerConfig(url=_device_broker_url(broker_url, home, device), client_id=f"sim-{device}"),
+        broker=BrokerConfig(url=_device_broker_url(broker_url, home, device)),
         source=SourceConfig(kind="sim", route=route, seed=seed + number, speedup=speedup),
         outbox=OutboxLimits(durability="normal"),
     )

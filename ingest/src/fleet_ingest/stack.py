@@ -298,6 +298,11 @@ def prepare_mosquitto(directory: Path, port: int, server_password: str) -> list[
     return _as_service_user(["mosquitto", "-c", str(directory / "mosquitto.conf")])
 
 
+def _config_current(state: StackState, paths: _Paths) -> bool:
+    conf = paths.mosquitto / "mosquitto.conf"
+    return conf.exists() and conf.read_text() == mosquitto_config(paths.mosquitto, state.mqtt_port)
+
+
 def _start_mosquitto(state: StackState, paths: _Paths) -> None:
     _run([*prepare_mosquitto(paths.mosquitto, state.mqtt_port, state.mqtt_password), "-d"])
     _wait_until(lambda: port_answers(state.mqtt_port), "Mosquitto", paths.mosquitto / "mosquitto.log")
@@ -489,6 +494,11 @@ def up(state_dir: Path, progress: Callable[[str], None] = lambda _: None) -> tup
     if _running_as_root():
         _ensure_service_user()
     started: list[str] = []
+    if _pid_alive(paths.mosquitto_pid) is not None and not _config_current(state, paths):
+        # A broker started by an older fleet (another config, say without the dynamic-security
+        # plugin) would keep running as it was: restart it on the config this version writes.
+        progress("mosquitto: its config changed since it started; restarting it")
+        _stop_pid(paths.mosquitto_pid, "Mosquitto")
     checks: list[tuple[str, Callable[[], bool], Callable[[StackState, _Paths], None]]] = [
         (
             "mosquitto",

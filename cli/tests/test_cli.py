@@ -13,9 +13,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from fleet_ingest.cli import main
-from fleet_ingest.migrate import load_migrations, migrate
-from fleet_ingest.settings import ServiceUrls
+from fleet_cli.cli import main
+from fleet_store.migrate import load_migrations, migrate
+from fleet_store.settings import ServiceUrls
 
 REPO = Path(__file__).resolve().parents[2]
 

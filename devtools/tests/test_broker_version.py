@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from fleet_ingest import stack
-from fleet_ingest.errors import StackError
+from fleet_devtools import stack
 
 
 def test_a_broker_older_than_2_0_18_is_refused_with_the_way_out() -> None:
     with pytest.raises(
-        StackError, match=r"Mosquitto 2\.0\.11 is too old: fleet needs 2\.0\.18.*scripts/bootstrap"
+        stack.StackError, match=r"Mosquitto 2\.0\.11 is too old: fleet needs 2\.0\.18.*scripts/bootstrap"
     ):
         stack.require_mosquitto("mosquitto version 2.0.11")
 
@@ -21,7 +20,7 @@ def test_2_0_18_and_newer_are_accepted() -> None:
 
 
 def test_an_unreadable_version_line_is_a_clear_error() -> None:
-    with pytest.raises(StackError, match="cannot tell Mosquitto's version"):
+    with pytest.raises(stack.StackError, match="cannot tell Mosquitto's version"):
         stack.require_mosquitto("Error: unknown option")
 
 

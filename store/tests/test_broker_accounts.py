@@ -20,12 +20,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from fleet_ingest import broker_accounts, devices, dynsec
-from fleet_ingest.broker_accounts import MARKER, BrokerLogin, access_rules, mosquitto_hash, render_passwords
-from fleet_ingest.errors import BrokerAccountsError
-from fleet_ingest.secretbox import KeyEncryptionKey
-from fleet_ingest.stack import MQTT_USER
 from fleet_schemas import frames_topic, status_topic
+from fleet_store import broker_accounts, devices, dynsec
+from fleet_store.broker_accounts import MARKER, BrokerLogin, access_rules, mosquitto_hash, render_passwords
+from fleet_store.errors import BrokerAccountsError
+from fleet_store.secretbox import KeyEncryptionKey
+from fleet_store.stackfile import MQTT_USER
 from fleet_testing.broker import PrivateBroker
 
 NOT_AUTHORIZED = 0x87

@@ -18,9 +18,9 @@ import pytest
 from click.testing import CliRunner
 
 from fleet_agent.keys import read_key_file
-from fleet_ingest import devices, dynsec
-from fleet_ingest.cli import main
-from fleet_ingest.errors import (
+from fleet_cli.cli import main
+from fleet_store import devices, dynsec
+from fleet_store.errors import (
     ConfigError,
     DeviceExistsError,
     DeviceNotFoundError,
@@ -29,8 +29,8 @@ from fleet_ingest.errors import (
     KeyEncryptionError,
     KeyNotFoundError,
 )
-from fleet_ingest.secretbox import KEK_FILE, KeyEncryptionKey, Sealed, load_key_encryption_key
-from fleet_ingest.settings import ServiceUrls, load_settings
+from fleet_store.secretbox import KEK_FILE, KeyEncryptionKey, Sealed, load_key_encryption_key
+from fleet_store.settings import ServiceUrls, load_settings
 
 T = TypeVar("T")
 
@@ -75,7 +75,7 @@ def test_local_stack_kek_is_generated_once_into_the_state_dir(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = load_settings({"FLEET_STATE_DIR": str(tmp_path)})
-    with caplog.at_level(logging.WARNING, logger="fleet_ingest.secretbox"):
+    with caplog.at_level(logging.WARNING, logger="fleet_store.secretbox"):
         first = load_key_encryption_key(settings)
     assert f"generated a key-encryption key {first.kek_id}" in caplog.text
     assert stat.S_IMODE((tmp_path / KEK_FILE).stat().st_mode) == 0o600

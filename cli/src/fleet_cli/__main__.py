@@ -1,5 +1,5 @@
-"""``python -m fleet_ingest`` runs the ``fleet`` command."""
+"""``python -m fleet_cli`` runs the ``fleet`` command."""
 
-from fleet_ingest.cli import main
+from fleet_cli.cli import main
 
 main()

@@ -3,30 +3,52 @@
 from __future__ import annotations
 
 import asyncio
-import shlex
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
 import click
 
-from fleet_ingest import __version__, sessions, stack
-from fleet_ingest.bench_cli import bench
-from fleet_ingest.broker_accounts import BrokerLogin
-from fleet_ingest.devices_cli import devices
-from fleet_ingest.errors import ConfigError, FleetError
-from fleet_ingest.migrate import migrate
-from fleet_ingest.secretbox import KEK_FILE, load_key_encryption_key
-from fleet_ingest.settings import ServiceUrls, Settings, load_settings
+from fleet_cli import __version__
+from fleet_cli.devices_cli import devices
 from fleet_schemas.live import LivePosition
+from fleet_store import sessions, stackfile
+from fleet_store.errors import ConfigError, FleetError
+from fleet_store.migrate import migrate
+from fleet_store.settings import ServiceUrls, Settings, load_settings
+
+COMMANDS_GROUP = "fleet.commands"
+"""Entry point group through which other installed packages (fleet_devtools) add commands."""
 
 
 class _FleetGroup(click.Group):
-    """Shows a FleetError as one line with its code, not a traceback."""
+    """Shows a FleetError as one line with its code, not a traceback; adds installed command groups.
+
+    The extra commands are looked up only when click asks for commands, after
+    this module is imported, so a package registering some may import it.
+    """
+
+    _extras_loaded = False
+
+    def _load_extras(self) -> None:
+        if self._extras_loaded:
+            return
+        self._extras_loaded = True
+        for point in entry_points(group=COMMANDS_GROUP):
+            if point.name not in self.commands:
+                self.add_command(point.load(), point.name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_extras()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._load_extras()
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -36,7 +58,8 @@ class _FleetGroup(click.Group):
             sys.exit(1)
 
 
-def _progress(line: str) -> None:
+def progress(line: str) -> None:
+    """Progress goes to stderr, so stdout stays what a script reads."""
     click.echo(line, err=True)
 
 
@@ -55,85 +78,10 @@ def main(ctx: click.Context) -> None:
     ctx.obj = load_settings()
 
 
-@main.group(name="stack")
-def stack_group() -> None:
-    """Run a throwaway local stack: Mosquitto, Redis, PostgreSQL+TimescaleDB.
-
-    \b
-    Example:
-      fleet stack up; eval "$(fleet stack env)"; fleet stack down
-    """
-
-
-@stack_group.command()
-@click.pass_obj
-def up(settings: Settings) -> None:
-    """Start the local servers on free loopback ports (idempotent) and print their URLs.
-
-    With FLEET_MQTT_URL, FLEET_DATABASE_URL and FLEET_REDIS_URL all set, nothing
-    is started and those servers are used.
-
-    \b
-    Example:
-      fleet stack up
-    """
-    if settings.external:
-        click.echo(
-            "FLEET_MQTT_URL, FLEET_DATABASE_URL and FLEET_REDIS_URL are set: using those servers", err=True
-        )
-        urls = stack.resolve_urls(settings)
-    else:
-        begun = time.monotonic()
-        urls, started = stack.up(settings.state_dir, _progress)
-        verb = f"started {', '.join(started)}" if started else "all already running"
-        _progress(f"stack: {verb} in {time.monotonic() - begun:.1f} s; state in {settings.state_dir}")
-    click.echo(f"FLEET_MQTT_URL={stack.redact(urls.mqtt_url)}")
-    click.echo(f"FLEET_DATABASE_URL={urls.database_url}")
-    click.echo(f"FLEET_REDIS_URL={urls.redis_url}")
-
-
-@stack_group.command()
-@click.pass_obj
-def down(settings: Settings) -> None:
-    """Stop the local servers; their data stays under FLEET_STATE_DIR.
-
-    \b
-    Example:
-      fleet stack down
-    """
-    stopped = stack.down(settings.state_dir, _progress)
-    if not stopped:
-        _progress("stack: nothing was running")
-
-
-@stack_group.command()
-@click.pass_obj
-def status(settings: Settings) -> None:
-    """Show whether each local server answers; exits 1 if one does not.
-
-    \b
-    Example:
-      fleet stack status
-    """
-    services = stack.status(settings.state_dir)
-    if not services:
-        click.echo("stack: never started here (run `fleet stack up`)")
-        sys.exit(1)
-    for service in services:
-        state = "up" if service.answering else "DOWN"
-        click.echo(f"{service.name:<10} {state:<5} {service.url}  ({service.detail})")
-    if not all(s.answering for s in services):
-        sys.exit(1)
-    try:
-        _print_sessions(stack.resolve_urls(settings))
-    except FleetError as exc:
-        click.echo(f"ingest sessions: unknown ({exc.message})")
-
-
 T = TypeVar("T")
 
 
-async def _on_database(database_url: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+async def on_database(database_url: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     try:
         conn = await asyncpg.connect(database_url)
     except (OSError, asyncpg.PostgresError) as exc:
@@ -146,10 +94,10 @@ async def _on_database(database_url: str, work: Callable[[asyncpg.Connection], A
         await conn.close()
 
 
-def _print_sessions(urls: ServiceUrls) -> None:
+def print_sessions(urls: ServiceUrls) -> None:
     """The ingest sessions the registry knows, and what the broker says it stores."""
     now = datetime.now(UTC)
-    rows = asyncio.run(_on_database(urls.database_url, sessions.listed))
+    rows = asyncio.run(on_database(urls.database_url, sessions.listed))
     click.echo(f"ingest sessions: {len(rows)}")
     for row in rows:
         age = (now - row.last_seen).total_seconds()
@@ -177,29 +125,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 86_400:.1f} days"
 
 
-@stack_group.command()
-@click.pass_obj
-def env(settings: Settings) -> None:
-    """Print shell exports of the URLs in use (contains the MQTT password), and of the local KEK.
-
-    With all three URLs set, commands use those servers as existing ones, which
-    need FLEET_KEY_ENCRYPTION_KEY: for the local stack it is read from its file
-    when the exports are evaluated (the key itself is not printed).
-
-    \b
-    Example:
-      eval "$(fleet stack env)"; fleet devices add unit-1 --operator demo --bus B1
-    """
-    urls = stack.resolve_urls(settings)
-    click.echo(f"export FLEET_MQTT_URL='{urls.mqtt_url}'")
-    click.echo(f"export FLEET_DATABASE_URL='{urls.database_url}'")
-    click.echo(f"export FLEET_REDIS_URL='{urls.redis_url}'")
-    if not settings.external and not settings.key_encryption_key:
-        load_key_encryption_key(settings)  # generated on first use, so the file exists to be read
-        kek_file = shlex.quote(str(settings.state_dir / KEK_FILE))
-        click.echo(f'export FLEET_KEY_ENCRYPTION_KEY="$(cat {kek_file})"')
-
-
 @main.group(name="db")
 def db_group() -> None:
     """Database schema and upkeep.
@@ -225,7 +150,7 @@ def db_migrate(settings: Settings, sql_dir: Path | None) -> None:
     Example:
       fleet db migrate
     """
-    urls = stack.resolve_urls(settings)
+    urls = stackfile.resolve_urls(settings)
     report = asyncio.run(migrate(urls.database_url, sql_dir))
     for name in report.applied:
         click.echo(f"applied {name}")
@@ -244,109 +169,7 @@ def db_migrate(settings: Settings, sql_dir: Path | None) -> None:
         )
 
 
-@main.command()
-@click.option("--buses", default=3, show_default=True, help="simulated buses")
-@click.option("--frames", "frames_per_bus", default=30, show_default=True, help="frames per bus")
-@click.pass_obj
-def demo(settings: Settings, buses: int, frames_per_bus: int) -> None:
-    """Publish signed frames through the broker and show them arriving verified.
-
-    \b
-    Example:
-      fleet stack up && fleet demo --buses 3
-    """
-    from fleet_ingest.demo import run_demo
-
-    urls = stack.resolve_urls(settings)
-    verified = run_demo(urls.mqtt_url, buses=buses, frames_per_bus=frames_per_bus, echo=click.echo)
-    click.echo(
-        f"demo: {verified} of {buses * frames_per_bus} frames arrived through the broker, signatures verified"
-    )
-    if verified != buses * frames_per_bus:
-        sys.exit(1)
-
-
-def _register_simulated(settings: Settings, urls: ServiceUrls, home: Path, operator: str, buses: int) -> None:
-    from fleet_ingest import devices as registry
-    from fleet_ingest.devices_cli import update_broker
-    from fleet_ingest.secretbox import load_key_encryption_key
-    from fleet_ingest.simulate import register
-
-    async def work() -> tuple[list[str], list[BrokerLogin]]:
-        conn = await asyncpg.connect(urls.database_url)
-        try:
-            added = await register(conn, load_key_encryption_key(settings), home, operator, buses)
-            return added, await registry.broker_logins(conn)
-        finally:
-            await conn.close()
-
-    added, logins = asyncio.run(work())
-    _progress(f"simulate: registered {len(added)} new devices")
-    if added:
-        update_broker(settings, logins)
-
-
-@main.command()
-@click.option("--buses", default=10, show_default=True, help="simulated buses, each a full agent")
-@click.option("--operator", default="sim", show_default=True, help="operator id of the simulated buses")
-@click.option("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
-@click.option("--speedup", type=float, default=1.0, show_default=True, help="simulated seconds per second")
-@click.option("--route", default=None, help="GeoJSON route file (default: Algiers-Blida)")
-@click.option("--seed", default=0, show_default=True)
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="keys and outboxes (default: FLEET_STATE_DIR/sim)",
-)
-@click.option(
-    "--register",
-    is_flag=True,
-    help="register the buses as devices (keys, broker logins) so `fleet ingest` accepts them",
-)
-@click.pass_obj
-def simulate(
-    settings: Settings,
-    buses: int,
-    operator: str,
-    duration: float | None,
-    speedup: float,
-    route: str | None,
-    seed: int,
-    directory: Path | None,
-    register: bool,
-) -> None:
-    """Run N simulated onboard agents in one process, publishing signed frames to the broker.
-
-    \b
-    Example:
-      fleet simulate --buses 50 --duration 60 --register
-    """
-    from fleet_ingest.simulate import simulate as run_simulation
-
-    urls = stack.resolve_urls(settings)
-    home = directory or settings.state_dir / "sim"
-    if register:
-        _register_simulated(settings, urls, home, operator, buses)
-    produced, acked = asyncio.run(
-        run_simulation(
-            home,
-            urls.mqtt_url,
-            operator,
-            buses,
-            duration_s=duration,
-            speedup=speedup,
-            route=route,
-            seed=seed,
-            report=_progress,
-        )
-    )
-    click.echo(f"simulate: {buses} buses produced {produced} frames; {acked} acknowledged by the broker")
-
-
 main.add_command(devices)
-main.add_command(bench)
 
 
 @main.command()
@@ -390,23 +213,27 @@ def ingest(
       fleet ingest --sessions            # which sessions exist, when each instance was last seen
       fleet ingest --instance 2 --forget
     """
-    from fleet_agent.logs import configure_logging
     from fleet_ingest.runner import forget_session, run_ingest, serve_metrics
+    from fleet_ingest.settings import load_ingest_settings
+    from fleet_schemas.logs import configure_logging
 
     configure_logging(settings.log_level)
-    urls = stack.resolve_urls(settings)
-    client_id = f"{settings.ingest_client_id}-{instance}" if instance else settings.ingest_client_id
+    ingest_settings = load_ingest_settings()
+    urls = stackfile.resolve_urls(settings)
+    client_id = f"{ingest_settings.client_id}-{instance}" if instance else ingest_settings.client_id
     if show_sessions:
-        _print_sessions(urls)
+        print_sessions(urls)
         return
     if forget:
-        asyncio.run(forget_session(urls.mqtt_url, client_id, settings.ingest_group))
-        asyncio.run(_on_database(urls.database_url, lambda conn: sessions.forget(conn, client_id)))
-        _progress(f"ingest: session {client_id} deleted from the broker")
+        asyncio.run(forget_session(urls.mqtt_url, client_id, ingest_settings.group))
+        asyncio.run(on_database(urls.database_url, lambda conn: sessions.forget(conn, client_id)))
+        progress(f"ingest: session {client_id} deleted from the broker")
         return
-    serve_metrics(settings.metrics_addr)
-    batches = asyncio.run(run_ingest(settings, urls, client_id=client_id, burst_idle_s=burst_idle_s))
-    _progress(f"ingest: stopped after {batches} batches")
+    serve_metrics(ingest_settings.metrics_addr)
+    batches = asyncio.run(
+        run_ingest(settings, ingest_settings, urls, client_id=client_id, burst_idle_s=burst_idle_s)
+    )
+    progress(f"ingest: stopped after {batches} batches")
 
 
 @main.command()
@@ -421,11 +248,11 @@ def live(settings: Settings, operator: str) -> None:
     """
     from datetime import UTC, datetime
 
-    from fleet_ingest.live import LiveState
     from fleet_ingest.service import open_redis
+    from fleet_store.live import LiveState
 
     async def read() -> list[LivePosition]:
-        client = open_redis(stack.resolve_urls(settings).redis_url)
+        client = open_redis(stackfile.resolve_urls(settings).redis_url)
         try:
             return await LiveState(client).buses(operator)
         finally:
@@ -438,7 +265,7 @@ def live(settings: Settings, operator: str) -> None:
         click.echo(
             f"{p.bus:<16} {p.lat:10.5f} {p.lon:10.5f}  {speed}  fix {when}Z  seq {p.seq}  ({p.device})"
         )
-    _progress(f"live: {len(positions)} buses of operator {operator}")
+    progress(f"live: {len(positions)} buses of operator {operator}")
 
 
 @db_group.command(name="maintain")
@@ -452,9 +279,9 @@ def db_maintain(settings: Settings) -> None:
     Example:
       fleet db maintain
     """
-    from fleet_ingest.maintain import maintain
+    from fleet_store.maintain import maintain
 
-    urls = stack.resolve_urls(settings)
+    urls = stackfile.resolve_urls(settings)
     report = asyncio.run(maintain(urls.database_url, settings.retention))
     click.echo(f"rollups: {report.minutes_refreshed} minutes refreshed ({report.rollup_rows} rows)")
     for table, dropped in report.chunks_dropped.items():

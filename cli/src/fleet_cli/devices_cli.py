@@ -12,14 +12,14 @@ from typing import TypeVar
 import asyncpg
 import click
 
-from fleet_agent.keys import write_key_file
-from fleet_ingest import broker_accounts, dynsec, stack
-from fleet_ingest import devices as registry
-from fleet_ingest.broker_accounts import BrokerLogin
-from fleet_ingest.devices import DeviceRecord, Issued, KeyInfo
-from fleet_ingest.errors import RegistryError
-from fleet_ingest.secretbox import load_key_encryption_key
-from fleet_ingest.settings import Settings
+from fleet_schemas.keyfile import write_key_file
+from fleet_store import broker_accounts, dynsec, stackfile
+from fleet_store import devices as registry
+from fleet_store.broker_accounts import BrokerLogin
+from fleet_store.devices import DeviceRecord, Issued, KeyInfo
+from fleet_store.errors import RegistryError
+from fleet_store.secretbox import load_key_encryption_key
+from fleet_store.settings import Settings
 
 T = TypeVar("T")
 
@@ -50,7 +50,7 @@ def _with_registry(settings: Settings, work: Callable[[asyncpg.Connection], Awai
 
     async def run() -> T:
         try:
-            conn = await asyncpg.connect(stack.resolve_urls(settings).database_url)
+            conn = await asyncpg.connect(stackfile.resolve_urls(settings).database_url)
         except (OSError, asyncpg.PostgresError) as exc:
             raise RegistryError(f"cannot connect to the database: {exc}") from exc
         try:
@@ -76,7 +76,7 @@ def update_broker(settings: Settings, logins: list[BrokerLogin]) -> None:
             f" (the one holding its passwords and {dynsec.CONFIG_FILE} files)"
         )
         return
-    pid, changes = broker_accounts.sync(directory, logins, lambda: stack.resolve_urls(settings).mqtt_url)
+    pid, changes = broker_accounts.sync(directory, logins, lambda: stackfile.resolve_urls(settings).mqtt_url)
     written = (
         f"broker: {directory}/passwords and {dynsec.CONFIG_FILE} rewritten ({len(logins)} active devices)"
     )

@@ -34,13 +34,13 @@ import msgspec
 
 from fleet_agent.agent import Agent, Health, frame_from
 from fleet_agent.config import AgentConfig, SourceConfig, load_config
-from fleet_agent.keys import write_key_file
 from fleet_agent.outbox import Outbox
 from fleet_agent.publisher import BrokerConfig
 from fleet_agent.sources import EndedSource, open_source
-from fleet_ingest.errors import FleetError
 from fleet_ingest.mqtt_consumer import Consumer, MqttError
 from fleet_schemas import DeviceKey, FleetSchemaError, frames_topic, open_envelope, parse_topic
+from fleet_schemas.keyfile import write_key_file
+from fleet_store.errors import FleetError
 
 RSS_TARGET_MB = 40.0
 CPU_TARGET_PERCENT = 2.0

@@ -11,8 +11,8 @@ import sys
 import click
 import msgspec
 
-from fleet_ingest import stack
-from fleet_ingest.settings import Settings
+from fleet_store import stackfile
+from fleet_store.settings import Settings
 
 
 def _progress(line: str) -> None:
@@ -72,9 +72,9 @@ def agent(settings: Settings, duration: float, backlog_frames: int, as_json: boo
       fleet bench agent                 # about 11 minutes
       fleet bench agent --duration 60 --backlog 10000 --json
     """
-    from fleet_ingest.bench_agent import run_agent_bench, summary_text
+    from fleet_devtools.bench_agent import run_agent_bench, summary_text
 
-    urls = stack.resolve_urls(settings)
+    urls = stackfile.resolve_urls(settings)
     result = run_agent_bench(
         urls.mqtt_url,
         settings.state_dir,
@@ -125,10 +125,10 @@ def ingest(settings: Settings, devices: int, frames: int, rates: str, seconds: f
     """
     import asyncio
 
-    from fleet_ingest.bench_ingest import run_bench, summary_text
-    from fleet_ingest.secretbox import KEK_FILE, load_key_encryption_key
+    from fleet_devtools.bench_ingest import run_bench, summary_text
+    from fleet_store.secretbox import KEK_FILE, load_key_encryption_key
 
-    urls = stack.resolve_urls(settings)
+    urls = stackfile.resolve_urls(settings)
     load_key_encryption_key(settings)  # checks it, and makes the local stack's on first use
     kek = settings.key_encryption_key or (settings.state_dir / KEK_FILE).read_text().strip()
     try:

@@ -35,9 +35,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from fleet_ingest.bench_agent import Target, target_lines
-from fleet_ingest.devices import add_device
-from fleet_ingest.mqtt import connect_client
+from fleet_devtools.bench_agent import Target, target_lines
 from fleet_ingest.mqtt_wire import (
     PROP_RECEIVE_MAXIMUM,
     PROP_SESSION_EXPIRY,
@@ -49,10 +47,12 @@ from fleet_ingest.mqtt_wire import (
     read_varint,
 )
 from fleet_ingest.runner import forget_session, open_session
-from fleet_ingest.secretbox import KeyEncryptionKey
-from fleet_ingest.settings import ServiceUrls
 from fleet_schemas import DeviceKey, Frame, frames_subscription, frames_topic, seal
 from fleet_schemas.broker import BrokerUrl
+from fleet_store.devices import add_device
+from fleet_store.mqtt import connect_client
+from fleet_store.secretbox import KeyEncryptionKey
+from fleet_store.settings import ServiceUrls
 
 Report = Callable[[str], None]
 SEQ_SPAN = 10_000_000
@@ -363,7 +363,7 @@ class IngestBench:
         burst = ["--burst", str(burst_s)] if burst_s is not None else []
         return [
             subprocess.Popen(
-                [sys.executable, "-m", "fleet_ingest", "ingest", "--instance", str(n), *burst],
+                [sys.executable, "-m", "fleet_cli", "ingest", "--instance", str(n), *burst],
                 env=self._env(group),
                 stderr=subprocess.DEVNULL,
             )

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 
 import paho.mqtt.client as mqtt
 
-from fleet_ingest.mqtt import connect_client
 from fleet_schemas import (
     DeviceKey,
     Frame,
@@ -25,6 +24,7 @@ from fleet_schemas import (
     parse_topic,
     seal,
 )
+from fleet_store.mqtt import connect_client
 
 OPERATOR = "demo-dz"
 ALGIERS_CAROUBIER = (36.7347, 3.0866)

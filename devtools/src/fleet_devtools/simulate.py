@@ -21,15 +21,16 @@ import asyncpg
 
 from fleet_agent.agent import Agent
 from fleet_agent.config import AgentConfig, SourceConfig
-from fleet_agent.keys import read_key_file, write_key_file
+from fleet_agent.keys import read_key_file
 from fleet_agent.outbox import OutboxLimits
 from fleet_agent.publisher import BrokerConfig
 from fleet_agent.sources import open_source
-from fleet_ingest.devices import add_device
-from fleet_ingest.errors import ConfigError
-from fleet_ingest.secretbox import KeyEncryptionKey
 from fleet_schemas import DeviceKey
 from fleet_schemas.broker import BrokerUrl
+from fleet_schemas.keyfile import write_key_file
+from fleet_store.devices import add_device
+from fleet_store.errors import ConfigError
+from fleet_store.secretbox import KeyEncryptionKey
 
 
 def device_name(operator: str, number: int) -> str:

@@ -28,46 +28,41 @@ import subprocess
 import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import msgspec
 
-from fleet_ingest import dynsec
-from fleet_ingest.errors import ConfigError, StackError
-from fleet_ingest.resources import MOSQUITTO_DIR
-from fleet_ingest.settings import ServiceUrls, Settings
 from fleet_schemas import MAX_PACKET_BYTES
+from fleet_store import dynsec
+from fleet_store.errors import FleetError
+from fleet_store.resources import MOSQUITTO_DIR
+from fleet_store.settings import ServiceUrls, Settings
+from fleet_store.stackfile import (
+    DATABASE,
+    MQTT_USER,
+    SERVICE_USER,
+    STATE_FILE,
+    StackState,
+    read_state,
+    resolve_urls,
+)
 
-SERVICE_USER = "fleet"
-MQTT_USER = "fleet-server"
-DATABASE = "fleet"
-STATE_FILE = "stack.json"
 READY_TIMEOUT_S = 60.0
 MIN_MOSQUITTO = (2, 0, 18)
 """2.0.11 (Debian 12) loses acknowledged frames on ``$share`` subscriptions after a restart
 (fixed in 2.0.12) and sends retained messages on them (fixed in 2.0.13)."""
+
+
+class StackError(FleetError):
+    """A local service could not be installed, started, stopped or reached."""
+
+    code = "stack_error"
+
+
 DYNSEC_PLUGINS = (
     "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
     "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
     "/usr/lib/mosquitto_dynamic_security.so",
 )
-
-
-class StackState(msgspec.Struct):
-    """What ``stack.json`` records: where the data is and which ports and secrets were chosen."""
-
-    data_dir: str
-    mqtt_port: int
-    redis_port: int
-    postgres_port: int
-    mqtt_password: str
-
-    def urls(self) -> ServiceUrls:
-        return ServiceUrls(
-            mqtt_url=f"mqtt://{MQTT_USER}:{quote(self.mqtt_password, safe='')}@127.0.0.1:{self.mqtt_port}",
-            database_url=f"postgresql://{SERVICE_USER}@127.0.0.1:{self.postgres_port}/{DATABASE}",
-            redis_url=f"redis://127.0.0.1:{self.redis_port}/0",
-        )
 
 
 class ServiceStatus(msgspec.Struct, frozen=True):
@@ -77,35 +72,6 @@ class ServiceStatus(msgspec.Struct, frozen=True):
     url: str
     answering: bool
     detail: str
-
-
-def resolve_urls(settings: Settings) -> ServiceUrls:
-    """The servers to use: each URL from the environment, else the local stack's."""
-    state = None if settings.external else read_state(settings.state_dir)
-
-    def pick(given: str | None, from_stack: Callable[[ServiceUrls], str]) -> str:
-        if given:
-            return given
-        if state is None:
-            raise ConfigError(
-                "no server URLs: run `fleet stack up`, "
-                "or set FLEET_MQTT_URL, FLEET_DATABASE_URL and FLEET_REDIS_URL"
-            )
-        return from_stack(state.urls())
-
-    return ServiceUrls(
-        mqtt_url=pick(settings.mqtt_url, lambda u: u.mqtt_url),
-        database_url=pick(settings.database_url, lambda u: u.database_url),
-        redis_url=pick(settings.redis_url, lambda u: u.redis_url),
-    )
-
-
-def read_state(state_dir: Path) -> StackState | None:
-    """The recorded stack, or None if ``fleet stack up`` never ran here."""
-    path = state_dir / STATE_FILE
-    if not path.exists():
-        return None
-    return msgspec.json.decode(path.read_bytes(), type=StackState)
 
 
 # ---------------------------------------------------------------- processes

@@ -6,7 +6,7 @@ iterations, base64 salt and hash), so the files can be rebuilt at any time
 and the database never holds a broker password. What each login may do (a
 device: publish its own ``fleet/v1/<operator>/<device>/frames`` and
 ``…/status`` with client id ``agent-<device>``, nothing else) is the
-dynamic-security plugin's job (``fleet_ingest.dynsec``).
+dynamic-security plugin's job (``fleet_store.dynsec``).
 
 Accounts that are not devices (the server's ``fleet-server``) are the
 operator's own: their password lines above the generated part are kept as
@@ -28,9 +28,9 @@ from pathlib import Path
 
 import msgspec
 
-from fleet_ingest import dynsec, stack
-from fleet_ingest.errors import BrokerAccountsError
-from fleet_ingest.settings import Settings
+from fleet_store import dynsec, stackfile
+from fleet_store.errors import BrokerAccountsError
+from fleet_store.settings import Settings
 
 HASH_ITERATIONS = 101
 SALT_BYTES = 12
@@ -59,7 +59,7 @@ def broker_dir(settings: Settings) -> Path | None:
     """The broker folder to write: FLEET_MOSQUITTO_DIR, else the local stack's, else None."""
     if settings.mosquitto_dir is not None:
         return settings.mosquitto_dir
-    state = None if settings.external else stack.read_state(settings.state_dir)
+    state = None if settings.external else stackfile.read_state(settings.state_dir)
     return None if state is None else Path(state.data_dir) / "mosquitto"
 
 

@@ -8,7 +8,7 @@ change within seconds (``fleet_ingest.keycache``) and a revoked device's
 broker login disappears with the next rewrite of the broker's files.
 
 Secrets are returned once, in :class:`Issued`, and stored only sealed
-(``fleet_ingest.secretbox``); broker passwords only as Mosquitto hashes.
+(``fleet_store.secretbox``); broker passwords only as Mosquitto hashes.
 Device ids are never reused, so a revoked device keeps its row.
 """
 
@@ -22,17 +22,17 @@ from typing import Literal
 import asyncpg
 import msgspec
 
-from fleet_ingest.broker_accounts import BrokerLogin, mosquitto_hash
-from fleet_ingest.errors import (
+from fleet_schemas import BadIdentifierError, DeviceKey
+from fleet_schemas.topics import check_identifier
+from fleet_store.broker_accounts import BrokerLogin, mosquitto_hash
+from fleet_store.errors import (
     DeviceExistsError,
     DeviceNotFoundError,
     DeviceRevokedError,
     InvalidIdentifierError,
     KeyNotFoundError,
 )
-from fleet_ingest.secretbox import KeyEncryptionKey
-from fleet_schemas import BadIdentifierError, DeviceKey
-from fleet_schemas.topics import check_identifier
+from fleet_store.secretbox import KeyEncryptionKey
 
 DEFAULT_GRACE = timedelta(hours=24)
 SECRET_BYTES = 32

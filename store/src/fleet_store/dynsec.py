@@ -8,7 +8,7 @@ its session. The dynamic-security plugin checks both: every subscribe is
 denied unless a role grants it, and a client bound to a client id is refused
 under any other one, before any session is taken over.
 
-Passwords stay in Mosquitto's password file (``fleet_ingest.broker_accounts``):
+Passwords stay in Mosquitto's password file (``fleet_store.broker_accounts``):
 the plugin defers a login it holds no password for to that file, which the
 broker re-reads on SIGHUP, while the plugin reads its own file only at start
 and takes changes through its ``$CONTROL/dynamic-security/v1`` API, which
@@ -33,9 +33,9 @@ from typing import Any
 import msgspec
 import paho.mqtt.client as mqtt
 
-from fleet_ingest.errors import BrokerAccountsError
-from fleet_ingest.mqtt import connect_client
 from fleet_schemas import frames_topic, status_topic
+from fleet_store.errors import BrokerAccountsError
+from fleet_store.mqtt import connect_client
 
 CONFIG_FILE = "dynamic-security.json"
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"

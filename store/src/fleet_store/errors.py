@@ -21,12 +21,6 @@ class ConfigError(FleetError):
     code = "config_error"
 
 
-class StackError(FleetError):
-    """A local service could not be installed, started, stopped or reached."""
-
-    code = "stack_error"
-
-
 class MigrationError(FleetError):
     """A migration failed or an applied migration file was changed afterwards."""
 

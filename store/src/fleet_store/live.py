@@ -1,5 +1,8 @@
 """Live state in Redis: where each bus is now, for maps, ETAs and the websocket fan-out.
 
+The key layout and its scripts are here, shared by the writer (ingest, through
+``fleet_ingest.live``) and the readers (``fleet live``, later serve).
+
 Per operator, all in one Redis Cluster slot (the operator in braces):
 
 * ``fleet:{op}:live``: GEO set of buses (GEOSEARCH-able);
@@ -24,8 +27,6 @@ from collections.abc import Iterable
 
 import redis.asyncio as aioredis
 
-from fleet_ingest.assess import Accepted, BusKey
-from fleet_processing.filters import BusTrack, PreviousFix
 from fleet_schemas.live import LIVE_DECODER, LIVE_ENCODER, LivePosition
 
 GEO_MAX_LAT = 85.05112878
@@ -95,43 +96,24 @@ class LiveState:
         self._prune = client.register_script(_PRUNE)
         self._operators: set[str] = set()
 
-    async def update(self, accepted: Iterable[Accepted], now_ms: int | None = None) -> int:
-        """Move each bus to its newest fix of the batch if newer than Redis's; return how many moved."""
+    async def update(self, positions: Iterable[LivePosition], now_ms: int | None = None) -> int:
+        """Move each bus to its newest position of the batch if newer than Redis's; return how many moved."""
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-        newest: dict[BusKey, Accepted] = {}
-        for item in accepted:
-            key = (item.operator, item.frame.bus)
+        newest: dict[tuple[str, str], LivePosition] = {}
+        for item in positions:
+            key = (item.operator, item.bus)
             held = newest.get(key)
-            if held is None or (item.frame.time_ms, item.frame.seq) > (held.frame.time_ms, held.frame.seq):
+            if held is None or (item.time_ms, item.seq) > (held.time_ms, held.seq):
                 newest[key] = item
-        by_operator: dict[str, list[Accepted]] = defaultdict(list)
+        by_operator: dict[str, list[LivePosition]] = defaultdict(list)
         for (operator, _bus), item in newest.items():
             by_operator[operator].append(item)
         async with self._client.pipeline(transaction=False) as pipe:
             for operator, items in by_operator.items():
-                keys = [
-                    geo_key(operator),
-                    seen_key(operator),
-                    *(bus_key(operator, i.frame.bus) for i in items),
-                ]
+                keys = [geo_key(operator), seen_key(operator), *(bus_key(operator, p.bus) for p in items)]
                 args: list[str | int | float | bytes] = [self._ttl_s, now_ms, positions_channel(operator)]
-                for item in items:
-                    f = item.frame
-                    state = LivePosition(
-                        operator=operator,
-                        bus=f.bus,
-                        device=f.device,
-                        seq=f.seq,
-                        time_ms=f.time_ms,
-                        lat=f.lat,
-                        lon=f.lon,
-                        speed_mps=f.speed_mps,
-                        heading_deg=f.heading_deg,
-                        accuracy_m=f.accuracy_m,
-                        trip_id=f.trip_id,
-                        received_ms=now_ms,
-                    )
-                    args += [f.bus, f.time_ms, f.seq, repr(f.lon), repr(f.lat), LIVE_ENCODER.encode(state)]
+                for p in items:
+                    args += [p.bus, p.time_ms, p.seq, repr(p.lon), repr(p.lat), LIVE_ENCODER.encode(p)]
                 await self._update(keys=keys, args=args, client=pipe)
             new_operators = set(by_operator) - self._operators
             if new_operators:
@@ -140,17 +122,7 @@ class LiveState:
         self._operators |= new_operators
         return sum(int(r) for r in results[: len(by_operator)])
 
-    async def previous(self, buses: Iterable[BusKey]) -> dict[BusKey, BusTrack]:
-        """The newest fix Redis holds for these buses (for buses this process has not seen yet)."""
-        wanted = list(buses)
-        states = await self._states(wanted)
-        return {
-            key: BusTrack(PreviousFix(live.time_ms, live.seq, live.lat, live.lon, live.accuracy_m))
-            for key, live in zip(wanted, states, strict=True)
-            if live is not None
-        }
-
-    async def _states(self, buses: list[BusKey]) -> list[LivePosition | None]:
+    async def states(self, buses: list[tuple[str, str]]) -> list[LivePosition | None]:
         """The live position of each bus (None where it has expired), in one round trip."""
         if not buses:
             return []
@@ -167,7 +139,7 @@ class LiveState:
     async def buses(self, operator: str) -> list[LivePosition]:
         """Every bus of ``operator`` with a live position, most recently updated first."""
         names = await self._client.zrevrange(seen_key(operator), 0, -1)
-        states = await self._states([(operator, _text(name)) for name in names])
+        states = await self.states([(operator, _text(name)) for name in names])
         return [live for live in states if live is not None]
 
     async def _operator_names(self) -> list[str]:

@@ -23,7 +23,7 @@ from datetime import timedelta
 import asyncpg
 import msgspec
 
-from fleet_ingest.migrate import timescale_features
+from fleet_store.migrate import timescale_features
 
 _REFRESH = """
 WITH minutes AS (

@@ -14,8 +14,8 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
-from fleet_ingest.errors import MigrationError
-from fleet_ingest.resources import SQL_DIR
+from fleet_store.errors import MigrationError
+from fleet_store.resources import SQL_DIR
 
 _FILE_NAME = re.compile(r"^(\d{3,})_[a-z0-9_]+\.sql$")
 _LOCK_ID = 0x666C656574  # "fleet"

@@ -27,10 +27,10 @@ import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from fleet_ingest.errors import ConfigError, KeyEncryptionError
-from fleet_ingest.settings import Settings
+from fleet_store.errors import ConfigError, KeyEncryptionError
+from fleet_store.settings import Settings
 
-log = logging.getLogger("fleet_ingest.secretbox")
+log = logging.getLogger("fleet_store.secretbox")
 
 KEK_BYTES = 32
 NONCE_BYTES = 12

@@ -18,7 +18,7 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
-from fleet_ingest.mqtt import connect_client
+from fleet_store.mqtt import connect_client
 
 SYS_TOPICS = {
     "$SYS/broker/store/messages/count": "stored_messages",

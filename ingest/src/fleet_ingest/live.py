@@ -1,0 +1,48 @@
+"""Ingest's side of the live state: accepted frames become live positions, Redis's last fixes seed the checks.
+
+The key layout, its scripts and the forward-only compare-and-set are
+:mod:`fleet_store.live`'s; this module only translates between ingest's types
+(accepted frames, bus tracks) and the :class:`LivePosition` record stored there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from fleet_ingest.assess import Accepted, BusKey
+from fleet_processing.filters import BusTrack, PreviousFix
+from fleet_schemas.live import LivePosition
+from fleet_store.live import LiveState
+
+
+def live_positions(accepted: Iterable[Accepted], received_ms: int) -> list[LivePosition]:
+    """The live record of each accepted frame, stamped with when the server received it."""
+    return [
+        LivePosition(
+            operator=item.operator,
+            bus=f.bus,
+            device=f.device,
+            seq=f.seq,
+            time_ms=f.time_ms,
+            lat=f.lat,
+            lon=f.lon,
+            speed_mps=f.speed_mps,
+            heading_deg=f.heading_deg,
+            accuracy_m=f.accuracy_m,
+            trip_id=f.trip_id,
+            received_ms=received_ms,
+        )
+        for item in accepted
+        for f in (item.frame,)
+    ]
+
+
+async def previous(live: LiveState, buses: Iterable[BusKey]) -> dict[BusKey, BusTrack]:
+    """The newest fix Redis holds for these buses (for buses this process has not seen yet)."""
+    wanted = list(buses)
+    states = await live.states(wanted)
+    return {
+        key: BusTrack(PreviousFix(state.time_ms, state.seq, state.lat, state.lon, state.accuracy_m))
+        for key, state in zip(wanted, states, strict=True)
+        if state is not None
+    }

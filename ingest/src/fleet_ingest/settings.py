@@ -1,0 +1,60 @@
+"""Settings of ``fleet ingest`` alone, read once from ``FLEET_INGEST_*`` (and the metrics address).
+
+The servers, keys and retention every process shares are in
+:mod:`fleet_store.settings`; these only tune the ingest loop and its checks.
+
+| variable | default | meaning |
+|---|---|---|
+| ``FLEET_METRICS_ADDR`` | ``127.0.0.1:9464`` | where ``/metrics`` is served (empty: nowhere) |
+| ``FLEET_INGEST_GROUP`` | ``ingest`` | MQTT 5 shared-subscription group of the ingest processes |
+| ``FLEET_INGEST_CLIENT_ID`` | ``ingest-<host>`` | MQTT client id (persistent session); one per process |
+| ``FLEET_INGEST_BATCH_MAX`` | ``2000`` | messages per micro-batch at most |
+| ``FLEET_INGEST_SESSION_EXPIRY_S`` | ``604800`` | the broker queues an absent instance's share this long |
+| ``FLEET_INGEST_FLUSH_MS`` | ``5`` | how long a batch waits to fill once its first message arrived |
+| ``FLEET_INGEST_HORIZON_DAYS`` | ``30`` | frames older than this are rejected (``too_old``) |
+| ``FLEET_INGEST_FUTURE_TOLERANCE_S`` | ``120`` | frames further in the future are rejected (``future``) |
+| ``FLEET_INGEST_MAX_ACCURACY_M`` | ``500`` | frames less accurate are rejected (``inaccurate``) |
+| ``FLEET_INGEST_MAX_SPEED_MPS`` | ``55`` | jumps implying more are rejected (``teleport``) |
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+
+import msgspec
+
+from fleet_processing.filters import FilterPolicy
+from fleet_store.settings import PREFIX, env_number
+
+
+class IngestSettings(msgspec.Struct, frozen=True):
+    """What one ingest process reads beyond the shared settings."""
+
+    metrics_addr: str = "127.0.0.1:9464"
+    group: str = "ingest"
+    client_id: str = "ingest"
+    batch_max: int = 2_000
+    flush_ms: float = 5.0
+    session_expiry_s: int = 604_800
+    filters: FilterPolicy = msgspec.field(default_factory=FilterPolicy)
+
+
+def load_ingest_settings(environ: Mapping[str, str] | None = None) -> IngestSettings:
+    """Read the ingest variables once into a typed IngestSettings."""
+    env = os.environ if environ is None else environ
+    return IngestSettings(
+        metrics_addr=env.get(f"{PREFIX}METRICS_ADDR", "127.0.0.1:9464"),
+        group=env.get(f"{PREFIX}INGEST_GROUP", "ingest"),
+        client_id=env.get(f"{PREFIX}INGEST_CLIENT_ID") or f"ingest-{socket.gethostname()}",
+        batch_max=int(env_number(env, "INGEST_BATCH_MAX", 2_000)) or 1,
+        flush_ms=env_number(env, "INGEST_FLUSH_MS", 5.0),
+        session_expiry_s=int(env_number(env, "INGEST_SESSION_EXPIRY_S", 604_800)),
+        filters=FilterPolicy(
+            future_tolerance_s=env_number(env, "INGEST_FUTURE_TOLERANCE_S", 120.0),
+            horizon_s=env_number(env, "INGEST_HORIZON_DAYS", 30.0) * 86_400,
+            max_accuracy_m=env_number(env, "INGEST_MAX_ACCURACY_M", 500.0),
+            max_speed_mps=env_number(env, "INGEST_MAX_SPEED_MPS", 55.0),
+        ),
+    )

@@ -6,10 +6,14 @@ COPY pyproject.toml uv.lock ./
 COPY schemas schemas
 COPY device-agent device-agent
 COPY processing processing
+COPY store store
 COPY ingest ingest
+COPY cli cli
+COPY devtools devtools
 COPY sql sql
 COPY deploy deploy
-RUN uv sync --frozen --no-dev
+# Only the production command and what it needs: no agent, simulator, benchmarks or local stack.
+RUN uv sync --frozen --no-dev --package fleet-cli
 ENV PATH="/app/.venv/bin:$PATH" FLEET_METRICS_ADDR="0.0.0.0:9464"
 USER nobody
 ENTRYPOINT ["fleet"]

@@ -10,10 +10,11 @@ bootstrap:  ## install system packages, uv and TimescaleDB (idempotent)
 sync: bootstrap  ## the workspace venv, exactly as uv.lock says
 	$(UV) sync --frozen
 
-lint: sync  ## ruff and mypy (strict)
+lint: sync  ## ruff, mypy (strict) and the import contracts
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy
+	$(UV) run lint-imports
 
 format: sync
 	$(UV) run ruff check --fix .

@@ -16,9 +16,9 @@ import asyncpg
 import pytest
 import redis
 
-from fleet_ingest import stack
-from fleet_ingest.migrate import migrate
-from fleet_ingest.settings import ServiceUrls, load_settings
+from fleet_devtools import stack
+from fleet_store.migrate import migrate
+from fleet_store.settings import ServiceUrls, load_settings
 from fleet_testing.broker import PrivateBroker
 
 TEST_REDIS_DB = 15

@@ -10,7 +10,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from fleet_ingest.settings import ServiceUrls
+from fleet_store.settings import ServiceUrls
 from fleet_testing.agents import Receiver, agent_config, config_toml
 
 pytestmark = pytest.mark.stack

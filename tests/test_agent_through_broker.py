@@ -26,8 +26,8 @@ from fleet_agent.fix import Fix
 from fleet_agent.keys import read_key_file
 from fleet_agent.outbox import Outbox, OutboxLimits
 from fleet_agent.sources import EndedSource, open_source
-from fleet_ingest.settings import ServiceUrls
 from fleet_schemas import MAX_MESSAGE_BYTES, DeviceKey, DeviceStatus, Frame, decode_status, status_topic
+from fleet_store.settings import ServiceUrls
 from fleet_testing.agents import Receiver, add_login, agent_config, config_toml
 from fleet_testing.broker import PrivateBroker, scratch_dir
 from fleet_testing.mqtt import subscribed

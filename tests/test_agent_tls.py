@@ -13,9 +13,9 @@ from fleet_agent.agent import Agent
 from fleet_agent.config import AgentConfig
 from fleet_agent.outbox import Outbox
 from fleet_agent.sources import open_source
-from fleet_ingest import stack
-from fleet_ingest.settings import ServiceUrls
 from fleet_schemas import DeviceKey
+from fleet_store import stackfile
+from fleet_store.settings import ServiceUrls
 from fleet_testing.agents import Receiver, agent_config
 from fleet_testing.broker import PrivateBroker, scratch_dir
 from fleet_testing.tls import ThrowawayAuthority
@@ -63,7 +63,7 @@ def test_agent_publishes_over_tls_with_a_password(
 ) -> None:
     broker, password_port, _ = tls_broker
     config, key = agent_config(scratch_dir(), broker.url, operator=operator_id)
-    tls_url = f"mqtts://{stack.MQTT_USER}:{broker.password}@127.0.0.1:{password_port}"
+    tls_url = f"mqtts://{stackfile.MQTT_USER}:{broker.password}@127.0.0.1:{password_port}"
     broker_config = msgspec.structs.replace(
         config.broker, url=tls_url, ca_file=str(broker.directory / "tls/ca.crt")
     )
@@ -76,7 +76,7 @@ def test_agent_logs_in_with_a_client_certificate(
     tls_broker: tuple[PrivateBroker, int, int], operator_id: str
 ) -> None:
     broker, _, certificate_port = tls_broker
-    cert, cert_key = broker.authority.issue("unit", stack.MQTT_USER)
+    cert, cert_key = broker.authority.issue("unit", stackfile.MQTT_USER)
     config, key = agent_config(scratch_dir(), broker.url, operator=operator_id)
     broker_config = msgspec.structs.replace(
         config.broker,
@@ -96,7 +96,7 @@ def test_agent_refuses_a_broker_it_does_not_trust_and_keeps_its_frames(
     broker, password_port, _ = tls_broker
     stranger = ThrowawayAuthority(tmp_path)
     config, _ = agent_config(scratch_dir(), broker.url, operator=operator_id)
-    tls_url = f"mqtts://{stack.MQTT_USER}:{broker.password}@127.0.0.1:{password_port}"
+    tls_url = f"mqtts://{stackfile.MQTT_USER}:{broker.password}@127.0.0.1:{password_port}"
     broker_config = msgspec.structs.replace(
         config.broker, url=tls_url, ca_file=str(stranger.directory / "ca.crt")
     )

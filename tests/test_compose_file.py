@@ -6,9 +6,9 @@ from pathlib import Path
 
 import yaml
 
-from fleet_ingest import dynsec
-from fleet_ingest.stack import mosquitto_config
+from fleet_devtools.stack import mosquitto_config
 from fleet_schemas import MAX_PACKET_BYTES
+from fleet_store import dynsec
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,8 +19,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from fleet_ingest.settings import ServiceUrls
 from fleet_schemas import DeviceKey, Envelope, Frame, encode_frame, frames_topic, seal, sign
+from fleet_store.settings import ServiceUrls
 from fleet_testing.ingest import IngestProcesses, register_devices, stored
 from fleet_testing.mqtt import publish_all
 

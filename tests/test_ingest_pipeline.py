@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from click.testing import CliRunner
 
-from fleet_ingest import stack
-from fleet_ingest.cli import main
-from fleet_ingest.settings import ServiceUrls, load_settings
+from fleet_cli.cli import main
+from fleet_devtools import stack
+from fleet_store import stackfile
+from fleet_store.settings import ServiceUrls, load_settings
 from fleet_testing.ingest import IngestProcesses, register_devices, stored
 from fleet_testing.mqtt import publish_all
 from fleet_testing.traffic import Traffic, mixed_traffic
@@ -115,7 +116,7 @@ def _restart(service: str) -> Callable[[], None]:
 def test_database_or_redis_restarted_mid_stream_loses_nothing_and_duplicates_nothing(
     ingest: IngestProcesses, operator_id: str, service: str
 ) -> None:
-    if load_settings().external or stack.read_state(load_settings().state_dir) is None:
+    if load_settings().external or stackfile.read_state(load_settings().state_dir) is None:
         pytest.skip("restarting a server needs the local stack, not FLEET_*_URL servers")
     buses, traffic = _traffic(ingest, operator_id, 30_000)
     asyncio.run(ingest.open_sessions("1"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from fleet_ingest.settings import ServiceUrls
 from fleet_schemas import (
     BadSignatureError,
     DeviceKey,
@@ -21,6 +20,7 @@ from fleet_schemas import (
     parse_topic,
     seal,
 )
+from fleet_store.settings import ServiceUrls
 from fleet_testing.frames import frame, new_key
 from fleet_testing.mqtt import publish_all, subscribed
 

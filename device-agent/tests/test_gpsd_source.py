@@ -24,7 +24,7 @@ import pytest
 
 from fleet_agent.fix import Fix
 from fleet_agent.gpsd import GpsdCounters, GpsdSource
-from fleet_ingest.stack import free_port
+from fleet_devtools.stack import free_port
 
 CAPTURE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nmea" / "sirfstarv-nmea.log"
 GPSD = shutil.which("gpsd", path=f"{os.environ.get('PATH', '')}:/usr/sbin")

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from fleet_agent.errors import KeyFileError
-from fleet_agent.keys import KeyRing, read_key_file, write_key_file
+from fleet_agent.keys import KeyRing, read_key_file
 from fleet_schemas import DeviceKey
+from fleet_schemas.keyfile import write_key_file
 
 KEY = DeviceKey("unit-1-k1", "unit-1", os.urandom(32))
 

@@ -109,10 +109,10 @@ def test_published_time_is_never_far_in_the_future_of_a_set_clock(fix_ms: int, s
 def test_impossible_coordinates_are_counted_and_never_framed(tmp_path: Path) -> None:
     from fleet_agent.agent import Agent
     from fleet_agent.config import AgentConfig, SourceConfig
-    from fleet_agent.keys import write_key_file
     from fleet_agent.publisher import BrokerConfig
     from fleet_agent.sources import EndedSource
     from fleet_schemas import DeviceKey
+    from fleet_schemas.keyfile import write_key_file
 
     write_key_file(tmp_path / "key.toml", DeviceKey("u-k1", "u", b"k" * 32))
     config = AgentConfig(

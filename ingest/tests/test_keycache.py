@@ -12,12 +12,12 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from fleet_ingest import devices
 from fleet_ingest.assess import DeviceInfo
-from fleet_ingest.errors import KeyEncryptionError
 from fleet_ingest.keycache import KeyCache
-from fleet_ingest.secretbox import KeyEncryptionKey
 from fleet_schemas import DeviceKey, UnknownKeyError, open_envelope, seal
+from fleet_store import devices
+from fleet_store.errors import KeyEncryptionError
+from fleet_store.secretbox import KeyEncryptionKey
 from fleet_testing.frames import frame
 
 pytestmark = pytest.mark.stack

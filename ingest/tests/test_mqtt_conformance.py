@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 import pytest
 
 from fleet_ingest.keycache import KeyCache
-from fleet_ingest.live import LiveState
 from fleet_ingest.mqtt_consumer import Consumer, Message, MqttError
 from fleet_ingest.mqtt_wire import (
     CONNACK,
@@ -40,9 +39,10 @@ from fleet_ingest.mqtt_wire import (
     string,
     varint,
 )
-from fleet_ingest.secretbox import KeyEncryptionKey
 from fleet_ingest.service import Ingest, IngestOptions, open_pool, open_redis
 from fleet_schemas import MAX_PACKET_BYTES
+from fleet_store.live import LiveState
+from fleet_store.secretbox import KeyEncryptionKey
 
 Received = tuple[int, int, bytes]
 

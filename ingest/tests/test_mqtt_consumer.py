@@ -7,11 +7,11 @@ import uuid
 
 import pytest
 
-from fleet_ingest.mqtt import connect_client
 from fleet_ingest.mqtt_consumer import READ_BYTES, Consumer, Message, MqttError
 from fleet_ingest.runner import forget_session, open_session
-from fleet_ingest.settings import ServiceUrls
 from fleet_schemas import MAX_PACKET_BYTES, frames_subscription, frames_topic
+from fleet_store.mqtt import connect_client
+from fleet_store.settings import ServiceUrls
 from fleet_testing.mqtt import publish_all
 
 pytestmark = pytest.mark.stack

@@ -16,8 +16,7 @@ import redis
 import redis.asyncio as aioredis
 
 from fleet_ingest.assess import Accepted, Incoming, Rejected
-from fleet_ingest.live import LiveState, geo_key, positions_channel
-from fleet_ingest.maintain import Retention, maintain, refresh_rollups
+from fleet_ingest.live import live_positions
 from fleet_ingest.service import open_pool
 from fleet_ingest.storage import (
     _MARK_PENDING,
@@ -30,6 +29,8 @@ from fleet_ingest.storage import (
     store_messages,
 )
 from fleet_schemas.live import LIVE_DECODER
+from fleet_store.live import LiveState, geo_key, positions_channel
+from fleet_store.maintain import Retention, maintain, refresh_rollups
 from fleet_testing.frames import frame
 
 pytestmark = pytest.mark.stack
@@ -114,6 +115,11 @@ def test_rejected_frames_keep_their_raw_bytes_and_reason(database_url: str) -> N
     }
 
 
+async def _update(live: LiveState, *frames: Accepted) -> int:
+    """Write accepted frames to the live state as ingest does, received at NOW_MS."""
+    return await live.update(live_positions(frames, NOW_MS), NOW_MS)
+
+
 def test_live_position_moves_forward_only_and_is_published(redis_url: str) -> None:
     async def scenario() -> tuple[list[int], int, list[Any], list[bytes]]:
         client = aioredis.Redis.from_url(redis_url)
@@ -122,9 +128,9 @@ def test_live_position_moves_forward_only_and_is_published(redis_url: str) -> No
         await pubsub.get_message(timeout=1)  # the subscribe confirmation
         live = LiveState(client, ttl_s=60)
         moved = [
-            await live.update([accepted(5, lat=36.70), accepted(4, lat=36.60)], NOW_MS),
-            await live.update([accepted(3, lat=36.50)], NOW_MS),  # older: must not move it back
-            await live.update([accepted(6, lat=36.80)], NOW_MS),
+            await _update(live, accepted(5, lat=36.70), accepted(4, lat=36.60)),
+            await _update(live, accepted(3, lat=36.50)),  # older: must not move it back
+            await _update(live, accepted(6, lat=36.80)),
         ]
         position = await live.position("op-a", "BUS-01")
         assert position is not None
@@ -147,7 +153,7 @@ def test_live_position_moves_forward_only_and_is_published(redis_url: str) -> No
 def test_polar_fix_updates_the_hash_but_not_the_geo_set(redis_url: str) -> None:
     async def scenario() -> int:
         client = aioredis.Redis.from_url(redis_url)
-        moved = await LiveState(client).update([accepted(1, lat=89.0)], NOW_MS)
+        moved = await _update(LiveState(client), accepted(1, lat=89.0))
         await client.aclose()
         return moved
 
@@ -159,7 +165,7 @@ def test_expired_buses_are_pruned_from_the_geo_set(redis_url: str) -> None:
     async def scenario() -> tuple[int, int]:
         client = aioredis.Redis.from_url(redis_url)
         live = LiveState(client, ttl_s=60)
-        await live.update([accepted(1)], NOW_MS)
+        await _update(live, accepted(1))
         kept = await live.prune(NOW_MS + 30_000)
         pruned = await live.prune(NOW_MS + 61_000)
         await client.aclose()

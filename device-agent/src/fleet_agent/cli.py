@@ -65,8 +65,8 @@ def run(config_path: Path) -> None:
     from fleet_agent.agent import Agent
     from fleet_agent.config import load_config
     from fleet_agent.keys import read_key_file
-    from fleet_agent.logs import configure_logging
     from fleet_agent.sources import open_source
+    from fleet_schemas.logs import configure_logging
 
     config = load_config(config_path)
     configure_logging(config.log_level)
@@ -142,8 +142,8 @@ def replay(nmea_file: Path, dry_run: bool, config_path: Path | None) -> None:
         raise click.UsageError("--config is needed to publish; use --dry-run to only print the fixes")
     from fleet_agent.agent import Agent
     from fleet_agent.config import SourceConfig, load_config
-    from fleet_agent.logs import configure_logging
     from fleet_agent.sources import open_source
+    from fleet_schemas.logs import configure_logging
 
     config = load_config(config_path)
     configure_logging(config.log_level)

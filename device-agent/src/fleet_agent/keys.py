@@ -6,14 +6,14 @@ The key file is TOML::
     secret_hex = "64 hex digits"
 
 A key rotation replaces the file (write a new file and rename it over the old
-one); the next batch is signed with the new key without a restart. A file
-that group or others may read is refused, as ssh refuses a private key.
+one, as ``fleet_schemas.keyfile.write_key_file`` does); the next batch is
+signed with the new key without a restart. A file that group or others may
+read is refused, as ssh refuses a private key.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import stat
 import tomllib
 from pathlib import Path
@@ -22,18 +22,6 @@ from fleet_agent.errors import KeyFileError
 from fleet_schemas import DeviceKey
 
 log = logging.getLogger("fleet_agent.keys")
-
-
-def write_key_file(path: Path, key: DeviceKey) -> None:
-    """Write ``key`` as a 0600 key file atomically (for provisioning and rotation)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(f'key_id = "{key.key_id}"\nsecret_hex = "{key.secret.hex()}"\n')
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
 
 
 def read_key_file(path: Path, device: str) -> DeviceKey:

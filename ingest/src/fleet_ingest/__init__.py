@@ -1,3 +1,1 @@
-"""fleet server side: ingest, storage, devices and keys, the local stack and the fleet CLI."""
-
-__version__ = "0.1.0"
+"""The ingest service alone: broker → checks → TimescaleDB + Redis → ack, at least once."""

@@ -33,9 +33,9 @@ import asyncpg
 import msgspec
 
 from fleet_ingest.assess import DeviceInfo
-from fleet_ingest.errors import KeyEncryptionError
-from fleet_ingest.secretbox import KeyEncryptionKey, Sealed
 from fleet_schemas import DeviceKey
+from fleet_store.errors import KeyEncryptionError
+from fleet_store.secretbox import KeyEncryptionKey, Sealed
 
 log = logging.getLogger("fleet_ingest.keycache")
 

@@ -13,15 +13,16 @@ import signal
 import asyncpg
 from prometheus_client import start_http_server
 
-from fleet_ingest.errors import ConfigError
 from fleet_ingest.keycache import KeyCache
-from fleet_ingest.live import LiveState
-from fleet_ingest.maintain import maintain, refresh_rollups
 from fleet_ingest.mqtt_consumer import Consumer
-from fleet_ingest.secretbox import load_key_encryption_key
 from fleet_ingest.service import Ingest, IngestOptions, open_pool, open_redis
-from fleet_ingest.settings import ServiceUrls, Settings
+from fleet_ingest.settings import IngestSettings
 from fleet_schemas import frames_subscription
+from fleet_store.errors import ConfigError
+from fleet_store.live import LiveState
+from fleet_store.maintain import maintain, refresh_rollups
+from fleet_store.secretbox import load_key_encryption_key
+from fleet_store.settings import ServiceUrls, Settings
 
 log = logging.getLogger("fleet_ingest.runner")
 
@@ -88,7 +89,12 @@ async def _fresh_session(mqtt_url: str, client_id: str, share_group: str, *, exp
 
 
 async def run_ingest(
-    settings: Settings, urls: ServiceUrls, *, client_id: str, burst_idle_s: float | None
+    settings: Settings,
+    ingest_settings: IngestSettings,
+    urls: ServiceUrls,
+    *,
+    client_id: str,
+    burst_idle_s: float | None,
 ) -> int:
     """Run until SIGTERM/SIGINT (or idle in burst mode); return the number of batches handled."""
     kek = load_key_encryption_key(settings)
@@ -98,13 +104,13 @@ async def run_ingest(
         loop.add_signal_handler(sig, stop.set)
     options = IngestOptions(
         client_id=client_id,
-        share_group=settings.ingest_group,
-        batch_max=settings.ingest_batch_max,
-        flush_ms=settings.ingest_flush_ms,
-        session_expiry_s=settings.ingest_session_expiry_s,
+        share_group=ingest_settings.group,
+        batch_max=ingest_settings.batch_max,
+        flush_ms=ingest_settings.flush_ms,
+        session_expiry_s=ingest_settings.session_expiry_s,
         live_ttl_s=settings.live_ttl_s,
         burst_idle_s=burst_idle_s,
-        filters=settings.filters,
+        filters=ingest_settings.filters,
     )
     pool = await open_pool(urls.database_url)
     redis_client = open_redis(urls.redis_url)

@@ -27,14 +27,16 @@ import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from fleet_ingest import metrics, sessions
+from fleet_ingest import metrics
 from fleet_ingest.assess import Accepted, Assessment, BusKey, DeviceInfo, Incoming, assess
 from fleet_ingest.backoff import Backoff
-from fleet_ingest.live import LiveState
+from fleet_ingest.live import live_positions, previous
 from fleet_ingest.mqtt_consumer import BATCH_MAX_BYTES, Consumer, Message, MqttError
 from fleet_ingest.storage import Stored, prepare_connection, store_messages
 from fleet_processing.filters import BusTrack, FilterPolicy
 from fleet_schemas import DeviceKey, frames_subscription
+from fleet_store import sessions
+from fleet_store.live import LiveState
 
 log = logging.getLogger("fleet_ingest.service")
 
@@ -263,7 +265,7 @@ class Ingest:
         if not unknown:
             return outcome
         # First frames of buses this process has not seen: check them against Redis's last fix too.
-        seeded = await self._retry("redis", lambda: self._live.previous(unknown))
+        seeded = await self._retry("redis", lambda: previous(self._live, unknown))
         if not seeded:
             return outcome
         self._buses.update(seeded)
@@ -310,7 +312,8 @@ class Ingest:
 
     async def _update_live(self, accepted: list[Accepted]) -> int:
         started = time.monotonic()
-        moved = await self._live.update(accepted)
+        now_ms = int(time.time() * 1000)
+        moved = await self._live.update(live_positions(accepted, now_ms), now_ms)
         metrics.REDIS_WRITE_SECONDS.observe(time.monotonic() - started)
         return moved
 

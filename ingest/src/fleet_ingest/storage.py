@@ -18,7 +18,7 @@ sequence and raw bytes), and a rejection whose fingerprint was recorded within
 ``REPEAT_WINDOW`` (a redelivery after a crash, a resubscribe) is counted, not
 stored again. Raw bytes are kept up to ``RAW_KEPT_BYTES`` with the full length
 and hash. The minutes whose rollups a batch makes stale are marked in the same
-transaction (``rollup_pending``, see fleet_ingest.maintain).
+transaction (``rollup_pending``, see fleet_store.maintain).
 
 Failures come in two kinds. A transient one (the database is away) is raised
 for the caller to retry with the same batch id, acking nothing. A permanent one
@@ -98,7 +98,7 @@ WHERE NOT (r.maybe_recorded AND EXISTS (
     WHERE k.fingerprint = r.fingerprint AND k.received_at > now() - $11::interval))
 """
 _CLAIM_BATCH = "INSERT INTO ingest_batches (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id"
-# One row per batch and minute, never updated: see fleet_ingest.maintain for why that cannot lose a minute.
+# One row per batch and minute, never updated: see fleet_store.maintain for why that cannot lose a minute.
 _MARK_PENDING = (
     "INSERT INTO rollup_pending (bucket) SELECT DISTINCT time_bucket('1 minute', time) FROM positions_staging"
 )

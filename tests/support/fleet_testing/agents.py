@@ -15,12 +15,13 @@ import msgspec
 import tomli_w
 
 from fleet_agent.config import AgentConfig, SourceConfig
-from fleet_agent.keys import write_key_file
 from fleet_agent.outbox import OutboxLimits
 from fleet_agent.publisher import BrokerConfig
-from fleet_ingest import dynsec, stack
+from fleet_devtools import stack
 from fleet_ingest.mqtt_consumer import Consumer, MqttError
 from fleet_schemas import DeviceKey, Frame, frames_subscription, open_envelope, parse_topic
+from fleet_schemas.keyfile import write_key_file
+from fleet_store import dynsec
 from fleet_testing.broker import PrivateBroker
 
 

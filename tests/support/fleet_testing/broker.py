@@ -9,13 +9,14 @@ import time
 import uuid
 from pathlib import Path
 
-from fleet_ingest import stack
-from fleet_ingest.settings import load_settings
+from fleet_devtools import stack
+from fleet_store import stackfile
+from fleet_store.settings import load_settings
 
 
 def scratch_dir() -> Path:
     """A fresh folder the stack's service user can reach (the stack must be up)."""
-    state = stack.read_state(load_settings().state_dir)
+    state = stackfile.read_state(load_settings().state_dir)
     if state is None:
         raise RuntimeError("the local stack is not up; private brokers live in its data folder")
     directory = Path(state.data_dir) / "scratch" / uuid.uuid4().hex[:12]
@@ -35,7 +36,7 @@ class PrivateBroker:
 
     @property
     def url(self) -> str:
-        return f"mqtt://{stack.MQTT_USER}:{self.password}@127.0.0.1:{self.port}"
+        return f"mqtt://{stackfile.MQTT_USER}:{self.password}@127.0.0.1:{self.port}"
 
     def add_tls_listeners(self) -> tuple[int, int]:
         """Two more listeners: TLS with passwords, and TLS where the client certificate's CN is the login.

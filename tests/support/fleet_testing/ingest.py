@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 import asyncpg
 import redis
 
-from fleet_ingest.devices import add_device
-from fleet_ingest.live import bus_key
 from fleet_ingest.runner import forget_session, open_session
-from fleet_ingest.secretbox import KeyEncryptionKey
-from fleet_ingest.settings import ServiceUrls
 from fleet_schemas import DeviceKey
 from fleet_schemas.live import LIVE_DECODER
+from fleet_store.devices import add_device
+from fleet_store.live import bus_key
+from fleet_store.secretbox import KeyEncryptionKey
+from fleet_store.settings import ServiceUrls
 
 
 async def register_devices(
@@ -81,7 +81,7 @@ class IngestProcesses:
             await open_session(self.urls.mqtt_url, self.client_id(instance), self.group)
 
     def start(self, instance: str, *, burst_s: float | None = 3.0) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "fleet_ingest", "ingest", "--instance", instance]
+        command = [sys.executable, "-m", "fleet_cli", "ingest", "--instance", instance]
         if burst_s is not None:
             command += ["--burst", str(burst_s)]
         process = subprocess.Popen(command, env=self.env(), stderr=subprocess.PIPE)

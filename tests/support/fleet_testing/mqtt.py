@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import paho.mqtt.client as mqtt
 
-from fleet_ingest.mqtt import connect_client
+from fleet_store.mqtt import connect_client
 
 
 @contextmanager

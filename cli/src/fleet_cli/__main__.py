@@ -1,0 +1,5 @@
+"""``python -m fleet_cli`` runs the ``fleet`` command."""
+
+from fleet_cli.cli import main
+
+main()

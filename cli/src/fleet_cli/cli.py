@@ -1,0 +1,289 @@
+"""The ``fleet`` command: one entry point for every server-side task."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TypeVar
+
+import asyncpg
+import click
+
+from fleet_cli import __version__
+from fleet_cli.devices_cli import devices
+from fleet_schemas.live import LivePosition
+from fleet_store import sessions, stackfile
+from fleet_store.errors import ConfigError, FleetError
+from fleet_store.migrate import migrate
+from fleet_store.settings import ServiceUrls, Settings, load_settings
+
+COMMANDS_GROUP = "fleet.commands"
+"""Entry point group through which other installed packages (fleet_devtools) add commands."""
+
+
+class _FleetGroup(click.Group):
+    """Shows a FleetError as one line with its code, not a traceback; adds installed command groups.
+
+    The extra commands are looked up only when click asks for commands, after
+    this module is imported, so a package registering some may import it.
+    """
+
+    _extras_loaded = False
+
+    def _load_extras(self) -> None:
+        if self._extras_loaded:
+            return
+        self._extras_loaded = True
+        for point in entry_points(group=COMMANDS_GROUP):
+            if point.name not in self.commands:
+                self.add_command(point.load(), point.name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_extras()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._load_extras()
+        return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except FleetError as exc:
+            click.echo(f"error [{exc.code}]: {exc.message}", err=True)
+            sys.exit(1)
+
+
+def progress(line: str) -> None:
+    """Progress goes to stderr, so stdout stays what a script reads."""
+    click.echo(line, err=True)
+
+
+@click.group(cls=_FleetGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fleet")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """fleet: GPS telemetry for intercity bus fleets.
+
+    Configuration comes from FLEET_* environment variables (see README).
+
+    \b
+    Example:
+      fleet stack up && fleet db migrate
+    """
+    ctx.obj = load_settings()
+
+
+T = TypeVar("T")
+
+
+async def on_database(database_url: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    try:
+        conn = await asyncpg.connect(database_url)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise ConfigError(f"cannot connect to the database: {exc}") from exc
+    try:
+        return await work(conn)
+    except asyncpg.UndefinedTableError as exc:
+        raise ConfigError(f"the database schema is behind ({exc.message}): run `fleet db migrate`") from exc
+    finally:
+        await conn.close()
+
+
+def print_sessions(urls: ServiceUrls) -> None:
+    """The ingest sessions the registry knows, and what the broker says it stores."""
+    now = datetime.now(UTC)
+    rows = asyncio.run(on_database(urls.database_url, sessions.listed))
+    click.echo(f"ingest sessions: {len(rows)}")
+    for row in rows:
+        age = (now - row.last_seen).total_seconds()
+        note = "running" if age < 90 else f"ABSENT for {_duration(age)}: forget it or bring it back"
+        click.echo(
+            f"  {row.client_id:<32} group {row.share_group:<12} host {row.host:<20}"
+            f" last seen {row.last_seen:%Y-%m-%d %H:%M:%S}Z  {note}"
+        )
+    store = sessions.broker_store(urls.mqtt_url)
+    click.echo(
+        f"broker: {_count(store.stored_messages)} messages stored ({_count(store.stored_bytes)} bytes),"
+        f" {_count(store.disconnected_clients)} disconnected clients with a session"
+    )
+
+
+def _count(value: int | None) -> str:
+    return "?" if value is None else f"{value:,}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 3_600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3_600:.1f} h"
+    return f"{seconds / 86_400:.1f} days"
+
+
+@main.group(name="db")
+def db_group() -> None:
+    """Database schema and upkeep.
+
+    \b
+    Example:
+      fleet db migrate
+    """
+
+
+@db_group.command(name="migrate")
+@click.option(
+    "--sql-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="folder of NNN_name.sql files (default: the repository's sql/)",
+)
+@click.pass_obj
+def db_migrate(settings: Settings, sql_dir: Path | None) -> None:
+    """Apply the SQL migrations not yet applied, in order; a second run does nothing.
+
+    \b
+    Example:
+      fleet db migrate
+    """
+    urls = stackfile.resolve_urls(settings)
+    report = asyncio.run(migrate(urls.database_url, sql_dir))
+    for name in report.applied:
+        click.echo(f"applied {name}")
+    if not report.applied:
+        click.echo(f"up to date ({len(report.already)} migrations already applied)")
+    features = report.features
+    click.echo(
+        f"TimescaleDB {features.version}, license {features.license}; PostGIS {features.postgis or 'absent'}"
+    )
+    if features.policies:
+        click.echo("retention, compression and continuous aggregates: TimescaleDB policies")
+    else:
+        click.echo(
+            "retention, compression and continuous aggregates: not under this license; "
+            "fleet does retention and rollups itself"
+        )
+
+
+main.add_command(devices)
+
+
+@main.command()
+@click.option(
+    "--burst",
+    "burst_idle_s",
+    type=float,
+    default=None,
+    help="exit once nothing arrived for this many seconds (one-off drains, tests)",
+)
+@click.option(
+    "--instance", default=None, help="suffix of the MQTT client id, for several processes on one host"
+)
+@click.option(
+    "--forget",
+    is_flag=True,
+    help="delete this instance's session from the broker and exit (an instance retired for good)",
+)
+@click.option(
+    "--sessions",
+    "show_sessions",
+    is_flag=True,
+    help="list the broker sessions ingest instances hold, with the broker's stored totals, and exit",
+)
+@click.pass_obj
+def ingest(
+    settings: Settings, burst_idle_s: float | None, instance: str | None, forget: bool, show_sessions: bool
+) -> None:
+    """Consume signed frames from the broker into TimescaleDB and Redis, at least once.
+
+    Run N of these (on N machines, or with --instance on one) to share the
+    load: they split the messages on one MQTT 5 shared subscription. Each
+    keeps a persistent session that the broker fills while it is down; an
+    instance retired for good must be removed with --forget, or the broker
+    keeps queueing its share for it.
+
+    \b
+    Example:
+      fleet ingest
+      fleet ingest --instance 2
+      fleet ingest --sessions            # which sessions exist, when each instance was last seen
+      fleet ingest --instance 2 --forget
+    """
+    from fleet_ingest.runner import forget_session, run_ingest, serve_metrics
+    from fleet_ingest.settings import load_ingest_settings
+    from fleet_schemas.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    ingest_settings = load_ingest_settings()
+    urls = stackfile.resolve_urls(settings)
+    client_id = f"{ingest_settings.client_id}-{instance}" if instance else ingest_settings.client_id
+    if show_sessions:
+        print_sessions(urls)
+        return
+    if forget:
+        asyncio.run(forget_session(urls.mqtt_url, client_id, ingest_settings.group))
+        asyncio.run(on_database(urls.database_url, lambda conn: sessions.forget(conn, client_id)))
+        progress(f"ingest: session {client_id} deleted from the broker")
+        return
+    serve_metrics(ingest_settings.metrics_addr)
+    batches = asyncio.run(
+        run_ingest(settings, ingest_settings, urls, client_id=client_id, burst_idle_s=burst_idle_s)
+    )
+    progress(f"ingest: stopped after {batches} batches")
+
+
+@main.command()
+@click.option("--operator", required=True, help="operator whose buses to show")
+@click.pass_obj
+def live(settings: Settings, operator: str) -> None:
+    """Show where each bus of an operator is now (Redis live state), newest first.
+
+    \b
+    Example:
+      fleet live --operator sim
+    """
+    from datetime import UTC, datetime
+
+    from fleet_ingest.service import open_redis
+    from fleet_store.live import LiveState
+
+    async def read() -> list[LivePosition]:
+        client = open_redis(stackfile.resolve_urls(settings).redis_url)
+        try:
+            return await LiveState(client).buses(operator)
+        finally:
+            await client.aclose()
+
+    positions = asyncio.run(read())
+    for p in positions:
+        when = datetime.fromtimestamp(p.time_ms / 1000, UTC).strftime("%H:%M:%S")
+        speed = f"{p.speed_mps * 3.6:5.1f} km/h" if p.speed_mps is not None else "    - km/h"
+        click.echo(
+            f"{p.bus:<16} {p.lat:10.5f} {p.lon:10.5f}  {speed}  fix {when}Z  seq {p.seq}  ({p.device})"
+        )
+    progress(f"live: {len(positions)} buses of operator {operator}")
+
+
+@db_group.command(name="maintain")
+@click.pass_obj
+def db_maintain(settings: Settings) -> None:
+    """Refresh the 1-minute rollups and drop data past its retention (FLEET_RETENTION_*).
+
+    `fleet ingest` does this periodically too; run it from cron where no ingest runs.
+
+    \b
+    Example:
+      fleet db maintain
+    """
+    from fleet_store.maintain import maintain
+
+    urls = stackfile.resolve_urls(settings)
+    report = asyncio.run(maintain(urls.database_url, settings.retention))
+    click.echo(f"rollups: {report.minutes_refreshed} minutes refreshed ({report.rollup_rows} rows)")
+    for table, dropped in report.chunks_dropped.items():
+        click.echo(f"retention: {table}: {dropped} chunks dropped")
+    click.echo(f"compression: {report.compression}")

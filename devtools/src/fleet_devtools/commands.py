@@ -1,0 +1,223 @@
+"""``fleet stack``, ``fleet simulate`` and ``fleet demo``: the development commands.
+
+Registered on the ``fleet`` group through the ``fleet.commands`` entry point
+(see this package's pyproject), so the production CLI never imports them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import click
+
+from fleet_cli.cli import print_sessions, progress
+from fleet_devtools import stack
+from fleet_store import stackfile
+from fleet_store.broker_accounts import BrokerLogin
+from fleet_store.errors import FleetError
+from fleet_store.secretbox import KEK_FILE, load_key_encryption_key
+from fleet_store.settings import ServiceUrls, Settings
+
+
+@click.group(name="stack")
+def stack_group() -> None:
+    """Run a throwaway local stack: Mosquitto, Redis, PostgreSQL+TimescaleDB.
+
+    \b
+    Example:
+      fleet stack up; eval "$(fleet stack env)"; fleet stack down
+    """
+
+
+@stack_group.command()
+@click.pass_obj
+def up(settings: Settings) -> None:
+    """Start the local servers on free loopback ports (idempotent) and print their URLs.
+
+    With FLEET_MQTT_URL, FLEET_DATABASE_URL and FLEET_REDIS_URL all set, nothing
+    is started and those servers are used.
+
+    \b
+    Example:
+      fleet stack up
+    """
+    if settings.external:
+        click.echo(
+            "FLEET_MQTT_URL, FLEET_DATABASE_URL and FLEET_REDIS_URL are set: using those servers", err=True
+        )
+        urls = stackfile.resolve_urls(settings)
+    else:
+        begun = time.monotonic()
+        urls, started = stack.up(settings.state_dir, progress)
+        verb = f"started {', '.join(started)}" if started else "all already running"
+        progress(f"stack: {verb} in {time.monotonic() - begun:.1f} s; state in {settings.state_dir}")
+    click.echo(f"FLEET_MQTT_URL={stack.redact(urls.mqtt_url)}")
+    click.echo(f"FLEET_DATABASE_URL={urls.database_url}")
+    click.echo(f"FLEET_REDIS_URL={urls.redis_url}")
+
+
+@stack_group.command()
+@click.pass_obj
+def down(settings: Settings) -> None:
+    """Stop the local servers; their data stays under FLEET_STATE_DIR.
+
+    \b
+    Example:
+      fleet stack down
+    """
+    stopped = stack.down(settings.state_dir, progress)
+    if not stopped:
+        progress("stack: nothing was running")
+
+
+@stack_group.command()
+@click.pass_obj
+def status(settings: Settings) -> None:
+    """Show whether each local server answers; exits 1 if one does not.
+
+    \b
+    Example:
+      fleet stack status
+    """
+    services = stack.status(settings.state_dir)
+    if not services:
+        click.echo("stack: never started here (run `fleet stack up`)")
+        sys.exit(1)
+    for service in services:
+        state = "up" if service.answering else "DOWN"
+        click.echo(f"{service.name:<10} {state:<5} {service.url}  ({service.detail})")
+    if not all(s.answering for s in services):
+        sys.exit(1)
+    try:
+        print_sessions(stackfile.resolve_urls(settings))
+    except FleetError as exc:
+        click.echo(f"ingest sessions: unknown ({exc.message})")
+
+
+@stack_group.command()
+@click.pass_obj
+def env(settings: Settings) -> None:
+    """Print shell exports of the URLs in use (contains the MQTT password), and of the local KEK.
+
+    With all three URLs set, commands use those servers as existing ones, which
+    need FLEET_KEY_ENCRYPTION_KEY: for the local stack it is read from its file
+    when the exports are evaluated (the key itself is not printed).
+
+    \b
+    Example:
+      eval "$(fleet stack env)"; fleet devices add unit-1 --operator demo --bus B1
+    """
+    urls = stackfile.resolve_urls(settings)
+    click.echo(f"export FLEET_MQTT_URL='{urls.mqtt_url}'")
+    click.echo(f"export FLEET_DATABASE_URL='{urls.database_url}'")
+    click.echo(f"export FLEET_REDIS_URL='{urls.redis_url}'")
+    if not settings.external and not settings.key_encryption_key:
+        load_key_encryption_key(settings)  # generated on first use, so the file exists to be read
+        kek_file = shlex.quote(str(settings.state_dir / KEK_FILE))
+        click.echo(f'export FLEET_KEY_ENCRYPTION_KEY="$(cat {kek_file})"')
+
+
+@click.command()
+@click.option("--buses", default=3, show_default=True, help="simulated buses")
+@click.option("--frames", "frames_per_bus", default=30, show_default=True, help="frames per bus")
+@click.pass_obj
+def demo(settings: Settings, buses: int, frames_per_bus: int) -> None:
+    """Publish signed frames through the broker and show them arriving verified.
+
+    \b
+    Example:
+      fleet stack up && fleet demo --buses 3
+    """
+    from fleet_devtools.demo import run_demo
+
+    urls = stackfile.resolve_urls(settings)
+    verified = run_demo(urls.mqtt_url, buses=buses, frames_per_bus=frames_per_bus, echo=click.echo)
+    click.echo(
+        f"demo: {verified} of {buses * frames_per_bus} frames arrived through the broker, signatures verified"
+    )
+    if verified != buses * frames_per_bus:
+        sys.exit(1)
+
+
+def _register_simulated(settings: Settings, urls: ServiceUrls, home: Path, operator: str, buses: int) -> None:
+    from fleet_cli.devices_cli import update_broker
+    from fleet_devtools.simulate import register
+    from fleet_store import devices as registry
+    from fleet_store.secretbox import load_key_encryption_key
+
+    async def work() -> tuple[list[str], list[BrokerLogin]]:
+        conn = await asyncpg.connect(urls.database_url)
+        try:
+            added = await register(conn, load_key_encryption_key(settings), home, operator, buses)
+            return added, await registry.broker_logins(conn)
+        finally:
+            await conn.close()
+
+    added, logins = asyncio.run(work())
+    progress(f"simulate: registered {len(added)} new devices")
+    if added:
+        update_broker(settings, logins)
+
+
+@click.command()
+@click.option("--buses", default=10, show_default=True, help="simulated buses, each a full agent")
+@click.option("--operator", default="sim", show_default=True, help="operator id of the simulated buses")
+@click.option("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
+@click.option("--speedup", type=float, default=1.0, show_default=True, help="simulated seconds per second")
+@click.option("--route", default=None, help="GeoJSON route file (default: Algiers-Blida)")
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="keys and outboxes (default: FLEET_STATE_DIR/sim)",
+)
+@click.option(
+    "--register",
+    is_flag=True,
+    help="register the buses as devices (keys, broker logins) so `fleet ingest` accepts them",
+)
+@click.pass_obj
+def simulate(
+    settings: Settings,
+    buses: int,
+    operator: str,
+    duration: float | None,
+    speedup: float,
+    route: str | None,
+    seed: int,
+    directory: Path | None,
+    register: bool,
+) -> None:
+    """Run N simulated onboard agents in one process, publishing signed frames to the broker.
+
+    \b
+    Example:
+      fleet simulate --buses 50 --duration 60 --register
+    """
+    from fleet_devtools.simulate import simulate as run_simulation
+
+    urls = stackfile.resolve_urls(settings)
+    home = directory or settings.state_dir / "sim"
+    if register:
+        _register_simulated(settings, urls, home, operator, buses)
+    produced, acked = asyncio.run(
+        run_simulation(
+            home,
+            urls.mqtt_url,
+            operator,
+            buses,
+            duration_s=duration,
+            speedup=speedup,
+            route=route,
+            seed=seed,
+            report=progress,
+        )
+    )
+    click.echo(f"simulate: {buses} buses produced {produced} frames; {acked} acknowledged by the broker")

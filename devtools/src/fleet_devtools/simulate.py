@@ -1,0 +1,159 @@
+"""``fleet simulate``: N simulated onboard agents in one process, for demos and benchmarks.
+
+Each bus is a full agent (its own key file, outbox, sequence and broker
+connection) fed by the simulator along a route. Keys and outboxes live under
+``directory/<device>/`` and are kept between runs, so a second run continues
+each bus's sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
+
+import asyncpg
+
+from fleet_agent.agent import Agent
+from fleet_agent.config import AgentConfig, SourceConfig
+from fleet_agent.keys import read_key_file
+from fleet_agent.outbox import OutboxLimits
+from fleet_agent.publisher import BrokerConfig
+from fleet_agent.sources import open_source
+from fleet_schemas import DeviceKey
+from fleet_schemas.broker import BrokerUrl
+from fleet_schemas.keyfile import write_key_file
+from fleet_store.devices import add_device
+from fleet_store.errors import ConfigError
+from fleet_store.secretbox import KeyEncryptionKey
+
+
+def device_name(operator: str, number: int) -> str:
+    return f"{operator}-bus-{number:03d}"
+
+
+async def register(
+    conn: asyncpg.Connection, kek: KeyEncryptionKey, directory: Path, operator: str, buses: int
+) -> list[str]:
+    """Register the simulated devices not registered yet: key file and broker password under ``directory``.
+
+    Returns the devices added (the broker's accounts need rewriting for them).
+    """
+    added = []
+    for number in range(1, buses + 1):
+        device = device_name(operator, number)
+        if await conn.fetchval("SELECT 1 FROM devices WHERE device = $1", device):
+            continue
+        issued = await add_device(conn, kek, operator, device, bus_name(operator, number))
+        write_key_file(directory / device / "key.toml", issued.key)
+        password_file = directory / device / "mqtt-password"
+        password_file.touch(mode=0o600)
+        password_file.write_text(f"{issued.mqtt_password}\n")
+        added.append(device)
+    return added
+
+
+def _device_broker_url(broker_url: str, home: Path, device: str) -> str:
+    """The device's own broker login when it was registered, else the URL given."""
+    password_file = home / "mqtt-password"
+    if not password_file.exists():
+        return broker_url
+    broker = BrokerUrl.parse(broker_url)
+    scheme = "mqtts" if broker.tls else "mqtt"
+    password = quote(password_file.read_text().strip(), safe="")
+    return f"{scheme}://{device}:{password}@{broker.host}:{broker.port}"
+
+
+def bus_name(operator: str, number: int) -> str:
+    return f"{operator.upper()[:8]}-{number:03d}"
+
+
+def simulated_agent(
+    directory: Path,
+    broker_url: str,
+    operator: str,
+    number: int,
+    *,
+    speedup: float,
+    route: str | None,
+    seed: int,
+    ahead_s: float,
+) -> Agent:
+    """One simulated bus: a key file made once, an outbox that persists, a seeded route drive."""
+    device = device_name(operator, number)
+    home = directory / device
+    key_file = home / "key.toml"
+    if not key_file.exists():
+        write_key_file(key_file, DeviceKey(f"{device}-k1", device, os.urandom(32)))
+    read_key_file(key_file, device)
+    config = AgentConfig(
+        operator=operator,
+        device=device,
+        bus=bus_name(operator, number),
+        key_file=str(key_file),
+        data_dir=str(home / "data"),
+        broker=BrokerConfig(url=_device_broker_url(broker_url, home, device)),
+        source=SourceConfig(kind="sim", route=route, seed=seed + number, speedup=speedup),
+        outbox=OutboxLimits(durability="normal"),
+    )
+    # Start early enough that a speeded-up drive never produces fix times in the future, so the
+    # last fix of every bus is about now; seeds spread the buses (cruise speed, dwell, traffic).
+    start_ms = int((time.time() - ahead_s) * 1000)
+    return Agent(config, open_source(config.source, start_ms=start_ms))
+
+
+async def simulate(
+    directory: Path,
+    broker_url: str,
+    operator: str,
+    buses: int,
+    *,
+    duration_s: float | None,
+    speedup: float,
+    route: str | None,
+    seed: int,
+    report: Callable[[str], None],
+) -> tuple[int, int]:
+    """Run the buses until ``duration_s`` passed (or SIGINT); return (frames produced, frames acked).
+
+    A speeded-up drive covers ``duration_s * speedup`` simulated seconds; it
+    starts that much before now so it ends at now (it needs a duration).
+    """
+    if speedup > 1 and duration_s is None:
+        raise ConfigError("--speedup above 1 needs --duration: the drive must end by now, not in the future")
+    ahead_s = (duration_s or 0.0) * max(0.0, speedup - 1)
+    agents = [
+        simulated_agent(
+            directory, broker_url, operator, n, speedup=speedup, route=route, seed=seed, ahead_s=ahead_s
+        )
+        for n in range(1, buses + 1)
+    ]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(agent.run(stop)) for agent in agents]
+    started = time.monotonic()
+    while not stop.is_set():
+        remaining = (
+            5.0 if duration_s is None else max(0.0, min(5.0, duration_s - (time.monotonic() - started)))
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=remaining)
+        elapsed = time.monotonic() - started
+        produced = sum(a.fixes.framed for a in agents)
+        acked = sum(a.publisher.state.frames_sent for a in agents)
+        connected = sum(a.publisher.state.connected for a in agents)
+        report(
+            f"simulate: {elapsed:6.1f} s  {produced} frames produced, {acked} acked, "
+            f"{connected}/{buses} connected"
+        )
+        if duration_s is not None and elapsed >= duration_s:
+            stop.set()
+    await asyncio.gather(*tasks)
+    return sum(a.fixes.framed for a in agents), sum(a.publisher.state.frames_sent for a in agents)

@@ -1,0 +1,75 @@
+"""The server side's exception hierarchy; every error has a stable ``code``."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class FleetError(Exception):
+    """Base of the server's errors; ``code`` is stable and shown to users."""
+
+    code: ClassVar[str] = "fleet_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(FleetError):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+    code = "config_error"
+
+
+class MigrationError(FleetError):
+    """A migration failed or an applied migration file was changed afterwards."""
+
+    code = "migration_error"
+
+
+class KeyEncryptionError(FleetError):
+    """A sealed key secret cannot be opened: another key-encryption key sealed it, or it was altered."""
+
+    code = "key_encryption_error"
+
+
+class RegistryError(FleetError):
+    """The device registry cannot do what was asked; subclasses say why."""
+
+    code = "registry_error"
+
+
+class InvalidIdentifierError(RegistryError):
+    """An operator, device or bus id cannot stand in an MQTT topic."""
+
+    code = "invalid_identifier"
+
+
+class DeviceExistsError(RegistryError):
+    """A device id is taken (revoked devices keep theirs: ids are never reused)."""
+
+    code = "device_exists"
+
+
+class DeviceNotFoundError(RegistryError):
+    """No device has this id."""
+
+    code = "device_not_found"
+
+
+class KeyNotFoundError(RegistryError):
+    """The device has no key with this id."""
+
+    code = "key_not_found"
+
+
+class DeviceRevokedError(RegistryError):
+    """A revoked device gets no new keys or passwords; add a new device instead."""
+
+    code = "device_revoked"
+
+
+class BrokerAccountsError(FleetError):
+    """The broker's password file or ACL cannot be written, or the broker cannot be told to reload."""
+
+    code = "broker_accounts_error"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -77,9 +79,18 @@ class PrivateBroker:
             time.sleep(0.05)
 
     def stop(self) -> None:
+        """SIGTERM Mosquitto itself and wait while it saves its persistence and exits.
+
+        Terminating ``runuser`` instead makes it SIGTERM Mosquitto and SIGKILL it
+        2 s later, whether or not the save is done (util-linux su-common.c).
+        """
         if self._process is not None:
-            self._process.terminate()
-            self._process.wait(timeout=30)
+            pid_file = self.directory / "mosquitto.pid"
+            if self._process.poll() is None and pid_file.exists():
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            elif self._process.poll() is None:
+                self._process.terminate()
+            self._process.wait(timeout=120)
             self._process = None
 
     def close(self) -> None:

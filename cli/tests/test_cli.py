@@ -148,14 +148,17 @@ def test_the_readme_recipe_stack_env_then_devices_add_works_as_written(
     env = CliRunner().invoke(main, ["stack", "env"])
     if "FLEET_KEY_ENCRYPTION_KEY" not in env.output:
         pytest.skip("the servers come from FLEET_*_URL, not the local stack")
+    # The test database and a broker folder of the test's own stand in for the stack's after the
+    # exports, so the developer's own devices and broker accounts are left alone.
     script = (
-        'eval "$(fleet stack env)" && export FLEET_DATABASE_URL="$TEST_DATABASE_URL"'
+        'eval "$(fleet stack env)" && echo "broker folder: $FLEET_MOSQUITTO_DIR"'
+        ' && export FLEET_DATABASE_URL="$TEST_DATABASE_URL" FLEET_MOSQUITTO_DIR="$PWD"'
         " && fleet devices add unit-recipe --operator demo --bus B1 --key-file key.toml"
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
     clean["FLEET_STATE_DIR"] = str(Path(".fleet").absolute())
     clean["TEST_DATABASE_URL"] = database_url
-    clean["FLEET_MOSQUITTO_DIR"] = str(tmp_path)
     result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=clean, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    assert f"broker folder: {Path('.fleet').absolute()}/data/mosquitto" in result.stdout
     assert (tmp_path / "key.toml").exists()

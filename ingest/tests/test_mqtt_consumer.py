@@ -12,6 +12,7 @@ from fleet_ingest.runner import forget_session, open_session
 from fleet_schemas import MAX_PACKET_BYTES, frames_subscription, frames_topic
 from fleet_store.mqtt import connect_client
 from fleet_store.settings import ServiceUrls
+from fleet_testing.broker import PrivateBroker
 from fleet_testing.mqtt import publish_all
 
 pytestmark = pytest.mark.stack
@@ -206,3 +207,24 @@ def test_inbox_stops_reading_past_its_byte_bound_and_everything_arrives(stack_ur
     held, payloads = asyncio.run(scenario())
     assert bound < held <= bound + READ_BYTES + MAX_PACKET_BYTES
     assert payloads == {payload for _, payload in messages}
+
+
+def test_a_session_opened_before_ingest_ran_keeps_its_queue_across_a_broker_restart(
+    broker: PrivateBroker,
+) -> None:
+    group, client_id = f"g{uuid.uuid4().hex[:8]}", f"ingest-{uuid.uuid4().hex[:8]}"
+    messages = [(frames_topic("op-restart", "unit-1"), f"queued {n}".encode()) for n in range(200)]
+
+    async def scenario() -> list[Message]:
+        await open_session(broker.url, client_id, group)
+        publish_all(broker.url, messages)
+        broker.stop()  # SIGTERM: Mosquitto writes its persistence
+        broker.start()
+        async with Consumer(broker.url, client_id, frames_subscription(group)) as consumer:
+            received = await _take(consumer, len(messages))
+            consumer.ack([m.packet_id for m in received])
+            await consumer.flush()
+        await forget_session(broker.url, client_id, group)
+        return received
+
+    assert sorted(m.payload for m in asyncio.run(scenario())) == sorted(p for _, p in messages)

@@ -18,7 +18,7 @@ import click
 from fleet_cli.cli import print_sessions, progress
 from fleet_devtools import stack
 from fleet_store import stackfile
-from fleet_store.broker_accounts import BrokerLogin
+from fleet_store.broker_accounts import BrokerLogin, broker_dir
 from fleet_store.errors import FleetError
 from fleet_store.secretbox import KEK_FILE, load_key_encryption_key
 from fleet_store.settings import ServiceUrls, Settings
@@ -102,11 +102,12 @@ def status(settings: Settings) -> None:
 @stack_group.command()
 @click.pass_obj
 def env(settings: Settings) -> None:
-    """Print shell exports of the URLs in use (contains the MQTT password), and of the local KEK.
+    """Print shell exports of the URLs in use (contains the MQTT password), the local KEK and broker folder.
 
     With all three URLs set, commands use those servers as existing ones, which
-    need FLEET_KEY_ENCRYPTION_KEY: for the local stack it is read from its file
-    when the exports are evaluated (the key itself is not printed).
+    need FLEET_KEY_ENCRYPTION_KEY (for the local stack it is read from its file
+    when the exports are evaluated; the key itself is not printed) and
+    FLEET_MOSQUITTO_DIR (where `fleet devices` writes the broker's accounts).
 
     \b
     Example:
@@ -120,6 +121,10 @@ def env(settings: Settings) -> None:
         load_key_encryption_key(settings)  # generated on first use, so the file exists to be read
         kek_file = shlex.quote(str(settings.state_dir / KEK_FILE))
         click.echo(f'export FLEET_KEY_ENCRYPTION_KEY="$(cat {kek_file})"')
+    if not settings.external and settings.mosquitto_dir is None:
+        broker = broker_dir(settings)  # with the URLs set, `fleet devices` would not find it alone
+        if broker is not None:
+            click.echo(f"export FLEET_MOSQUITTO_DIR={shlex.quote(str(broker))}")
 
 
 @click.command()
@@ -160,8 +165,8 @@ def _register_simulated(settings: Settings, urls: ServiceUrls, home: Path, opera
 
     added, logins = asyncio.run(work())
     progress(f"simulate: registered {len(added)} new devices")
-    if added:
-        update_broker(settings, logins)
+    # Always: the broker may have missed an earlier change (it was down, or restarted on a new config).
+    update_broker(settings, logins)
 
 
 @click.command()
@@ -221,3 +226,6 @@ def simulate(
         )
     )
     click.echo(f"simulate: {buses} buses produced {produced} frames; {acked} acknowledged by the broker")
+    if produced and not acked:
+        click.echo("simulate: the broker acknowledged nothing (see the warnings above)", err=True)
+        sys.exit(1)

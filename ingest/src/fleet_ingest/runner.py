@@ -73,18 +73,27 @@ async def _maintenance(database_url: str, settings: Settings, stop: asyncio.Even
 
 
 async def open_session(mqtt_url: str, client_id: str, share_group: str, expiry_s: int = 604_800) -> None:
-    """Create an instance's persistent session before its first run: the broker queues its share from now."""
-    await _fresh_session(mqtt_url, client_id, share_group, expiry_s=expiry_s)
+    """Create (or keep) an instance's persistent session before its first run: the broker queues its share.
+
+    Without Clean Start: an existing session keeps what it queued, and Mosquitto writes a
+    session to its persistence only if the client's last CONNECT did not ask for a clean start,
+    so one created with it would be lost, queue and all, by a broker restart before ingest ran.
+    """
+    await _session(mqtt_url, client_id, share_group, clean_start=False, expiry_s=expiry_s)
 
 
 async def forget_session(mqtt_url: str, client_id: str, share_group: str) -> None:
     """Delete an ingest instance's persistent session (and what the broker queued for it)."""
-    await _fresh_session(mqtt_url, client_id, share_group, expiry_s=0)
+    await _session(mqtt_url, client_id, share_group, clean_start=True, expiry_s=0)
 
 
-async def _fresh_session(mqtt_url: str, client_id: str, share_group: str, *, expiry_s: int) -> None:
+async def _session(
+    mqtt_url: str, client_id: str, share_group: str, *, clean_start: bool, expiry_s: int
+) -> None:
     subscription = frames_subscription(share_group)
-    async with Consumer(mqtt_url, client_id, subscription, clean_start=True, session_expiry_s=expiry_s):
+    async with Consumer(
+        mqtt_url, client_id, subscription, clean_start=clean_start, session_expiry_s=expiry_s
+    ):
         pass
 
 

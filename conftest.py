@@ -20,6 +20,7 @@ from fleet_devtools import stack
 from fleet_store.migrate import migrate
 from fleet_store.settings import ServiceUrls, load_settings
 from fleet_testing.broker import PrivateBroker
+from fleet_testing.ingest import IngestProcesses
 
 TEST_REDIS_DB = 15
 _TABLES_KEPT = ("schema_migrations",)
@@ -104,3 +105,13 @@ def broker(stack_urls: ServiceUrls) -> Iterator[PrivateBroker]:
 def operator_id() -> str:
     """An operator id no other test uses, so each test has its own MQTT topics."""
     return f"op-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def ingest(stack_urls: ServiceUrls, database_url: str, redis_url: str) -> Iterator[IngestProcesses]:
+    """Real ``fleet ingest`` processes of the test's own; their broker sessions are deleted afterwards."""
+    processes = IngestProcesses(stack_urls, database_url, redis_url)
+    try:
+        yield processes
+    finally:
+        processes.close()

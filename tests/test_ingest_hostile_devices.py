@@ -13,29 +13,18 @@ import asyncio
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 import pytest
 
 from fleet_schemas import DeviceKey, Envelope, Frame, encode_frame, frames_topic, seal, sign
-from fleet_store.settings import ServiceUrls
 from fleet_testing.ingest import IngestProcesses, register_devices, stored
 from fleet_testing.mqtt import publish_all
 
 pytestmark = pytest.mark.stack
 
 METRES_PER_DEGREE = 111_320.0
-
-
-@pytest.fixture
-def ingest(stack_urls: ServiceUrls, database_url: str, redis_url: str) -> Iterator[IngestProcesses]:
-    processes = IngestProcesses(stack_urls, database_url, redis_url)
-    try:
-        yield processes
-    finally:
-        processes.close()
 
 
 def _frame(key: DeviceKey, bus: str, seq: int, start_ms: int, north_m: float = 0.0, **fields: Any) -> Frame:

@@ -13,7 +13,7 @@ import asyncio
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from click.testing import CliRunner
@@ -21,21 +21,12 @@ from click.testing import CliRunner
 from fleet_cli.cli import main
 from fleet_devtools import stack
 from fleet_store import stackfile
-from fleet_store.settings import ServiceUrls, load_settings
+from fleet_store.settings import load_settings
 from fleet_testing.ingest import IngestProcesses, register_devices, stored
 from fleet_testing.mqtt import publish_all
 from fleet_testing.traffic import Traffic, mixed_traffic
 
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture
-def ingest(stack_urls: ServiceUrls, database_url: str, redis_url: str) -> Iterator[IngestProcesses]:
-    processes = IngestProcesses(stack_urls, database_url, redis_url)
-    try:
-        yield processes
-    finally:
-        processes.close()
 
 
 def _traffic(

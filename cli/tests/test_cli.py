@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import subprocess
 from pathlib import Path
@@ -16,6 +15,7 @@ from click.testing import CliRunner
 from fleet_cli.cli import main
 from fleet_store.migrate import load_migrations, migrate
 from fleet_store.settings import ServiceUrls
+from fleet_testing.ingest import fleet_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -117,23 +117,12 @@ def test_demo_frames_arrive_through_the_broker_verified(stack_urls: ServiceUrls)
     assert "demo: 30 of 30 frames arrived" in result.output
 
 
-def _devices_env(stack_urls: ServiceUrls, database_url: str, tmp_path: Path) -> dict[str, str]:
-    (tmp_path / "broker").mkdir(exist_ok=True)
-    return {
-        "FLEET_MQTT_URL": stack_urls.mqtt_url,
-        "FLEET_DATABASE_URL": database_url,
-        "FLEET_REDIS_URL": stack_urls.redis_url,
-        "FLEET_KEY_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "FLEET_MOSQUITTO_DIR": str(tmp_path / "broker"),
-    }
-
-
 @pytest.mark.stack
 @pytest.mark.parametrize("device", ["x\n", "unit-1\n", "unit 1"])
 def test_devices_add_with_an_unsafe_id_is_one_line_without_secrets(
     stack_urls: ServiceUrls, database_url: str, tmp_path: Path, device: str
 ) -> None:
-    env = _devices_env(stack_urls, database_url, tmp_path)
+    env = fleet_env(stack_urls, database_url, tmp_path / "broker")
     result = CliRunner(env=env).invoke(main, ["devices", "add", device, "--operator", "o", "--bus", "b"])
     assert result.exit_code == 1
     assert result.stderr.startswith("error [invalid_identifier]: device ")

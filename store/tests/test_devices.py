@@ -31,6 +31,7 @@ from fleet_store.errors import (
 )
 from fleet_store.secretbox import KEK_FILE, KeyEncryptionKey, Sealed, load_key_encryption_key
 from fleet_store.settings import ServiceUrls, load_settings
+from fleet_testing.ingest import fleet_env
 
 T = TypeVar("T")
 
@@ -204,14 +205,7 @@ def test_registry_refuses_reused_ids_unknown_devices_and_unsafe_ids(
 @pytest.fixture
 def cli_env(stack_urls: ServiceUrls, database_url: str, tmp_path: Path) -> dict[str, str]:
     """`fleet devices` on the test database, writing broker files to a folder of the test's own."""
-    (tmp_path / "broker").mkdir()
-    return {
-        "FLEET_MQTT_URL": stack_urls.mqtt_url,
-        "FLEET_DATABASE_URL": database_url,
-        "FLEET_REDIS_URL": stack_urls.redis_url,
-        "FLEET_KEY_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "FLEET_MOSQUITTO_DIR": str(tmp_path / "broker"),
-    }
+    return fleet_env(stack_urls, database_url, tmp_path / "broker")
 
 
 def _fleet(env: dict[str, str], *args: str) -> tuple[int, str, str]:

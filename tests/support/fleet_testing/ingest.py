@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import asyncpg
 import redis
@@ -39,6 +40,19 @@ async def register_devices(
         return buses, keys
     finally:
         await conn.close()
+
+
+def fleet_env(urls: ServiceUrls, database_url: str, broker_dir: Path) -> dict[str, str]:
+    """``fleet`` commands on the test database and servers, with a KEK of their own and broker
+    account files written to ``broker_dir`` (never the stack's broker)."""
+    broker_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "FLEET_MQTT_URL": urls.mqtt_url,
+        "FLEET_DATABASE_URL": database_url,
+        "FLEET_REDIS_URL": urls.redis_url,
+        "FLEET_KEY_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "FLEET_MOSQUITTO_DIR": str(broker_dir),
+    }
 
 
 @dataclass

@@ -42,7 +42,7 @@ def _check(ingest: IngestProcesses, operator: str, buses: dict[str, str], traffi
     missing = traffic.stored - set(result.positions)
     assert not missing, f"{len(missing)} good frames were lost, e.g. {sorted(missing)[:5]}"
     assert set(result.positions) == traffic.stored, "a bad frame was stored"
-    assert result.rejected == traffic.rejected
+    assert result.rejected == traffic.stored_rejections
     assert result.rejected_raw == traffic.rejected_raw
     assert result.live == traffic.newest
 

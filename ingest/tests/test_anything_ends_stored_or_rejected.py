@@ -70,10 +70,10 @@ def hostile_frame(draw: st.DrawFn) -> list[Any]:
 @st.composite
 def messages(draw: st.DrawFn) -> Incoming:
     if draw(st.booleans()):
-        return Incoming(TOPIC, draw(st.binary(max_size=300)), draw(st.booleans()))
+        return Incoming(TOPIC, draw(st.binary(max_size=300)))
     payload = msgspec.msgpack.encode([KEY.device, draw(st.lists(hostile_frame(), min_size=1, max_size=4))])
     envelope = Envelope(1, KEY.key_id, payload, sign(KEY.secret, payload))
-    return Incoming(TOPIC, msgspec.msgpack.encode(envelope), draw(st.booleans()))
+    return Incoming(TOPIC, msgspec.msgpack.encode(envelope))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

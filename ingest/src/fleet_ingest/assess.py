@@ -34,8 +34,6 @@ class Incoming(msgspec.Struct, frozen=True, array_like=True):
 
     topic: str
     payload: bytes
-    redelivered: bool = False
-    """the broker sent it before (MQTT DUP flag): its rejection may be recorded already"""
 
 
 class Accepted(msgspec.Struct, frozen=True, array_like=True):
@@ -59,19 +57,6 @@ class Rejected(msgspec.Struct, frozen=True, array_like=True):
     raw: bytes
     message: int = 0
     """index of the message it came in, within its micro-batch"""
-    redelivered: bool = False
-    """the message came with the DUP flag"""
-
-    @property
-    def maybe_recorded(self) -> bool:
-        """Whether an identical rejection may be stored already and must not be stored twice.
-
-        A frame is one frame however often it comes (same device, sequence and
-        bytes); a whole bad message is the same message only when the broker
-        says it is sending it again, since a device may publish the same bad
-        bytes twice.
-        """
-        return self.seq is not None or self.redelivered
 
 
 BusKey = tuple[str, str]

@@ -236,7 +236,7 @@ class Ingest:
 
     async def _handle(self, consumer: Consumer, messages: list[Message]) -> None:
         started = time.monotonic()
-        incoming = [Incoming(m.topic, m.payload, m.duplicate) for m in messages]
+        incoming = [Incoming(m.topic, m.payload) for m in messages]
         outcome = await self._assess(incoming)
         batch_id = uuid.uuid4()
         stored = await self._retry("postgresql", lambda: self._store(batch_id, incoming, outcome))

@@ -13,10 +13,14 @@ another time is a new key there. So ``positions`` has no unique key at all
 are, is the identity.
 
 Rejections go to ``rejected_frames`` in the same transaction, once per
-delivered message: each row has a fingerprint (SHA-256 of topic, reason,
+distinct message: each row has a fingerprint (SHA-256 of topic, reason,
 sequence and raw bytes), and a rejection whose fingerprint was recorded within
-``REPEAT_WINDOW`` (a redelivery after a crash, a resubscribe) is counted, not
-stored again. Raw bytes are kept up to ``RAW_KEPT_BYTES`` with the full length
+``REPEAT_WINDOW`` is counted, not stored again. A redelivery after a crash
+between commit and ack cannot be told apart by MQTT's DUP flag (Mosquitto
+2.0.21 redelivered hundreds of such messages without it after a SIGKILL), so
+identical bytes on the same topic are one message, whether the broker or the
+device sent them twice; ``fleet_ingest_rejections_repeated_total`` counts the
+repeats. Raw bytes are kept up to ``RAW_KEPT_BYTES`` with the full length
 and hash. The minutes whose rollups a batch makes stale are marked in the same
 transaction (``rollup_pending``, see fleet_store.maintain).
 
@@ -88,14 +92,11 @@ _STORED_TIMES = (
 )
 _REJECT = """
 INSERT INTO rejected_frames (topic, reason, detail, device, seq, raw, raw_length, raw_sha256, fingerprint)
-SELECT DISTINCT ON (r.fingerprint, CASE WHEN r.maybe_recorded THEN 0 ELSE r.ord END)
-       r.topic, r.reason, r.detail, r.device, r.seq, r.raw, r.raw_length, r.raw_sha256, r.fingerprint
+SELECT DISTINCT ON (r.fingerprint) r.*
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bytea[], $7::int[], $8::bytea[],
-            $9::bytea[], $10::bool[]) WITH ORDINALITY
-     AS r(topic, reason, detail, device, seq, raw, raw_length, raw_sha256, fingerprint, maybe_recorded, ord)
-WHERE NOT (r.maybe_recorded AND EXISTS (
-    SELECT 1 FROM rejected_frames k
-    WHERE k.fingerprint = r.fingerprint AND k.received_at > now() - $11::interval))
+            $9::bytea[]) AS r(topic, reason, detail, device, seq, raw, raw_length, raw_sha256, fingerprint)
+WHERE NOT EXISTS (SELECT 1 FROM rejected_frames k
+                  WHERE k.fingerprint = r.fingerprint AND k.received_at > now() - $10::interval)
 """
 _CLAIM_BATCH = "INSERT INTO ingest_batches (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id"
 # One row per batch and minute, never updated: see fleet_store.maintain for why that cannot lose a minute.
@@ -178,7 +179,7 @@ def _safe_text(value: str) -> str:
 
 
 def _rejected_rows(rejected: Sequence[Rejected]) -> list[list[object]]:
-    columns: list[list[object]] = [[] for _ in range(10)]
+    columns: list[list[object]] = [[] for _ in range(9)]
     for r in rejected:
         digest = hashlib.sha256(r.raw).digest()
         fingerprint = hashlib.sha256(f"{r.topic}\x00{r.reason}\x00{r.seq}\x00".encode() + digest).digest()
@@ -192,7 +193,6 @@ def _rejected_rows(rejected: Sequence[Rejected]) -> list[list[object]]:
             len(r.raw),
             digest,
             fingerprint,
-            r.maybe_recorded,
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)

@@ -23,7 +23,20 @@ class Traffic:
     stored: set[tuple[str, int]] = field(default_factory=set)
     """(device, seq) of every good frame: exactly these rows, once each"""
     rejected: Counter[str] = field(default_factory=Counter)
+    """bad messages published, by reason (what the rejection metric counts)"""
+    stored_rejections: Counter[str] = field(default_factory=Counter)
+    """rows due in rejected_frames, by reason: identical bad messages are stored once"""
     rejected_raw: set[bytes] = field(default_factory=set)
+    _bad: set[tuple[str, bytes]] = field(default_factory=set)
+
+    def due_rejection(self, reason: str, topic: str, raw: bytes) -> None:
+        """Count a bad message published, to be rejected as ``reason``."""
+        self.rejected[reason] += 1
+        self.rejected_raw.add(raw)
+        if (topic, raw) not in self._bad:
+            self._bad.add((topic, raw))
+            self.stored_rejections[reason] += 1
+
     newest: dict[str, tuple[str, int]] = field(default_factory=dict)
     """bus -> (device, seq) of its newest good frame: the live position"""
     duplicates: int = 0
@@ -92,18 +105,16 @@ def mixed_traffic(
             Envelope(envelope.version, envelope.key_id, envelope.payload, bytes(forged))
         )
         insert((topic, bad))
-        traffic.rejected["bad_signature"] += 1
-        traffic.rejected_raw.add(bad)
+        traffic.due_rejection("bad_signature", topic, bad)
     for _ in range(int(frames * 0.01)):
-        garbage = rng.randbytes(rng.randrange(1, 200))
-        insert((frames_topic(operator, rng.choice(keys).device), b"\xc1" + garbage))
-        traffic.rejected["undecodable"] += 1
-        traffic.rejected_raw.add(b"\xc1" + garbage)
+        garbage = b"\xc1" + rng.randbytes(rng.randrange(1, 200))
+        topic = frames_topic(operator, rng.choice(keys).device)
+        insert((topic, garbage))
+        traffic.due_rejection("undecodable", topic, garbage)
     for _ in range(int(frames * 0.01)):
         topic, raw, frame = rng.choice(good)
         other = rng.choice([k for k in keys if k.device != frame.device])
         insert((frames_topic(operator, other.device), raw))
-        traffic.rejected["device_mismatch"] += 1
-        traffic.rejected_raw.add(raw)
+        traffic.due_rejection("device_mismatch", frames_topic(operator, other.device), raw)
     traffic.messages.extend((topic, raw) for i, (topic, raw, _) in enumerate(good) if i in late)
     return traffic

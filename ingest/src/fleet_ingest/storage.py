@@ -14,8 +14,9 @@ are, is the identity.
 
 Rejections go to ``rejected_frames`` in the same transaction, once per
 distinct message: each row has a fingerprint (SHA-256 of topic, reason,
-sequence and raw bytes), and a rejection whose fingerprint was recorded within
-``REPEAT_WINDOW`` is counted, not stored again. A redelivery after a crash
+sequence and raw bytes), claimed in ``rejection_fingerprints`` (kept 8 days,
+``fleet_store.maintain.REPEAT_WINDOW``); a rejection whose fingerprint is
+claimed already is counted, not stored again. A redelivery after a crash
 between commit and ack cannot be told apart by MQTT's DUP flag (Mosquitto
 2.0.21 redelivered hundreds of such messages without it after a SIGKILL), so
 identical bytes on the same topic are one message, whether the broker or the
@@ -37,7 +38,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
@@ -49,8 +50,6 @@ log = logging.getLogger("fleet_ingest.storage")
 
 RAW_KEPT_BYTES = 64 * 1024
 """A rejected payload is kept up to this many bytes (with its full length and SHA-256)."""
-REPEAT_WINDOW = timedelta(days=8)
-"""A rejection seen again within this window is a redelivery (the ingest session lasts a week)."""
 
 POSITION_COLUMNS = (
     "time",
@@ -91,12 +90,16 @@ _STORED_TIMES = (
     " WHERE (device, seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))"
 )
 _REJECT = """
+WITH r AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bytea[], $7::int[],
+                         $8::bytea[], $9::bytea[])
+        AS r(topic, reason, detail, device, seq, raw, raw_length, raw_sha256, fingerprint)
+), claimed AS (
+    INSERT INTO rejection_fingerprints (fingerprint) SELECT DISTINCT fingerprint FROM r
+    ON CONFLICT DO NOTHING RETURNING fingerprint
+)
 INSERT INTO rejected_frames (topic, reason, detail, device, seq, raw, raw_length, raw_sha256, fingerprint)
-SELECT DISTINCT ON (r.fingerprint) r.*
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bytea[], $7::int[], $8::bytea[],
-            $9::bytea[]) AS r(topic, reason, detail, device, seq, raw, raw_length, raw_sha256, fingerprint)
-WHERE NOT EXISTS (SELECT 1 FROM rejected_frames k
-                  WHERE k.fingerprint = r.fingerprint AND k.received_at > now() - $10::interval)
+SELECT DISTINCT ON (r.fingerprint) r.* FROM r JOIN claimed USING (fingerprint)
 """
 _CLAIM_BATCH = "INSERT INTO ingest_batches (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id"
 # One row per batch and minute, never updated: see fleet_store.maintain for why that cannot lose a minute.
@@ -231,7 +234,7 @@ async def store_batch(
             rejections += stored.refused
             await conn.execute(_MARK_PENDING)
         if rejections:
-            status = await conn.execute(_REJECT, *_rejected_rows(rejections), REPEAT_WINDOW)
+            status = await conn.execute(_REJECT, *_rejected_rows(rejections))
             stored.repeated = len(rejections) - int(status.split()[-1])
         return stored
 

@@ -52,6 +52,11 @@ ON CONFLICT (device, bucket) DO UPDATE SET
 """
 
 
+REPEAT_WINDOW = timedelta(days=8)
+"""How long a rejection's fingerprint is kept: one seen again within it is not stored again.
+Longer than the ingest session lasts (a week), so every redelivery falls inside."""
+
+
 class Retention(msgspec.Struct, frozen=True):
     """How long each kind of row is kept (FLEET_RETENTION_* settings)."""
 
@@ -131,6 +136,9 @@ async def maintain(database_url: str, retention: Retention | None = None) -> Mai
     try:
         minutes, rows = await refresh_rollups(conn)
         await conn.execute("DELETE FROM ingest_batches WHERE committed_at < now() - INTERVAL '1 day'")
+        await conn.execute(
+            "DELETE FROM rejection_fingerprints WHERE seen_at < now() - $1::interval", REPEAT_WINDOW
+        )
         dropped = {
             "positions": await _drop(conn, "positions", retention.positions_days),
             "positions_1m": await _drop(conn, "positions_1m", retention.rollups_days),

@@ -239,6 +239,18 @@ def test_same_sequence_with_another_fix_time_is_stored_once_and_recorded_as_seq_
     assert second.kept(resent) == [resent[1]]
 
 
+def test_a_conflict_within_one_batch_refuses_only_the_frame_that_came_second(database_url: str) -> None:
+    original, resent = accepted(5), accepted(5, time_ms=NOW_MS - 3_600_000)
+
+    async def work(pool: asyncpg.Pool) -> Stored:
+        return await store_batch(pool, uuid.uuid4(), [original, resent], [])
+
+    stored = _run(database_url, work)
+    assert stored.new == {("unit-1", 5)}
+    assert [r.reason for r in stored.refused] == ["seq_conflict"]
+    assert stored.kept([original, resent]) == [original]
+
+
 def test_a_rejection_seen_again_is_counted_not_stored_again(database_url: str) -> None:
     topic = "fleet/v1/op-a/unit-1/frames"
     bad_message = Rejected(topic, "undecodable", "garbage", "unit-1", None, b"\xc1\xc1")

@@ -245,7 +245,7 @@ class Ingest:
             await self._retry("redis", lambda: self._update_live(live))
         self._buses.update(outcome.tracks)
         consumer.ack([m.packet_id for m in messages])
-        self._count(messages, outcome, stored)
+        self._count(messages, outcome, stored, live)
         metrics.FLUSH_SECONDS.observe(time.monotonic() - started)
         self.batches += 1
 
@@ -318,12 +318,12 @@ class Ingest:
         return moved
 
     @staticmethod
-    def _count(messages: list[Message], outcome: Assessment, stored: Stored) -> None:
+    def _count(messages: list[Message], outcome: Assessment, stored: Stored, kept: list[Accepted]) -> None:
         metrics.MESSAGES.inc(len(messages))
         metrics.BATCH_FRAMES.observe(len(outcome.accepted) + len(outcome.rejected))
         metrics.FRAMES_RECEIVED.inc(len(outcome.accepted) + len(outcome.rejected))
         metrics.FRAMES_ACCEPTED.inc(len(stored.new))
-        metrics.DUPLICATES.inc(max(0, len(stored.kept(outcome.accepted)) - len(stored.new)))
+        metrics.DUPLICATES.inc(max(0, len(kept) - len(stored.new)))
         metrics.REJECTIONS_REPEATED.inc(stored.repeated)
         for rejected in (*outcome.rejected, *stored.refused):
             if rejected.message not in stored.dropped or rejected.reason == "unstorable":

@@ -75,14 +75,12 @@ POSITION_COLUMNS = (
 )
 _STAGED = ", ".join(POSITION_COLUMNS)
 _STAGING = "positions_staging"
-# Built from the constant column list above, never from input.
+# Built from the constant names above, never from input.
 _CLAIM_IDS = (
-    "INSERT INTO frame_ids (device, seq, time) SELECT device, seq, time FROM positions_staging"
+    f"INSERT INTO frame_ids (device, seq, time) SELECT device, seq, time FROM {_STAGING}"
     " ON CONFLICT DO NOTHING RETURNING device, seq, time"
 )
-_UNSTAGE = (
-    "DELETE FROM positions_staging WHERE (device, seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))"
-)
+_UNSTAGE = f"DELETE FROM {_STAGING} WHERE (device, seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))"
 _MOVE = f"INSERT INTO positions ({_STAGED}, received_at) SELECT {_STAGED}, clock_timestamp() FROM {_STAGING}"
 # Only for the frames whose identity was not new (redeliveries, mostly): an index lookup each.
 _STORED_TIMES = (
@@ -104,7 +102,7 @@ SELECT DISTINCT ON (r.fingerprint) r.* FROM r JOIN claimed USING (fingerprint)
 _CLAIM_BATCH = "INSERT INTO ingest_batches (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id"
 # One row per batch and minute, never updated: see fleet_store.maintain for why that cannot lose a minute.
 _MARK_PENDING = (
-    "INSERT INTO rollup_pending (bucket) SELECT DISTINCT time_bucket('1 minute', time) FROM positions_staging"
+    f"INSERT INTO rollup_pending (bucket) SELECT DISTINCT time_bucket('1 minute', time) FROM {_STAGING}"
 )
 
 
@@ -115,6 +113,8 @@ class Stored(msgspec.Struct):
     """(device, seq) of the frames stored for the first time"""
     refused: list[Rejected] = msgspec.field(default_factory=list)
     """rejections the store made itself: ``seq_conflict`` frames, ``unstorable`` messages"""
+    conflicts: set[tuple[str, int, int]] = msgspec.field(default_factory=set)
+    """(device, seq, fix time ms) of the frames refused as ``seq_conflict``"""
     dropped: set[int] = msgspec.field(default_factory=set)
     """messages (batch indexes) kept only as an ``unstorable`` rejection"""
     repeated: int = 0
@@ -124,24 +124,24 @@ class Stored(msgspec.Struct):
         """The accepted frames that are in history as sent (not refused here), whose live state may move."""
         if not self.refused:
             return list(accepted)
-        conflicts = {(r.device, r.seq) for r in self.refused if r.reason == "seq_conflict"}
         return [
             a
             for a in accepted
-            if a.message not in self.dropped and (a.frame.device, a.frame.seq) not in conflicts
+            if a.message not in self.dropped and (*_key(a), a.frame.time_ms) not in self.conflicts
         ]
 
     def merge(self, other: Stored) -> None:
         self.new |= other.new
         self.refused += other.refused
         self.dropped |= other.dropped
+        self.conflicts |= other.conflicts
         self.repeated += other.repeated
 
 
 async def prepare_connection(conn: asyncpg.Connection) -> None:
     """Pool ``init``: the staging table lives as long as the connection, emptied at each commit."""
     await conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS positions_staging ON COMMIT DELETE ROWS"
+        f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} ON COMMIT DELETE ROWS"
         f" AS SELECT {_STAGED} FROM positions WITH NO DATA"
     )
 
@@ -220,7 +220,7 @@ async def store_batch(
             # (or seq conflicts, found below), and frame_ids is the only key that stops a second row.
             first = {_key(a): a for a in reversed(accepted)}
             await conn.copy_records_to_table(
-                "positions_staging",
+                _STAGING,
                 records=[_position_row(a) for a in first.values()],
                 columns=POSITION_COLUMNS,
             )
@@ -230,7 +230,9 @@ async def store_batch(
                 await conn.execute(_UNSTAGE, [device for device, _ in known], [seq for _, seq in known])
             await conn.execute(_MOVE)
             stored.new = set(fresh)
-            stored.refused = await _seq_conflicts(conn, fresh, accepted)
+            conflicting = await _seq_conflicts(conn, fresh, accepted)
+            stored.conflicts = {(*_key(a), a.frame.time_ms) for a in conflicting}
+            stored.refused = [_conflict_row(a) for a in conflicting]
             rejections += stored.refused
             await conn.execute(_MARK_PENDING)
         if rejections:
@@ -247,7 +249,7 @@ async def _seq_conflicts(
     conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
     fresh: dict[tuple[str, int], datetime],
     accepted: Sequence[Accepted],
-) -> list[Rejected]:
+) -> list[Accepted]:
     """The frames whose identity is stored (now or before) with another fix time.
 
     Only frames whose identity was not new this time are looked up (redeliveries, mostly), one
@@ -261,18 +263,20 @@ async def _seq_conflicts(
         rows = await conn.fetch(_STORED_TIMES, [a.frame.device for a in seen], [a.frame.seq for a in seen])
         times.update({(r["device"], r["seq"]): r["time"] for r in rows})
     return [
-        Rejected(
-            frames_topic(item.operator, item.frame.device),
-            "seq_conflict",
-            f"sequence {item.frame.seq} is stored with another fix time",
-            item.frame.device,
-            item.frame.seq,
-            encode_frame(item.frame),
-            item.message,
-        )
-        for item in accepted
-        if (sent := _fix_time(item.frame.time_ms)) != times.get(_key(item), sent)
+        item for item in accepted if (sent := _fix_time(item.frame.time_ms)) != times.get(_key(item), sent)
     ]
+
+
+def _conflict_row(item: Accepted) -> Rejected:
+    return Rejected(
+        frames_topic(item.operator, item.frame.device),
+        "seq_conflict",
+        f"sequence {item.frame.seq} is stored with another fix time",
+        item.frame.device,
+        item.frame.seq,
+        encode_frame(item.frame),
+        item.message,
+    )
 
 
 def is_permanent(exc: BaseException) -> bool:

@@ -23,6 +23,7 @@ from fleet_schemas import DeviceKey, Frame, frames_subscription, open_envelope, 
 from fleet_schemas.keyfile import write_key_file
 from fleet_store import dynsec
 from fleet_testing.broker import PrivateBroker
+from fleet_testing.mqtt import publish_all
 
 
 def agent_config(
@@ -126,6 +127,7 @@ class Receiver:
         return {f.seq for f in self.frames[device]}
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Receive until ``stop``; then delete the session and the retained statuses the agents left."""
         while not stop.is_set():
             with contextlib.suppress(MqttError, OSError):
                 async with Consumer(self.broker_url, self.client_id, self.subscription) as consumer:
@@ -135,6 +137,17 @@ class Receiver:
                         self.largest = max([self.largest, *(len(m.payload) for m in messages)])
                         consumer.ack([m.packet_id for m in messages])
             await asyncio.sleep(0.2)
+        with contextlib.suppress(MqttError, OSError):  # a broker the test stopped keeps nothing anyway
+            async with Consumer(
+                self.broker_url, self.client_id, self.subscription, clean_start=True, session_expiry_s=0
+            ):
+                pass  # a clean start with no expiry: the broker forgets the session when it closes
+            await asyncio.to_thread(self._clear_statuses)
+
+    def _clear_statuses(self) -> None:
+        """An empty retained message deletes each status the agents of this test retained."""
+        topics = {topic.rsplit("/", 1)[0] + "/status" for topic, _ in self._raw}
+        publish_all(self.broker_url, [(topic, b"") for topic in topics], retain=True)
 
     async def wait_for(self, device: str, wanted: set[int], timeout: float) -> None:
         deadline = asyncio.get_running_loop().time() + timeout

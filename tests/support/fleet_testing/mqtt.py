@@ -29,7 +29,9 @@ def subscribed(url: str, topic: str) -> Iterator[queue.Queue[mqtt.MQTTMessage]]:
         client.disconnect()
 
 
-def publish_all(url: str, messages: list[tuple[str, bytes]], window: int = 5_000) -> None:
+def publish_all(
+    url: str, messages: list[tuple[str, bytes]], window: int = 5_000, *, retain: bool = False
+) -> None:
     """Publish each (topic, payload) at QoS 1, in order, and wait for every PUBACK.
 
     At most ``window`` are outstanding: paho refuses a message whose 16-bit
@@ -39,7 +41,8 @@ def publish_all(url: str, messages: list[tuple[str, bytes]], window: int = 5_000
     try:
         for start in range(0, len(messages), window):
             infos = [
-                client.publish(topic, payload, qos=1) for topic, payload in messages[start : start + window]
+                client.publish(topic, payload, qos=1, retain=retain)
+                for topic, payload in messages[start : start + window]
             ]
             for info in infos:
                 info.wait_for_publish(timeout=30)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import msgspec
 
+from fleet_schemas.trips import Calculated
+
 
 class LivePosition(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """The newest accepted fix of one bus."""
@@ -23,6 +25,8 @@ class LivePosition(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     accuracy_m: float | None = None
     trip_id: str | None = None
     received_ms: int | None = None
+    calculated: Calculated | None = None
+    """where the bus is on its trip (None until processing has a feed for its operator)"""
 
 
 LIVE_ENCODER = msgspec.json.Encoder()

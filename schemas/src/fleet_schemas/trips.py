@@ -71,5 +71,27 @@ class Calculated(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     next_stop_eta_ms: int | None = None
 
 
+class StopVisit(msgspec.Struct, frozen=True, kw_only=True):
+    """A bus served (or passed) one stop of its trip: what the historical travel times are learnt from.
+
+    Emitted once, when the bus leaves the stop; a stop passed between two
+    fixes gets times interpolated along the track (``interpolated``).
+    """
+
+    operator: str
+    bus: str
+    feed_id: int
+    trip_id: str
+    start_date: str
+    start_time: str
+    stop_sequence: int
+    stop_id: str
+    arrived_ms: int
+    departed_ms: int
+    scheduled_arrival_ms: int
+    scheduled_departure_ms: int
+    interpolated: bool = False
+
+
 ETAS_ENCODER = msgspec.json.Encoder()
 TRIP_ETAS_DECODER = msgspec.json.Decoder(TripEtas)

@@ -186,7 +186,7 @@ class EtaBoards:
 
     async def board(self, operator: str, stop_id: str, limit: int = 20) -> list[StopArrival]:
         """The next arrivals at a stop, soonest first."""
-        instances = await self._client.zrange(board_key(operator, stop_id), 0, limit - 1)
+        instances = [_text(i) for i in await self._client.zrange(board_key(operator, stop_id), 0, limit - 1)]
         if not instances:
             return []
         raws = await self._client.hmget(board_info_key(operator, stop_id), instances)

@@ -13,12 +13,14 @@ import signal
 import asyncpg
 from prometheus_client import start_http_server
 
+from fleet_ingest.feeds import Networks
 from fleet_ingest.keycache import KeyCache
 from fleet_ingest.mqtt_consumer import Consumer
 from fleet_ingest.service import Ingest, IngestOptions, open_pool, open_redis
 from fleet_ingest.settings import IngestSettings
 from fleet_schemas import frames_subscription
 from fleet_store.errors import ConfigError
+from fleet_store.etas import EtaBoards
 from fleet_store.live import LiveState
 from fleet_store.maintain import maintain, refresh_rollups
 from fleet_store.secretbox import load_key_encryption_key
@@ -126,7 +128,13 @@ async def run_ingest(
     try:
         async with KeyCache(urls.database_url, kek) as registry:
             ingest = Ingest(
-                urls.mqtt_url, pool, LiveState(redis_client, settings.live_ttl_s), registry, options
+                urls.mqtt_url,
+                pool,
+                LiveState(redis_client, settings.live_ttl_s),
+                registry,
+                options,
+                boards=EtaBoards(redis_client, ingest_settings.eta_ttl_s),
+                networks=Networks(ingest_settings.feed_refresh_s) if ingest_settings.trips else None,
             )
             upkeep = asyncio.create_task(_maintenance(urls.database_url, settings, stop))
             try:

@@ -11,6 +11,7 @@ A row that fails is dropped with a notice; the rest of the file is kept.
 from __future__ import annotations
 
 import csv
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from fleet_processing.gtfs.notices import Notices
 OpenFile = Callable[[str], TextIO | None]
 """a feed's file by name (``stops.txt``), None when the feed has none"""
 Progress = Callable[[str, int], None]
-"""called with a file name and the rows read so far"""
+"""called with a file name (or a step of the import) and the rows done so far"""
 
 PROGRESS_EVERY = 50_000
 
@@ -252,8 +253,9 @@ def _report(spec: Spec[R], number: int, record: dict[str, str], message: str, no
 def _unique(spec: Spec[R], rows: list[tuple[int, R]], notices: Notices) -> list[tuple[int, R]]:
     seen: dict[tuple[object, ...], int] = {}
     kept: list[tuple[int, R]] = []
+    key_of = operator.attrgetter(*spec.key)
     for number, row in rows:
-        key = tuple(getattr(row, name) for name in spec.key)
+        key = key_of(row) if len(spec.key) > 1 else (key_of(row),)
         first = seen.setdefault(key, number)
         if first != number:
             sample: dict[str, str | int | float | None] = {

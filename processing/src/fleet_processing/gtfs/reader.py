@@ -50,6 +50,7 @@ from fleet_schemas.gtfs import (
     Trip,
 )
 
+TRIPS_PROGRESS_EVERY = 1_000
 REQUIRED_FILES = ("agency.txt", "stops.txt", "routes.txt", "trips.txt", "stop_times.txt")
 
 
@@ -93,7 +94,7 @@ def read_feed(
             csvfiles.FREQUENCIES,
         )
     }
-    builder = _Builder(notices, tables)
+    builder = _Builder(notices, tables, progress)
     feed = builder.build(today) if builder.complete() else None
     counts = {
         name: FileCount(read=table.read, imported=builder.imported.get(name, 0))
@@ -112,8 +113,11 @@ def read_feed(
 class _Builder:
     """Turns the tables into the feed's entities, file by file, checking references as it goes."""
 
-    def __init__(self, notices: Notices, tables: dict[str, Table[msgspec.Struct]]) -> None:
+    def __init__(
+        self, notices: Notices, tables: dict[str, Table[msgspec.Struct]], progress: Progress | None
+    ) -> None:
         self.notices = notices
+        self.progress = progress
         self.tables = tables
         self.imported: dict[str, int] = {}
         self.interpolated = 0
@@ -366,7 +370,9 @@ class _Builder:
         rows = self._rows(csvfiles.TRIPS)
         stop_times = self._stop_times_by_trip({row.trip_id for _, row in rows}, stops)
         kept: list[tuple[int, Normalized]] = []
-        for number, row in rows:
+        for done, (number, row) in enumerate(rows, start=1):
+            if self.progress is not None and (done % TRIPS_PROGRESS_EVERY == 0 or done == len(rows)):
+                self.progress("trips placed on their shapes", done)
             if row.route_id not in routes:
                 self._missing_reference("trips.txt", "route_id", "routes.txt", row.route_id, number)
                 continue

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import asyncpg
@@ -13,6 +12,7 @@ from click.testing import CliRunner, Result
 from fleet_cli.cli import main
 from fleet_cli.gtfs_cli import ImportResult
 from fleet_store.settings import ServiceUrls
+from fleet_testing.database import run_on
 from fleet_testing.ingest import fleet_env
 
 pytestmark = pytest.mark.stack
@@ -40,15 +40,11 @@ def _fleet(stack_urls: ServiceUrls, database_url: str, tmp_path: Path, *args: st
 
 
 def _count(database_url: str, sql: str, *args: object) -> int:
-    async def run() -> int:
-        conn = await asyncpg.connect(database_url)
-        try:
-            value: int = await conn.fetchval(sql, *args)
-            return value
-        finally:
-            await conn.close()
+    async def fetch(conn: asyncpg.Connection) -> int:
+        value: int = await conn.fetchval(sql, *args)
+        return value
 
-    return asyncio.run(run())
+    return run_on(database_url, fetch)
 
 
 @needs_accra

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import TypeVar
 
@@ -25,21 +24,11 @@ from fleet_schemas.gtfs import (
 )
 from fleet_store import gtfs
 from fleet_store.errors import FeedActiveError, FeedNotFoundError
+from fleet_testing.database import run_on as _on
 
 pytestmark = pytest.mark.stack
 
 T = TypeVar("T")
-
-
-def _on(database_url: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    async def run() -> T:
-        conn = await asyncpg.connect(database_url)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
 
 
 def _feed(headsign: str = "Oran") -> Feed:

@@ -95,18 +95,18 @@ _ORDER = {
 }
 
 
-def _rows_of(feed: Feed) -> dict[str, list[Any]]:
-    return {
-        "gtfs_agencies": feed.agencies,
-        "gtfs_routes": feed.routes,
-        "gtfs_stops": feed.stops,
-        "gtfs_shapes": feed.shapes,
-        "gtfs_trips": feed.trips,
-        "gtfs_stop_times": feed.stop_times,
-        "gtfs_calendars": feed.calendars,
-        "gtfs_calendar_dates": feed.calendar_dates,
-        "gtfs_frequencies": feed.frequencies,
-    }
+_FEED_FIELDS = {
+    "gtfs_agencies": "agencies",
+    "gtfs_routes": "routes",
+    "gtfs_stops": "stops",
+    "gtfs_shapes": "shapes",
+    "gtfs_trips": "trips",
+    "gtfs_stop_times": "stop_times",
+    "gtfs_calendars": "calendars",
+    "gtfs_calendar_dates": "calendar_dates",
+    "gtfs_frequencies": "frequencies",
+}
+"""which list of the Feed each table holds"""
 
 
 def _record(feed_id: int, row: msgspec.Struct, columns: tuple[str, ...]) -> tuple[Any, ...]:
@@ -128,7 +128,7 @@ async def write_feed(
     ``report`` (anything msgspec encodes: the import's notices and counts) is
     kept as JSON with it. One transaction: a failed write leaves nothing.
     """
-    tables = _rows_of(feed)
+    tables: dict[str, list[Any]] = {table: getattr(feed, field) for table, field in _FEED_FIELDS.items()}
     counts = {table: len(rows) for table, rows in tables.items()}
     async with conn.transaction():
         feed_id: int = await conn.fetchval(
@@ -186,15 +186,7 @@ async def list_feeds(conn: asyncpg.Connection, operator: str | None = None) -> l
         operator,
     )
     return [
-        FeedVersion(
-            id=row["id"],
-            operator=row["operator"],
-            imported_at=row["imported_at"],
-            source=row["source"],
-            sha256=row["sha256"],
-            state=row["state"],
-            counts=msgspec.json.decode(row["counts"], type=dict[str, int]),
-        )
+        msgspec.convert({**dict(row.items()), "counts": msgspec.json.decode(row["counts"])}, FeedVersion)
         for row in rows
     ]
 
@@ -239,17 +231,7 @@ async def load_feed(conn: asyncpg.Connection, feed_id: int) -> Feed:
         )
         struct = _STRUCTS[table]
         parts[table] = [_from_record(struct, record) for record in records]
-    return Feed(
-        agencies=parts["gtfs_agencies"],
-        routes=parts["gtfs_routes"],
-        stops=parts["gtfs_stops"],
-        shapes=parts["gtfs_shapes"],
-        trips=parts["gtfs_trips"],
-        stop_times=parts["gtfs_stop_times"],
-        calendars=parts["gtfs_calendars"],
-        calendar_dates=parts["gtfs_calendar_dates"],
-        frequencies=parts["gtfs_frequencies"],
-    )
+    return Feed(**{field: parts[table] for table, field in _FEED_FIELDS.items()})
 
 
 def _from_record(struct: type[msgspec.Struct], record: asyncpg.Record) -> Any:

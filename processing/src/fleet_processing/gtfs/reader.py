@@ -137,6 +137,12 @@ class _Builder:
             csvRowNumber=number,
         )
 
+    def _missing_agency_id(self, filename: str, number: int) -> None:
+        """agency_id may be left out only when the feed has one agency."""
+        self.notices.add(
+            "missing_required_field", filename=filename, csvRowNumber=number, fieldName="agency_id"
+        )
+
     def complete(self) -> bool:
         usable = True
         for name in REQUIRED_FILES:
@@ -191,12 +197,7 @@ class _Builder:
                 row.agency_id if row.agency_id is not None else row.agency_name if len(rows) == 1 else None
             )
             if agency_id is None:
-                self.notices.add(
-                    "missing_required_field",
-                    filename="agency.txt",
-                    csvRowNumber=number,
-                    fieldName="agency_id",
-                )
+                self._missing_agency_id("agency.txt", number)
                 continue
             agencies[agency_id] = Agency(
                 agency_id=agency_id,
@@ -237,12 +238,7 @@ class _Builder:
         for number, row in self._rows(csvfiles.ROUTES):
             agency_id = row.agency_id if row.agency_id is not None else only
             if agency_id is None:
-                self.notices.add(
-                    "missing_required_field",
-                    filename="routes.txt",
-                    csvRowNumber=number,
-                    fieldName="agency_id",
-                )
+                self._missing_agency_id("routes.txt", number)
                 continue
             if agency_id not in agencies:
                 self._missing_reference("routes.txt", "agency_id", "agency.txt", agency_id, number)

@@ -12,6 +12,7 @@ densified to a vertex every 200 m like a road traced from OpenStreetMap.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from datetime import date
@@ -151,7 +152,7 @@ def densify(
     """Vertices every ``step_m`` along ``points``, swayed sideways up to ``wiggle_m`` like a real road."""
     out = [points[0]]
     travelled = 0.0
-    for (la0, lo0), (la1, lo1) in zip(points, points[1:], strict=False):
+    for (la0, lo0), (la1, lo1) in itertools.pairwise(points):
         n = max(1, round(haversine_m(la0, lo0, la1, lo1) / step_m))
         north, east = la1 - la0, lo1 - lo0
         norm = math.hypot(north, east) or 1.0
@@ -197,7 +198,7 @@ def demo_like_feed(service_date: date, *, step_m: float = 200.0) -> Feed:
     for name, towns in TOWNS.items():
         for suffix, route in (("", towns), ("-back", towns[::-1])):
             points = densify(route, step_m, wiggle_m=150.0)
-            length = sum(haversine_m(*a, *b) for a, b in zip(points, points[1:], strict=False))
+            length = sum(haversine_m(*a, *b) for a, b in itertools.pairwise(points))
             n_stops = max(2, round(length / 40_000) + 1)
             lines.append(
                 LineSpec(

@@ -149,7 +149,7 @@ def infer(
         return None
     scored.sort(key=lambda g: -g.score)
     best = scored[0]
-    rival = next((g.score for g in scored[1:] if g.instance.key != best.instance.key), 0.0)
+    rival = next((g.score for g in scored[1:] if g.instance is not best.instance), 0.0)
     return dataclasses.replace(best, confidence=best.score - rival)
 
 

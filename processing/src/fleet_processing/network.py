@@ -31,7 +31,7 @@ import shapely
 from pyproj import Transformer
 
 from fleet_processing.errors import UnusableFeedError
-from fleet_processing.plan import Floats, Ints, ShapeLine, TripPlan
+from fleet_processing.plan import Floats, Ints, ShapeLine, TripInstance, TripPlan
 from fleet_processing.service_day import DayInstances, ServiceCalendar, zone
 from fleet_schemas.gtfs import Feed, Frequency, StopTime
 
@@ -74,7 +74,15 @@ class Network:
     stop_arrival_s: Ints
     stop_departure_s: Ints
     tree: shapely.STRtree
+    plan_first_m: list[float]
+    """metres along of every plan's first stop, and of its last (plain floats: read per bus per batch)"""
+    plan_last_m: list[float]
+    plan_sequences: list[list[int]]
     day_cache: dict[date, DayInstances] = field(default_factory=dict)
+    labels: dict[TripInstance, tuple[str, str]] = field(default_factory=dict)
+    """(start_date, start_time) of every instance of the cached days, formatted once"""
+    by_label: dict[tuple[str, str, str], TripInstance] = field(default_factory=dict)
+    """(trip_id, start_date, start_time) -> instance, for the cached days"""
 
     def project(self, lon: Floats | float, lat: Floats | float) -> tuple[Floats, Floats]:
         """WGS84 degrees to the network's metres (vectorized)."""
@@ -223,4 +231,7 @@ def build_network(feed: Feed, *, operator: str, feed_id: int) -> Network:
         stop_arrival_s=cat([p.arrival_s for p in plans]),
         stop_departure_s=cat([p.departure_s for p in plans]),
         tree=shapely.STRtree([shapely.LineString(line.xy) for line in lines]),
+        plan_first_m=[float(p.stop_dist_m[0]) for p in plans],
+        plan_last_m=[float(p.stop_dist_m[-1]) for p in plans],
+        plan_sequences=[p.stop_sequences.tolist() for p in plans],
     )

@@ -22,6 +22,7 @@ line ahead) make the progress jump there.
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,15 +38,18 @@ from fleet_processing.plan import Floats, Ints, TripInstance
 from fleet_processing.policy import ProgressPolicy
 from fleet_processing.schedule import delay_s, scheduled_window
 from fleet_processing.service_day import find_instance, instances_between
+from fleet_schemas.geo import haversine_m
 from fleet_schemas.trips import AssignmentState, Calculated, StopVisit
 
 Bools = npt.NDArray[np.bool_]
 UNASSIGNED, CANDIDATE, ASSIGNED = 0, 1, 2
 STATES: tuple[AssignmentState, ...] = ("unassigned", "candidate", "assigned")
+STATE_CODES: dict[str, int] = {name: code for code, name in enumerate(STATES)}
 MINUTE_MS = 60_000
+UNASSIGNED_BLOCK = Calculated(state="unassigned")
 
 
-class FixPoint(msgspec.Struct, frozen=True, array_like=True):
+class FixPoint(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """An accepted fix of a bus, as progress needs it."""
 
     time_ms: int
@@ -58,7 +62,7 @@ class FixPoint(msgspec.Struct, frozen=True, array_like=True):
     """the trip the driver's app says the bus drives, if it says"""
 
 
-class BusProgress(msgspec.Struct, array_like=True):
+class BusProgress(msgspec.Struct, array_like=True, gc=False):
     """What a bus's next batch needs to know: kept per bus in Redis (``PROGRESS_ENCODER``)."""
 
     feed_id: int
@@ -89,11 +93,30 @@ class BusProgress(msgspec.Struct, array_like=True):
     """(time_ms, lon, lat, accuracy_m) of the last fixes, while the trip is not known"""
 
 
+_SAVED_FIELDS = (
+    "time_ms",
+    "along_m",
+    "off_m",
+    "speed_mps",
+    "delay_s",
+    "next_stop",
+    "stop_arrived_ms",
+    "stop_left_ms",
+    "lost",
+    "lost_since_ms",
+    "lost_along_m",
+    "confidence",
+    "streak",
+)
+_SAVED = operator.attrgetter(*_SAVED_FIELDS)
+_FIX = operator.attrgetter("time_ms", "lat", "lon")
+"""the numeric fields of a saved progress, in the order ``_Batch`` reads them into columns"""
+
 PROGRESS_ENCODER = msgspec.msgpack.Encoder()
 PROGRESS_DECODER = msgspec.msgpack.Decoder(BusProgress)
 
 
-class BusFixes(msgspec.Struct, frozen=True, array_like=True):
+class BusFixes(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One bus's part of a batch: its saved progress and its accepted fixes, in time order."""
 
     bus: str
@@ -101,9 +124,12 @@ class BusFixes(msgspec.Struct, frozen=True, array_like=True):
     fixes: list[FixPoint]
 
 
-@dataclass(frozen=True, slots=True)
-class Progressed:
-    """Where one bus is after its fixes of the batch."""
+class Progressed(msgspec.Struct, frozen=True, gc=False):
+    """Where one bus is after its fixes of the batch.
+
+    Structs here skip the garbage collector's tracking (``gc=False``: they hold no cycles), which keeps
+    a batch's thousands of records from triggering collections.
+    """
 
     bus: str
     progress: BusProgress
@@ -137,57 +163,45 @@ class _Batch:
         self.net, self.now_ms, self.policy = net, now_ms, policy
         n = len(items)
         self.bus = [item.bus for item in items]
-        self.inst: list[TripInstance | None] = [None] * n
-        self.recent: list[list[tuple[int, float, float, float]]] = [[] for _ in range(n)]
+        self.inst: list[TripInstance | None] = []
         self.visits: list[list[StopVisit]] = [[] for _ in range(n)]
         self.active: dict[int, _Active] = {}
-        cols: list[list[float]] = [[] for _ in range(13)]
-        plans: list[int] = []
-        states: list[int] = []
-        for b, item in enumerate(items):
+        saved: list[BusProgress] = []
+        plans, states, bases = [], [], []
+        for item in items:
             prev = item.previous
             if prev is None or prev.feed_id != net.feed_id:
                 prev = BusProgress(net.feed_id, time_ms=prev.time_ms if prev else 0)
+            saved.append(prev)
             inst = None
             if prev.trip_id is not None and prev.start_date is not None and prev.start_time is not None:
                 inst = find_instance(net, prev.trip_id, prev.start_date, prev.start_time)
-            state = STATES.index(prev.state) if inst is not None else UNASSIGNED
-            self.inst[b] = inst
-            plans.append(net.plan_index[inst.plan.trip_id] if inst is not None else 0)
-            states.append(state)
-            self.recent[b] = list(prev.recent)
-            for col, value in zip(cols, _columns(prev, inst), strict=True):
-                col.append(value)
+            self.inst.append(inst)
+            if inst is None:
+                plans.append(0)
+                states.append(UNASSIGNED)
+                bases.append(0)
+            else:
+                plans.append(net.plan_index[inst.plan.trip_id])
+                states.append(STATE_CODES[prev.state])
+                bases.append(inst.origin_ms + inst.offset_s * 1000)
+        self.recent = [list(p.recent) for p in saved]
         self.state = np.array(states, dtype=np.int64)
         self.plan = np.array(plans, dtype=np.int64)
+        self.base_ms = np.array(bases, dtype=np.int64)
         self.shape = net.plan_shape[self.plan] if net.plans else np.zeros(n, dtype=np.int64)
-        (
-            base,
-            time,
-            along,
-            off,
-            speed,
-            delay,
-            next_stop,
-            arrived,
-            left,
-            lost,
-            lost_since,
-            lost_along,
-            conf,
-        ) = (np.array(c, dtype=np.float64) for c in cols)
-        self.base_ms = base.astype(np.int64)
-        self.time_ms = time.astype(np.int64)
-        self.along, self.off, self.speed, self.delay, self.conf = along, off, speed, delay, conf
-        self.next_stop = next_stop.astype(np.int64)
-        self.arrived = arrived.astype(np.int64)
-        self.left = left.astype(np.int64)
-        self.lost = lost.astype(np.int64)
-        self.lost_since = lost_since.astype(np.int64)
-        self.lost_along = lost_along
-        self.streak = np.array(
-            [item.previous.streak if item.previous else 0 for item in items], dtype=np.int64
+        cols = np.array([_SAVED(p) for p in saved], dtype=np.float64).reshape(n, len(_SAVED_FIELDS)).T
+        (time, self.along, self.off, self.speed, self.delay, next_stop, arrived, left, lost, since) = cols[
+            :10
+        ]
+        self.lost_along, self.conf = cols[10].copy(), cols[11].copy()
+        self.time_ms, self.next_stop = time.astype(np.int64), next_stop.astype(np.int64)
+        self.arrived, self.left, self.lost = (
+            arrived.astype(np.int64),
+            left.astype(np.int64),
+            lost.astype(np.int64),
         )
+        self.lost_since, self.streak = since.astype(np.int64), cols[12].astype(np.int64)
 
     # --- running instances, once per minute of fix time ------------------------------------------------
     def active_at(self, time_ms: int) -> _Active:
@@ -241,14 +255,15 @@ class _Batch:
         assert inst is not None
         plan = inst.plan
         base = int(self.base_ms[b])
+        start_date, start_time = self.net.labels[inst]
         self.visits[b].append(
             StopVisit(
                 operator=self.net.operator,
                 bus=self.bus[b],
                 feed_id=self.net.feed_id,
                 trip_id=plan.trip_id,
-                start_date=inst.start_date,
-                start_time=inst.start_time,
+                start_date=start_date,
+                start_time=start_time,
                 stop_sequence=int(plan.stop_sequences[stop]),
                 stop_id=plan.stop_ids[stop],
                 arrived_ms=arrived_ms,
@@ -290,25 +305,6 @@ class _Batch:
         return False
 
 
-def _columns(prev: BusProgress, inst: TripInstance | None) -> tuple[float, ...]:
-    base = inst.origin_ms + inst.offset_s * 1000 if inst is not None else 0
-    return (
-        base,
-        prev.time_ms,
-        prev.along_m,
-        prev.off_m,
-        prev.speed_mps,
-        prev.delay_s,
-        prev.next_stop,
-        prev.stop_arrived_ms,
-        prev.stop_left_ms,
-        prev.lost,
-        prev.lost_since_ms,
-        prev.lost_along_m,
-        prev.confidence,
-    )
-
-
 def _crossing_ms(d: float, a0: float, t0: int, a1: float, t1: int) -> int:
     """When the bus passed ``d`` metres along, interpolated in time between two progress points."""
     if a1 <= a0:
@@ -317,31 +313,34 @@ def _crossing_ms(d: float, a0: float, t0: int, a1: float, t1: int) -> int:
 
 
 class _Fixes:
-    """The batch's fixes flattened, projected once."""
+    """The batch's fixes as columns, projected once; fixes older than a bus's progress left out."""
 
     def __init__(self, net: Network, items: Sequence[BusFixes], policy: ProgressPolicy) -> None:
-        counts, points = [], []
-        self.stale: list[int] = []
-        for item in items:
-            since = item.previous.time_ms if item.previous is not None else 0
-            kept = [f for f in item.fixes if f.time_ms >= since]
-            if any(b.time_ms < a.time_ms for a, b in itertools.pairwise(kept)):
-                raise FixOrderError(f"the fixes of bus {item.bus!r} are not in time order")
-            self.stale.append(len(item.fixes) - len(kept))
-            counts.append(len(kept))
-            points.extend(kept)
+        points = [f for item in items for f in item.fixes]
+        given = np.array([len(item.fixes) for item in items], dtype=np.int64)
+        owner = np.repeat(np.arange(len(items)), given)
+        cols = np.array(list(map(_FIX, points)), dtype=np.float64).reshape(len(points), 3).T
+        since = np.array([p.previous.time_ms if p.previous else 0 for p in items], dtype=np.float64)
+        keep = cols[0] >= since[owner]
+        if not keep.all():
+            points = list(itertools.compress(points, keep.tolist()))
+            cols, owner = cols[:, keep], owner[keep]
+        self.counts = np.bincount(owner, minlength=len(items)).astype(np.int64)
+        self.stale = (given - self.counts).tolist()
+        backwards = np.flatnonzero((np.diff(cols[0]) < 0) & (owner[1:] == owner[:-1]))
+        if len(backwards):
+            bus = items[int(owner[backwards[0]])].bus
+            raise FixOrderError(f"the fixes of bus {bus!r} are not in time order")
         self.points = points
-        self.counts = np.array(counts, dtype=np.int64)
-        self.start = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
-        self.time = np.array([f.time_ms for f in points], dtype=np.int64)
-        lon = np.array([f.lon for f in points], dtype=np.float64)
-        lat = np.array([f.lat for f in points], dtype=np.float64)
-        self.lon, self.lat = lon, lat
-        self.x, self.y = net.project(lon, lat)
+        self.start = (np.cumsum(self.counts) - self.counts).astype(np.int64)
+        self.time = cols[0].astype(np.int64)
+        self.lat, self.lon = cols[1], cols[2]
+        self.x, self.y = net.project(self.lon, self.lat)
         assumed = policy.assumed_accuracy_m
         self.acc = np.array(
             [assumed if f.accuracy_m is None else f.accuracy_m for f in points], dtype=np.float64
         )
+        self.named = np.array([f.trip_id is not None for f in points], dtype=bool)
 
 
 def advance_batch(
@@ -354,12 +353,16 @@ def advance_batch(
     for r in range(int(fixes.counts.max()) if len(items) else 0):
         buses = np.flatnonzero(fixes.counts > r)
         at = fixes.start[buses] + r
+        tracked = (work.state[buses] == ASSIGNED) & ~fixes.named[at]
+        others = ~tracked
         fast = [
-            b for b, f in zip(buses.tolist(), at.tolist(), strict=True) if not _infer_step(work, fixes, b, f)
+            b
+            for b, f in zip(buses[others].tolist(), at[others].tolist(), strict=True)
+            if not _infer_step(work, fixes, b, f)
         ]
-        if fast:
-            b_arr = np.array(fast, dtype=np.int64)
-            _track(work, fixes, b_arr, fixes.start[b_arr] + r)
+        chosen = np.concatenate([buses[tracked], np.array(fast, dtype=np.int64)])
+        if len(chosen):
+            _track(work, fixes, chosen, fixes.start[chosen] + r)
     return _results(work, fixes)
 
 
@@ -393,7 +396,7 @@ def _infer_step(work: _Batch, fixes: _Fixes, b: int, f: int) -> bool:
         work.streak[b] = 0
         return True
     known = work.inst[b]
-    work.streak[b] = work.streak[b] + 1 if known is not None and known.key == guess.instance.key else 1
+    work.streak[b] = work.streak[b] + 1 if known is guess.instance else 1
     confirmed = work.streak[b] >= policy.confirm_fixes and guess.confidence >= policy.min_confidence
     work.take(b, guess, ASSIGNED if confirmed else CANDIDATE, t)
     if confirmed:
@@ -403,10 +406,11 @@ def _infer_step(work: _Batch, fixes: _Fixes, b: int, f: int) -> bool:
 
 def _guess(work: _Batch, recent: list[tuple[int, float, float, float]]) -> Guess | None:
     net, policy = work.net, work.policy
+    (_, lon0, lat0, _), (_, lon1, lat1, _) = recent[0], recent[-1]
+    if haversine_m(lat0, lon0, lat1, lon1) < policy.min_move_m:
+        return None  # parked, or creeping in a station: not yet driving a trip
     times = np.array([p[0] for p in recent], dtype=np.int64)
     x, y = net.project(np.array([p[1] for p in recent]), np.array([p[2] for p in recent]))
-    if float(np.hypot(x[-1] - x[0], y[-1] - y[0])) < policy.min_move_m:
-        return None  # parked, or creeping in a station: not yet driving a trip
     acc = np.array([p[3] for p in recent], dtype=np.float64)
     return infer(net, work.active_at(int(times[-1])).by_shape, times, x, y, acc, policy)
 
@@ -486,66 +490,67 @@ def _lost(
 
 
 def _results(work: _Batch, fixes: _Fixes) -> list[Progressed]:
+    """One ``Progressed`` per bus from the columns (plain Python values: no numpy scalar per field)."""
     net, policy = work.net, work.policy
-    cols = (
+    early, late = -policy.on_time_early_s, policy.on_time_late_s
+    feed_id, labels = net.feed_id, net.labels
+    rows = zip(
         work.state.tolist(),
+        work.plan.tolist(),
+        work.time_ms.tolist(),
+        work.conf.tolist(),
         work.along.tolist(),
         work.off.tolist(),
-        work.delay.tolist(),
         work.speed.tolist(),
+        work.delay.tolist(),
         work.next_stop.tolist(),
-        work.conf.tolist(),
-        work.time_ms.tolist(),
         work.arrived.tolist(),
         work.left.tolist(),
         work.lost.tolist(),
         work.lost_since.tolist(),
         work.lost_along.tolist(),
         work.streak.tolist(),
+        work.inst,
+        work.recent,
+        work.bus,
+        work.visits,
+        fixes.stale,
+        strict=True,
     )
-    early, late = -policy.on_time_early_s, policy.on_time_late_s
     out = []
-    for b, (
+    for (
         state,
+        p,
+        t,
+        conf,
         along,
         off,
-        delay,
         speed,
+        delay,
         ns,
-        conf,
-        t,
-        arrived,
+        arr,
         left,
         lost,
         since,
         lost_at,
         streak,
-    ) in enumerate(zip(*cols, strict=True)):
-        inst = work.inst[b]
+        inst,
+        recent,
+        bus,
+        visits,
+        stale,
+    ) in rows:
         if inst is None or state == UNASSIGNED:
-            progress = BusProgress(net.feed_id, "unassigned", time_ms=t, recent=work.recent[b])
-            calc = Calculated(state="unassigned")
+            progress = BusProgress(feed_id, "unassigned", time_ms=t, recent=recent)
             out.append(
-                Progressed(
-                    work.bus[b],
-                    progress,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    calc,
-                    work.visits[b],
-                    fixes.stale[b],
-                )
+                Progressed(bus, progress, None, None, None, None, None, None, UNASSIGNED_BLOCK, visits, stale)
             )
             continue
         plan = inst.plan
         name = STATES[state]
-        start_date, start_time = inst.start_date, inst.start_time
+        start_date, start_time = labels[inst]
         progress = BusProgress(
-            net.feed_id,
+            feed_id,
             name,
             plan.trip_id,
             start_date,
@@ -557,13 +562,13 @@ def _results(work: _Batch, fixes: _Fixes) -> list[Progressed]:
             speed,
             delay,
             ns,
-            arrived,
+            arr,
             left,
             lost,
             since,
             lost_at,
             streak,
-            work.recent[b],
+            recent,
         )
         upcoming = ns < len(plan.stop_ids)
         calc = Calculated(
@@ -572,27 +577,14 @@ def _results(work: _Batch, fixes: _Fixes) -> list[Progressed]:
             start_date=start_date,
             start_time=start_time,
             confidence=conf,
-            distance_travelled_m=max(along - float(plan.stop_dist_m[0]), 0.0),
-            distance_remaining_m=max(float(plan.stop_dist_m[-1]) - along, 0.0),
+            distance_travelled_m=max(along - net.plan_first_m[p], 0.0),
+            distance_remaining_m=max(net.plan_last_m[p] - along, 0.0),
             off_route_m=off,
             delay_s=delay,
             on_schedule=early <= delay <= late,
             next_stop_id=plan.stop_ids[ns] if upcoming else None,
-            next_stop_sequence=int(plan.stop_sequences[ns]) if upcoming else None,
+            next_stop_sequence=net.plan_sequences[p][ns] if upcoming else None,
         )
-        out.append(
-            Progressed(
-                work.bus[b],
-                progress,
-                inst,
-                along,
-                off,
-                delay,
-                ns if upcoming else None,
-                speed,
-                calc,
-                work.visits[b],
-                fixes.stale[b],
-            )
-        )
+        next_stop = ns if upcoming else None
+        out.append(Progressed(bus, progress, inst, along, off, delay, next_stop, speed, calc, visits, stale))
     return out

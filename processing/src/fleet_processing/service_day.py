@@ -16,7 +16,7 @@ template's times shifted by ``offset_s``. No Python GTFS reader expands them
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -115,7 +115,6 @@ class DayInstances:
     instances: list[TripInstance]
     first_departure_ms: Ints
     last_arrival_ms: Ints
-    by_key: dict[str, TripInstance] = field(default_factory=dict)
 
 
 def day_instances(network: Network, service_date: date) -> DayInstances:
@@ -137,9 +136,14 @@ def day_instances(network: Network, service_date: date) -> DayInstances:
     last = np.array(
         [i.origin_ms + (int(i.plan.arrival_s[-1]) + i.offset_s) * 1000 for i in instances], dtype=np.int64
     )
-    day = DayInstances(instances, first, last, {i.key: i for i in instances})
+    day = DayInstances(instances, first, last)
     if len(network.day_cache) >= CACHED_DAYS:
-        network.day_cache.pop(min(network.day_cache))
+        for gone in network.day_cache.pop(min(network.day_cache)).instances:
+            label = network.labels.pop(gone)
+            network.by_label.pop((gone.plan.trip_id, *label), None)
+    for instance in instances:
+        label = network.labels[instance] = (instance.start_date, instance.start_time)
+        network.by_label[(instance.plan.trip_id, *label)] = instance
     network.day_cache[service_date] = day
     return day
 
@@ -178,7 +182,11 @@ def parse_date(yyyymmdd: str) -> date | None:
 
 def find_instance(network: Network, trip_id: str, start_date: str, start_time: str) -> TripInstance | None:
     """The instance a bus's saved progress names (trip, YYYYMMDD, HH:MM:SS), if the feed still has it."""
+    found = network.by_label.get((trip_id, start_date, start_time))
+    if found is not None:
+        return found
     service_date = parse_date(start_date)
-    if service_date is None:
+    if service_date is None or service_date in network.day_cache:
         return None
-    return day_instances(network, service_date).by_key.get(f"{trip_id}/{start_date}/{start_time}")
+    day_instances(network, service_date)
+    return network.by_label.get((trip_id, start_date, start_time))

@@ -271,7 +271,7 @@ def live(settings: Settings, operator: str) -> None:
 @db_group.command(name="maintain")
 @click.pass_obj
 def db_maintain(settings: Settings) -> None:
-    """Refresh the 1-minute rollups and drop data past its retention (FLEET_RETENTION_*).
+    """Refresh the 1-minute rollups and segment travel times; drop data past retention (FLEET_RETENTION_*).
 
     `fleet ingest` does this periodically too; run it from cron where no ingest runs.
 
@@ -284,6 +284,12 @@ def db_maintain(settings: Settings) -> None:
     urls = stackfile.resolve_urls(settings)
     report = asyncio.run(maintain(urls.database_url, settings.retention))
     click.echo(f"rollups: {report.minutes_refreshed} minutes refreshed ({report.rollup_rows} rows)")
+    if report.history is not None:
+        h = report.history
+        click.echo(
+            f"travel times: {h.visits} stop visits rolled up ({h.segment_rows} segment rows,"
+            f" {h.dwell_rows} dwell rows); {report.visits_forgotten} visits past retention deleted"
+        )
     for table, dropped in report.chunks_dropped.items():
         click.echo(f"retention: {table}: {dropped} chunks dropped")
     click.echo(f"compression: {report.compression}")

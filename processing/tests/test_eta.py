@@ -241,3 +241,17 @@ def test_hour_of_week_counts_from_monday_midnight_utc(time_ms: int) -> None:
 
     moment = datetime.fromtimestamp(time_ms / 1000, UTC)
     assert hour_of_week(np.array([time_ms]))[0] == moment.weekday() * 24 + moment.hour
+
+
+def test_an_hour_seen_too_rarely_falls_back_to_that_hour_on_other_days() -> None:
+    inst = instance_of(plan_of([20_000.0], [1200], [0, 0]))
+    start = int(inst.departure_ms()[0])
+    hour = int(hour_of_week(np.array([start]))[0])
+    rows = [
+        Seg("op", "S0", "S1", (hour + 24 * day) % 168, 1, 2000.0, 0.0, 2000.0, start - 7 * 86_400_000)
+        for day in range(7)
+    ]
+    rows += [Seg("op", "S0", "S1", (hour + 12) % 168, 50, 900.0, 0.0, 900.0, start - 7 * 86_400_000)]
+    request = EtaRequest(inst, 0.0, start, None, 0.0, next_stop=1)
+    (etas,) = predict_batch([request], SegmentHistory("op", rows), start)
+    assert etas[0].arrival_ms - start == pytest.approx(2_000_000, abs=1000)

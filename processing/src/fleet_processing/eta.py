@@ -11,8 +11,9 @@ timepoints absorb it (the baseline ``fleet bench eta`` compares against).
 The model, per segment between consecutive stops:
 
 * the expected travel time is the segment's historical mean at the hour of
-  week the bus should enter it (all hours pooled when that hour has fewer
-  than ``MIN_SAMPLES``; the schedule when the segment has no history);
+  week the bus should enter it; with fewer than ``MIN_SAMPLES`` there, that
+  hour of the day over the whole week, then all hours pooled; the schedule
+  when the segment has no history;
 * the previous vehicle's time on the segment corrects it Kalman-style: the
   gain is ``var / (var + r)`` where ``var`` is the historical variance and
   ``r`` grows with that observation's age (``KALMAN_AGE_S``), so a bus that
@@ -56,7 +57,9 @@ from fleet_processing.plan import Floats, Ints, TripInstance, TripPlan
 from fleet_schemas.trips import StopEta
 
 HOURS_OF_WEEK = 168
-_POOLED = HOURS_OF_WEEK
+_HOUR_OF_DAY = HOURS_OF_WEEK
+"""first of the 24 columns of the history arrays pooling one hour of the day over the week"""
+_POOLED = HOURS_OF_WEEK + 24
 """column of the history arrays holding all hours pooled"""
 MIN_SAMPLES = 3
 """observations a segment (or dwell) needs at an hour before its mean is used"""
@@ -142,18 +145,29 @@ class EtaRequest:
     """stopped at stop ``next_stop - 1`` and not gone yet"""
 
 
-def _pool(n: Floats, mean: Floats, var: Floats) -> tuple[Floats, Floats, Floats]:
-    """All hours of each row pooled (Chan's parallel combination of count, mean and M2)."""
-    total = n.sum(axis=1)
-    safe = np.maximum(total, 1.0)
-    pooled_mean = (n * mean).sum(axis=1) / safe
-    m2 = (np.maximum(n - 1.0, 0.0) * var).sum(axis=1) + (n * (mean - pooled_mean[:, None]) ** 2).sum(axis=1)
+def _pool(n: Floats, mean: Floats, var: Floats, axis: int) -> tuple[Floats, Floats, Floats]:
+    """Hours pooled along ``axis`` (Chan's parallel combination of count, mean and M2)."""
+    total = n.sum(axis=axis)
+    pooled_mean = (n * mean).sum(axis=axis) / np.maximum(total, 1.0)
+    spread = (n * (mean - np.expand_dims(pooled_mean, axis)) ** 2).sum(axis=axis)
+    m2 = (np.maximum(n - 1.0, 0.0) * var).sum(axis=axis) + spread
     return total, pooled_mean, m2 / np.maximum(total - 1.0, 1.0)
 
 
 def _hour_table(count: int) -> tuple[Floats, Floats, Floats]:
-    shape = (count, HOURS_OF_WEEK + 1)
+    shape = (count, _POOLED + 1)
     return np.zeros(shape), np.zeros(shape), np.zeros(shape)
+
+
+def _fill_pools(n: Floats, mean: Floats, var: Floats) -> None:
+    """Each hour of the day over the week's seven days, then all hours, from the hour-of-week columns."""
+    n_w, mean_w, var_w = (a[:, :HOURS_OF_WEEK].reshape(len(a), 7, 24) for a in (n, mean, var))
+    day = slice(_HOUR_OF_DAY, _POOLED)
+    n[:, day], mean[:, day], var[:, day] = _pool(n_w, mean_w, var_w, axis=1)
+    hours = slice(0, HOURS_OF_WEEK)
+    n[:, _POOLED], mean[:, _POOLED], var[:, _POOLED] = _pool(
+        n[:, hours], mean[:, hours], var[:, hours], axis=1
+    )
 
 
 @dataclass(slots=True)
@@ -210,14 +224,8 @@ class SegmentHistory:
         for d in dwell_rows:
             i, h = self._dwell_index[d.stop_id], d.hour_of_week
             self.dwell_n[i, h], self.dwell_mean[i, h], self.dwell_var[i, h] = d.n, d.mean_s, d.var_s
-        for n, mean, var in (
-            (self.seg_n, self.seg_mean, self.seg_var),
-            (self.dwell_n, self.dwell_mean, self.dwell_var),
-        ):
-            hours = slice(0, HOURS_OF_WEEK)
-            n[:, _POOLED], mean[:, _POOLED], var[:, _POOLED] = _pool(
-                n[:, hours], mean[:, hours], var[:, hours]
-            )
+        _fill_pools(self.seg_n, self.seg_mean, self.seg_var)
+        _fill_pools(self.dwell_n, self.dwell_mean, self.dwell_var)
         self._table = _StopTable()
 
     @property
@@ -253,13 +261,19 @@ class SegmentHistory:
 
 
 def _lookup(index: Ints, hours: Ints, n: Floats, mean: Floats, var: Floats) -> tuple[Bools, Floats, Floats]:
-    """Mean and variance at the hour when it has enough samples, else all hours pooled; and whether known."""
+    """Mean and variance at the hour of week, else that hour of any day, else all hours; and whether known.
+
+    Each level is used only with ``MIN_SAMPLES`` observations.
+    """
     if n.shape[0] == 0:
         zero = np.zeros(len(index))
         return np.zeros(len(index), bool), zero, zero
     known = index >= 0
     i = np.where(known, index, 0)
-    column = np.where(n[i, hours] >= MIN_SAMPLES, hours, _POOLED)
+    of_day = _HOUR_OF_DAY + hours % 24
+    column = np.where(
+        n[i, hours] >= MIN_SAMPLES, hours, np.where(n[i, of_day] >= MIN_SAMPLES, of_day, _POOLED)
+    )
     found = known & (n[i, column] >= MIN_SAMPLES)
     return found, mean[i, column], var[i, column]
 
@@ -370,7 +384,8 @@ def predict_batch(
     dwell_var = np.where(is_last, 0.0, np.where(d_found, dwell_var, DEFAULT_DWELL_S**2))
     holds = ((sched_dwell > 0) | ~has_prev) & ~is_last
 
-    # Leaving from here now, or after half the expected dwell when stopped at a stop (held to its timetable):
+    # Leaving from here now, or after half the expected dwell when stopped at a stop (held to its timetable
+    # at a timepoint or the first stop):
     # departure_k = C_k + max(begin, max over holding j <= k of (S_j - C_j)), C the running sum of steps.
     begin = np.where(is_next, t0, 0.0)
     staying = np.flatnonzero(is_next & dwelling & has_prev)
@@ -383,7 +398,7 @@ def predict_batch(
             t.dwell[here], hour_of_week(here_ms), history.dwell_n, history.dwell_mean, history.dwell_var
         )
         leave = t0[staying] + 0.5 * np.maximum(np.where(h_found, h_dwell, DEFAULT_DWELL_S), 0.0)
-        held = t.dep_s[here] > t.arr_s[here]
+        held = (t.dep_s[here] > t.arr_s[here]) | (here == t.first[here])
         begin[staying] = np.where(held, np.maximum(leave, day_s[staying] + t.dep_s[here]), leave)
     steps = travel + dwell
     running = _group_cumsum(steps, offsets, stops)

@@ -15,6 +15,7 @@ import click
 
 from fleet_cli import __version__
 from fleet_cli.devices_cli import devices
+from fleet_cli.gtfs_cli import gtfs
 from fleet_schemas.live import LivePosition
 from fleet_store import sessions, stackfile
 from fleet_store.errors import ConfigError, FleetError
@@ -170,6 +171,7 @@ def db_migrate(settings: Settings, sql_dir: Path | None) -> None:
 
 
 main.add_command(devices)
+main.add_command(gtfs)
 
 
 @main.command()
@@ -271,7 +273,7 @@ def live(settings: Settings, operator: str) -> None:
 @db_group.command(name="maintain")
 @click.pass_obj
 def db_maintain(settings: Settings) -> None:
-    """Refresh the 1-minute rollups and drop data past its retention (FLEET_RETENTION_*).
+    """Refresh the 1-minute rollups and segment travel times; drop data past retention (FLEET_RETENTION_*).
 
     `fleet ingest` does this periodically too; run it from cron where no ingest runs.
 
@@ -284,6 +286,12 @@ def db_maintain(settings: Settings) -> None:
     urls = stackfile.resolve_urls(settings)
     report = asyncio.run(maintain(urls.database_url, settings.retention))
     click.echo(f"rollups: {report.minutes_refreshed} minutes refreshed ({report.rollup_rows} rows)")
+    if report.history is not None:
+        h = report.history
+        click.echo(
+            f"travel times: {h.visits} stop visits rolled up ({h.segment_rows} segment rows,"
+            f" {h.dwell_rows} dwell rows); {report.visits_forgotten} visits past retention deleted"
+        )
     for table, dropped in report.chunks_dropped.items():
         click.echo(f"retention: {table}: {dropped} chunks dropped")
     click.echo(f"compression: {report.compression}")

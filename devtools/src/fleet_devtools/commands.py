@@ -1,4 +1,4 @@
-"""``fleet stack``, ``fleet simulate`` and ``fleet demo``: the development commands.
+"""``fleet stack``, ``fleet simulate``, ``fleet demo`` and ``fleet demo-feed``: the development commands.
 
 Registered on the ``fleet`` group through the ``fleet.commands`` entry point
 (see this package's pyproject), so the production CLI never imports them.
@@ -147,6 +147,39 @@ def demo(settings: Settings, buses: int, frames_per_bus: int) -> None:
     )
     if verified != buses * frames_per_bus:
         sys.exit(1)
+
+
+@click.command(name="demo-feed")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="folder to write the GTFS tables to (default: the feed shipped in fleet_devtools)",
+)
+@click.option(
+    "--check", is_flag=True, help="write nothing; exit 1 if the shipped tables differ from the source"
+)
+def demo_feed(out: Path | None, check: bool) -> None:
+    """Generate the Algerian demo GTFS feed from its hand-written source (data/feeds/algeria.toml).
+
+    \b
+    Example:
+      fleet demo-feed --check
+      fleet demo-feed --out /tmp/algeria && fleet gtfs import /tmp/algeria --operator demo-dz
+    """
+    from fleet_devtools.demo_feed import build_feed, feed_dir, load_source, stale_tables, write_feed
+
+    tables = build_feed(load_source())
+    target = out or feed_dir()
+    if check:
+        stale = stale_tables(tables, target)
+        if stale:
+            click.echo(f"demo-feed: {', '.join(stale)} in {target} differ from the source", err=True)
+            sys.exit(1)
+        click.echo(f"demo-feed: {target} matches its source")
+        return
+    write_feed(tables, target)
+    click.echo(f"demo-feed: wrote {len(tables)} tables to {target}")
 
 
 def _register_simulated(settings: Settings, urls: ServiceUrls, home: Path, operator: str, buses: int) -> None:

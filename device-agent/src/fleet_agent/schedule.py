@@ -124,6 +124,25 @@ def _stop_rows(tables: GtfsTables, trip_id: str) -> list[tuple[int, dict[str, st
     return rows
 
 
+def _call(
+    row: dict[str, str],
+    sequence: int,
+    distance_m: float,
+    arrival_s: int,
+    departure_s: int,
+    *,
+    interpolated: bool = False,
+) -> Call:
+    return Call(
+        stop_id=row["stop_id"],
+        stop_sequence=sequence,
+        distance_m=distance_m,
+        arrival_s=arrival_s,
+        departure_s=departure_s,
+        interpolated=interpolated,
+    )
+
+
 def _interpolate(calls: list[Call | None], rows: list[tuple[int, dict[str, str], float]]) -> list[Call]:
     """Fill blank calls by distance between the timed ones around them."""
     timed = [i for i, call in enumerate(calls) if call is not None]
@@ -142,16 +161,7 @@ def _interpolate(calls: list[Call | None], rows: list[tuple[int, dict[str, str],
             sequence, row, distance = rows[i]
             share = (distance - a.distance_m) / span if span > 0 else (i - left) / (right - left)
             at = round(a.departure_s + share * (b.arrival_s - a.departure_s))
-            done.append(
-                Call(
-                    stop_id=row["stop_id"],
-                    stop_sequence=sequence,
-                    distance_m=distance,
-                    arrival_s=at,
-                    departure_s=at,
-                    interpolated=True,
-                )
-            )
+            done.append(_call(row, sequence, distance, at, at, interpolated=True))
     last = calls[timed[-1]]
     assert last is not None
     return [*done, last]
@@ -189,13 +199,7 @@ def load_trip(feed: str | Path, trip_id: str) -> TripSchedule:
             continue
         arrival_s = parse_time(arrival or departure)
         calls.append(
-            Call(
-                stop_id=row["stop_id"],
-                stop_sequence=sequence,
-                distance_m=distance,
-                arrival_s=arrival_s,
-                departure_s=parse_time(departure) if departure else arrival_s,
-            )
+            _call(row, sequence, distance, arrival_s, parse_time(departure) if departure else arrival_s)
         )
     return TripSchedule(
         trip_id=trip_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import itertools
 from datetime import UTC, date, datetime
 
@@ -93,3 +94,13 @@ def test_simulate_refuses_trips_without_a_feed_and_a_feed_without_trips() -> Non
     no_trip = runner.invoke(fleet, ["simulate", "--feed", str(FEED)])
     assert no_trip.exit_code == 2
     assert "--feed needs --trip" in no_trip.output
+
+
+def test_the_simulator_measures_the_shape_as_the_feed_does() -> None:
+    """Truth distances are comparable with shape_dist_traveled: the same spherical metres, to the rounding."""
+    with (FEED / "stop_times.txt").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for trip_id in {row["trip_id"] for row in rows}:
+        feed_m = [float(row["shape_dist_traveled"]) for row in rows if row["trip_id"] == trip_id]
+        simulated_m = [call.distance_m for call in load_trip(FEED, trip_id).calls]
+        assert simulated_m == pytest.approx(feed_m, abs=1.0), trip_id

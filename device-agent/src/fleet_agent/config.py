@@ -62,7 +62,7 @@ class SourceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     speedup: float = 1.0
     """sim and nmea-file: 1 is real time, 0 as fast as possible"""
     loop: bool = True
-    """sim: drive the route back and forth until stopped"""
+    """sim: drive the route back and forth until stopped (not with trip_id: the bus parks at its end)"""
     start_ago_s: float = 0.0
     """sim: start the drive this long before now, so a speeded-up drive stays in the past"""
     trip_id: str | None = None

@@ -269,19 +269,52 @@ def instance_at(schedule: TripSchedule, calendar: Calendar, now_ms: int) -> Time
     return None
 
 
+def _spans(tables: GtfsTables) -> dict[str, tuple[int, int]]:
+    """Each trip's first departure and last arrival, in seconds from the origin: one pass over stop_times."""
+    edges: dict[str, tuple[tuple[int, str], tuple[int, str]]] = {}
+    for _, row in tables.rows("stop_times.txt", ("trip_id", "stop_sequence")):
+        try:
+            sequence = int(row["stop_sequence"])
+        except ValueError:
+            continue  # load_trip says which line, for the trip it is asked for
+        trip_id = row["trip_id"]
+        first = (sequence, row.get("departure_time") or row.get("arrival_time", ""))
+        last = (sequence, row.get("arrival_time") or row.get("departure_time", ""))
+        if trip_id in edges:
+            low, high = edges[trip_id]
+            first, last = min(low, first), max(high, last)
+        edges[trip_id] = (first, last)
+    spans = {}
+    for trip_id, ((_, leaves), (_, arrives)) in edges.items():
+        if leaves and arrives:
+            spans[trip_id] = (parse_time(leaves), parse_time(arrives))
+    return spans
+
+
 def running_at(feed: str | Path, now_ms: int) -> list[tuple[TripSchedule, Timetable]]:
     """Every trip instance of the feed between its first departure and its last arrival at ``now_ms``.
 
-    Each trip's stop times are read on their own: meant for small feeds (the demo's), not a city's.
+    One pass over stop_times finds them; only those are then loaded whole.
     """
     tables = GtfsTables(Path(feed))
     calendar = load_calendar(feed)
+    spans = _spans(tables)
+    zones: dict[str, str] = {}
     running = []
-    for _, row in tables.rows("trips.txt", ("trip_id",)):
-        if not row.get("shape_id"):
+    for _, row in tables.rows("trips.txt", ("trip_id", "route_id", "service_id")):
+        span = spans.get(row["trip_id"])
+        if span is None or not row.get("shape_id"):
             continue
-        schedule = load_trip(feed, row["trip_id"])
-        timetable = instance_at(schedule, calendar, now_ms)
-        if timetable is not None and timetable.departures_ms[0] <= now_ms:
-            running.append((schedule, timetable))
+        if row["route_id"] not in zones:
+            zones[row["route_id"]] = _timezone(tables, row["route_id"])
+        timezone = zones[row["route_id"]]
+        for day in _days_around(now_ms, timezone):
+            origin = service_origin_ms(day, timezone)
+            if (
+                calendar.runs(row["service_id"], day)
+                and origin + span[0] * 1000 <= now_ms <= origin + span[1] * 1000
+            ):
+                schedule = load_trip(feed, row["trip_id"])
+                running.append((schedule, schedule.on(day)))
+                break
     return running

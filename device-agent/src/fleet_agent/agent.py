@@ -316,5 +316,6 @@ def frame_from(config: AgentConfig, fix: Fix, seq: int) -> Frame:
         satellites=fix.satellites,
         hdop=fix.hdop,
         ignition=fix.ignition,
+        trip_id=fix.trip_id,
         source=fix.source,
     )

@@ -15,7 +15,7 @@ The servers, keys and retention every process shares are in
 | ``FLEET_INGEST_FUTURE_TOLERANCE_S`` | ``120`` | frames further in the future are rejected (``future``) |
 | ``FLEET_INGEST_MAX_ACCURACY_M`` | ``500`` | frames less accurate are rejected (``inaccurate``) |
 | ``FLEET_INGEST_MAX_SPEED_MPS`` | ``55`` | jumps implying more are rejected (``teleport``) |
-| ``FLEET_INGEST_TRIPS`` | ``on`` | follow buses on their operators' active feeds (progress, ETAs); ``off``: positions only |
+| ``FLEET_INGEST_TRIPS`` | ``on`` | follow buses on their trips (progress, ETAs); ``off``: positions only |
 | ``FLEET_INGEST_FEED_REFRESH_S`` | ``30`` | how often the active feed versions are checked |
 | ``FLEET_INGEST_ETA_TTL_S`` | ``3600`` | trip ETAs and stop boards expire this long after their last update |
 """

@@ -66,9 +66,9 @@ def follow(
 ) -> Followed:
     """Advance every bus with a network through its kept frames; predict its trip's upcoming stops."""
     by_operator: dict[str, dict[str, list[Accepted]]] = defaultdict(lambda: defaultdict(list))
-    for item in kept:
-        if item.operator in models:
-            by_operator[item.operator][item.frame.bus].append(item)
+    for accepted in kept:
+        if accepted.operator in models:
+            by_operator[accepted.operator][accepted.frame.bus].append(accepted)
     calculated: dict[BusKey, Calculated] = {}
     progress: dict[BusKey, bytes] = {}
     etas: list[EtaUpdate] = []

@@ -41,6 +41,10 @@ Written = Callable[[str, int], None]
 """told each table's name and the rows copied into it"""
 
 
+
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+"""a connection of its own or one lent by a pool"""
+
 class FeedVersion(msgspec.Struct, frozen=True):
     id: int
     operator: str
@@ -178,6 +182,12 @@ async def active_feed_id(conn: asyncpg.Connection, operator: str) -> int | None:
     return value
 
 
+async def active_feeds(conn: Connection) -> dict[str, int]:
+    """The active version of every operator that has one."""
+    rows = await conn.fetch("SELECT operator, id FROM gtfs_feeds WHERE state = 'active'")
+    return {row["operator"]: row["id"] for row in rows}
+
+
 async def list_feeds(conn: asyncpg.Connection, operator: str | None = None) -> list[FeedVersion]:
     """Every stored version (of one operator), newest first."""
     rows = await conn.fetch(
@@ -218,7 +228,7 @@ async def prune(conn: asyncpg.Connection, operator: str, keep: int) -> list[int]
     return dropped
 
 
-async def load_feed(conn: asyncpg.Connection, feed_id: int) -> Feed:
+async def load_feed(conn: Connection, feed_id: int) -> Feed:
     """A stored version back as the ``Feed`` it was written from (what run-time networks are built from)."""
     if await conn.fetchval("SELECT 1 FROM gtfs_feeds WHERE id = $1", feed_id) is None:
         raise FeedNotFoundError(f"no feed version {feed_id}")

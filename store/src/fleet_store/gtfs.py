@@ -41,9 +41,9 @@ Written = Callable[[str, int], None]
 """told each table's name and the rows copied into it"""
 
 
-
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 """a connection of its own or one lent by a pool"""
+
 
 class FeedVersion(msgspec.Struct, frozen=True):
     id: int

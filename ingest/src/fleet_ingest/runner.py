@@ -21,6 +21,7 @@ from fleet_ingest.settings import IngestSettings
 from fleet_schemas import frames_subscription
 from fleet_store.errors import ConfigError
 from fleet_store.etas import EtaBoards
+from fleet_store.history import refresh_segment_times
 from fleet_store.live import LiveState
 from fleet_store.maintain import maintain, refresh_rollups
 from fleet_store.secretbox import load_key_encryption_key
@@ -46,7 +47,7 @@ def serve_metrics(address: str) -> None:
 
 
 async def _maintenance(database_url: str, settings: Settings, stop: asyncio.Event) -> None:
-    """Rollups every minute and retention every hour, by whichever ingest process holds the lock."""
+    """Rollups (positions, travel times) every minute and retention every hour, by the lock's holder."""
     last_retention = 0.0
     loop = asyncio.get_running_loop()
     while not stop.is_set():
@@ -68,6 +69,7 @@ async def _maintenance(database_url: str, settings: Settings, stop: asyncio.Even
                     )
                 else:
                     await refresh_rollups(conn)
+                    await refresh_segment_times(conn)
             finally:
                 await conn.close()
         except (OSError, asyncpg.PostgresError) as exc:

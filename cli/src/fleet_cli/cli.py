@@ -248,8 +248,6 @@ def live(settings: Settings, operator: str) -> None:
     Example:
       fleet live --operator sim
     """
-    from datetime import UTC, datetime
-
     from fleet_ingest.service import open_redis
     from fleet_store.live import LiveState
 
@@ -266,8 +264,25 @@ def live(settings: Settings, operator: str) -> None:
         speed = f"{p.speed_mps * 3.6:5.1f} km/h" if p.speed_mps is not None else "    - km/h"
         click.echo(
             f"{p.bus:<16} {p.lat:10.5f} {p.lon:10.5f}  {speed}  fix {when}Z  seq {p.seq}  ({p.device})"
+            + _trip_line(p)
         )
     progress(f"live: {len(positions)} buses of operator {operator}")
+
+
+def _trip_line(position: LivePosition) -> str:
+    """The trip block as a person reads it: trip, delay in minutes, next stop and its ETA (UTC)."""
+    c = position.calculated
+    if c is None:
+        return ""
+    if c.trip_id is None:
+        return f"  [{c.state}]"
+    parts = [f"  [{c.state} {c.trip_id}"]
+    if c.delay_s is not None:
+        parts.append(f" {c.delay_s / 60:+.0f} min")
+    if c.next_stop_id is not None and c.next_stop_eta_ms is not None:
+        eta = datetime.fromtimestamp(c.next_stop_eta_ms / 1000, UTC).strftime("%H:%M")
+        parts.append(f", next {c.next_stop_id} at {eta}Z")
+    return "".join(parts) + "]"
 
 
 @db_group.command(name="maintain")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Generic, TextIO, TypeVar
 
@@ -191,11 +191,22 @@ def read_table(
             notices.add("missing_required_column", filename=spec.filename, fieldName=name)
         wanted = set(spec.columns)
         known = [(index, name) for index, name in enumerate(names) if name in wanted]
+        known_names = [name for _, name in known]
+        width = max((index for index, _ in known), default=-1) + 1
+        pick = operator.itemgetter(*(index for index, _ in known)) if len(known) > 1 else None
         records: list[tuple[int, dict[str, str]]] = []
         number = 1
         try:
             for number, raw in enumerate(reader, start=2):
-                record = {name: raw[i].strip() for i, name in known if i < len(raw) and raw[i].strip()}
+                if pick is not None and len(raw) >= width:
+                    values: Sequence[str] = pick(raw)
+                else:
+                    values = [raw[i] if i < len(raw) else "" for i, _ in known]
+                record = {
+                    name: text
+                    for name, value in zip(known_names, values, strict=True)
+                    if (text := value.strip())
+                }
                 if not record and not any(value.strip() for value in raw):
                     notices.add("empty_row", filename=spec.filename, csvRowNumber=number)
                     continue

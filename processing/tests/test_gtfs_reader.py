@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 from collections.abc import Callable
 from datetime import date
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 import pytest
+from hypothesis import given, strategies
 
 from fleet_processing.gtfs import FeedReading, read_feed
 from fleet_processing.gtfs.notices import SEVERITIES
@@ -434,3 +436,21 @@ def _by_trip(reading: FeedReading) -> list[list]:  # type: ignore[type-arg]
     for st in reading.feed.stop_times:
         groups.setdefault(st.trip_id, []).append(st)
     return list(groups.values())
+
+
+@given(
+    strategies.lists(
+        strategies.text(alphabet=strategies.characters(blacklist_categories=("Cs", "Cc")), max_size=30),
+        max_size=8,
+    ),
+    strategies.sampled_from(["\n", "\r\n"]),
+)
+def test_any_stop_name_survives_csv_quoting_and_line_endings(names: list[str], newline: str) -> None:
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator=newline)
+    writer.writerow(["stop_id", "stop_lat", "stop_lon", "stop_name"])
+    writer.writerows([["A", 36.75, 3.04, "a"], ["B", 36.75, 3.045, "b"], ["C", 36.75, 3.06, "c"]])
+    writer.writerows([[f"X{i}", 36.7, 3.0, name] for i, name in enumerate(names)])
+    reading = read(stops_txt=out.getvalue())
+    assert reading.feed is not None
+    assert [stop.name for stop in reading.feed.stops[3:]] == [name.strip() or None for name in names]

@@ -49,12 +49,12 @@ def opener(files: dict[str, str | None]) -> Callable[[str], TextIO | None]:
     return open_file
 
 
-def read(today: date | None = None, **changes: str | None) -> FeedReading:
+def read(today: date | None = None, timezones: set[str] | None = None, **changes: str | None) -> FeedReading:
     files: dict[str, str | None] = {
         **BASE,
         **{name.replace("_txt", ".txt"): text for name, text in changes.items()},
     }
-    return read_feed(opener(files), today=today)
+    return read_feed(opener(files), today=today, timezones=timezones)
 
 
 def notice(reading: FeedReading, code: str) -> Notice:
@@ -268,10 +268,75 @@ def test_arrival_before_previous_departure_drops_the_trip() -> None:
         "csvRowNumber": 3,
         "prevCsvRowNumber": 2,
         "tripId": "T1",
-        "departureTime": 29_400,
-        "arrivalTime": 29_100,
+        "departureTime": "08:10:00",
+        "arrivalTime": "08:05:00",
     }
     assert reading.feed is None
+
+
+def test_departure_before_arrival_drops_the_trip() -> None:
+    reading = read(
+        stop_times_txt=(
+            "trip_id,arrival_time,departure_time,stop_id,stop_sequence\n"
+            "T1,08:00:00,08:00:00,A,1\nT1,08:06:00,08:05:00,B,2\nT1,08:20:00,08:20:00,C,3\n"
+        )
+    )
+    sample = notice(reading, "stop_time_with_departure_before_arrival_time").samples[0]
+    assert sample == {
+        "csvRowNumber": 3,
+        "tripId": "T1",
+        "stopSequence": 2,
+        "departureTime": "08:05:00",
+        "arrivalTime": "08:06:00",
+    }
+    assert reading.feed is None
+
+
+def test_a_timepoint_without_times_is_reported_and_interpolated() -> None:
+    reading = read(
+        stop_times_txt=(
+            "trip_id,arrival_time,departure_time,stop_id,stop_sequence,timepoint\n"
+            "T1,08:00:00,08:00:00,A,1,1\nT1,,,B,2,1\nT1,08:20:00,08:20:00,C,3,1\n"
+        )
+    )
+    assert notice(reading, "stop_time_timepoint_without_times").samples == [
+        {"csvRowNumber": 3, "tripId": "T1", "stopSequence": 2}
+    ]
+    assert reading.feed is not None
+    assert reading.feed.stop_times[1].interpolated
+    assert not reading.feed.stop_times[1].timepoint
+
+
+def test_an_unknown_agency_timezone_drops_the_agency() -> None:
+    reading = read(timezones={"Europe/Paris"})
+    assert notice(reading, "invalid_timezone").samples == [
+        {
+            "filename": "agency.txt",
+            "csvRowNumber": 2,
+            "fieldName": "agency_timezone",
+            "fieldValue": "Africa/Algiers",
+        }
+    ]
+    assert reading.feed is None
+    assert read(timezones={"Africa/Algiers"}).notices == []
+
+
+def test_ranges_that_end_before_they_start_are_dropped() -> None:
+    reading = read(
+        calendar_txt=(
+            "service_id,monday,tuesday,wednesday,thursday,friday,saturday,sunday,start_date,end_date\n"
+            "WK,1,1,1,1,1,0,0,20260101,20261231\nSUN,0,0,0,0,0,0,1,20261231,20260101\n"
+        ),
+        frequencies_txt="trip_id,start_time,end_time,headway_secs\nT1,9:00:00,10:00:00,600\nT1,22:00:00,6:00:00,600\n",
+    )
+    samples = notice(reading, "start_and_end_range_out_of_order").samples
+    assert [(x["filename"], x["entityId"], x["endValue"]) for x in samples] == [
+        ("calendar.txt", "SUN", "20260101"),
+        ("frequencies.txt", "T1", "6:00:00"),
+    ]
+    assert reading.feed is not None
+    assert [f.start_s for f in reading.feed.frequencies] == [9 * 3600]
+    assert [c.service_id for c in reading.feed.calendars] == ["WK"]
 
 
 def test_only_arrival_or_departure_is_reported_and_used_for_both() -> None:

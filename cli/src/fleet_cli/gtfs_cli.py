@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import zoneinfo
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -113,6 +114,7 @@ def import_feed(
         reading = read_feed(
             feed_source.open_file,
             today=check_day,
+            timezones=zoneinfo.available_timezones(),
             progress=lambda name, rows: _note(f"gtfs: {name}: {rows:,} rows"),
         )
         report = ImportReport(

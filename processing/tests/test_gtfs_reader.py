@@ -465,6 +465,35 @@ def test_a_trip_of_an_unknown_service_is_dropped() -> None:
     assert len(reading.feed.trips) == 1
 
 
+def test_a_shape_of_one_point_is_replaced_by_one_built_from_the_stops() -> None:
+    reading = read(shapes_txt="shape_id,shape_pt_lat,shape_pt_lon,shape_pt_sequence\nS1,36.75,3.04,1\n")
+    assert notice(reading, "single_shape_point").samples == [{"csvRowNumber": 2, "shapeId": "S1"}]
+    assert reading.feed is not None
+    assert reading.feed.shapes[-1].generated
+
+
+def test_an_empty_file_is_reported() -> None:
+    reading = read(frequencies_txt="")
+    assert notice(reading, "empty_file").samples == [{"filename": "frequencies.txt"}]
+    assert reading.feed is not None
+
+
+def test_a_file_that_is_not_utf8_is_reported_and_the_feed_unusable_without_it() -> None:
+    files: dict[str, str | None] = dict(BASE)
+    text = opener(files)
+
+    def open_file(name: str) -> TextIO | None:
+        if name == "stops.txt":
+            return io.TextIOWrapper(
+                io.BytesIO(b"stop_id,stop_lat,stop_lon\nA,36.75,3.04\n\xff\xfe"), encoding="utf-8"
+            )
+        return text(name)
+
+    reading = read_feed(open_file)
+    assert notice(reading, "csv_parsing_failed").samples[0]["filename"] == "stops.txt"
+    assert reading.feed is None
+
+
 def _accra(name: str) -> TextIO | None:
     path = ACCRA / name
     return path.open(encoding="utf-8-sig", newline="") if path.exists() else None

@@ -262,11 +262,14 @@ def _report(spec: Spec[R], number: int, record: dict[str, str], message: str, no
 
 
 def _unique(spec: Spec[R], rows: list[tuple[int, R]], notices: Notices) -> list[tuple[int, R]]:
+    key_of = operator.attrgetter(*spec.key)
+    keys = [key_of(row) for _, row in rows]
+    if len(set(keys)) == len(keys):
+        return rows
     seen: dict[tuple[object, ...], int] = {}
     kept: list[tuple[int, R]] = []
-    key_of = operator.attrgetter(*spec.key)
-    for number, row in rows:
-        key = key_of(row) if len(spec.key) > 1 else (key_of(row),)
+    for (number, row), found in zip(rows, keys, strict=True):
+        key = found if len(spec.key) > 1 else (found,)
         first = seen.setdefault(key, number)
         if first != number:
             sample: dict[str, str | int | float | None] = {

@@ -116,6 +116,11 @@ def _best_path(points_xy: Floats, passes: list[Pass], length: float) -> tuple[Fl
     def cost(off: Floats, along: Floats, slack: float = TOLERANCE_M) -> Floats:
         return np.maximum(off - slack, 0.0) + EARLIER * along / max(length, 1.0)
 
+    alone = [int(np.argmin(cost(pass_off, pass_along))) for pass_along, pass_off, _ in passes]
+    best_along = np.asarray([p[0][k] for p, k in zip(passes, alone, strict=True)])
+    if np.all(np.diff(best_along) > 0):
+        # each point's own best pass already comes in order: no path can do better
+        return best_along, np.asarray([p[1][k] for p, k in zip(passes, alone, strict=True)])
     steps: list[tuple[Floats, Floats, npt.NDArray[np.intp]]] = []
     along = off = total = xy = np.empty(0)
     for i, (point, (pass_along, pass_off, pass_xy)) in enumerate(zip(points_xy, passes, strict=True)):

@@ -132,6 +132,18 @@ def test_a_trip_without_a_shape_gets_one_built_from_its_stops() -> None:
     assert reading.generated_shapes == 1
 
 
+def test_a_built_shape_never_takes_the_id_of_a_shape_of_the_feed() -> None:
+    reading = read(
+        trips_txt="route_id,service_id,trip_id,shape_id\nR1,WK,T1,generated-1\nR1,WK,T2\n",
+        stop_times_txt=BASE["stop_times.txt"] + "T2,09:00:00,09:00:00,A,1\nT2,09:20:00,09:20:00,C,2\n",
+        shapes_txt=BASE["shapes.txt"].replace("S1,", "generated-1,"),
+    )
+    assert reading.notices == []
+    assert reading.feed is not None
+    assert [shape.shape_id for shape in reading.feed.shapes] == ["generated-1", "generated-2"]
+    assert [trip.shape_id for trip in reading.feed.trips] == ["generated-1", "generated-2"]
+
+
 def test_an_unknown_shape_is_reported_and_replaced_by_one_built_from_the_stops() -> None:
     reading = read(trips_txt="route_id,service_id,trip_id,shape_id\nR1,WK,T1,NOPE\n")
     sample = notice(reading, "foreign_key_violation").samples[0]

@@ -70,7 +70,7 @@ class FeedReading:
     """None only when the feed cannot be used at all"""
     notices: list[Notice]
     counts: dict[str, FileCount]
-    """per file present"""
+    """per file present (nothing imported when ``feed`` is None)"""
     interpolated_stop_times: int = 0
     generated_shapes: int = 0
 
@@ -106,7 +106,7 @@ def read_feed(
     builder = _Builder(notices, tables, progress, timezones)
     feed = builder.build(today) if builder.complete() else None
     counts = {
-        name: FileCount(read=table.read, imported=builder.imported.get(name, 0))
+        name: FileCount(read=table.read, imported=builder.imported.get(name, 0) if feed is not None else 0)
         for name, table in tables.items()
         if table.present
     }

@@ -57,8 +57,11 @@ class Lines:
             lats = [stop.lat for stop in stops]
             lons = [stop.lon for stop in stops]
             dist = cumulative_m(np.asarray(lats), np.asarray(lons))
+            number = len(self.generated) + 1
+            while f"generated-{number}" in self.by_id:
+                number += 1
             shape = Shape(
-                shape_id=f"generated-{len(self.generated) + 1}",
+                shape_id=f"generated-{number}",
                 lats=lats,
                 lons=lons,
                 dist_m=dist.tolist(),

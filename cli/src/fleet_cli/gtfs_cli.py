@@ -109,6 +109,8 @@ def import_feed(
       fleet gtfs import GTFS_Accra.zip --operator ama
       fleet gtfs import feeds/sogral/ --operator sogral --keep 3 --json
     """
+    if operator is not None:
+        _check_operator(operator)
     check_day = today.date() if today is not None else datetime.now(UTC).date()
     with open_source(source) as feed_source:
         reading = read_feed(
@@ -154,14 +156,18 @@ def import_feed(
 
 
 def _operator(given: str | None, feed: Feed) -> str:
-    if given is None:
-        if len(feed.agencies) != 1:
-            raise InvalidIdentifierError(
-                f"the feed has {len(feed.agencies)} agencies: say which operator with --operator"
-            )
-        given = feed.agencies[0].agency_id
+    if given is not None:
+        return given
+    if len(feed.agencies) != 1:
+        raise InvalidIdentifierError(
+            f"the feed has {len(feed.agencies)} agencies: say which operator with --operator"
+        )
+    return _check_operator(feed.agencies[0].agency_id)
+
+
+def _check_operator(operator: str) -> str:
     try:
-        return check_identifier(given, "operator")
+        return check_identifier(operator, "operator")
     except FleetSchemaError as exc:
         raise InvalidIdentifierError(exc.message) from exc
 

@@ -33,9 +33,9 @@ MAX_PASSES = 8
 KEEP = 16
 """partial paths kept per stop"""
 CHUNK_CELLS = 1_000_000
-"""stops times segments measured at once: bounds the memory a long shape with many stops takes"""
+"""pairs of a stop and a segment measured at once: bounds the memory a long shape with many stops takes"""
 EARLIER = 1e-3
-"""metres of cost per line length of position: breaks ties towards the earliest pass"""
+"""metres of cost of a position at the line's end (less before it): breaks ties towards the earliest pass"""
 
 
 def metric_projection(lats: Floats, lons: Floats) -> Transformer:
@@ -109,8 +109,8 @@ def _best_path(points_xy: Floats, passes: list[Pass], length: float) -> tuple[Fl
     at that position (a stop listed out of order, or off the line); the
     path with the least distance off the line wins, passes within
     TOLERANCE_M counting as on it (staying never does), and among equal ones
-    the earliest positions. The best KEEP paths are kept
-    per point, so the work stays linear in the number of stops.
+    the earliest positions. The best KEEP paths are kept per point, so the
+    work stays linear in the number of stops.
     """
 
     def cost(off: Floats, along: Floats, slack: float = TOLERANCE_M) -> Floats:

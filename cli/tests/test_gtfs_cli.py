@@ -176,6 +176,10 @@ def test_activate_rolls_back_to_an_earlier_version(
         ids.append(msgspec.json.decode(result.stdout, type=ImportResult).feed_id)
     back = _fleet(stack_urls, database_url, tmp_path, "activate", str(ids[0]))
     assert back.exit_code == 0, back.output
+    shown = _fleet(stack_urls, database_url, tmp_path, "show", str(ids[1]))
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.startswith(f"imported feed as feed {ids[1]} of operator SOG, not active\n")
+    assert "stop_times.txt                2          2" in shown.stdout
     active = _count(database_url, "SELECT id FROM gtfs_feeds WHERE operator = 'SOG' AND state = 'active'")
     assert active == ids[0]
 

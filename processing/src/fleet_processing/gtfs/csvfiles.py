@@ -15,7 +15,7 @@ import operator
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Generic, TextIO, TypeVar
+from typing import Annotated, Any, Generic, TextIO, TypeVar
 
 import msgspec
 
@@ -152,6 +152,19 @@ CALENDAR = Spec("calendar.txt", CalendarRow, ("service_id",))
 CALENDAR_DATES = Spec("calendar_dates.txt", CalendarDateRow, ("service_id", "date"))
 SHAPES = Spec("shapes.txt", ShapeRow, ("shape_id", "shape_pt_sequence"))
 FREQUENCIES = Spec("frequencies.txt", FrequencyRow, ("trip_id", "start_time"))
+FILES: tuple[Spec[Any], ...] = (
+    AGENCY,
+    STOPS,
+    ROUTES,
+    TRIPS,
+    STOP_TIMES,
+    CALENDAR,
+    CALENDAR_DATES,
+    SHAPES,
+    FREQUENCIES,
+)
+"""every file the importer reads, in the order it reads and reports them"""
+FILE_NAMES = tuple(spec.filename for spec in FILES)
 
 
 @dataclass(frozen=True)

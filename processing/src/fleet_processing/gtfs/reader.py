@@ -89,20 +89,7 @@ def read_feed(
     each file's rows.
     """
     notices = Notices()
-    tables = {
-        spec.filename: read_table(open_file, spec, notices, progress)
-        for spec in (
-            csvfiles.AGENCY,
-            csvfiles.STOPS,
-            csvfiles.ROUTES,
-            csvfiles.TRIPS,
-            csvfiles.STOP_TIMES,
-            csvfiles.CALENDAR,
-            csvfiles.CALENDAR_DATES,
-            csvfiles.SHAPES,
-            csvfiles.FREQUENCIES,
-        )
-    }
+    tables = {spec.filename: read_table(open_file, spec, notices, progress) for spec in csvfiles.FILES}
     builder = _Builder(notices, tables, progress, timezones)
     feed = builder.build(today) if builder.complete() else None
     counts = {

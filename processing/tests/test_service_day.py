@@ -24,8 +24,8 @@ from fleet_testing.trips import line, network
 HOUR_MS = 3_600_000
 
 
-def utc_ms(*args: int) -> int:
-    return int(datetime(*args, tzinfo=UTC).timestamp()) * 1000  # type: ignore[misc]
+def utc_ms(year: int, month: int, day: int, hour: int, minute: int = 0) -> int:
+    return int(datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp()) * 1000
 
 
 def test_origin_is_noon_minus_twelve_hours_on_dst_days() -> None:

@@ -65,6 +65,8 @@ MIN_SAMPLES = 3
 """observations a segment (or dwell) needs at an hour before its mean is used"""
 KALMAN_AGE_S = 1800.0
 """age at which the previous vehicle's time weighs as much as the historical mean"""
+LAST_RATIO_RANGE = (0.25, 4.0)
+"""the previous vehicle's time over the usual one is kept within this (a bus parked mid-segment is not traffic)"""
 SPEED_WEIGHT = 0.9
 """weight of the bus's own speed on the road just ahead of it"""
 SPEED_DECAY_M = 10_000.0
@@ -229,7 +231,8 @@ class SegmentHistory:
         _fill_pools(self.dwell_n, self.dwell_mean, self.dwell_var)
         every = np.arange(len(self._segment_index))
         found, usual, _ = _lookup(every, last_hour, self.seg_n, self.seg_mean, self.seg_var)
-        self.seg_last_ratio = np.where(found & (usual > 0), self.seg_last_s / np.maximum(usual, 1e-9), np.nan)
+        ratio = self.seg_last_s / np.maximum(usual, 1.0)
+        self.seg_last_ratio = np.where(found & (usual >= 1.0), np.clip(ratio, *LAST_RATIO_RANGE), np.nan)
         """the previous vehicle's time over the usual time at its hour: what today's conditions add"""
         self._table = _StopTable()
 

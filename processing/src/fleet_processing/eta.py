@@ -66,7 +66,7 @@ MIN_SAMPLES = 3
 KALMAN_AGE_S = 1800.0
 """age at which the previous vehicle's time weighs as much as the historical mean"""
 LAST_RATIO_RANGE = (0.25, 4.0)
-"""the previous vehicle's time over the usual one is kept within this (a bus parked mid-segment is not traffic)"""
+"""bounds of the previous vehicle's time over the usual one (a bus parked mid-segment is not traffic)"""
 SPEED_WEIGHT = 0.9
 """weight of the bus's own speed on the road just ahead of it"""
 SPEED_DECAY_M = 10_000.0

@@ -1,4 +1,4 @@
-"""`fleet bench eta` end to end on a small simulation: the table's shape and the ETA invariants, not accuracy."""
+"""`fleet bench eta` end to end on a small simulation: the table's shape and the invariants, not accuracy."""
 
 from __future__ import annotations
 

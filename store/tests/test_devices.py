@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import os
 import stat
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import msgspec
@@ -28,8 +31,20 @@ from fleet_store.errors import (
 )
 from fleet_store.secretbox import KEK_FILE, KeyEncryptionKey, Sealed, load_key_encryption_key
 from fleet_store.settings import ServiceUrls, load_settings
-from fleet_testing.database import on_database
 from fleet_testing.ingest import fleet_env
+
+T = TypeVar("T")
+
+
+def _on(database_url: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    async def run() -> T:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
 
 
 @pytest.fixture
@@ -100,7 +115,7 @@ def test_added_device_has_one_active_key_stored_sealed_not_in_clear(
         assert row is not None
         return issued, row
 
-    issued, row = on_database(database_url, work)
+    issued, row = _on(database_url, work)
     assert issued.key.key_id == "unit-1-k1"
     assert len(issued.key.secret) == 32
     assert issued.device.active_key == "unit-1-k1"
@@ -155,7 +170,7 @@ def test_rotate_retires_the_old_key_with_a_grace_period_and_revoke_is_at_once(
         with pytest.raises(DeviceRevokedError):
             await devices.rotate_key(conn, kek, "unit-1")
 
-    on_database(database_url, work)
+    _on(database_url, work)
 
 
 @pytest.mark.stack
@@ -181,7 +196,7 @@ def test_registry_refuses_reused_ids_unknown_devices_and_unsafe_ids(
         assert [d.device for d in await devices.list_devices(conn, "tahkout")] == ["unit-2"]
         assert [login.device for login in await devices.broker_logins(conn)] == ["unit-1", "unit-2"]
 
-    on_database(database_url, work)
+    _on(database_url, work)
 
 
 # ---------------------------------------------------------------- fleet devices

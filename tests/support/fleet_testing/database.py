@@ -1,4 +1,4 @@
-"""Run one coroutine on a fresh connection to the test database, from a synchronous test."""
+"""One piece of async database work run from a synchronous test, on a connection of its own."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ import asyncpg
 T = TypeVar("T")
 
 
-def on_database(database_url: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    """``work(conn)`` on its own connection, closed afterwards; its result."""
-
+def run_on(database_url: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     async def run() -> T:
         conn = await asyncpg.connect(database_url)
         try:

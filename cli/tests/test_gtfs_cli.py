@@ -145,22 +145,30 @@ def test_a_file_that_is_not_a_zip_is_a_typed_error(
     assert result.stderr.startswith("error [gtfs_source_unreadable]")
 
 
+SMALL_FEED = {
+    "agency.txt": "agency_id,agency_name,agency_url,agency_timezone\nSOG,Sogral,https://sogral.dz,Africa/Algiers\n",
+    "stops.txt": "stop_id,stop_lat,stop_lon\nALG,36.7347,3.0866\nBLI,36.47,2.83\n",
+    "routes.txt": "route_id,route_type\nR1,3\n",
+    "trips.txt": "route_id,service_id,trip_id\nR1,D,T1\n",
+    "stop_times.txt": "trip_id,arrival_time,departure_time,stop_id,stop_sequence\n"
+    "T1,07:00:00,07:00:00,ALG,1\nT1,07:50:00,07:50:00,BLI,2\n",
+    "calendar_dates.txt": "service_id,date,exception_type\nD,20261201,1\n",
+}
+
+
+def _small_feed(tmp_path: Path) -> Path:
+    """Alger to Blida, one trip, one service date."""
+    feed = tmp_path / "feed"
+    feed.mkdir()
+    for name, text in SMALL_FEED.items():
+        (feed / name).write_text(text)
+    return feed
+
+
 def test_activate_rolls_back_to_an_earlier_version(
     stack_urls: ServiceUrls, database_url: str, tmp_path: Path
 ) -> None:
-    feed = tmp_path / "feed"
-    feed.mkdir()
-    files = {
-        "agency.txt": "agency_id,agency_name,agency_url,agency_timezone\nSOG,Sogral,https://sogral.dz,Africa/Algiers\n",
-        "stops.txt": "stop_id,stop_lat,stop_lon\nALG,36.7347,3.0866\nBLI,36.47,2.83\n",
-        "routes.txt": "route_id,route_type\nR1,3\n",
-        "trips.txt": "route_id,service_id,trip_id\nR1,D,T1\n",
-        "stop_times.txt": "trip_id,arrival_time,departure_time,stop_id,stop_sequence\n"
-        "T1,07:00:00,07:00:00,ALG,1\nT1,07:50:00,07:50:00,BLI,2\n",
-        "calendar_dates.txt": "service_id,date,exception_type\nD,20261201,1\n",
-    }
-    for name, text in files.items():
-        (feed / name).write_text(text)
+    feed = _small_feed(tmp_path)
     ids = []
     for _ in range(2):
         result = _fleet(stack_urls, database_url, tmp_path, "import", str(feed), "--json")
@@ -168,5 +176,21 @@ def test_activate_rolls_back_to_an_earlier_version(
         ids.append(msgspec.json.decode(result.stdout, type=ImportResult).feed_id)
     back = _fleet(stack_urls, database_url, tmp_path, "activate", str(ids[0]))
     assert back.exit_code == 0, back.output
+    shown = _fleet(stack_urls, database_url, tmp_path, "show", str(ids[1]))
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.startswith(f"imported feed as feed {ids[1]} of operator SOG, not active\n")
+    assert "stop_times.txt                2          2" in shown.stdout
     active = _count(database_url, "SELECT id FROM gtfs_feeds WHERE operator = 'SOG' AND state = 'active'")
     assert active == ids[0]
+
+
+def test_an_operator_id_that_cannot_stand_in_a_topic_is_refused(
+    stack_urls: ServiceUrls, database_url: str, tmp_path: Path
+) -> None:
+    feed = _small_feed(tmp_path)
+    result = _fleet(stack_urls, database_url, tmp_path, "import", str(feed), "--operator", "ama/north")
+    assert result.exit_code == 1
+    assert (
+        result.stderr.strip().splitlines()[-1].startswith("error [invalid_identifier]: operator 'ama/north'")
+    )
+    assert _count(database_url, "SELECT count(*) FROM gtfs_feeds") == 0

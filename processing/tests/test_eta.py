@@ -136,6 +136,7 @@ def batches(draw: st.DrawFn) -> tuple[list[EtaRequest], SegmentHistory, int]:
     return batch, history, now_ms
 
 
+@pytest.mark.filterwarnings("error")  # a NaN or overflow on the way is a bug even if the checks pass
 @settings(max_examples=300, deadline=None)
 @given(batches())
 def test_etas_never_go_backwards_never_in_the_past_and_stay_inside_their_band(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 from collections.abc import Callable
 from datetime import date
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 import pytest
+from hypothesis import given, strategies
 
 from fleet_processing.gtfs import FeedReading, read_feed
 from fleet_processing.gtfs.notices import SEVERITIES
@@ -47,12 +49,12 @@ def opener(files: dict[str, str | None]) -> Callable[[str], TextIO | None]:
     return open_file
 
 
-def read(today: date | None = None, **changes: str | None) -> FeedReading:
+def read(today: date | None = None, timezones: set[str] | None = None, **changes: str | None) -> FeedReading:
     files: dict[str, str | None] = {
         **BASE,
         **{name.replace("_txt", ".txt"): text for name, text in changes.items()},
     }
-    return read_feed(opener(files), today=today)
+    return read_feed(opener(files), today=today, timezones=timezones)
 
 
 def notice(reading: FeedReading, code: str) -> Notice:
@@ -128,6 +130,18 @@ def test_a_trip_without_a_shape_gets_one_built_from_its_stops() -> None:
     assert reading.feed.trips[0].shape_id == shape.shape_id
     assert [st.dist_m for st in reading.feed.stop_times] == pytest.approx(shape.dist_m)
     assert reading.generated_shapes == 1
+
+
+def test_a_built_shape_never_takes_the_id_of_a_shape_of_the_feed() -> None:
+    reading = read(
+        trips_txt="route_id,service_id,trip_id,shape_id\nR1,WK,T1,generated-1\nR1,WK,T2\n",
+        stop_times_txt=BASE["stop_times.txt"] + "T2,09:00:00,09:00:00,A,1\nT2,09:20:00,09:20:00,C,2\n",
+        shapes_txt=BASE["shapes.txt"].replace("S1,", "generated-1,"),
+    )
+    assert reading.notices == []
+    assert reading.feed is not None
+    assert [shape.shape_id for shape in reading.feed.shapes] == ["generated-1", "generated-2"]
+    assert [trip.shape_id for trip in reading.feed.trips] == ["generated-1", "generated-2"]
 
 
 def test_an_unknown_shape_is_reported_and_replaced_by_one_built_from_the_stops() -> None:
@@ -266,10 +280,75 @@ def test_arrival_before_previous_departure_drops_the_trip() -> None:
         "csvRowNumber": 3,
         "prevCsvRowNumber": 2,
         "tripId": "T1",
-        "departureTime": 29_400,
-        "arrivalTime": 29_100,
+        "departureTime": "08:10:00",
+        "arrivalTime": "08:05:00",
     }
     assert reading.feed is None
+
+
+def test_departure_before_arrival_drops_the_trip() -> None:
+    reading = read(
+        stop_times_txt=(
+            "trip_id,arrival_time,departure_time,stop_id,stop_sequence\n"
+            "T1,08:00:00,08:00:00,A,1\nT1,08:06:00,08:05:00,B,2\nT1,08:20:00,08:20:00,C,3\n"
+        )
+    )
+    sample = notice(reading, "stop_time_with_departure_before_arrival_time").samples[0]
+    assert sample == {
+        "csvRowNumber": 3,
+        "tripId": "T1",
+        "stopSequence": 2,
+        "departureTime": "08:05:00",
+        "arrivalTime": "08:06:00",
+    }
+    assert reading.feed is None
+
+
+def test_a_timepoint_without_times_is_reported_and_interpolated() -> None:
+    reading = read(
+        stop_times_txt=(
+            "trip_id,arrival_time,departure_time,stop_id,stop_sequence,timepoint\n"
+            "T1,08:00:00,08:00:00,A,1,1\nT1,,,B,2,1\nT1,08:20:00,08:20:00,C,3,1\n"
+        )
+    )
+    assert notice(reading, "stop_time_timepoint_without_times").samples == [
+        {"csvRowNumber": 3, "tripId": "T1", "stopSequence": 2}
+    ]
+    assert reading.feed is not None
+    assert reading.feed.stop_times[1].interpolated
+    assert not reading.feed.stop_times[1].timepoint
+
+
+def test_an_unknown_agency_timezone_drops_the_agency() -> None:
+    reading = read(timezones={"Europe/Paris"})
+    assert notice(reading, "invalid_timezone").samples == [
+        {
+            "filename": "agency.txt",
+            "csvRowNumber": 2,
+            "fieldName": "agency_timezone",
+            "fieldValue": "Africa/Algiers",
+        }
+    ]
+    assert reading.feed is None
+    assert read(timezones={"Africa/Algiers"}).notices == []
+
+
+def test_ranges_that_end_before_they_start_are_dropped() -> None:
+    reading = read(
+        calendar_txt=(
+            "service_id,monday,tuesday,wednesday,thursday,friday,saturday,sunday,start_date,end_date\n"
+            "WK,1,1,1,1,1,0,0,20260101,20261231\nSUN,0,0,0,0,0,0,1,20261231,20260101\n"
+        ),
+        frequencies_txt="trip_id,start_time,end_time,headway_secs\nT1,9:00:00,10:00:00,600\nT1,22:00:00,6:00:00,600\n",
+    )
+    samples = notice(reading, "start_and_end_range_out_of_order").samples
+    assert [(x["filename"], x["entityId"], x["endValue"]) for x in samples] == [
+        ("calendar.txt", "SUN", "20260101"),
+        ("frequencies.txt", "T1", "6:00:00"),
+    ]
+    assert reading.feed is not None
+    assert [f.start_s for f in reading.feed.frequencies] == [9 * 3600]
+    assert [c.service_id for c in reading.feed.calendars] == ["WK"]
 
 
 def test_only_arrival_or_departure_is_reported_and_used_for_both() -> None:
@@ -398,6 +477,35 @@ def test_a_trip_of_an_unknown_service_is_dropped() -> None:
     assert len(reading.feed.trips) == 1
 
 
+def test_a_shape_of_one_point_is_replaced_by_one_built_from_the_stops() -> None:
+    reading = read(shapes_txt="shape_id,shape_pt_lat,shape_pt_lon,shape_pt_sequence\nS1,36.75,3.04,1\n")
+    assert notice(reading, "single_shape_point").samples == [{"csvRowNumber": 2, "shapeId": "S1"}]
+    assert reading.feed is not None
+    assert reading.feed.shapes[-1].generated
+
+
+def test_an_empty_file_is_reported() -> None:
+    reading = read(frequencies_txt="")
+    assert notice(reading, "empty_file").samples == [{"filename": "frequencies.txt"}]
+    assert reading.feed is not None
+
+
+def test_a_file_that_is_not_utf8_is_reported_and_the_feed_unusable_without_it() -> None:
+    files: dict[str, str | None] = dict(BASE)
+    text = opener(files)
+
+    def open_file(name: str) -> TextIO | None:
+        if name == "stops.txt":
+            return io.TextIOWrapper(
+                io.BytesIO(b"stop_id,stop_lat,stop_lon\nA,36.75,3.04\n\xff\xfe"), encoding="utf-8"
+            )
+        return text(name)
+
+    reading = read_feed(open_file)
+    assert notice(reading, "csv_parsing_failed").samples[0]["filename"] == "stops.txt"
+    assert reading.feed is None
+
+
 def _accra(name: str) -> TextIO | None:
     path = ACCRA / name
     return path.open(encoding="utf-8-sig", newline="") if path.exists() else None
@@ -434,3 +542,21 @@ def _by_trip(reading: FeedReading) -> list[list]:  # type: ignore[type-arg]
     for st in reading.feed.stop_times:
         groups.setdefault(st.trip_id, []).append(st)
     return list(groups.values())
+
+
+@given(
+    strategies.lists(
+        strategies.text(alphabet=strategies.characters(blacklist_categories=("Cs", "Cc")), max_size=30),
+        max_size=8,
+    ),
+    strategies.sampled_from(["\n", "\r\n"]),
+)
+def test_any_stop_name_survives_csv_quoting_and_line_endings(names: list[str], newline: str) -> None:
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator=newline)
+    writer.writerow(["stop_id", "stop_lat", "stop_lon", "stop_name"])
+    writer.writerows([["A", 36.75, 3.04, "a"], ["B", 36.75, 3.045, "b"], ["C", 36.75, 3.06, "c"]])
+    writer.writerows([[f"X{i}", 36.7, 3.0, name] for i, name in enumerate(names)])
+    reading = read(stops_txt=out.getvalue())
+    assert reading.feed is not None
+    assert [stop.name for stop in reading.feed.stops[3:]] == [name.strip() or None for name in names]

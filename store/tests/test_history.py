@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import asyncpg
 import numpy as np
@@ -18,21 +16,10 @@ from fleet_store.history import (
     write_visits,
 )
 from fleet_store.maintain import maintain
+from fleet_testing.database import run_on
 
-T = TypeVar("T")
 MONDAY_8H_MS = 1_795_392_000_000 + 8 * 3_600_000
 """Monday 2026-11-23 08:00 UTC: hour of week 8"""
-
-
-def _on(database_url: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    async def run() -> T:
-        conn = await asyncpg.connect(database_url)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
 
 
 def trip_visits(
@@ -87,7 +74,7 @@ def test_a_visit_sent_again_after_a_redelivery_is_stored_and_rolled_up_once(data
             int(await conn.fetchval("SELECT sum(n) FROM segment_times")),
         )
 
-    assert _on(database_url, work) == (3, 0, 3, 2)
+    assert run_on(database_url, work) == (3, 0, 3, 2)
 
 
 def test_segment_times_keep_count_mean_variance_and_the_latest_travel_time(database_url: str) -> None:
@@ -108,7 +95,7 @@ def test_segment_times_keep_count_mean_variance_and_the_latest_travel_time(datab
         assert s0.hour_of_week == 8
         return {"n": s0.n, "mean": s0.mean_s, "var": s0.var_s, "last": s0.last_s}
 
-    got = _on(database_url, work)
+    got = run_on(database_url, work)
     assert got["n"] == 3
     assert got["mean"] == pytest.approx(np.mean(runs))
     assert got["var"] == pytest.approx(np.var(runs, ddof=1))
@@ -130,7 +117,7 @@ def test_an_incremental_refresh_gives_what_one_refresh_of_everything_gives(datab
         (row,) = (await load_segment_history(conn, "op")).segments
         return row.n, row.mean_s, row.var_s, nothing.visits
 
-    n, mean, var, nothing = _on(database_url, work)
+    n, mean, var, nothing = run_on(database_url, work)
     assert (n, nothing) == (5, 0)
     assert mean == pytest.approx(np.mean(runs))
     assert var == pytest.approx(np.var(runs, ddof=1))
@@ -155,7 +142,7 @@ def test_two_refreshes_at_once_count_every_visit_exactly_once(database_url: str)
         total = int(await conn.fetchval("SELECT sum(n) FROM segment_times"))
         return claimed, total, await _count(conn, "stop_visits_pending")
 
-    claimed, total, pending = _on(database_url, work)
+    claimed, total, pending = run_on(database_url, work)
     assert sum(claimed) == 1200
     assert (total, pending) == (800, 0)
 
@@ -177,19 +164,19 @@ def test_dwell_is_learnt_only_from_buses_that_were_not_early(database_url: str) 
         rows = (await load_segment_history(conn, "op")).dwells
         return sorted((r.stop_id, r.n, r.mean_s) for r in rows)
 
-    assert _on(database_url, work) == [("S0", 2, 0.0), ("S1", 1, 90.0)]
+    assert run_on(database_url, work) == [("S0", 2, 0.0), ("S1", 1, 90.0)]
 
 
 def test_a_visit_leaving_before_it_arrives_is_a_typed_error(database_url: str) -> None:
     (visit,) = trip_visits(MONDAY_8H_MS, [], [0.0])
     backwards = msgspec_replace(visit, departed_ms=visit.arrived_ms - 1)
     with pytest.raises(InvalidVisitError) as caught:
-        _on(database_url, lambda conn: write_visits(conn, [backwards]))
+        run_on(database_url, lambda conn: write_visits(conn, [backwards]))
     assert caught.value.code == "invalid_visit"
 
 
 def test_fleet_db_maintain_rolls_the_new_visits_up(database_url: str) -> None:
-    _on(
+    run_on(
         database_url,
         lambda conn: write_visits(conn, trip_visits(MONDAY_8H_MS, [600.0, 600.0], [0.0, 0.0, 0.0])),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import zoneinfo
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ import msgspec
 
 from fleet_cli.gtfs_source import open_source
 from fleet_processing.gtfs import FileCount, read_feed
+from fleet_processing.gtfs.csvfiles import FILE_NAMES
 from fleet_schemas.errors import FleetSchemaError
 from fleet_schemas.gtfs import Feed, Notice
 from fleet_schemas.topics import check_identifier
@@ -66,6 +68,7 @@ def gtfs() -> None:
     Example:
       fleet gtfs import GTFS_Accra.zip --operator ama
       fleet gtfs list
+      fleet gtfs show 12
     """
 
 
@@ -108,11 +111,14 @@ def import_feed(
       fleet gtfs import GTFS_Accra.zip --operator ama
       fleet gtfs import feeds/sogral/ --operator sogral --keep 3 --json
     """
+    if operator is not None:
+        _check_operator(operator)
     check_day = today.date() if today is not None else datetime.now(UTC).date()
     with open_source(source) as feed_source:
         reading = read_feed(
             feed_source.open_file,
             today=check_day,
+            timezones=zoneinfo.available_timezones(),
             progress=lambda name, rows: _note(f"gtfs: {name}: {rows:,} rows"),
         )
         report = ImportReport(
@@ -152,14 +158,18 @@ def import_feed(
 
 
 def _operator(given: str | None, feed: Feed) -> str:
-    if given is None:
-        if len(feed.agencies) != 1:
-            raise InvalidIdentifierError(
-                f"the feed has {len(feed.agencies)} agencies: say which operator with --operator"
-            )
-        given = feed.agencies[0].agency_id
+    if given is not None:
+        return given
+    if len(feed.agencies) != 1:
+        raise InvalidIdentifierError(
+            f"the feed has {len(feed.agencies)} agencies: say which operator with --operator"
+        )
+    return _check_operator(feed.agencies[0].agency_id)
+
+
+def _check_operator(operator: str) -> str:
     try:
-        return check_identifier(given, "operator")
+        return check_identifier(operator, "operator")
     except FleetSchemaError as exc:
         raise InvalidIdentifierError(exc.message) from exc
 
@@ -170,13 +180,14 @@ def _print(result: ImportResult, as_json: bool) -> None:
         return
     report = result.report
     if result.feed_id is not None:
+        state = "active" if result.active else "not active"
         click.echo(
-            f"imported {report.source} as feed {result.feed_id} of operator {result.operator}, now active"
+            f"imported {report.source} as feed {result.feed_id} of operator {result.operator}, {state}"
         )
     else:
         click.echo(f"not imported: {report.source}")
     click.echo(f"  {'file':<20} {'rows':>10} {'imported':>10}")
-    for name, count in report.counts.items():
+    for name, count in sorted(report.counts.items(), key=lambda item: FILE_NAMES.index(item[0])):
         click.echo(f"  {name:<20} {count.read:>10,} {count.imported:>10,}")
     click.echo(
         f"  {report.interpolated_stop_times:,} stop times interpolated,"
@@ -212,6 +223,26 @@ def list_feeds(settings: Settings, operator: str | None) -> None:
             f" {counts.get('gtfs_stop_times', 0):>9,} stop times"
         )
     _note(f"gtfs: {len(rows)} feed versions")
+
+
+@gtfs.command(name="show")
+@click.argument("feed_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="print the version and its report as JSON")
+@click.pass_obj
+def show_feed(settings: Settings, feed_id: int, as_json: bool) -> None:
+    """Show the report a stored version was imported with.
+
+    \b
+    Example:
+      fleet gtfs show 12
+    """
+    version, raw = _on_database(settings, lambda conn: versions.stored_report(conn, feed_id))
+    report = msgspec.json.decode(raw, type=ImportReport)
+    active = version.state == "active"
+    _print(
+        ImportResult(feed_id=version.id, operator=version.operator, active=active, dropped=[], report=report),
+        as_json,
+    )
 
 
 @gtfs.command(name="activate")

@@ -29,6 +29,8 @@ import msgspec
 
 from fleet_schemas.geo import EARTH_RADIUS_M, haversine_m
 
+OPERATOR = "demo-dz"
+"""The operator the demo feed is imported for and the demo's buses belong to."""
 SOURCE = "algeria.toml"
 FEED_DIR = "algeria"
 TABLES = (

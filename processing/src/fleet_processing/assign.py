@@ -7,9 +7,12 @@ from every stretch the oldest recent fix is near (both legs of an
 out-and-back, both ends of a loop) and followed fix by fix with the windowed
 projection: the wrong leg or the wrong direction makes no progress along the
 line and is dropped. The survivors are scored by how near the fixes are to
-the line and how well the schedule agrees at the bus's position; the
-confidence is the best score's lead over the runner-up, so two trips that
-fit as well (the same shape ten minutes apart) are not told apart by luck.
+the line and how well the schedule agrees at the bus's position (falling
+off as exp(-|delay| / schedule_scale_s)); the confidence is the best score's
+relative lead over the runner-up times its nearness to the line, so two
+trips that fit as well (a bus halfway between two departures of a frequent
+line) are not told apart by luck, while an hourly intercity bus 20 minutes
+late is still confidently its own trip.
 """
 
 from __future__ import annotations
@@ -68,7 +71,8 @@ def _schedule_scores(
     lo, hi = scheduled_window(net, plans, along, policy.stop_radius_m)
     base = np.array([_base_ms(i) for _, i in options], dtype=np.int64)
     late = delay_s(np.full(len(options), time_ms, dtype=np.int64), base, lo, hi)
-    return late, np.clip(1.0 - np.abs(late) / policy.max_delay_s, 0.0, 1.0)
+    fit = np.where(np.abs(late) <= policy.max_delay_s, np.exp(-np.abs(late) / policy.schedule_scale_s), 0.0)
+    return late, fit
 
 
 def _follow(
@@ -141,8 +145,8 @@ def infer(
                         float(off[k]),
                         lateness,
                         geometry * fit,
-                        0.0,
-                        moved[k] / span_s,
+                        geometry,
+                        float(moved[k]) / span_s,
                     )
                 )
     if not scored:
@@ -150,7 +154,7 @@ def infer(
     scored.sort(key=lambda g: -g.score)
     best = scored[0]
     rival = next((g.score for g in scored[1:] if g.instance is not best.instance), 0.0)
-    return dataclasses.replace(best, confidence=best.score - rival)
+    return dataclasses.replace(best, confidence=best.confidence * (best.score - rival) / best.score)
 
 
 def place(

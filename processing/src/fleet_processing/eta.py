@@ -65,10 +65,12 @@ MIN_SAMPLES = 3
 """observations a segment (or dwell) needs at an hour before its mean is used"""
 KALMAN_AGE_S = 1800.0
 """age at which the previous vehicle's time weighs as much as the historical mean"""
-SPEED_WEIGHT = 0.5
-"""weight of the bus's own speed on the segment it is on"""
-SPEED_DECAY_M = 4000.0
-"""distance ahead over which that weight falls by e"""
+LAST_RATIO_RANGE = (0.25, 4.0)
+"""bounds of the previous vehicle's time over the usual one (a bus parked mid-segment is not traffic)"""
+SPEED_WEIGHT = 0.9
+"""weight of the bus's own speed on the road just ahead of it"""
+SPEED_DECAY_M = 10_000.0
+"""distance ahead (to the middle of what is left of a segment) over which that weight falls by e"""
 MIN_SPEED_MPS = 2.0
 """below this the smoothed speed says nothing about traffic (stopped, crawling at a station)"""
 DEFAULT_DWELL_S = 20.0
@@ -214,18 +216,24 @@ class SegmentHistory:
         self.seg_n, self.seg_mean, self.seg_var = _hour_table(len(self._segment_index))
         self.seg_last_s = np.full(len(self._segment_index), np.nan)
         self.seg_last_ms = np.full(len(self._segment_index), -1, np.int64)
+        last_hour = np.zeros(len(self._segment_index), np.int64)
         for row in seg_rows:
             s = self._segment_index[row.from_stop_id, row.to_stop_id]
             h = row.hour_of_week
             self.seg_n[s, h], self.seg_mean[s, h], self.seg_var[s, h] = row.n, row.mean_s, row.var_s
             if row.last_ms > self.seg_last_ms[s]:
-                self.seg_last_ms[s], self.seg_last_s[s] = row.last_ms, row.last_s
+                self.seg_last_ms[s], self.seg_last_s[s], last_hour[s] = row.last_ms, row.last_s, h
         self.dwell_n, self.dwell_mean, self.dwell_var = _hour_table(len(self._dwell_index))
         for d in dwell_rows:
             i, h = self._dwell_index[d.stop_id], d.hour_of_week
             self.dwell_n[i, h], self.dwell_mean[i, h], self.dwell_var[i, h] = d.n, d.mean_s, d.var_s
         _fill_pools(self.seg_n, self.seg_mean, self.seg_var)
         _fill_pools(self.dwell_n, self.dwell_mean, self.dwell_var)
+        every = np.arange(len(self._segment_index))
+        found, usual, _ = _lookup(every, last_hour, self.seg_n, self.seg_mean, self.seg_var)
+        ratio = self.seg_last_s / np.maximum(usual, 1.0)
+        self.seg_last_ratio = np.where(found & (usual >= 1.0), np.clip(ratio, *LAST_RATIO_RANGE), np.nan)
+        """the previous vehicle's time over the usual time at its hour: what today's conditions add"""
         self._table = _StopTable()
 
     @property
@@ -357,18 +365,19 @@ def predict_batch(
     travel_var = np.where(found, travel_var, (SCHEDULE_CV * sched_travel) ** 2 + 900.0)
     if history.segments:
         seg = np.maximum(t.seg[i], 0)
-        last_s = history.seg_last_s[seg]
-        recent = found & np.isfinite(last_s)
+        ratio = history.seg_last_ratio[seg]
+        recent = found & np.isfinite(ratio) & (t.seg[i] >= 0)
         age_s = np.maximum((now_ms - history.seg_last_ms[seg]) / 1000.0, 0.0)
-        gain = np.where(recent, travel_var / (travel_var + travel_var * age_s / KALMAN_AGE_S + 25.0), 0.0)
-        travel = travel + gain * (np.nan_to_num(last_s) - travel)
-        travel_var = travel_var * (1.0 - gain) + 25.0
+        relative_var = travel_var / np.maximum(travel, 1.0) ** 2
+        gain = np.where(recent, relative_var / (relative_var * (1.0 + age_s / KALMAN_AGE_S) + 1e-4), 0.0)
+        travel = travel * (1.0 + gain * (np.nan_to_num(ratio, nan=1.0) - 1.0))
+        travel_var = travel_var * (1.0 - gain / 2)
     seg_len = np.where(has_prev, t.dist[i] - t.dist[prev], 0.0)
     moving = np.isfinite(speed)
-    ahead_m = np.where(is_next, 0.0, np.maximum(t.dist[prev] - bus_dist, 0.0))
-    weight = np.where(moving & has_prev, SPEED_WEIGHT * np.exp(-ahead_m / SPEED_DECAY_M), 0.0)
-    travel = (1.0 - weight) * travel + weight * seg_len / np.where(moving, speed, 1.0)
     left = np.where(is_next, np.clip((t.dist[i] - bus_dist) / np.maximum(seg_len, 1.0), 0.0, 1.0), 1.0)
+    middle_m = np.where(is_next, 0.0, np.maximum(t.dist[prev] - bus_dist, 0.0)) + 0.5 * seg_len * left
+    weight = np.where(moving & has_prev, SPEED_WEIGHT * np.exp(-middle_m / SPEED_DECAY_M), 0.0)
+    travel = (1.0 - weight) * travel + weight * seg_len / np.where(moving, speed, 1.0)
     to_first = np.where(is_next & ~has_prev, np.maximum(t.dist[i] - bus_dist, 0.0), 0.0)
     travel = np.maximum(travel * left, 0.0) + to_first / np.where(moving, speed, 10.0)
     travel_var = travel_var * left**2

@@ -36,6 +36,8 @@ class ProgressPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """and its lead over the runner-up"""
     max_delay_s: float = 3_600.0
     """a trip whose schedule is further than this from the bus is not a candidate"""
+    schedule_scale_s: float = 600.0
+    """a candidate's schedule agreement is exp(-|delay| / this)"""
     speed_tau_s: float = 60.0
     """time constant of the smoothed speed along the line"""
     on_time_early_s: float = 60.0

@@ -91,6 +91,8 @@ class BusProgress(msgspec.Struct, array_like=True, gc=False):
     """consecutive fixes that found the same best candidate"""
     recent: list[tuple[int, float, float, float]] = msgspec.field(default_factory=list)
     """(time_ms, lon, lat, accuracy_m) of the last fixes, while the trip is not known"""
+    ended: str | None = None
+    """``TripInstance.key`` of the trip this bus last completed: never assigned to it again"""
 
 
 _SAVED_FIELDS = (
@@ -186,6 +188,7 @@ class _Batch:
                 states.append(STATE_CODES[prev.state])
                 bases.append(inst.origin_ms + inst.offset_s * 1000)
         self.recent = [list(p.recent) for p in saved]
+        self.ended = [p.ended for p in saved]
         self.state = np.array(states, dtype=np.int64)
         self.plan = np.array(plans, dtype=np.int64)
         self.base_ms = np.array(bases, dtype=np.int64)
@@ -240,8 +243,11 @@ class _Batch:
             self.arrived[b] = self.left[b] = 0
         self.lost[b] = self.lost_since[b] = 0
 
-    def release(self, b: int, time_ms: int, lon: float, lat: float, acc: float) -> None:
+    def release(self, b: int, time_ms: int, lon: float, lat: float, acc: float, *, ended: bool) -> None:
         """The trip ended (or was lost): the bus is unassigned and must move along a trip again."""
+        inst = self.inst[b]
+        if ended and inst is not None:
+            self.ended[b] = inst.key
         self.inst[b] = None
         self.state[b] = UNASSIGNED
         self.conf[b] = self.along[b] = self.off[b] = self.delay[b] = 0.0
@@ -377,7 +383,8 @@ def _infer_step(work: _Batch, fixes: _Fixes, b: int, f: int) -> bool:
     t, x, y = point.time_ms, float(fixes.x[f]), float(fixes.y[f])
     acc = float(fixes.acc[f])
     if named is not None and named in net.plan_index:
-        options = work.active_at(t).by_trip.get(named)
+        ended = work.ended[b]
+        options = [o for o in work.active_at(t).by_trip.get(named, []) if o[1].key != ended]
         if options:
             work.take(b, place(net, options, t, x, y, policy), ASSIGNED, t)
             work.recent[b] = []
@@ -388,7 +395,13 @@ def _infer_step(work: _Batch, fixes: _Fixes, b: int, f: int) -> bool:
     recent = [p for p in recent if p[0] >= t - policy.recent_s * 1000]
     work.recent[b] = recent
     work.time_ms[b] = t
-    guess = _guess(work, recent) if len(recent) >= 2 else None
+    if not _moving(recent, policy):
+        if state == UNASSIGNED:
+            work.streak[b] = 0
+        return True  # parked, or dwelling at a stop: a candidate is held, an unassigned bus stays so
+    guess = _guess(work, recent)
+    if guess is not None and guess.instance.key == work.ended[b]:
+        guess = None
     if guess is None:
         work.inst[b] = None
         work.state[b] = UNASSIGNED
@@ -404,11 +417,16 @@ def _infer_step(work: _Batch, fixes: _Fixes, b: int, f: int) -> bool:
     return True
 
 
+def _moving(recent: list[tuple[int, float, float, float]], policy: ProgressPolicy) -> bool:
+    """Whether the recent fixes span ``min_move_m``: a bus parked or creeping in a station does not."""
+    if len(recent) < 2:
+        return False
+    (_, lon0, lat0, _), (_, lon1, lat1, _) = recent[0], recent[-1]
+    return haversine_m(lat0, lon0, lat1, lon1) >= policy.min_move_m
+
+
 def _guess(work: _Batch, recent: list[tuple[int, float, float, float]]) -> Guess | None:
     net, policy = work.net, work.policy
-    (_, lon0, lat0, _), (_, lon1, lat1, _) = recent[0], recent[-1]
-    if haversine_m(lat0, lon0, lat1, lon1) < policy.min_move_m:
-        return None  # parked, or creeping in a station: not yet driving a trip
     times = np.array([p[0] for p in recent], dtype=np.int64)
     x, y = net.project(np.array([p[1] for p in recent]), np.array([p[2] for p in recent]))
     acc = np.array([p[3] for p in recent], dtype=np.float64)
@@ -458,7 +476,9 @@ def _track(work: _Batch, fixes: _Fixes, b: Ints, f: Ints) -> None:
         )
         if ended or release[k] or overdue[k]:
             point = fixes.points[fix]
-            work.release(bus, point.time_ms, point.lon, point.lat, float(acc[k]))
+            work.release(
+                bus, point.time_ms, point.lon, point.lat, float(acc[k]), ended=ended or bool(overdue[k])
+            )
 
 
 def _lost(
@@ -512,6 +532,7 @@ def _results(work: _Batch, fixes: _Fixes) -> list[Progressed]:
         work.streak.tolist(),
         work.inst,
         work.recent,
+        work.ended,
         work.bus,
         work.visits,
         fixes.stale,
@@ -536,12 +557,13 @@ def _results(work: _Batch, fixes: _Fixes) -> list[Progressed]:
         streak,
         inst,
         recent,
+        ended,
         bus,
         visits,
         stale,
     ) in rows:
         if inst is None or state == UNASSIGNED:
-            progress = BusProgress(feed_id, "unassigned", time_ms=t, recent=recent)
+            progress = BusProgress(feed_id, "unassigned", time_ms=t, recent=recent, ended=ended)
             out.append(
                 Progressed(bus, progress, None, None, None, None, None, None, UNASSIGNED_BLOCK, visits, stale)
             )
@@ -569,6 +591,7 @@ def _results(work: _Batch, fixes: _Fixes) -> list[Progressed]:
             lost_at,
             streak,
             recent,
+            ended,
         )
         upcoming = ns < len(plan.stop_ids)
         calc = Calculated(

@@ -195,10 +195,24 @@ async def list_feeds(conn: asyncpg.Connection, operator: str | None = None) -> l
         " WHERE $1::text IS NULL OR operator = $1 ORDER BY operator, id DESC",
         operator,
     )
-    return [
-        msgspec.convert({**dict(row.items()), "counts": msgspec.json.decode(row["counts"])}, FeedVersion)
-        for row in rows
-    ]
+    return [_version(row) for row in rows]
+
+
+async def stored_report(conn: asyncpg.Connection, feed_id: int) -> tuple[FeedVersion, bytes]:
+    """A version and the report it was imported with, as the JSON ``write_feed`` was given."""
+    row = await conn.fetchrow(
+        "SELECT id, operator, imported_at, source, sha256, state, counts, report"
+        " FROM gtfs_feeds WHERE id = $1",
+        feed_id,
+    )
+    if row is None:
+        raise FeedNotFoundError(f"no feed version {feed_id}")
+    return _version(row), row["report"].encode()
+
+
+def _version(row: asyncpg.Record) -> FeedVersion:
+    fields = {name: row[name] for name in FeedVersion.__struct_fields__}
+    return msgspec.convert({**fields, "counts": msgspec.json.decode(row["counts"])}, FeedVersion)
 
 
 async def drop_feed(conn: asyncpg.Connection, feed_id: int) -> None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import csv
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Generic, TextIO, TypeVar
+from typing import Annotated, Any, Generic, TextIO, TypeVar
 
 import msgspec
 
@@ -152,6 +152,19 @@ CALENDAR = Spec("calendar.txt", CalendarRow, ("service_id",))
 CALENDAR_DATES = Spec("calendar_dates.txt", CalendarDateRow, ("service_id", "date"))
 SHAPES = Spec("shapes.txt", ShapeRow, ("shape_id", "shape_pt_sequence"))
 FREQUENCIES = Spec("frequencies.txt", FrequencyRow, ("trip_id", "start_time"))
+FILES: tuple[Spec[Any], ...] = (
+    AGENCY,
+    STOPS,
+    ROUTES,
+    TRIPS,
+    STOP_TIMES,
+    CALENDAR,
+    CALENDAR_DATES,
+    SHAPES,
+    FREQUENCIES,
+)
+"""every file the importer reads, in the order it reads and reports them"""
+FILE_NAMES = tuple(spec.filename for spec in FILES)
 
 
 @dataclass(frozen=True)
@@ -191,11 +204,22 @@ def read_table(
             notices.add("missing_required_column", filename=spec.filename, fieldName=name)
         wanted = set(spec.columns)
         known = [(index, name) for index, name in enumerate(names) if name in wanted]
+        known_names = [name for _, name in known]
+        width = max((index for index, _ in known), default=-1) + 1
+        pick = operator.itemgetter(*(index for index, _ in known)) if len(known) > 1 else None
         records: list[tuple[int, dict[str, str]]] = []
         number = 1
         try:
             for number, raw in enumerate(reader, start=2):
-                record = {name: raw[i].strip() for i, name in known if i < len(raw) and raw[i].strip()}
+                if pick is not None and len(raw) >= width:
+                    values: Sequence[str] = pick(raw)
+                else:
+                    values = [raw[i] if i < len(raw) else "" for i, _ in known]
+                record = {
+                    name: text
+                    for name, value in zip(known_names, values, strict=True)
+                    if (text := value.strip())
+                }
                 if not record and not any(value.strip() for value in raw):
                     notices.add("empty_row", filename=spec.filename, csvRowNumber=number)
                     continue
@@ -251,11 +275,14 @@ def _report(spec: Spec[R], number: int, record: dict[str, str], message: str, no
 
 
 def _unique(spec: Spec[R], rows: list[tuple[int, R]], notices: Notices) -> list[tuple[int, R]]:
+    key_of = operator.attrgetter(*spec.key)
+    keys = [key_of(row) for _, row in rows]
+    if len(set(keys)) == len(keys):
+        return rows
     seen: dict[tuple[object, ...], int] = {}
     kept: list[tuple[int, R]] = []
-    key_of = operator.attrgetter(*spec.key)
-    for number, row in rows:
-        key = key_of(row) if len(spec.key) > 1 else (key_of(row),)
+    for (number, row), found in zip(rows, keys, strict=True):
+        key = found if len(spec.key) > 1 else (found,)
         first = seen.setdefault(key, number)
         if first != number:
             sample: dict[str, str | int | float | None] = {

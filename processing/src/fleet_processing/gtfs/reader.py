@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Literal
@@ -51,6 +52,8 @@ from fleet_schemas.gtfs import (
 )
 
 TRIPS_PROGRESS_EVERY = 1_000
+Bound = tuple[str, str, int]
+"""one end of a range: field name, its text, its value (seconds, or a date's ordinal)"""
 REQUIRED_FILES = ("agency.txt", "stops.txt", "routes.txt", "trips.txt", "stop_times.txt")
 
 
@@ -67,37 +70,30 @@ class FeedReading:
     """None only when the feed cannot be used at all"""
     notices: list[Notice]
     counts: dict[str, FileCount]
-    """per file present"""
+    """per file present (nothing imported when ``feed`` is None)"""
     interpolated_stop_times: int = 0
     generated_shapes: int = 0
 
 
 def read_feed(
-    open_file: OpenFile, *, today: date | None = None, progress: Progress | None = None
+    open_file: OpenFile,
+    *,
+    today: date | None = None,
+    timezones: Collection[str] | None = None,
+    progress: Progress | None = None,
 ) -> FeedReading:
     """The feed behind ``open_file``, normalized, with every problem found.
 
-    ``today`` enables expired_calendar; ``progress`` hears about each file's rows.
+    ``today`` enables expired_calendar, ``timezones`` (the IANA names the
+    caller's tz database knows) invalid_timezone; ``progress`` hears about
+    each file's rows.
     """
     notices = Notices()
-    tables = {
-        spec.filename: read_table(open_file, spec, notices, progress)
-        for spec in (
-            csvfiles.AGENCY,
-            csvfiles.STOPS,
-            csvfiles.ROUTES,
-            csvfiles.TRIPS,
-            csvfiles.STOP_TIMES,
-            csvfiles.CALENDAR,
-            csvfiles.CALENDAR_DATES,
-            csvfiles.SHAPES,
-            csvfiles.FREQUENCIES,
-        )
-    }
-    builder = _Builder(notices, tables, progress)
+    tables = {spec.filename: read_table(open_file, spec, notices, progress) for spec in csvfiles.FILES}
+    builder = _Builder(notices, tables, progress, timezones)
     feed = builder.build(today) if builder.complete() else None
     counts = {
-        name: FileCount(read=table.read, imported=builder.imported.get(name, 0))
+        name: FileCount(read=table.read, imported=builder.imported.get(name, 0) if feed is not None else 0)
         for name, table in tables.items()
         if table.present
     }
@@ -114,10 +110,15 @@ class _Builder:
     """Turns the tables into the feed's entities, file by file, checking references as it goes."""
 
     def __init__(
-        self, notices: Notices, tables: dict[str, Table[msgspec.Struct]], progress: Progress | None
+        self,
+        notices: Notices,
+        tables: dict[str, Table[msgspec.Struct]],
+        progress: Progress | None,
+        timezones: Collection[str] | None,
     ) -> None:
         self.notices = notices
         self.progress = progress
+        self.timezones = timezones
         self.tables = tables
         self.imported: dict[str, int] = {}
         self.interpolated = 0
@@ -136,6 +137,30 @@ class _Builder:
             fieldValue=value,
             csvRowNumber=number,
         )
+
+    def _timezone_known(self, filename: str, number: int, field: str, value: str | None) -> bool:
+        if value is None or self.timezones is None or value in self.timezones:
+            return True
+        self.notices.add(
+            "invalid_timezone", filename=filename, csvRowNumber=number, fieldName=field, fieldValue=value
+        )
+        return False
+
+    def _in_order(self, filename: str, number: int, entity: str, start: Bound, end: Bound) -> bool:
+        """start_and_end_range_out_of_order: a range that ends before it starts is dropped."""
+        if end[2] >= start[2]:
+            return True
+        self.notices.add(
+            "start_and_end_range_out_of_order",
+            filename=filename,
+            csvRowNumber=number,
+            entityId=entity,
+            startFieldName=start[0],
+            startValue=start[1],
+            endFieldName=end[0],
+            endValue=end[1],
+        )
+        return False
 
     def _missing_agency_id(self, filename: str, number: int) -> None:
         """agency_id may be left out only when the feed has one agency."""
@@ -199,6 +224,8 @@ class _Builder:
             if agency_id is None:
                 self._missing_agency_id("agency.txt", number)
                 continue
+            if not self._timezone_known("agency.txt", number, "agency_timezone", row.agency_timezone):
+                continue
             agencies[agency_id] = Agency(
                 agency_id=agency_id,
                 name=row.agency_name,
@@ -219,6 +246,9 @@ class _Builder:
             if parent is not None and parent not in ids:
                 self._missing_reference("stops.txt", "parent_station", "stops.txt", parent, number)
                 parent = None
+            timezone = row.stop_timezone
+            if not self._timezone_known("stops.txt", number, "stop_timezone", timezone):
+                timezone = None
             stops[row.stop_id] = Stop(
                 stop_id=row.stop_id,
                 lat=row.stop_lat,
@@ -227,7 +257,7 @@ class _Builder:
                 code=row.stop_code,
                 location_type=row.location_type,
                 parent_station=parent,
-                timezone=row.stop_timezone,
+                timezone=timezone,
             )
         self.imported["stops.txt"] = len(stops)
         return stops
@@ -270,6 +300,14 @@ class _Builder:
             start = self._date("calendar.txt", number, "start_date", row.start_date)
             end = self._date("calendar.txt", number, "end_date", row.end_date)
             if start is None or end is None:
+                continue
+            if not self._in_order(
+                "calendar.txt",
+                number,
+                row.service_id,
+                ("start_date", row.start_date, start.toordinal()),
+                ("end_date", row.end_date, end.toordinal()),
+            ):
                 continue
             days = (
                 row.monday,
@@ -416,7 +454,13 @@ class _Builder:
                         fieldName=field,
                         fieldValue=text,
                     )
-            if len(times) == 2:
+            if len(times) == 2 and self._in_order(
+                "frequencies.txt",
+                number,
+                row.trip_id,
+                ("start_time", row.start_time, times[0]),
+                ("end_time", row.end_time, times[1]),
+            ):
                 frequency = Frequency(
                     trip_id=row.trip_id,
                     start_s=times[0],

@@ -32,8 +32,10 @@ MAX_PASSES = 8
 """passes of the line considered per stop (a shape rarely passes one place more often)"""
 KEEP = 16
 """partial paths kept per stop"""
+CHUNK_CELLS = 1_000_000
+"""pairs of a stop and a segment measured at once: bounds the memory a long shape with many stops takes"""
 EARLIER = 1e-3
-"""metres of cost per line length of position: breaks ties towards the earliest pass"""
+"""metres of cost of a position at the line's end (less before it): breaks ties towards the earliest pass"""
 
 
 def metric_projection(lats: Floats, lons: Floats) -> Transformer:
@@ -68,6 +70,19 @@ def locate_in_order(line_xy: Floats, line_m: Floats, points_xy: Floats) -> tuple
     geodesic while ``line_xy`` is projected: a position inside a segment is
     scaled to it).
     """
+    passes: list[Pass] = []
+    rows = max(1, CHUNK_CELLS // max(len(line_xy) - 1, 1))
+    for first in range(0, len(points_xy), rows):
+        passes += _passes(line_xy, line_m, points_xy[first : first + rows])
+    return _best_path(points_xy, passes, float(line_m[-1]))
+
+
+Pass = tuple[Floats, Floats, Floats]
+"""the passes of the line near one point: metres along, metres off, and the (k, 2) nearest points"""
+
+
+def _passes(line_xy: Floats, line_m: Floats, points_xy: Floats) -> list[Pass]:
+    """Per point, where the line passes closest (local minima of the distance per segment), nearest first."""
     starts = line_xy[:-1]
     vectors = line_xy[1:] - starts
     squared = np.einsum("ij,ij->i", vectors, vectors)
@@ -75,49 +90,51 @@ def locate_in_order(line_xy: Floats, line_m: Floats, points_xy: Floats) -> tuple
     t = np.clip(np.einsum("psk,sk->ps", rel, vectors) / np.where(squared > 0, squared, 1.0), 0.0, 1.0)
     gap = rel - t[:, :, None] * vectors[None, :, :]
     dist = np.hypot(gap[..., 0], gap[..., 1])
-    along_all = line_m[:-1] + t * np.diff(line_m)
-    near_xy = starts[None, :, :] + t[:, :, None] * vectors[None, :, :]
-    return _best_path(points_xy, dist, along_all, near_xy, float(line_m[-1]))
+    padded = np.pad(dist, ((0, 0), (1, 1)), constant_values=np.inf)
+    local = (dist < padded[:, :-2]) & (dist <= padded[:, 2:])
+    seg_m = np.diff(line_m)
+    found: list[Pass] = []
+    for i, row in enumerate(dist):
+        minima = np.flatnonzero(local[i])
+        segs = minima[np.argsort(row[minima], kind="stable")[:MAX_PASSES]]
+        ts = t[i, segs]
+        found.append((line_m[segs] + ts * seg_m[segs], row[segs], starts[segs] + ts[:, None] * vectors[segs]))
+    return found
 
 
-def _passes(dist: Floats) -> npt.NDArray[np.intp]:
-    """Segments where the line passes closest to a point (local minima of the distance), nearest first."""
-    padded = np.concatenate(([np.inf], dist, [np.inf]))
-    minima = np.flatnonzero((dist < padded[:-2]) & (dist <= padded[2:]))
-    return minima[np.argsort(dist[minima], kind="stable")[:MAX_PASSES]]
-
-
-def _best_path(
-    points_xy: Floats, dist: Floats, along_all: Floats, near_xy: Floats, length: float
-) -> tuple[Floats, Floats]:
+def _best_path(points_xy: Floats, passes: list[Pass], length: float) -> tuple[Floats, Floats]:
     """Dynamic programming over the passes of the line near each point, positions never decreasing.
 
     Each point may take a pass after the previous point's position, or stay
     at that position (a stop listed out of order, or off the line); the
     path with the least distance off the line wins, passes within
     TOLERANCE_M counting as on it (staying never does), and among equal ones
-    the earliest positions. The best KEEP paths are kept
-    per point, so the work stays linear in the number of stops.
+    the earliest positions. The best KEEP paths are kept per point, so the
+    work stays linear in the number of stops.
     """
 
     def cost(off: Floats, along: Floats, slack: float = TOLERANCE_M) -> Floats:
         return np.maximum(off - slack, 0.0) + EARLIER * along / max(length, 1.0)
 
+    alone = [int(np.argmin(cost(pass_off, pass_along))) for pass_along, pass_off, _ in passes]
+    best_along = np.asarray([p[0][k] for p, k in zip(passes, alone, strict=True)])
+    if np.all(np.diff(best_along) > 0):
+        # each point's own best pass already comes in order: no path can do better
+        return best_along, np.asarray([p[1][k] for p, k in zip(passes, alone, strict=True)])
     steps: list[tuple[Floats, Floats, npt.NDArray[np.intp]]] = []
     along = off = total = xy = np.empty(0)
-    for i, point in enumerate(points_xy):
-        segs = _passes(dist[i])
-        pass_along, pass_off, pass_xy = along_all[i, segs], dist[i, segs], near_xy[i, segs]
+    for i, (point, (pass_along, pass_off, pass_xy)) in enumerate(zip(points_xy, passes, strict=True)):
+        count = len(pass_along)
         if i == 0:
             along, off, xy, total = pass_along, pass_off, pass_xy, cost(pass_off, pass_along)
-            back = np.zeros(len(segs), dtype=np.intp)
+            back = np.zeros(count, dtype=np.intp)
         else:
             options = np.where(along[None, :] < pass_along[:, None], total[None, :], np.inf)
             choice = np.argmin(options, axis=1)
             stay_off = np.hypot(*(point - xy).T)
             totals = np.concatenate(
                 (
-                    cost(pass_off, pass_along) + options[np.arange(len(segs)), choice],
+                    cost(pass_off, pass_along) + options[np.arange(count), choice],
                     total + cost(stay_off, along, slack=0.0),
                 )
             )

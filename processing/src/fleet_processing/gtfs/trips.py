@@ -18,7 +18,7 @@ from fleet_processing.gtfs.csvfiles import StopTimeRow
 from fleet_processing.gtfs.interpolate import fill_blank_times
 from fleet_processing.gtfs.notices import Notices
 from fleet_processing.gtfs.shapes import cumulative_m, locate_in_order, project
-from fleet_processing.gtfs.times import parse_time
+from fleet_processing.gtfs.times import format_time, parse_time
 from fleet_schemas.gtfs import Shape, Stop, StopTime, Trip
 
 Floats = npt.NDArray[np.float64]
@@ -57,8 +57,11 @@ class Lines:
             lats = [stop.lat for stop in stops]
             lons = [stop.lon for stop in stops]
             dist = cumulative_m(np.asarray(lats), np.asarray(lons))
+            number = len(self.generated) + 1
+            while f"generated-{number}" in self.by_id:
+                number += 1
             shape = Shape(
-                shape_id=f"generated-{len(self.generated) + 1}",
+                shape_id=f"generated-{number}",
                 lats=lats,
                 lons=lons,
                 dist_m=dist.tolist(),
@@ -112,7 +115,7 @@ def normalize_trip(
             arrival_s=arr[i],
             departure_s=dep[i],
             dist_m=float(dist_m[i]),
-            timepoint=not filled[i] if row.timepoint is None else bool(row.timepoint),
+            timepoint=not filled[i] and row.timepoint != 0,
             interpolated=filled[i],
             pickup_type=row.pickup_type,
             drop_off_type=row.drop_off_type,
@@ -155,6 +158,13 @@ def _times(
                         fieldValue=text,
                     )
             pair.append(value)
+        if row.timepoint == 1 and pair[0] is None and pair[1] is None:
+            notices.add(
+                "stop_time_timepoint_without_times",
+                csvRowNumber=number,
+                tripId=trip.trip_id,
+                stopSequence=row.stop_sequence,
+            )
         if (pair[0] is None) != (pair[1] is None):
             notices.add(
                 "stop_time_with_only_arrival_or_departure_time",
@@ -198,22 +208,32 @@ def _times_in_order(
     departures: list[int | None],
     notices: Notices,
 ) -> bool:
-    """No arrival before the departure from the previous timed stop (a trip going back in time)."""
+    """No departure before its arrival, no arrival before the previous timed stop's departure."""
     in_order = True
     previous: tuple[int, int] | None = None
-    for (number, _), arrival, departure in zip(rows, arrivals, departures, strict=True):
+    for (number, row), arrival, departure in zip(rows, arrivals, departures, strict=True):
         arrive = arrival if arrival is not None else departure
         leave = departure if departure is not None else arrival
         if arrive is None or leave is None:
             continue
+        if leave < arrive:
+            notices.add(
+                "stop_time_with_departure_before_arrival_time",
+                csvRowNumber=number,
+                tripId=trip.trip_id,
+                stopSequence=row.stop_sequence,
+                departureTime=format_time(leave),
+                arrivalTime=format_time(arrive),
+            )
+            in_order = False
         if previous is not None and arrive < previous[1]:
             notices.add(
                 "stop_time_with_arrival_before_previous_departure_time",
                 csvRowNumber=number,
                 prevCsvRowNumber=previous[0],
                 tripId=trip.trip_id,
-                departureTime=previous[1],
-                arrivalTime=arrive,
+                departureTime=format_time(previous[1]),
+                arrivalTime=format_time(arrive),
             )
             in_order = False
         previous = (number, max(leave, arrive))

@@ -32,11 +32,11 @@ from fleet_processing.gtfs.shapes import cumulative_m, metric_projection
 from fleet_processing.gtfs.times import parse_time
 from fleet_processing.gtfs.trips import Line, Lines, Normalized, normalize_trip
 from fleet_processing.gtfs.validate import (
+    ServiceDays,
     check_blocks,
     check_expired,
     check_speeds,
     drop_overlapping_frequencies,
-    service_dates,
 )
 from fleet_schemas.gtfs import (
     Agency,
@@ -191,10 +191,10 @@ class _Builder:
         if not trips:
             return None
         frequencies = self._frequencies({trip.trip.trip_id for _, trip in trips})
-        dates = service_dates((calendar for _, calendar in calendars), calendar_dates)
-        check_blocks(trips, dates, self.notices)
+        days = ServiceDays((calendar for _, calendar in calendars), calendar_dates)
+        check_blocks(trips, days, self.notices)
         if today is not None:
-            check_expired(calendars, dates, today, self.notices)
+            check_expired(calendars, days, today, self.notices)
         shapes = [line.shape for line in lines.by_id.values()] + list(lines.generated.values())
         self.generated_shapes = len(lines.generated)
         self.imported["shapes.txt"] = sum(len(line.shape.lats) for line in lines.by_id.values())

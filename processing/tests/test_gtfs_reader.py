@@ -258,6 +258,22 @@ def test_foreign_key_violation_drops_the_stop_time_and_keeps_the_trip() -> None:
     assert [st.stop_id for st in reading.feed.stop_times] == ["A", "C"]
 
 
+def test_a_station_in_stop_times_is_reported_once_and_kept() -> None:
+    reading = read(
+        stops_txt=(
+            "stop_id,stop_name,stop_lat,stop_lon,location_type\n"
+            "A,Caroubier,36.75,3.04,1\nB,Hussein Dey,36.75,3.045,0\nC,Kouba,36.75,3.06,\n"
+        ),
+        trips_txt="route_id,service_id,trip_id,shape_id\nR1,WK,T1,S1\nR1,WK,T2,S1\n",
+        stop_times_txt=BASE["stop_times.txt"] + "T2,09:00:00,09:00:00,A,1\nT2,09:20:00,09:20:00,C,2\n",
+    )
+    assert notice(reading, "location_with_unexpected_stop_time").samples == [
+        {"csvRowNumber": 2, "stopId": "A", "stopName": "Caroubier", "stopTimeCsvRowNumber": 2}
+    ]
+    assert reading.feed is not None
+    assert len(reading.feed.stop_times) == 5
+
+
 def test_invalid_time_is_treated_as_blank() -> None:
     reading = read(
         stop_times_txt=(

@@ -121,6 +121,8 @@ class _Builder:
         self.timezones = timezones
         self.tables = tables
         self.imported: dict[str, int] = {}
+        self.stop_rows: dict[str, int] = {}
+        """csvRowNumber of every stop kept"""
         self.interpolated = 0
         self.generated_shapes = 0
 
@@ -249,6 +251,7 @@ class _Builder:
             timezone = row.stop_timezone
             if not self._timezone_known("stops.txt", number, "stop_timezone", timezone):
                 timezone = None
+            self.stop_rows[row.stop_id] = number
             stops[row.stop_id] = Stop(
                 stop_id=row.stop_id,
                 lat=row.stop_lat,
@@ -387,12 +390,23 @@ class _Builder:
         self, trip_ids: set[str], stops: dict[str, Stop]
     ) -> dict[str, list[tuple[int, StopTimeRow]]]:
         by_trip: dict[str, list[tuple[int, StopTimeRow]]] = defaultdict(list)
+        not_stops: set[str] = set()
         for number, row in self._rows(csvfiles.STOP_TIMES):
             if row.trip_id not in trip_ids:
                 self._missing_reference("stop_times.txt", "trip_id", "trips.txt", row.trip_id, number)
             elif row.stop_id not in stops:
                 self._missing_reference("stop_times.txt", "stop_id", "stops.txt", row.stop_id, number)
             else:
+                stop = stops[row.stop_id]
+                if stop.location_type != 0 and stop.stop_id not in not_stops:
+                    not_stops.add(stop.stop_id)
+                    self.notices.add(
+                        "location_with_unexpected_stop_time",
+                        csvRowNumber=self.stop_rows[stop.stop_id],
+                        stopId=stop.stop_id,
+                        stopName=stop.name,
+                        stopTimeCsvRowNumber=number,
+                    )
                 by_trip[row.trip_id].append((number, row))
         for rows in by_trip.values():
             rows.sort(key=lambda item: item[1].stop_sequence)

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, strategies
 
 from fleet_processing.gtfs import FeedReading, read_feed
+from fleet_processing.gtfs.csvfiles import FILES
 from fleet_processing.gtfs.notices import SEVERITIES
 from fleet_processing.gtfs.times import format_time
 from fleet_schemas.gtfs import Notice
@@ -569,6 +570,32 @@ def test_imported_stop_times_never_go_back_in_time_or_along_the_shape(
     dists = [st.dist_m for st in stop_times]
     assert dists == sorted(dists)
     assert dists[-1] == pytest.approx(reading.feed.shapes[0].dist_m[-1])
+
+
+HEADERS = {
+    **{name: text.splitlines()[0] for name, text in BASE.items()},
+    "frequencies.txt": "trip_id,start_time,end_time,headway_secs,exact_times",
+    "calendar_dates.txt": "service_id,date,exception_type",
+}
+
+
+@given(
+    strategies.sampled_from(sorted(HEADERS)),
+    strategies.lists(
+        strategies.lists(
+            strategies.sampled_from(["", " ", "x", "-1", "1e400", "25:61:00", "99", ",", '"']), max_size=8
+        ),
+        max_size=6,
+    ),
+    strategies.text(max_size=200),
+)
+def test_any_garbage_in_one_file_is_reported_never_raised(
+    name: str, cells: list[list[str]], tail: str
+) -> None:
+    text = HEADERS[name] + "\n" + "\n".join(",".join(row) for row in cells) + "\n" + tail
+    reading = read_feed(opener({**BASE, name: text}))
+    assert all(n.code in SEVERITIES for n in reading.notices)
+    assert set(reading.counts) <= {spec.filename for spec in FILES}
 
 
 def _accra(name: str) -> TextIO | None:

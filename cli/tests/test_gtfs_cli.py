@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from fleet_cli.cli import main
-from fleet_cli.gtfs_cli import ImportResult
+from fleet_cli.gtfs_import import ImportResult
 from fleet_store.settings import ServiceUrls
 from fleet_testing.database import run_on
 from fleet_testing.ingest import fleet_env

@@ -9,11 +9,14 @@ from datetime import date
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
 import pytest
 from hypothesis import given, strategies
 
 from fleet_processing.gtfs import FeedReading, read_feed
+from fleet_processing.gtfs.csvfiles import FILES
 from fleet_processing.gtfs.notices import SEVERITIES
+from fleet_processing.gtfs.times import format_time
 from fleet_schemas.gtfs import Notice
 
 ACCRA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gtfs" / "accra"
@@ -254,6 +257,22 @@ def test_foreign_key_violation_drops_the_stop_time_and_keeps_the_trip() -> None:
     assert sample["csvRowNumber"] == 3
     assert reading.feed is not None
     assert [st.stop_id for st in reading.feed.stop_times] == ["A", "C"]
+
+
+def test_a_station_in_stop_times_is_reported_once_and_kept() -> None:
+    reading = read(
+        stops_txt=(
+            "stop_id,stop_name,stop_lat,stop_lon,location_type\n"
+            "A,Caroubier,36.75,3.04,1\nB,Hussein Dey,36.75,3.045,0\nC,Kouba,36.75,3.06,\n"
+        ),
+        trips_txt="route_id,service_id,trip_id,shape_id\nR1,WK,T1,S1\nR1,WK,T2,S1\n",
+        stop_times_txt=BASE["stop_times.txt"] + "T2,09:00:00,09:00:00,A,1\nT2,09:20:00,09:20:00,C,2\n",
+    )
+    assert notice(reading, "location_with_unexpected_stop_time").samples == [
+        {"csvRowNumber": 2, "stopId": "A", "stopName": "Caroubier", "stopTimeCsvRowNumber": 2}
+    ]
+    assert reading.feed is not None
+    assert len(reading.feed.stop_times) == 5
 
 
 def test_invalid_time_is_treated_as_blank() -> None:
@@ -504,6 +523,79 @@ def test_a_file_that_is_not_utf8_is_reported_and_the_feed_unusable_without_it() 
     reading = read_feed(open_file)
     assert notice(reading, "csv_parsing_failed").samples[0]["filename"] == "stops.txt"
     assert reading.feed is None
+
+
+@strategies.composite
+def one_trip_feeds(draw: strategies.DrawFn) -> tuple[dict[str, str | None], list[bool]]:
+    """A trip along a wiggly line east of Algiers, its stops on it, some with blank times."""
+    count = draw(strategies.integers(2, 25))
+    lons = 3.0 + np.cumsum(
+        draw(strategies.lists(strategies.floats(0.0005, 0.02), min_size=count, max_size=count))
+    )
+    lats = 36.7 + np.asarray(
+        draw(strategies.lists(strategies.floats(-0.01, 0.01), min_size=count, max_size=count))
+    )
+    blanks = draw(strategies.lists(strategies.booleans(), min_size=count, max_size=count))
+    blanks[0] = blanks[-1] = False
+    times = 6 * 3600 + np.cumsum(
+        draw(strategies.lists(strategies.integers(0, 900), min_size=count, max_size=count))
+    )
+    stops = "".join(f"S{i},{lat},{lon}\n" for i, (lat, lon) in enumerate(zip(lats, lons, strict=True)))
+    shape = "".join(f"L,{lat},{lon},{i}\n" for i, (lat, lon) in enumerate(zip(lats, lons, strict=True)))
+    rows = "".join(
+        f"T1,,,S{i},{i}\n" if blank else f"T1,{format_time(int(t))},{format_time(int(t))},S{i},{i}\n"
+        for i, (blank, t) in enumerate(zip(blanks, times, strict=True))
+    )
+    files: dict[str, str | None] = {
+        **BASE,
+        "stops.txt": "stop_id,stop_lat,stop_lon\n" + stops,
+        "shapes.txt": "shape_id,shape_pt_lat,shape_pt_lon,shape_pt_sequence\n" + shape,
+        "trips.txt": "route_id,service_id,trip_id,shape_id\nR1,WK,T1,L\n",
+        "stop_times.txt": "trip_id,arrival_time,departure_time,stop_id,stop_sequence\n" + rows,
+    }
+    return files, blanks
+
+
+@given(one_trip_feeds())
+def test_imported_stop_times_never_go_back_in_time_or_along_the_shape(
+    drawn: tuple[dict[str, str | None], list[bool]],
+) -> None:
+    files, blanks = drawn
+    reading = read_feed(opener(files))
+    assert reading.feed is not None
+    stop_times = reading.feed.stop_times
+    assert [st.interpolated for st in stop_times] == blanks
+    times = [t for st in stop_times for t in (st.arrival_s, st.departure_s)]
+    assert times == sorted(times)
+    dists = [st.dist_m for st in stop_times]
+    assert dists == sorted(dists)
+    assert dists[-1] == pytest.approx(reading.feed.shapes[0].dist_m[-1])
+
+
+HEADERS = {
+    **{name: text.splitlines()[0] for name, text in BASE.items()},
+    "frequencies.txt": "trip_id,start_time,end_time,headway_secs,exact_times",
+    "calendar_dates.txt": "service_id,date,exception_type",
+}
+
+
+@given(
+    strategies.sampled_from(sorted(HEADERS)),
+    strategies.lists(
+        strategies.lists(
+            strategies.sampled_from(["", " ", "x", "-1", "1e400", "25:61:00", "99", ",", '"']), max_size=8
+        ),
+        max_size=6,
+    ),
+    strategies.text(max_size=200),
+)
+def test_any_garbage_in_one_file_is_reported_never_raised(
+    name: str, cells: list[list[str]], tail: str
+) -> None:
+    text = HEADERS[name] + "\n" + "\n".join(",".join(row) for row in cells) + "\n" + tail
+    reading = read_feed(opener({**BASE, name: text}))
+    assert all(n.code in SEVERITIES for n in reading.notices)
+    assert set(reading.counts) <= {spec.filename for spec in FILES}
 
 
 def _accra(name: str) -> TextIO | None:

@@ -40,6 +40,12 @@ def test_a_self_crossing_shape_keeps_stops_on_their_own_branch() -> None:
     assert along[2] == pytest.approx(m[2] + quarter)
 
 
+def test_a_stop_listed_twice_stays_put_on_a_loop_that_passes_it_again() -> None:
+    xy, m = _line((0, 0), (500, 0), (500, 500), (0, 500), (0, 3))
+    along, _ = locate_in_order(xy, m, np.array([[5, 3], [5, 3], [500, 250]], dtype=np.float64))
+    assert along == pytest.approx([5, 5, 750])
+
+
 def test_a_stop_listed_out_of_order_stays_where_the_previous_one_was() -> None:
     xy, m = _line((0, 0), (1000, 0))
     along, off = locate_in_order(xy, m, np.array([[100, 0], [600, 0], [300, 0], [900, 0]], dtype=np.float64))

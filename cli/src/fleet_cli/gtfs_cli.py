@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import zoneinfo
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,11 +12,10 @@ import asyncpg
 import click
 import msgspec
 
-from fleet_cli.gtfs_source import open_source
-from fleet_processing.gtfs import FileCount, read_feed
+from fleet_cli.gtfs_import import ImportReport, ImportResult, read_source, store_version
 from fleet_processing.gtfs.csvfiles import FILE_NAMES
 from fleet_schemas.errors import FleetSchemaError
-from fleet_schemas.gtfs import Feed, Notice
+from fleet_schemas.gtfs import Feed
 from fleet_schemas.topics import check_identifier
 from fleet_store import gtfs as versions
 from fleet_store import stackfile
@@ -27,27 +25,6 @@ from fleet_store.settings import Settings
 T = TypeVar("T")
 
 SAMPLES_SHOWN = 2
-
-
-class ImportReport(msgspec.Struct, frozen=True, kw_only=True):
-    """What an import found; kept with the version in ``gtfs_feeds.report`` and printed by ``--json``."""
-
-    source: str
-    sha256: str
-    counts: dict[str, FileCount]
-    interpolated_stop_times: int
-    generated_shapes: int
-    notices: list[Notice]
-
-
-class ImportResult(msgspec.Struct, frozen=True, kw_only=True):
-    feed_id: int | None
-    """None when the feed could not be imported"""
-    operator: str | None
-    active: bool
-    dropped: list[int]
-    """older versions dropped by --keep"""
-    report: ImportReport
 
 
 def _note(line: str) -> None:
@@ -114,44 +91,26 @@ def import_feed(
     if operator is not None:
         _check_operator(operator)
     check_day = today.date() if today is not None else datetime.now(UTC).date()
-    with open_source(source) as feed_source:
-        reading = read_feed(
-            feed_source.open_file,
-            today=check_day,
-            timezones=zoneinfo.available_timezones(),
-            progress=lambda name, rows: _note(f"gtfs: {name}: {rows:,} rows"),
-        )
-        report = ImportReport(
-            source=feed_source.name,
-            sha256=feed_source.sha256,
-            counts=reading.counts,
-            interpolated_stop_times=reading.interpolated_stop_times,
-            generated_shapes=reading.generated_shapes,
-            notices=reading.notices,
-        )
-    if reading.feed is None:
+    feed, report = read_source(
+        source, check_day, progress=lambda name, rows: _note(f"gtfs: {name}: {rows:,} rows")
+    )
+    if feed is None:
         _print(
             ImportResult(feed_id=None, operator=operator, active=False, dropped=[], report=report), as_json
         )
         raise FeedUnusableError(f"{source} has nothing usable: see the ERROR notices above")
-    owner = _operator(operator, reading.feed)
-    feed = reading.feed
-
-    async def store(conn: asyncpg.Connection) -> tuple[int, list[int]]:
-        feed_id = await versions.write_feed(
+    owner = _operator(operator, feed)
+    feed_id, dropped = _on_database(
+        settings,
+        lambda conn: store_version(
             conn,
             owner,
             feed,
-            source=report.source,
-            sha256=report.sha256,
-            report=report,
+            report,
+            keep=keep,
             written=lambda table, rows: _note(f"gtfs: {table}: {rows:,} rows stored"),
-        )
-        await versions.activate(conn, owner, feed_id)
-        dropped = await versions.prune(conn, owner, keep) if keep is not None else []
-        return feed_id, dropped
-
-    feed_id, dropped = _on_database(settings, store)
+        ),
+    )
     _print(
         ImportResult(feed_id=feed_id, operator=owner, active=True, dropped=dropped, report=report), as_json
     )

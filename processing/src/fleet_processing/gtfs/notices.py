@@ -32,6 +32,7 @@ SEVERITIES: dict[str, Severity] = {
     "stop_time_timepoint_without_times": "ERROR",
     "start_and_end_range_out_of_order": "ERROR",
     "invalid_timezone": "ERROR",
+    "location_with_unexpected_stop_time": "ERROR",
     "missing_trip_edge": "ERROR",
     "decreasing_or_equal_stop_time_distance": "ERROR",
     "decreasing_shape_distance": "ERROR",

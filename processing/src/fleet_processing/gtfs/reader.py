@@ -32,11 +32,11 @@ from fleet_processing.gtfs.shapes import cumulative_m, metric_projection
 from fleet_processing.gtfs.times import parse_time
 from fleet_processing.gtfs.trips import Line, Lines, Normalized, normalize_trip
 from fleet_processing.gtfs.validate import (
+    ServiceDays,
     check_blocks,
     check_expired,
     check_speeds,
     drop_overlapping_frequencies,
-    service_dates,
 )
 from fleet_schemas.gtfs import (
     Agency,
@@ -121,6 +121,8 @@ class _Builder:
         self.timezones = timezones
         self.tables = tables
         self.imported: dict[str, int] = {}
+        self.stop_rows: dict[str, int] = {}
+        """csvRowNumber of every stop kept"""
         self.interpolated = 0
         self.generated_shapes = 0
 
@@ -191,10 +193,10 @@ class _Builder:
         if not trips:
             return None
         frequencies = self._frequencies({trip.trip.trip_id for _, trip in trips})
-        dates = service_dates((calendar for _, calendar in calendars), calendar_dates)
-        check_blocks(trips, dates, self.notices)
+        days = ServiceDays((calendar for _, calendar in calendars), calendar_dates)
+        check_blocks(trips, days, self.notices)
         if today is not None:
-            check_expired(calendars, dates, today, self.notices)
+            check_expired(calendars, days, today, self.notices)
         shapes = [line.shape for line in lines.by_id.values()] + list(lines.generated.values())
         self.generated_shapes = len(lines.generated)
         self.imported["shapes.txt"] = sum(len(line.shape.lats) for line in lines.by_id.values())
@@ -249,6 +251,7 @@ class _Builder:
             timezone = row.stop_timezone
             if not self._timezone_known("stops.txt", number, "stop_timezone", timezone):
                 timezone = None
+            self.stop_rows[row.stop_id] = number
             stops[row.stop_id] = Stop(
                 stop_id=row.stop_id,
                 lat=row.stop_lat,
@@ -387,12 +390,23 @@ class _Builder:
         self, trip_ids: set[str], stops: dict[str, Stop]
     ) -> dict[str, list[tuple[int, StopTimeRow]]]:
         by_trip: dict[str, list[tuple[int, StopTimeRow]]] = defaultdict(list)
+        not_stops: set[str] = set()
         for number, row in self._rows(csvfiles.STOP_TIMES):
             if row.trip_id not in trip_ids:
                 self._missing_reference("stop_times.txt", "trip_id", "trips.txt", row.trip_id, number)
             elif row.stop_id not in stops:
                 self._missing_reference("stop_times.txt", "stop_id", "stops.txt", row.stop_id, number)
             else:
+                stop = stops[row.stop_id]
+                if stop.location_type != 0 and stop.stop_id not in not_stops:
+                    not_stops.add(stop.stop_id)
+                    self.notices.add(
+                        "location_with_unexpected_stop_time",
+                        csvRowNumber=self.stop_rows[stop.stop_id],
+                        stopId=stop.stop_id,
+                        stopName=stop.name,
+                        stopTimeCsvRowNumber=number,
+                    )
                 by_trip[row.trip_id].append((number, row))
         for rows in by_trip.values():
             rows.sort(key=lambda item: item[1].stop_sequence)

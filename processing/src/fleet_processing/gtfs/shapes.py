@@ -70,11 +70,17 @@ def locate_in_order(line_xy: Floats, line_m: Floats, points_xy: Floats) -> tuple
     geodesic while ``line_xy`` is projected: a position inside a segment is
     scaled to it).
     """
+    # a point repeating the one before it (a stop listed twice) is at the same place on the line
+    new = np.ones(len(points_xy), dtype=bool)
+    new[1:] = np.any(points_xy[1:] != points_xy[:-1], axis=1)
+    distinct = points_xy[new]
     passes: list[Pass] = []
     rows = max(1, CHUNK_CELLS // max(len(line_xy) - 1, 1))
-    for first in range(0, len(points_xy), rows):
-        passes += _passes(line_xy, line_m, points_xy[first : first + rows])
-    return _best_path(points_xy, passes, float(line_m[-1]))
+    for first in range(0, len(distinct), rows):
+        passes += _passes(line_xy, line_m, distinct[first : first + rows])
+    along, off = _best_path(distinct, passes, float(line_m[-1]))
+    index = np.cumsum(new) - 1
+    return along[index], off[index]
 
 
 Pass = tuple[Floats, Floats, Floats]

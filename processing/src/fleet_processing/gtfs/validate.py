@@ -58,26 +58,63 @@ def check_speeds(
             )
 
 
-def service_dates(
-    calendars: Iterable[Calendar], calendar_dates: Iterable[CalendarDate]
-) -> dict[str, set[date]]:
-    """Every date each service runs (calendar days, plus added dates, minus removed ones)."""
-    dates: dict[str, set[date]] = defaultdict(set)
-    for calendar in calendars:
-        day = calendar.start_date
-        while day <= calendar.end_date:
-            if calendar.days[day.weekday()]:
-                dates[calendar.service_id].add(day)
-            day += timedelta(days=1)
-    for exception in calendar_dates:
-        if exception.exception_type == 1:
-            dates[exception.service_id].add(exception.date)
-        else:
-            dates[exception.service_id].discard(exception.date)
-    return dates
+class ServiceDays:
+    """Which dates each service runs, answered without listing them (calendars often run to 2099)."""
+
+    def __init__(self, calendars: Iterable[Calendar], calendar_dates: Iterable[CalendarDate]) -> None:
+        self.calendars = {calendar.service_id: calendar for calendar in calendars}
+        self.added: dict[str, set[date]] = defaultdict(set)
+        self.removed: dict[str, set[date]] = defaultdict(set)
+        for exception in calendar_dates:
+            (self.added if exception.exception_type == 1 else self.removed)[exception.service_id].add(
+                exception.date
+            )
+
+    def runs_on(self, service_id: str, day: date) -> bool:
+        if day in self.added.get(service_id, ()):
+            return True
+        if day in self.removed.get(service_id, ()):
+            return False
+        calendar = self.calendars.get(service_id)
+        return (
+            calendar is not None
+            and calendar.start_date <= day <= calendar.end_date
+            and calendar.days[day.weekday()]
+        )
+
+    def last_date(self, service_id: str) -> date | None:
+        """The last date the service runs; None when it never does."""
+        added = self.added.get(service_id, set())
+        calendar = self.calendars.get(service_id)
+        latest = max(added, default=None)
+        if calendar is not None:
+            day = calendar.end_date
+            # a week past the last removal is far enough back to meet every running weekday
+            floor = max(
+                calendar.start_date, min(self.removed.get(service_id, {day}) | {day}) - timedelta(days=7)
+            )
+            while day >= floor:
+                if self.runs_on(service_id, day):
+                    latest = day if latest is None else max(latest, day)
+                    break
+                day -= timedelta(days=1)
+        return latest
+
+    def common_date(self, a: str, b: str) -> date | None:
+        """The first date both services run, None when they never share one."""
+        candidates = sorted(self.added.get(a, set()) | self.added.get(b, set()))
+        first = next((day for day in candidates if self.runs_on(a, day) and self.runs_on(b, day)), None)
+        ca, cb = self.calendars.get(a), self.calendars.get(b)
+        if ca is not None and cb is not None:
+            day, end = max(ca.start_date, cb.start_date), min(ca.end_date, cb.end_date)
+            while day <= end and (first is None or day < first):
+                if self.runs_on(a, day) and self.runs_on(b, day):
+                    return day
+                day += timedelta(days=1)
+        return first
 
 
-def check_blocks(trips: list[tuple[int, Normalized]], dates: dict[str, set[date]], notices: Notices) -> None:
+def check_blocks(trips: list[tuple[int, Normalized]], days: ServiceDays, notices: Notices) -> None:
     """block_trips_with_overlapping_stop_times: one vehicle cannot drive two trips of a block at once."""
     blocks: dict[str, list[tuple[int, Normalized]]] = defaultdict(list)
     for number, trip in trips:
@@ -91,8 +128,8 @@ def check_blocks(trips: list[tuple[int, Normalized]], dates: dict[str, set[date]
                 start_b = b.stop_times[0].departure_s
                 if start_b >= end_a:
                     break
-                common = dates.get(a.trip.service_id, set()) & dates.get(b.trip.service_id, set())
-                if common:
+                common = days.common_date(a.trip.service_id, b.trip.service_id)
+                if common is not None:
                     notices.add(
                         "block_trips_with_overlapping_stop_times",
                         csvRowNumberA=number_a,
@@ -102,7 +139,7 @@ def check_blocks(trips: list[tuple[int, Normalized]], dates: dict[str, set[date]
                         tripIdB=b.trip.trip_id,
                         serviceIdB=b.trip.service_id,
                         blockId=block_id,
-                        intersection=min(common).isoformat(),
+                        intersection=common.isoformat(),
                     )
 
 
@@ -133,10 +170,10 @@ def drop_overlapping_frequencies(rows: list[tuple[int, Frequency]], notices: Not
 
 
 def check_expired(
-    calendars: list[tuple[int, Calendar]], dates: dict[str, set[date]], today: date, notices: Notices
+    calendars: list[tuple[int, Calendar]], days: ServiceDays, today: date, notices: Notices
 ) -> None:
     """expired_calendar: a service whose last date is before ``today``."""
     for number, calendar in calendars:
-        running = dates.get(calendar.service_id)
-        if not running or max(running) < today:
+        last = days.last_date(calendar.service_id)
+        if last is None or last < today:
             notices.add("expired_calendar", csvRowNumber=number, serviceId=calendar.service_id)

@@ -9,7 +9,7 @@ import subprocess
 import uuid
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import tomli_w
@@ -23,7 +23,6 @@ from fleet_schemas import DeviceKey, Frame, frames_subscription, open_envelope, 
 from fleet_schemas.keyfile import write_key_file
 from fleet_store import dynsec
 from fleet_testing.broker import PrivateBroker
-from fleet_testing.mqtt import publish_all
 
 
 def agent_config(
@@ -89,19 +88,27 @@ def add_login(broker: PrivateBroker, username: str, password: str, may_publish: 
     return f"mqtt://{username}:{password}@127.0.0.1:{broker.port}"
 
 
+class MakeReceiver(Protocol):
+    """The ``receivers`` fixture: a receiver for ``operator`` on a broker."""
+
+    def __call__(self, broker_url: str, operator: str, keys: dict[str, DeviceKey]) -> Receiver: ...
+
+
 class Receiver:
     """Collects every batch on the fleet topics of one operator, acking after it kept it.
 
     It uses a persistent session under a fixed client id, so it misses nothing
     across broker restarts or its own reconnects. Batches are verified when
     looked at, with the keys known by then (``keys`` may be filled later).
+    Take one from the ``receivers`` fixture: it deletes the session, and what
+    the operator's agents retained, when the test ends.
     """
 
-    def __init__(self, broker_url: str, operator: str, keys: dict[str, DeviceKey]) -> None:
+    def __init__(self, broker_url: str, operator: str, keys: dict[str, DeviceKey], client_id: str) -> None:
         self.broker_url = broker_url
         self.subscription = frames_subscription().replace("+/+", f"{operator}/+")
         self.keys = keys
-        self.client_id = f"receiver-{uuid.uuid4().hex[:8]}"
+        self.client_id = client_id
         self._raw: list[tuple[str, bytes]] = []
         self._frames: dict[str, list[Frame]] = defaultdict(list)
         self.batches = 0
@@ -127,9 +134,9 @@ class Receiver:
         return {f.seq for f in self.frames[device]}
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Receive until ``stop``; then delete the session and the retained statuses the agents left."""
+        """Receive until ``stop``, connecting again whenever the broker goes away."""
         while not stop.is_set():
-            with contextlib.suppress(MqttError, OSError):
+            with contextlib.suppress(MqttError, OSError):  # a test stops and restarts brokers on purpose
                 async with Consumer(self.broker_url, self.client_id, self.subscription) as consumer:
                     while not stop.is_set():
                         messages = await consumer.receive(1_000, 0.2)
@@ -137,17 +144,6 @@ class Receiver:
                         self.largest = max([self.largest, *(len(m.payload) for m in messages)])
                         consumer.ack([m.packet_id for m in messages])
             await asyncio.sleep(0.2)
-        with contextlib.suppress(MqttError, OSError):  # a broker the test stopped keeps nothing anyway
-            async with Consumer(
-                self.broker_url, self.client_id, self.subscription, clean_start=True, session_expiry_s=0
-            ):
-                pass  # a clean start with no expiry: the broker forgets the session when it closes
-            await asyncio.to_thread(self._clear_statuses)
-
-    def _clear_statuses(self) -> None:
-        """An empty retained message deletes each status the agents of this test retained."""
-        topics = {topic.rsplit("/", 1)[0] + "/status" for topic, _ in self._raw}
-        publish_all(self.broker_url, [(topic, b"") for topic in topics], retain=True)
 
     async def wait_for(self, device: str, wanted: set[int], timeout: float) -> None:
         deadline = asyncio.get_running_loop().time() + timeout

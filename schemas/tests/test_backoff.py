@@ -43,7 +43,7 @@ def test_the_ceiling_doubles_per_failure_until_the_cap(
     assert backoff.failures == failures + 2
 
 
-@given(uptimes, st.floats(min_value=0.0, max_value=100.0))
+@given(uptimes, st.floats(min_value=1e-3, max_value=100.0))
 def test_the_count_starts_again_only_after_an_attempt_that_stayed_up(
     attempts: list[float], stable_after_s: float
 ) -> None:
@@ -94,10 +94,16 @@ def test_a_huge_failure_count_stays_at_the_cap() -> None:
     assert [jitter_ceiling(1.0, 60.0, n) for n in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
 
 
-@pytest.mark.parametrize(("initial_s", "max_s"), [(0.0, 1.0), (-1.0, 1.0), (2.0, 1.0)])
-def test_a_policy_that_cannot_back_off_is_refused(initial_s: float, max_s: float) -> None:
-    with pytest.raises(ValueError, match="0 < initial_s <= max_s"):
-        Backoff(initial_s, max_s)
+REFUSED = [(0.0, 1.0, 1.0), (-1.0, 1.0, 1.0), (2.0, 1.0, 1.0), (1.0, 2.0, 0.0)]
+
+
+@pytest.mark.parametrize(("initial_s", "max_s", "stable_after_s"), REFUSED)
+def test_a_policy_that_cannot_back_off_is_refused(
+    initial_s: float, max_s: float, stable_after_s: float
+) -> None:
+    """A stable time of 0 would let an attempt that never came up (uptime 0) reset the count."""
+    with pytest.raises(ValueError, match="0 < initial_s <= max_s and stable_after_s > 0"):
+        Backoff(initial_s, max_s, stable_after_s=stable_after_s)
 
 
 def test_the_wait_ends_as_soon_as_stop_is_set() -> None:

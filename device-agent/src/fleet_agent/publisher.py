@@ -25,7 +25,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import aiomqtt
 import msgspec
@@ -68,11 +68,15 @@ class BrokerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     batch_frames: int = 500
     """frames per message when draining a backlog (at most 2,000, and fewer if the message would pass
     MAX_MESSAGE_BYTES)"""
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 60.0
-    stable_after_s: float = 60.0
+    backoff_initial_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    stable_after_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     """a connection that stayed up this long resets the reconnect backoff; a shorter one counts as a
     failure"""
+
+    def __post_init__(self) -> None:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must not be below backoff_initial_s")
 
     def backoff(self) -> Backoff:
         """A fresh retry policy with these delays (reconnects, refusals, publisher restarts)."""

@@ -51,8 +51,11 @@ class Backoff:
         stable_after_s: float = math.inf,
         draw: Callable[[float, float], float] = random.uniform,
     ) -> None:
-        if not 0 < initial_s <= max_s:
-            raise ValueError(f"backoff needs 0 < initial_s <= max_s, got {initial_s} and {max_s}")
+        if not 0 < initial_s <= max_s or stable_after_s <= 0:
+            raise ValueError(
+                f"backoff needs 0 < initial_s <= max_s and stable_after_s > 0,"
+                f" got {initial_s}, {max_s} and {stable_after_s}"
+            )
         self.initial_s = initial_s
         self.max_s = max_s
         self.stable_after_s = stable_after_s

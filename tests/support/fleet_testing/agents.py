@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import subprocess
 import uuid
@@ -115,6 +114,8 @@ class Receiver:
         self.largest = 0
         """the largest payload received, in bytes"""
         self.errors: list[str] = []
+        self.last_broker_error: str | None = None
+        """why the last connection to the broker failed or ended, if one did"""
 
     @property
     def frames(self) -> dict[str, list[Frame]]:
@@ -136,13 +137,15 @@ class Receiver:
     async def run(self, stop: asyncio.Event) -> None:
         """Receive until ``stop``, connecting again whenever the broker goes away."""
         while not stop.is_set():
-            with contextlib.suppress(MqttError, OSError):  # a test stops and restarts brokers on purpose
+            try:
                 async with Consumer(self.broker_url, self.client_id, self.subscription) as consumer:
                     while not stop.is_set():
                         messages = await consumer.receive(1_000, 0.2)
                         self._raw.extend((m.topic, m.payload) for m in messages)
                         self.largest = max([self.largest, *(len(m.payload) for m in messages)])
                         consumer.ack([m.packet_id for m in messages])
+            except (MqttError, OSError) as exc:  # tests stop and restart brokers on purpose: kept, not raised
+                self.last_broker_error = f"{type(exc).__name__}: {exc}"
             await asyncio.sleep(0.2)
 
     async def wait_for(self, device: str, wanted: set[int], timeout: float) -> None:
@@ -150,5 +153,8 @@ class Receiver:
         while not wanted <= self.seqs(device):
             if asyncio.get_running_loop().time() > deadline:
                 missing = sorted(wanted - self.seqs(device))
-                raise AssertionError(f"{len(missing)} frames never arrived, first {missing[:10]}")
+                raise AssertionError(
+                    f"{len(missing)} frames never arrived, first {missing[:10]};"
+                    f" last broker error: {self.last_broker_error}"
+                )
             await asyncio.sleep(0.1)

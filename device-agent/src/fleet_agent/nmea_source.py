@@ -103,8 +103,9 @@ class SerialNmeaSource:
 
     A USB receiver that is unplugged or reset disappears and comes back, maybe
     later: the loss is logged, and the port is retried with a full-jitter
-    backoff from ``retry_s`` up to ``max_retry_s``, one log line per attempt. The parser and
-    its counters live on across reopens. The source never ends on its own.
+    backoff from ``retry_s`` up to ``max_retry_s``, one log line per attempt.
+    The parser and its counters live on across reopens. The source never ends
+    on its own.
 
     Example::
 

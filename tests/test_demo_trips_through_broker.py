@@ -16,7 +16,7 @@ from fleet_agent.simulator import TRUTH_DECODER, TruthPosition
 from fleet_agent.sources import open_source
 from fleet_devtools.demo_feed import feed_dir
 from fleet_devtools.simulate import trips_running
-from fleet_testing.agents import Receiver, agent_config
+from fleet_testing.agents import MakeReceiver, agent_config
 from fleet_testing.broker import PrivateBroker, scratch_dir
 
 pytestmark = pytest.mark.stack
@@ -26,7 +26,7 @@ NEAR_SHAPE_M = 30.0
 
 
 def test_coaches_on_demo_trips_send_real_time_fixes_with_a_trip_id_only_when_told(
-    broker: PrivateBroker, operator_id: str, tmp_path: Path
+    broker: PrivateBroker, operator_id: str, tmp_path: Path, receivers: MakeReceiver
 ) -> None:
     feed = feed_dir()
     now_ms = int(time.time() * 1000)
@@ -47,7 +47,7 @@ def test_coaches_on_demo_trips_send_real_time_fixes_with_a_trip_id_only_when_tol
         config = msgspec.structs.replace(config, source=source)
         agents.append(Agent(config, open_source(source, start_ms=now_ms, bus=config.bus)))
         keys[key.key_id] = key
-    receiver = Receiver(broker.url, operator_id, keys)
+    receiver = receivers(broker.url, operator_id, keys)
 
     async def scenario() -> None:
         stop_receiver, stop_agents = asyncio.Event(), asyncio.Event()

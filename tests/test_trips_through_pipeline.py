@@ -23,6 +23,7 @@ from fleet_agent.simulator import TRUTH_DECODER, Timetable, TruthPosition
 from fleet_agent.sources import open_source
 from fleet_cli.cli import main
 from fleet_devtools.demo_feed import feed_dir
+from fleet_schemas import topics
 from fleet_schemas.keyfile import write_key_file
 from fleet_schemas.live import LivePosition
 from fleet_schemas.trips import TripEtas
@@ -30,6 +31,7 @@ from fleet_store.etas import EtaBoards
 from fleet_store.live import LiveState
 from fleet_testing.agents import agent_config
 from fleet_testing.broker import scratch_dir
+from fleet_testing.cleanup import BrokerCleanup
 from fleet_testing.ingest import IngestProcesses, register_devices
 
 pytestmark = pytest.mark.stack
@@ -61,8 +63,9 @@ def _timetable(trip_id: str, now_ms: int) -> Timetable:
 
 
 def test_a_coach_sending_no_trip_id_gets_its_trip_progress_delay_and_etas(
-    ingest: IngestProcesses, operator_id: str, tmp_path: Path
+    ingest: IngestProcesses, operator_id: str, tmp_path: Path, broker_cleanup: BrokerCleanup
 ) -> None:
+    broker_cleanup.retained(ingest.urls.mqtt_url, f"{topics.ROOT}/{operator_id}/#")  # the coach's status
     imported = CliRunner().invoke(
         main, ["gtfs", "import", str(feed_dir()), "--operator", operator_id], env=ingest.env()
     )

@@ -112,6 +112,11 @@ def print_sessions(urls: ServiceUrls) -> None:
         f"broker: {_count(store.stored_messages)} messages stored ({_count(store.stored_bytes)} bytes),"
         f" {_count(store.disconnected_clients)} disconnected clients with a session"
     )
+    retained = sessions.retained_topics(urls.mqtt_url)
+    click.echo(
+        f"broker: {_count(None if retained is None else len(retained))} retained messages under fleet/"
+        " (a status per device that ever connected; anything else there is left over)"
+    )
 
 
 def _count(value: int | None) -> str:

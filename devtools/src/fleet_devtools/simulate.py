@@ -10,7 +10,6 @@ between runs, so a second run continues each bus's sequence.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import time
@@ -29,6 +28,7 @@ from fleet_agent.publisher import BrokerConfig
 from fleet_agent.schedule import running_at
 from fleet_agent.sources import open_source
 from fleet_schemas import DeviceKey
+from fleet_schemas.backoff import sleep_unless_stopped
 from fleet_schemas.broker import BrokerUrl
 from fleet_schemas.keyfile import write_key_file
 from fleet_store.devices import add_device
@@ -185,8 +185,7 @@ async def simulate(
         remaining = (
             5.0 if duration_s is None else max(0.0, min(5.0, duration_s - (time.monotonic() - started)))
         )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=remaining)
+        await sleep_unless_stopped(stop, remaining)
         elapsed = time.monotonic() - started
         produced = sum(a.fixes.framed for a in agents)
         acked = sum(a.publisher.state.frames_sent for a in agents)

@@ -6,7 +6,6 @@ Everything here is I/O at the edge; the loop itself is :class:`fleet_ingest.serv
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 
@@ -19,6 +18,7 @@ from fleet_ingest.mqtt_consumer import Consumer
 from fleet_ingest.service import Ingest, IngestOptions, open_pool, open_redis
 from fleet_ingest.settings import IngestSettings
 from fleet_schemas import frames_subscription
+from fleet_schemas.backoff import sleep_unless_stopped
 from fleet_store.errors import ConfigError
 from fleet_store.etas import EtaBoards
 from fleet_store.history import refresh_segment_times
@@ -51,8 +51,7 @@ async def _maintenance(database_url: str, settings: Settings, stop: asyncio.Even
     last_retention = 0.0
     loop = asyncio.get_running_loop()
     while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), ROLLUP_EVERY_S)
+        await sleep_unless_stopped(stop, ROLLUP_EVERY_S)
         if stop.is_set():
             return
         try:

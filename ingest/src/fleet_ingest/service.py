@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import uuid
 from collections import OrderedDict
@@ -29,7 +28,6 @@ import redis.exceptions
 
 from fleet_ingest import metrics
 from fleet_ingest.assess import Accepted, Assessment, BusKey, DeviceInfo, Incoming, assess
-from fleet_ingest.backoff import Backoff
 from fleet_ingest.feeds import Networks
 from fleet_ingest.live import live_positions, previous, with_trip_blocks
 from fleet_ingest.mqtt_consumer import BATCH_MAX_BYTES, Consumer, Message, MqttError
@@ -37,6 +35,7 @@ from fleet_ingest.storage import Stored, prepare_connection, store_messages
 from fleet_ingest.trips import NOTHING_FOLLOWED, Followed, follow
 from fleet_processing.filters import BusTrack, FilterPolicy
 from fleet_schemas import DeviceKey, frames_subscription
+from fleet_schemas.backoff import Backoff, sleep_unless_stopped
 from fleet_schemas.trips import StopVisit
 from fleet_store import sessions
 from fleet_store.etas import EtaBoards
@@ -152,7 +151,7 @@ class Ingest:
                 metrics.BUSES_LIVE.set(await self._live.buses_live())
             except redis.exceptions.RedisError as exc:
                 log.warning("live-state upkeep failed", extra={"error": str(exc)})
-            await _sleep_unless(stop, 30.0)
+            await sleep_unless_stopped(stop, 30.0)
 
     async def _refresh_networks(self) -> None:
         """Follow the operators' active feeds; a failure keeps the networks held (retried next round)."""
@@ -164,7 +163,7 @@ class Ingest:
             log.warning("loading the active feeds failed; will retry", extra={"error": str(exc)})
 
     async def _connect_and_consume(self, stop: asyncio.Event) -> None:
-        backoff = Backoff(initial_s=0.5, max_s=15.0, stable_after_s=30.0)
+        backoff = Backoff(0.5, 15.0, stable_after_s=30.0)
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
@@ -217,7 +216,7 @@ class Ingest:
                             "retry_in_s": round(delay, 2),
                         },
                     )
-                    await _sleep_unless(stop, delay)
+                    await sleep_unless_stopped(stop, delay)
         finally:
             stopping.cancel()
 
@@ -312,7 +311,7 @@ class Ingest:
         If the process is told to stop while a store is down, the batch is
         abandoned unacked: the broker delivers it again after the restart.
         """
-        delay = 0.2
+        backoff = Backoff(0.2, 5.0)
         while True:
             try:
                 return await attempt()
@@ -324,6 +323,7 @@ class Ingest:
                 redis.exceptions.RedisError,
             ) as exc:
                 metrics.STORE_ERRORS.labels(store).inc()
+                delay = backoff.next_delay()
                 if store == "postgresql":
                     # Connections that saw the server go away may be half-broken: take fresh ones.
                     await self._pool.expire_connections()
@@ -333,8 +333,7 @@ class Ingest:
                 )
                 if self._stop.is_set():
                     raise _Abandoned(store) from exc
-                await _sleep_unless(self._stop, delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
-                delay = min(delay * 2, 5.0)
+                await sleep_unless_stopped(self._stop, delay)
 
     async def _follow(self, kept: list[Accepted]) -> Followed:
         """The trip step (pure, in fleet_processing) on the kept frames of buses whose operator has a feed.
@@ -383,13 +382,6 @@ class Ingest:
         for rejected in (*outcome.rejected, *stored.refused):
             if rejected.message not in stored.dropped or rejected.reason == "unstorable":
                 metrics.FRAMES_REJECTED.labels(rejected.reason).inc()
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        return
 
 
 async def open_pool(database_url: str) -> asyncpg.Pool:

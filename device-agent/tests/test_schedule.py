@@ -54,11 +54,11 @@ def test_blank_times_are_interpolated_by_distance_along_the_shape(tmp_path: Path
     schedule = load_trip(write_feed(tmp_path), "T1")
     first, *middle, last = schedule.calls
     assert (first.departure_s, last.arrival_s) == (8 * 3600, 8 * 3600 + 720)
-    total = last.distance_m - first.distance_m
+    total = last.dist_m - first.dist_m
     for call in middle:
         assert call.interpolated
-        assert call.arrival_s == call.departure_s == round(8 * 3600 + 720 * call.distance_m / total)
-    assert [round(c.distance_m, -1) for c in schedule.calls] == [0.0, 1500.0, 4000.0, 6000.0]
+        assert call.arrival_s == call.departure_s == round(8 * 3600 + 720 * call.dist_m / total)
+    assert [round(c.dist_m, -1) for c in schedule.calls] == [0.0, 1500.0, 4000.0, 6000.0]
     assert schedule.timezone == "Africa/Algiers"
 
 

@@ -62,7 +62,7 @@ def test_the_importer_and_the_simulator_read_the_same_timetable() -> None:
         assert [(s.stop_id, s.arrival_s, s.departure_s, s.interpolated) for s in imported] == [
             (c.stop_id, c.arrival_s, c.departure_s, c.interpolated) for c in driven
         ], trip_id
-        assert [s.dist_m for s in imported] == pytest.approx([c.distance_m for c in driven], abs=1.0), trip_id
+        assert [s.dist_m for s in imported] == pytest.approx([c.dist_m for c in driven], abs=1.0), trip_id
 
 
 def _rows(table: str) -> int:

@@ -102,5 +102,5 @@ def test_the_simulator_measures_the_shape_as_the_feed_does() -> None:
         rows = list(csv.DictReader(handle))
     for trip_id in {row["trip_id"] for row in rows}:
         feed_m = [float(row["shape_dist_traveled"]) for row in rows if row["trip_id"] == trip_id]
-        simulated_m = [call.distance_m for call in load_trip(FEED, trip_id).calls]
+        simulated_m = [call.dist_m for call in load_trip(FEED, trip_id).calls]
         assert simulated_m == pytest.approx(feed_m, abs=1.0), trip_id

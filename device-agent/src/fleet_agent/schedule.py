@@ -25,6 +25,7 @@ import msgspec
 
 from fleet_agent.route import GtfsTables, Route, RouteError, TripNotFoundError, load_gtfs_shape
 from fleet_agent.simulator import Timetable
+from fleet_schemas.gtfs import StopTime
 
 logger = logging.getLogger("fleet_agent.schedule")
 
@@ -40,17 +41,6 @@ class ScheduleError(RouteError):
     code = "schedule_invalid"
 
 
-class Call(msgspec.Struct, frozen=True, kw_only=True):
-    """One stop of a trip: where it is along the route and when, in seconds from the service day's origin."""
-
-    stop_id: str
-    stop_sequence: int
-    distance_m: float
-    arrival_s: int
-    departure_s: int
-    interpolated: bool = False
-
-
 class TripSchedule(msgspec.Struct, frozen=True, kw_only=True):
     """A trip as the simulator drives it on any service day."""
 
@@ -58,7 +48,8 @@ class TripSchedule(msgspec.Struct, frozen=True, kw_only=True):
     service_id: str
     timezone: str
     route: Route
-    calls: tuple[Call, ...]
+    calls: tuple[StopTime, ...]
+    """in stop_sequence order, normalized as the server does (``fleet_schemas.gtfs``): both times, metres"""
 
     def on(self, day: date) -> Timetable:
         """The trip's instance on service day ``day``, in epoch milliseconds."""
@@ -68,7 +59,7 @@ class TripSchedule(msgspec.Struct, frozen=True, kw_only=True):
             start_date=day.strftime("%Y%m%d"),
             stop_ids=tuple(c.stop_id for c in self.calls),
             stop_sequences=tuple(c.stop_sequence for c in self.calls),
-            distances_m=tuple(c.distance_m for c in self.calls),
+            distances_m=tuple(c.dist_m for c in self.calls),
             arrivals_ms=tuple(origin + c.arrival_s * 1000 for c in self.calls),
             departures_ms=tuple(origin + c.departure_s * 1000 for c in self.calls),
         )
@@ -124,44 +115,48 @@ def _stop_rows(tables: GtfsTables, trip_id: str) -> list[tuple[int, dict[str, st
     return rows
 
 
-def _call(
+def _stop_time(
     row: dict[str, str],
     sequence: int,
-    distance_m: float,
+    dist_m: float,
     arrival_s: int,
     departure_s: int,
     *,
     interpolated: bool = False,
-) -> Call:
-    return Call(
+) -> StopTime:
+    return StopTime(
+        trip_id=row["trip_id"],
         stop_id=row["stop_id"],
         stop_sequence=sequence,
-        distance_m=distance_m,
+        dist_m=dist_m,
         arrival_s=arrival_s,
         departure_s=departure_s,
+        timepoint=not interpolated,
         interpolated=interpolated,
     )
 
 
-def _interpolate(calls: list[Call | None], rows: list[tuple[int, dict[str, str], float]]) -> list[Call]:
+def _interpolate(
+    calls: list[StopTime | None], rows: list[tuple[int, dict[str, str], float]]
+) -> list[StopTime]:
     """Fill blank calls by distance between the timed ones around them."""
     timed = [i for i, call in enumerate(calls) if call is not None]
     if not timed or timed[0] != 0 or timed[-1] != len(calls) - 1:
         raise ScheduleError(
             "the first and last stop of a trip need times (gtfs-validator: missing_trip_edge)"
         )
-    done: list[Call] = []
+    done: list[StopTime] = []
     for left, right in itertools.pairwise(timed):
         a, b = calls[left], calls[right]
         assert a is not None
         assert b is not None
         done.append(a)
-        span = b.distance_m - a.distance_m
+        span = b.dist_m - a.dist_m
         for i in range(left + 1, right):
             sequence, row, distance = rows[i]
-            share = (distance - a.distance_m) / span if span > 0 else (i - left) / (right - left)
+            share = (distance - a.dist_m) / span if span > 0 else (i - left) / (right - left)
             at = round(a.departure_s + share * (b.arrival_s - a.departure_s))
-            done.append(_call(row, sequence, distance, at, at, interpolated=True))
+            done.append(_stop_time(row, sequence, distance, at, at, interpolated=True))
     last = calls[timed[-1]]
     assert last is not None
     return [*done, last]
@@ -191,7 +186,7 @@ def load_trip(feed: str | Path, trip_id: str) -> TripSchedule:
         next_placed = index + 1
     if len(rows) < 2:
         raise ScheduleError(f"trip {trip_id!r} has fewer than two usable stops")
-    calls: list[Call | None] = []
+    calls: list[StopTime | None] = []
     for sequence, row, distance in rows:
         arrival, departure = row.get("arrival_time", ""), row.get("departure_time", "")
         if not arrival and not departure:
@@ -199,7 +194,7 @@ def load_trip(feed: str | Path, trip_id: str) -> TripSchedule:
             continue
         arrival_s = parse_time(arrival or departure)
         calls.append(
-            _call(row, sequence, distance, arrival_s, parse_time(departure) if departure else arrival_s)
+            _stop_time(row, sequence, distance, arrival_s, parse_time(departure) if departure else arrival_s)
         )
     return TripSchedule(
         trip_id=trip_id,

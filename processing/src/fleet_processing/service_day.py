@@ -25,12 +25,11 @@ import numpy as np
 
 from fleet_processing.errors import UnknownTimezoneError
 from fleet_processing.plan import Ints, TripInstance, TripPlan
-from fleet_schemas.gtfs import Calendar, CalendarDate, Frequency
+from fleet_schemas.gtfs import Calendar, CalendarDate, Frequency, service_origin_ms
 
 if TYPE_CHECKING:
     from fleet_processing.network import Network
 
-HALF_DAY_MS = 12 * 3_600_000
 DAY_S = 86_400
 DEFAULT_SLACK_S = 1_800
 """an instance runs from this long before its first departure to this long after its last arrival"""
@@ -50,8 +49,7 @@ def zone(tz: str) -> ZoneInfo:
 @functools.lru_cache(maxsize=4096)
 def origin_ms(service_date: date, tz: str) -> int:
     """Epoch ms of ``service_date``'s origin: noon local time minus 12 h of real time (exact on DST days)."""
-    noon = datetime(service_date.year, service_date.month, service_date.day, 12, tzinfo=zone(tz))
-    return int(noon.timestamp()) * 1000 - HALF_DAY_MS
+    return service_origin_ms(service_date, zone(tz))
 
 
 def local_date(epoch_ms: int, tz: str) -> date:

@@ -29,7 +29,6 @@ from fleet_processing.gtfs import csvfiles
 from fleet_processing.gtfs.csvfiles import OpenFile, Progress, StopTimeRow, Table, read_table
 from fleet_processing.gtfs.notices import Notices
 from fleet_processing.gtfs.shapes import cumulative_m, metric_projection
-from fleet_processing.gtfs.times import parse_time
 from fleet_processing.gtfs.trips import Line, Lines, Normalized, normalize_trip
 from fleet_processing.gtfs.validate import (
     ServiceDays,
@@ -49,6 +48,7 @@ from fleet_schemas.gtfs import (
     Shape,
     Stop,
     Trip,
+    parse_time,
 )
 
 TRIPS_PROGRESS_EVERY = 1_000

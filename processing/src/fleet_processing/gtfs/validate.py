@@ -13,10 +13,9 @@ from collections.abc import Iterable
 from datetime import date, timedelta
 
 from fleet_processing.gtfs.notices import Notices
-from fleet_processing.gtfs.times import format_time
 from fleet_processing.gtfs.trips import Normalized
 from fleet_schemas.geo import haversine_m
-from fleet_schemas.gtfs import Calendar, CalendarDate, Frequency, Stop
+from fleet_schemas.gtfs import Calendar, CalendarDate, Frequency, Stop, format_time
 
 BUS_MAX_KPH = 150.0
 RAIL_MAX_KPH = 500.0

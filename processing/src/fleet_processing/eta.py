@@ -195,7 +195,9 @@ class SegmentHistory:
 
     Keyed by stop ids, so it survives a feed re-import. Built once from the
     store's rollup rows (``fleet_store.history.load_segment_history``) and
-    read-only afterwards.
+    read-only afterwards; it lays out the stops of each plan it is asked
+    about once (a cache), so build a new one at each refresh rather than
+    keeping one across feed versions.
     """
 
     def __init__(self, operator: str, segments: Iterable[SegmentRow] = (), dwells: Iterable[DwellRow] = ()):

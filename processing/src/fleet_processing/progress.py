@@ -1,0 +1,613 @@
+"""Where each bus is on its trip, batch after batch: assignment, progress, delay, stops served.
+
+Ingest is stateless, so everything a bus's next batch needs is in its
+``BusProgress`` (msgpack-encodable, kept in Redis between batches): the next
+batch may run in another process and gives the same result.
+
+``advance_batch`` walks the fixes of a batch in rounds (the first fix of
+every bus, then the second, …) so each round is one vectorized pass over
+every assigned bus: windowed projection (``fleet_processing.locate``), the
+monotone filter, the smoothed speed, the delay (``fleet_processing.schedule``)
+and the test for stops, all with numpy. Only the rare events go through
+Python one bus at a time: a stop reached or passed, a bus lost or released,
+and the buses not yet assigned (``fleet_processing.assign``).
+
+Progress never goes backwards: a fix projecting behind the previous progress
+leaves it where it was; a fix further than ``off_route_m`` plus its accuracy
+from its window of the line moves nothing, and only ``relocate_fixes`` such
+fixes agreeing with each other (each within reach of the one before, on the
+line ahead) make the progress jump there.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from fleet_processing.assign import ActiveByShape, Guess, active_by_shape, infer, place
+from fleet_processing.errors import FixOrderError
+from fleet_processing.locate import locate
+from fleet_processing.network import Network
+from fleet_processing.plan import Floats, Ints, TripInstance
+from fleet_processing.policy import ProgressPolicy
+from fleet_processing.schedule import delay_s, scheduled_window
+from fleet_processing.service_day import find_instance, instances_between
+from fleet_schemas.geo import haversine_m
+from fleet_schemas.trips import AssignmentState, Calculated, StopVisit
+
+Bools = npt.NDArray[np.bool_]
+UNASSIGNED, CANDIDATE, ASSIGNED = 0, 1, 2
+STATES: tuple[AssignmentState, ...] = ("unassigned", "candidate", "assigned")
+STATE_CODES: dict[str, int] = {name: code for code, name in enumerate(STATES)}
+MINUTE_MS = 60_000
+UNASSIGNED_BLOCK = Calculated(state="unassigned")
+
+
+class FixPoint(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """An accepted fix of a bus, as progress needs it."""
+
+    time_ms: int
+    lat: float
+    lon: float
+    speed_mps: float | None = None
+    heading_deg: float | None = None
+    accuracy_m: float | None = None
+    trip_id: str | None = None
+    """the trip the driver's app says the bus drives, if it says"""
+
+
+class BusProgress(msgspec.Struct, array_like=True, gc=False):
+    """What a bus's next batch needs to know: kept per bus in Redis (``PROGRESS_ENCODER``)."""
+
+    feed_id: int
+    state: AssignmentState = "unassigned"
+    trip_id: str | None = None
+    start_date: str | None = None
+    start_time: str | None = None
+    confidence: float = 0.0
+    time_ms: int = 0
+    """the newest fix taken into account"""
+    along_m: float = 0.0
+    off_m: float = 0.0
+    speed_mps: float = 0.0
+    delay_s: float = 0.0
+    next_stop: int = 0
+    """index in the trip of the first stop not yet served"""
+    stop_arrived_ms: int = 0
+    """when the bus came within the radius of ``next_stop`` (0: not yet)"""
+    stop_left_ms: int = 0
+    """its last fix within that radius"""
+    lost: int = 0
+    """consecutive off-line fixes agreeing with each other"""
+    lost_since_ms: int = 0
+    lost_along_m: float = 0.0
+    streak: int = 0
+    """consecutive fixes that found the same best candidate"""
+    recent: list[tuple[int, float, float, float]] = msgspec.field(default_factory=list)
+    """(time_ms, lon, lat, accuracy_m) of the last fixes, while the trip is not known"""
+    ended: str | None = None
+    """``TripInstance.key`` of the trip this bus last completed: never assigned to it again"""
+
+
+_SAVED_FIELDS = (
+    "time_ms",
+    "along_m",
+    "off_m",
+    "speed_mps",
+    "delay_s",
+    "next_stop",
+    "stop_arrived_ms",
+    "stop_left_ms",
+    "lost",
+    "lost_since_ms",
+    "lost_along_m",
+    "confidence",
+    "streak",
+)
+_SAVED = operator.attrgetter(*_SAVED_FIELDS)
+_FIX = operator.attrgetter("time_ms", "lat", "lon")
+"""the numeric fields of a saved progress, in the order ``_Batch`` reads them into columns"""
+
+PROGRESS_ENCODER = msgspec.msgpack.Encoder()
+PROGRESS_DECODER = msgspec.msgpack.Decoder(BusProgress)
+
+
+class BusFixes(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One bus's part of a batch: its saved progress and its accepted fixes, in time order."""
+
+    bus: str
+    previous: BusProgress | None
+    fixes: list[FixPoint]
+
+
+class Progressed(msgspec.Struct, frozen=True, gc=False):
+    """Where one bus is after its fixes of the batch.
+
+    Structs here skip the garbage collector's tracking (``gc=False``: they hold no cycles), which keeps
+    a batch's thousands of records from triggering collections.
+    """
+
+    bus: str
+    progress: BusProgress
+    instance: TripInstance | None
+    along_m: float | None
+    off_m: float | None
+    delay_s: float | None
+    """seconds late (positive) at the current progress, interpolated between stops"""
+    next_stop: int | None
+    """index in the trip of the next stop not yet passed (None past the last)"""
+    speed_mps: float | None
+    """smoothed speed along the line"""
+    calculated: Calculated
+    """the live position's trip block, without the ETA fields"""
+    visits: list[StopVisit]
+    """stops served (or passed) by these fixes"""
+    stale: int = 0
+    """fixes older than the saved progress, left out"""
+
+
+@dataclass(slots=True)
+class _Active:
+    by_shape: ActiveByShape
+    by_trip: dict[str, list[tuple[int, TripInstance]]]
+
+
+class _Batch:
+    """Every bus of the batch as columns; one round updates many buses at once."""
+
+    def __init__(self, net: Network, items: Sequence[BusFixes], now_ms: int, policy: ProgressPolicy) -> None:
+        self.net, self.now_ms, self.policy = net, now_ms, policy
+        n = len(items)
+        self.bus = [item.bus for item in items]
+        self.inst: list[TripInstance | None] = []
+        self.visits: list[list[StopVisit]] = [[] for _ in range(n)]
+        self.active: dict[int, _Active] = {}
+        saved: list[BusProgress] = []
+        plans, states, bases = [], [], []
+        for item in items:
+            prev = item.previous
+            if prev is None or prev.feed_id != net.feed_id:
+                prev = BusProgress(net.feed_id, time_ms=prev.time_ms if prev else 0)
+            saved.append(prev)
+            inst = None
+            if prev.trip_id is not None and prev.start_date is not None and prev.start_time is not None:
+                inst = find_instance(net, prev.trip_id, prev.start_date, prev.start_time)
+            self.inst.append(inst)
+            if inst is None:
+                plans.append(0)
+                states.append(UNASSIGNED)
+                bases.append(0)
+            else:
+                plans.append(net.plan_index[inst.plan.trip_id])
+                states.append(STATE_CODES[prev.state])
+                bases.append(inst.origin_ms + inst.offset_s * 1000)
+        self.recent = [list(p.recent) for p in saved]
+        self.ended = [p.ended for p in saved]
+        self.state = np.array(states, dtype=np.int64)
+        self.plan = np.array(plans, dtype=np.int64)
+        self.base_ms = np.array(bases, dtype=np.int64)
+        self.shape = net.plan_shape[self.plan] if net.plans else np.zeros(n, dtype=np.int64)
+        cols = np.array([_SAVED(p) for p in saved], dtype=np.float64).reshape(n, len(_SAVED_FIELDS)).T
+        (time, self.along, self.off, self.speed, self.delay, next_stop, arrived, left, lost, since) = cols[
+            :10
+        ]
+        self.lost_along, self.conf = cols[10].copy(), cols[11].copy()
+        self.time_ms, self.next_stop = time.astype(np.int64), next_stop.astype(np.int64)
+        self.arrived, self.left, self.lost = (
+            arrived.astype(np.int64),
+            left.astype(np.int64),
+            lost.astype(np.int64),
+        )
+        self.lost_since, self.streak = since.astype(np.int64), cols[12].astype(np.int64)
+
+    # --- running instances, once per minute of fix time ------------------------------------------------
+    def active_at(self, time_ms: int) -> _Active:
+        minute = time_ms // MINUTE_MS
+        found = self.active.get(minute)
+        if found is None:
+            start = minute * MINUTE_MS
+            instances = instances_between(self.net, start, start + MINUTE_MS, slack_s=self.policy.slack_s)
+            by_trip: dict[str, list[tuple[int, TripInstance]]] = {}
+            for instance in instances:
+                by_trip.setdefault(instance.plan.trip_id, []).append(
+                    (self.net.plan_index[instance.plan.trip_id], instance)
+                )
+            found = self.active[minute] = _Active(active_by_shape(self.net, instances), by_trip)
+        return found
+
+    # --- state changes of one bus ----------------------------------------------------------------------
+    def take(self, b: int, guess: Guess, state: int, time_ms: int) -> None:
+        """Put bus ``b`` on ``guess``'s trip instance at its position."""
+        net, policy = self.net, self.policy
+        same = self.inst[b] is guess.instance
+        tracked = same and self.state[b] == ASSIGNED
+        self.plan[b] = guess.plan
+        self.shape[b] = net.plan_shape[guess.plan]
+        self.base_ms[b] = guess.instance.origin_ms + guess.instance.offset_s * 1000
+        self.inst[b] = guess.instance
+        self.state[b] = state
+        self.conf[b] = guess.confidence
+        self.along[b] = max(guess.along_m, float(self.along[b])) if same else guess.along_m
+        self.off[b], self.delay[b], self.time_ms[b] = guess.off_m, guess.delay_s, time_ms
+        if not same:
+            self.speed[b] = guess.speed_mps
+        if not tracked:
+            stops = guess.instance.plan.stop_dist_m
+            self.next_stop[b] = int(np.searchsorted(stops + policy.stop_radius_m, self.along[b], side="left"))
+            self.arrived[b] = self.left[b] = 0
+        self.lost[b] = self.lost_since[b] = 0
+
+    def release(self, b: int, time_ms: int, lon: float, lat: float, acc: float, *, ended: bool) -> None:
+        """The trip ended (or was lost): the bus is unassigned and must move along a trip again."""
+        inst = self.inst[b]
+        if ended and inst is not None:
+            self.ended[b] = inst.key
+        self.inst[b] = None
+        self.state[b] = UNASSIGNED
+        self.conf[b] = self.along[b] = self.off[b] = self.delay[b] = 0.0
+        self.next_stop[b] = self.arrived[b] = self.left[b] = self.lost[b] = self.lost_since[b] = 0
+        self.streak[b] = 0
+        self.time_ms[b] = time_ms
+        self.recent[b] = [(time_ms, lon, lat, acc)]
+
+    def visit(self, b: int, stop: int, arrived_ms: int, departed_ms: int, *, interpolated: bool) -> None:
+        inst = self.inst[b]
+        assert inst is not None
+        plan = inst.plan
+        base = int(self.base_ms[b])
+        start_date, start_time = self.net.labels[inst]
+        self.visits[b].append(
+            StopVisit(
+                operator=self.net.operator,
+                bus=self.bus[b],
+                feed_id=self.net.feed_id,
+                trip_id=plan.trip_id,
+                start_date=start_date,
+                start_time=start_time,
+                stop_sequence=int(plan.stop_sequences[stop]),
+                stop_id=plan.stop_ids[stop],
+                arrived_ms=arrived_ms,
+                departed_ms=departed_ms,
+                scheduled_arrival_ms=base + int(plan.arrival_s[stop]) * 1000,
+                scheduled_departure_ms=base + int(plan.departure_s[stop]) * 1000,
+                interpolated=interpolated,
+            )
+        )
+
+    def serve_stops(self, b: int, a0: float, t0: int, a1: float, t1: int, *, inside_ok: bool) -> bool:
+        """Stops reached or passed between (a0, t0) and (a1, t1); True when the last stop ends the trip."""
+        inst = self.inst[b]
+        assert inst is not None
+        dist, r = inst.plan.stop_dist_m, self.policy.stop_radius_m
+        ns = int(self.next_stop[b])
+        while ns < len(dist):
+            d = float(dist[ns])
+            inside = inside_ok and abs(a1 - d) <= r
+            crossed = _crossing_ms(d, a0, t0, a1, t1)
+            if ns == len(dist) - 1 and (inside or a1 > d + r):
+                arrived = int(self.arrived[b]) or (t1 if inside else crossed)
+                self.visit(b, ns, arrived, arrived, interpolated=not inside and not self.arrived[b])
+                self.next_stop[b] = ns + 1
+                return True
+            if inside:
+                self.arrived[b] = self.arrived[b] or t1
+                self.left[b] = t1
+                break
+            if a1 <= d + r:
+                break
+            if self.arrived[b]:
+                self.visit(b, ns, int(self.arrived[b]), int(self.left[b]), interpolated=False)
+            else:
+                self.visit(b, ns, crossed, crossed, interpolated=True)
+            self.arrived[b] = self.left[b] = 0
+            ns += 1
+            self.next_stop[b] = ns
+        return False
+
+
+def _crossing_ms(d: float, a0: float, t0: int, a1: float, t1: int) -> int:
+    """When the bus passed ``d`` metres along, interpolated in time between two progress points."""
+    if a1 <= a0:
+        return t1
+    return round(t0 + (t1 - t0) * min(max((d - a0) / (a1 - a0), 0.0), 1.0))
+
+
+class _Fixes:
+    """The batch's fixes as columns, projected once; fixes older than a bus's progress left out."""
+
+    def __init__(self, net: Network, items: Sequence[BusFixes], policy: ProgressPolicy) -> None:
+        points = [f for item in items for f in item.fixes]
+        given = np.array([len(item.fixes) for item in items], dtype=np.int64)
+        owner = np.repeat(np.arange(len(items)), given)
+        cols = np.array(list(map(_FIX, points)), dtype=np.float64).reshape(len(points), 3).T
+        since = np.array([p.previous.time_ms if p.previous else 0 for p in items], dtype=np.float64)
+        keep = cols[0] >= since[owner]
+        if not keep.all():
+            points = list(itertools.compress(points, keep.tolist()))
+            cols, owner = cols[:, keep], owner[keep]
+        self.counts = np.bincount(owner, minlength=len(items)).astype(np.int64)
+        self.stale = (given - self.counts).tolist()
+        backwards = np.flatnonzero((np.diff(cols[0]) < 0) & (owner[1:] == owner[:-1]))
+        if len(backwards):
+            bus = items[int(owner[backwards[0]])].bus
+            raise FixOrderError(f"the fixes of bus {bus!r} are not in time order")
+        self.points = points
+        self.start = (np.cumsum(self.counts) - self.counts).astype(np.int64)
+        self.time = cols[0].astype(np.int64)
+        self.lat, self.lon = cols[1], cols[2]
+        self.x, self.y = net.project(self.lon, self.lat)
+        assumed = policy.assumed_accuracy_m
+        self.acc = np.array(
+            [assumed if f.accuracy_m is None else f.accuracy_m for f in points], dtype=np.float64
+        )
+        self.named = np.array([f.trip_id is not None for f in points], dtype=bool)
+
+
+def advance_batch(
+    network: Network, items: Sequence[BusFixes], now_ms: int, policy: ProgressPolicy | None = None
+) -> list[Progressed]:
+    """Advance every bus of the batch through its fixes; one ``Progressed`` per item, in the same order."""
+    policy = policy or ProgressPolicy()
+    work = _Batch(network, items, now_ms, policy)
+    fixes = _Fixes(network, items, policy)
+    for r in range(int(fixes.counts.max()) if len(items) else 0):
+        buses = np.flatnonzero(fixes.counts > r)
+        at = fixes.start[buses] + r
+        tracked = (work.state[buses] == ASSIGNED) & ~fixes.named[at]
+        others = ~tracked
+        fast = [
+            b
+            for b, f in zip(buses[others].tolist(), at[others].tolist(), strict=True)
+            if not _infer_step(work, fixes, b, f)
+        ]
+        chosen = np.concatenate([buses[tracked], np.array(fast, dtype=np.int64)])
+        if len(chosen):
+            _track(work, fixes, chosen, fixes.start[chosen] + r)
+    return _results(work, fixes)
+
+
+def _infer_step(work: _Batch, fixes: _Fixes, b: int, f: int) -> bool:
+    """Handle fix ``f`` of bus ``b`` if its trip is not known yet (or its frame names another); else False."""
+    point = fixes.points[f]
+    state, net, policy = int(work.state[b]), work.net, work.policy
+    current = work.inst[b]
+    named = point.trip_id
+    if state == ASSIGNED and (named is None or (current is not None and named == current.plan.trip_id)):
+        return False
+    t, x, y = point.time_ms, float(fixes.x[f]), float(fixes.y[f])
+    acc = float(fixes.acc[f])
+    if named is not None and named in net.plan_index:
+        ended = work.ended[b]
+        options = [o for o in work.active_at(t).by_trip.get(named, []) if o[1].key != ended]
+        if options:
+            work.take(b, place(net, options, t, x, y, policy), ASSIGNED, t)
+            work.recent[b] = []
+            return True
+    if state == ASSIGNED:
+        return False  # the frame names a trip that is not running: keep the one the bus is on
+    recent = [*work.recent[b], (t, point.lon, point.lat, acc)][-policy.recent_fixes :]
+    recent = [p for p in recent if p[0] >= t - policy.recent_s * 1000]
+    work.recent[b] = recent
+    work.time_ms[b] = t
+    if not _moving(recent, policy):
+        if state == UNASSIGNED:
+            work.streak[b] = 0
+        return True  # parked, or dwelling at a stop: a candidate is held, an unassigned bus stays so
+    guess = _guess(work, recent)
+    if guess is not None and guess.instance.key == work.ended[b]:
+        guess = None
+    if guess is None:
+        work.inst[b] = None
+        work.state[b] = UNASSIGNED
+        work.conf[b] = 0.0
+        work.streak[b] = 0
+        return True
+    known = work.inst[b]
+    work.streak[b] = work.streak[b] + 1 if known is guess.instance else 1
+    confirmed = work.streak[b] >= policy.confirm_fixes and guess.confidence >= policy.min_confidence
+    work.take(b, guess, ASSIGNED if confirmed else CANDIDATE, t)
+    if confirmed:
+        work.recent[b] = []
+    return True
+
+
+def _moving(recent: list[tuple[int, float, float, float]], policy: ProgressPolicy) -> bool:
+    """Whether the recent fixes span ``min_move_m``: a bus parked or creeping in a station does not."""
+    if len(recent) < 2:
+        return False
+    (_, lon0, lat0, _), (_, lon1, lat1, _) = recent[0], recent[-1]
+    return haversine_m(lat0, lon0, lat1, lon1) >= policy.min_move_m
+
+
+def _guess(work: _Batch, recent: list[tuple[int, float, float, float]]) -> Guess | None:
+    net, policy = work.net, work.policy
+    times = np.array([p[0] for p in recent], dtype=np.int64)
+    x, y = net.project(np.array([p[1] for p in recent]), np.array([p[2] for p in recent]))
+    acc = np.array([p[3] for p in recent], dtype=np.float64)
+    return infer(net, work.active_at(int(times[-1])).by_shape, times, x, y, acc, policy)
+
+
+def _track(work: _Batch, fixes: _Fixes, b: Ints, f: Ints) -> None:
+    """One fix of each assigned bus ``b``: windowed projection, monotone filter, speed, delay, stops."""
+    net, policy = work.net, work.policy
+    t, x, y, acc = fixes.time[f], fixes.x[f], fixes.y[f], fixes.acc[f]
+    a0, t0, shape = work.along[b], work.time_ms[b], work.shape[b]
+    dt = np.maximum(t - t0, 0) / 1000.0
+    reach = policy.max_speed_mps * dt
+    got, off = locate(net, shape, x, y, a0 - 2 * acc, a0 + reach + 2 * acc)
+    limit = policy.off_route_m + acc
+    on_line = off <= limit
+    a1 = np.where(on_line, np.maximum(a0, got), a0)
+    release = np.zeros(len(b), dtype=bool)
+    if not on_line.all():
+        a1, release = _lost(work, b[~on_line], fixes, f[~on_line], a1, ~on_line, limit, reach)
+    work.lost[b[on_line]] = 0
+    work.lost_since[b[on_line]] = 0
+
+    alpha = 1.0 - np.exp(-dt / policy.speed_tau_s)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        measured = np.where(dt > 0, (a1 - a0) / dt, 0.0)
+    work.speed[b] = work.speed[b] + alpha * (measured - work.speed[b])
+    plan = work.plan[b]
+    lo, hi = scheduled_window(net, plan, a1, policy.stop_radius_m)
+    work.delay[b] = delay_s(t, work.base_ms[b], lo, hi)
+    work.along[b], work.off[b], work.time_ms[b] = a1, off, t
+
+    r = policy.stop_radius_m
+    first, end = net.stop_start[plan], net.stop_start[plan + 1]
+    ns = work.next_stop[b]
+    d_ns = net.stop_dist[np.minimum(first + ns, end - 1)]
+    pending = first + ns < end
+    near_line = on_line & (off <= r + acc)
+    inside = near_line & (np.abs(a1 - d_ns) <= r)
+    last_arrival_ms = work.base_ms[b] + net.stop_arrival_s[end - 1] * 1000
+    overdue = work.now_ms > last_arrival_ms + policy.release_after_s * 1000
+    events = np.flatnonzero((pending & (inside | (a1 > d_ns + r))) | release | overdue)
+    for k in events.tolist():
+        bus, fix = int(b[k]), int(f[k])
+        ended = work.serve_stops(
+            bus, float(a0[k]), int(t0[k]), float(a1[k]), int(t[k]), inside_ok=bool(near_line[k])
+        )
+        if ended or release[k] or overdue[k]:
+            point = fixes.points[fix]
+            work.release(
+                bus, point.time_ms, point.lon, point.lat, float(acc[k]), ended=ended or bool(overdue[k])
+            )
+
+
+def _lost(
+    work: _Batch, lb: Ints, fixes: _Fixes, lf: Ints, a1: Floats, mask: Bools, limit: Floats, reach: Floats
+) -> tuple[Floats, Bools]:
+    """Fixes off their window of the line: count them, and jump ahead when enough of them agree."""
+    net, policy = work.net, work.policy
+    shape, acc, t = work.shape[lb], fixes.acc[lf], fixes.time[lf]
+    lim, far = limit[mask], reach[mask]
+    ahead, off = locate(
+        net, shape, fixes.x[lf], fixes.y[lf], work.along[lb], net.seg_cum[net.vertex_start[shape + 1] - 1]
+    )
+    placed = off <= lim
+    previous = work.lost_along[lb]
+    agrees = (
+        placed & (work.lost[lb] > 0) & (ahead >= previous - 2 * acc) & (ahead <= previous + far + 2 * acc)
+    )
+    lost = np.where(agrees, work.lost[lb] + 1, np.where(placed, 1, 0))
+    since = np.where(work.lost_since[lb] == 0, t, work.lost_since[lb])
+    jump = lost >= policy.relocate_fixes
+    work.lost_along[lb] = np.where(placed, ahead, previous)
+    work.lost[lb] = np.where(jump, 0, lost)
+    work.lost_since[lb] = np.where(jump, 0, since)
+    out = a1.copy()
+    out[np.flatnonzero(mask)[jump]] = ahead[jump]
+    release = np.zeros(len(a1), dtype=bool)
+    release[np.flatnonzero(mask)] = ~jump & (t - since >= policy.release_lost_s * 1000)
+    return out, release
+
+
+def _results(work: _Batch, fixes: _Fixes) -> list[Progressed]:
+    """One ``Progressed`` per bus from the columns (plain Python values: no numpy scalar per field)."""
+    net, policy = work.net, work.policy
+    early, late = -policy.on_time_early_s, policy.on_time_late_s
+    feed_id, labels = net.feed_id, net.labels
+    rows = zip(
+        work.state.tolist(),
+        work.plan.tolist(),
+        work.time_ms.tolist(),
+        work.conf.tolist(),
+        work.along.tolist(),
+        work.off.tolist(),
+        work.speed.tolist(),
+        work.delay.tolist(),
+        work.next_stop.tolist(),
+        work.arrived.tolist(),
+        work.left.tolist(),
+        work.lost.tolist(),
+        work.lost_since.tolist(),
+        work.lost_along.tolist(),
+        work.streak.tolist(),
+        work.inst,
+        work.recent,
+        work.ended,
+        work.bus,
+        work.visits,
+        fixes.stale,
+        strict=True,
+    )
+    out = []
+    for (
+        state,
+        p,
+        t,
+        conf,
+        along,
+        off,
+        speed,
+        delay,
+        ns,
+        arr,
+        left,
+        lost,
+        since,
+        lost_at,
+        streak,
+        inst,
+        recent,
+        ended,
+        bus,
+        visits,
+        stale,
+    ) in rows:
+        if inst is None or state == UNASSIGNED:
+            progress = BusProgress(feed_id, "unassigned", time_ms=t, recent=recent, ended=ended)
+            out.append(
+                Progressed(bus, progress, None, None, None, None, None, None, UNASSIGNED_BLOCK, visits, stale)
+            )
+            continue
+        plan = inst.plan
+        name = STATES[state]
+        start_date, start_time = labels[inst]
+        progress = BusProgress(
+            feed_id,
+            name,
+            plan.trip_id,
+            start_date,
+            start_time,
+            conf,
+            t,
+            along,
+            off,
+            speed,
+            delay,
+            ns,
+            arr,
+            left,
+            lost,
+            since,
+            lost_at,
+            streak,
+            recent,
+            ended,
+        )
+        upcoming = ns < len(plan.stop_ids)
+        calc = Calculated(
+            state=name,
+            trip_id=plan.trip_id,
+            start_date=start_date,
+            start_time=start_time,
+            confidence=conf,
+            distance_travelled_m=max(along - net.plan_first_m[p], 0.0),
+            distance_remaining_m=max(net.plan_last_m[p] - along, 0.0),
+            off_route_m=off,
+            delay_s=delay,
+            on_schedule=early <= delay <= late,
+            next_stop_id=plan.stop_ids[ns] if upcoming else None,
+            next_stop_sequence=net.plan_sequences[p][ns] if upcoming else None,
+        )
+        next_stop = ns if upcoming else None
+        out.append(Progressed(bus, progress, inst, along, off, delay, next_stop, speed, calc, visits, stale))
+    return out

@@ -1,0 +1,130 @@
+"""Small feeds with awkward shapes and buses driving them with known truth, for the progress tests."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from datetime import date
+
+import numpy as np
+
+from fleet_devtools.synthetic_feed import METRES_PER_DEGREE, LineSpec, densify, feed_of, fix_at, truth_along
+from fleet_processing.network import Network, build_network
+from fleet_processing.progress import (
+    PROGRESS_DECODER,
+    PROGRESS_ENCODER,
+    BusFixes,
+    FixPoint,
+    Progressed,
+    advance_batch,
+)
+from fleet_processing.service_day import origin_ms
+from fleet_schemas.gtfs import Feed, StopTime
+
+DAY = date(2026, 12, 1)
+TZ = "Africa/Algiers"
+ORIGIN_MS = origin_ms(DAY, TZ)
+LAT0, LON0 = 36.75, 3.05
+
+
+def metres(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(east, north) metres from a point in Algiers to (lat, lon)."""
+    scale = METRES_PER_DEGREE * math.cos(math.radians(LAT0))
+    return [(LAT0 + n / METRES_PER_DEGREE, LON0 + e / scale) for e, n in points]
+
+
+SHAPES: dict[str, list[tuple[float, float]]] = {
+    "loop": metres([(0, 0), (2000, 0), (2000, 2000), (0, 2000), (0, 0)]),
+    "out-and-back": metres([(0, 5000), (3000, 5000), (0, 5000)]),
+    "figure-eight": metres([(5000, 0), (7000, 2000), (7000, 0), (5000, 2000)]),
+    "straight": metres([(0, -3000), (4000, -3000)]),
+}
+"""a loop back to its start, a road driven there and back on the same line, a line crossing itself, a
+straight road (its lines may also be driven the other way); kilometres apart, so only a line's own
+branches compete"""
+
+
+def line(
+    shape: str,
+    *,
+    name: str | None = None,
+    departures_s: list[int] | None = None,
+    stops: int = 5,
+    frequency: tuple[int, int, int] | None = None,
+    reverse: bool = False,
+) -> LineSpec:
+    """A line on one of ``SHAPES`` (vertices every 50 m), stops evenly spaced, 12 m/s, 60 s dwell."""
+    return LineSpec(
+        name=name or shape,
+        points=densify(SHAPES[shape][::-1] if reverse else SHAPES[shape], 50.0),
+        stops_at=[k / (stops - 1) for k in range(stops)],
+        speed_mps=12.0,
+        dwell_s=60,
+        departures_s=departures_s if departures_s is not None else [8 * 3600, 9 * 3600, 10 * 3600],
+        frequency=frequency,
+    )
+
+
+def network(lines: list[LineSpec]) -> tuple[Feed, Network]:
+    feed = feed_of(lines, service_date=DAY, tz=TZ)
+    return feed, build_network(feed, operator="test", feed_id=7)
+
+
+def rows_of(feed: Feed, trip_id: str) -> list[StopTime]:
+    return [r for r in feed.stop_times if r.trip_id == trip_id]
+
+
+def drive(
+    feed: Feed,
+    trip_id: str,
+    seconds: Iterator[float] | list[float],
+    *,
+    late_s: float = 0.0,
+    noise_m: float = 0.0,
+    accuracy_m: float = 10.0,
+    seed: int = 0,
+    offset_s: int = 0,
+    named: bool = False,
+) -> tuple[list[FixPoint], list[float]]:
+    """Fixes (and the truth) of a bus ``late_s`` late on ``trip_id``, at ``seconds`` from the origin."""
+    rng = np.random.default_rng(seed)
+    rows = rows_of(feed, trip_id)
+    trip = next(t for t in feed.trips if t.trip_id == trip_id)
+    shape = next(s for s in feed.shapes if s.shape_id == trip.shape_id)
+    fixes, truth = [], []
+    for s in seconds:
+        along = truth_along(rows, s - late_s - offset_s)
+        lat, lon = fix_at(shape, along, noise_m, rng)
+        fixes.append(
+            FixPoint(
+                ORIGIN_MS + round(s * 1000),
+                lat,
+                lon,
+                accuracy_m=accuracy_m,
+                trip_id=trip_id if named else None,
+            )
+        )
+        truth.append(along)
+    return fixes, truth
+
+
+def run(
+    net: Network, fixes: list[FixPoint], *, per_batch: int = 1, bus: str = "bus-1", roundtrip: bool = True
+) -> list[Progressed]:
+    """Feed ``fixes`` to ``advance_batch`` ``per_batch`` at a time, the state through msgpack in between."""
+    out: list[Progressed] = []
+    previous = None
+    for k in range(0, len(fixes), per_batch):
+        chunk = fixes[k : k + per_batch]
+        (result,) = advance_batch(net, [BusFixes(bus, previous, chunk)], chunk[-1].time_ms)
+        previous = (
+            PROGRESS_DECODER.decode(PROGRESS_ENCODER.encode(result.progress))
+            if roundtrip
+            else result.progress
+        )
+        out.append(result)
+    return out
+
+
+def every(start_s: float, end_s: float, step_s: float) -> list[float]:
+    return list(np.arange(start_s, end_s, step_s))

@@ -48,13 +48,16 @@ import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from fleet_processing.plan import Floats, Ints, TripInstance, TripPlan
 from fleet_schemas.trips import StopEta
+
+if TYPE_CHECKING:
+    from fleet_processing.progress import Progressed
 
 HOURS_OF_WEEK = 168
 _HOUR_OF_DAY = HOURS_OF_WEEK
@@ -145,6 +148,26 @@ class EtaRequest:
     """index (into the plan's arrays) of the first stop not yet reached; the plan's length when all are"""
     dwelling: bool = False
     """stopped at stop ``next_stop - 1`` and not gone yet"""
+
+    @classmethod
+    def from_progress(cls, result: Progressed, time_ms: int) -> EtaRequest | None:
+        """The request for a bus where ``advance_batch`` left it (None when it is on no trip).
+
+        Progress counts a stop the bus has reached but not left as its next stop
+        (``stop_arrived_ms`` set); for the ETA that stop is served and the bus dwells there.
+        """
+        if result.instance is None or result.along_m is None or result.next_stop is None:
+            return None
+        dwelling = result.progress.stop_arrived_ms > 0
+        return cls(
+            instance=result.instance,
+            distance_m=result.along_m,
+            time_ms=time_ms,
+            speed_mps=result.speed_mps,
+            delay_s=result.delay_s or 0.0,
+            next_stop=result.next_stop + 1 if dwelling else result.next_stop,
+            dwelling=dwelling,
+        )
 
 
 def _pool(n: Floats, mean: Floats, var: Floats, axis: int) -> tuple[Floats, Floats, Floats]:

@@ -70,9 +70,9 @@ KALMAN_AGE_S = 1800.0
 """age at which the previous vehicle's time weighs as much as the historical mean"""
 LAST_RATIO_RANGE = (0.25, 4.0)
 """bounds of the previous vehicle's time over the usual one (a bus parked mid-segment is not traffic)"""
-SPEED_WEIGHT = 0.9
+SPEED_WEIGHT = 1.0
 """weight of the bus's own speed on the road just ahead of it"""
-SPEED_DECAY_M = 10_000.0
+SPEED_DECAY_M = 30_000.0
 """distance ahead (to the middle of what is left of a segment) over which that weight falls by e"""
 MIN_SPEED_MPS = 2.0
 """below this the smoothed speed says nothing about traffic (stopped, crawling at a station)"""

@@ -79,7 +79,7 @@ MIN_SPEED_MPS = 2.0
 DEFAULT_DWELL_S = 20.0
 SCHEDULE_CV = 0.15
 """relative standard deviation assumed for a scheduled time with no history"""
-HORIZON_CV = 0.06
+HORIZON_CV = 0.03
 """relative standard deviation shared by all segments of one trip (one day's traffic)"""
 Z90 = 1.2815515655446004
 """standard normal quantile of 0.9"""

@@ -203,14 +203,14 @@ def eta(
     """
     import asyncio
 
-    from fleet_devtools.bench_eta import DEMO_FEED, run_eta_bench, summary_text
+    from fleet_devtools.bench_eta import run_eta_bench, summary_text
 
     urls = stackfile.resolve_urls(settings)
     result = asyncio.run(
         run_eta_bench(
             urls.database_url,
             _progress,
-            feed=feed or DEMO_FEED,
+            feed=feed,
             seed=seed,
             history_days=history_days,
             test_days=test_days,

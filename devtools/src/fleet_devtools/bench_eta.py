@@ -1,8 +1,8 @@
 """``fleet bench eta``: ETA accuracy against simulated truth, through the real import, progress and ETA code.
 
 The demo feed (or any GTFS feed) is imported with the real importer
-(``read_feed``, ``write_feed``, ``activate``, ``load_feed``) and built into a
-``Network``. Simulated buses (``fleet_devtools.eta_world``) drive its trips,
+(``fleet_cli.gtfs_import``: read, check, store, activate), read back with
+``load_feed`` and built into a ``Network``. Simulated buses (``fleet_devtools.eta_world``) drive its trips,
 reporting a fix every ``every_s`` seconds with GPS noise and the driver's
 trip_id; ``advance_batch`` turns the fixes of each moment into progress,
 delay, smoothed speed and stop visits, exactly as ingest does. Days of
@@ -33,23 +33,22 @@ import asyncpg
 import msgspec
 import numpy as np
 
-from fleet_cli.gtfs_source import open_source
+from fleet_cli.gtfs_import import read_source, store_version
 from fleet_devtools.bench_agent import Machine, Target, machine, target_lines
+from fleet_devtools.demo_feed import feed_dir
 from fleet_devtools.eta_world import GPS_NOISE_M, Truth, World
 from fleet_devtools.synthetic_feed import fix_at
 from fleet_processing.eta import EtaRequest, SegmentHistory, predict_batch
-from fleet_processing.gtfs import read_feed
 from fleet_processing.network import Network, build_network
 from fleet_processing.progress import BusFixes, BusProgress, FixPoint, advance_batch
 from fleet_processing.service_day import day_instances
 from fleet_schemas.gtfs import Shape
 from fleet_schemas.trips import StopEta, StopVisit
 from fleet_store.errors import FeedSourceError
-from fleet_store.gtfs import activate, load_feed, write_feed
+from fleet_store.gtfs import load_feed
 from fleet_store.history import load_segment_history, refresh_segment_times, write_visits
 
 Report = Callable[[str], None]
-DEMO_FEED = Path(__file__).parent / "data" / "feeds" / "algeria"
 FIRST_DAY = date(2026, 10, 5)
 """a Monday; fixed so a seed replays the same week days"""
 BEFORE_DEPARTURE_S = 300
@@ -244,17 +243,13 @@ def _time_predict(
 async def _import_feed(
     conn: asyncpg.Connection, operator: str, path: Path
 ) -> tuple[Network, dict[str, Shape]]:
-    """The feed at ``path`` through the real importer, stored, activated and read back; its network."""
-    with open_source(path) as source:
-        reading = read_feed(source.open_file)
-    if reading.feed is None:
+    """The feed at ``path`` through ``fleet gtfs import``'s two steps, read back; its network and shapes."""
+    feed, report = read_source(path, FIRST_DAY)
+    if feed is None:
         raise FeedSourceError(f"{path}: the importer found no usable feed")
-    feed_id = await write_feed(
-        conn, operator, reading.feed, source=source.name, sha256=source.sha256, report=reading.notices
-    )
-    await activate(conn, operator, feed_id)
-    feed = await load_feed(conn, feed_id)
-    return build_network(feed, operator=operator, feed_id=feed_id), {s.shape_id: s for s in feed.shapes}
+    feed_id, _ = await store_version(conn, operator, feed, report)
+    stored = await load_feed(conn, feed_id)
+    return build_network(stored, operator=operator, feed_id=feed_id), {s.shape_id: s for s in stored.shapes}
 
 
 @dataclass(slots=True)
@@ -302,7 +297,7 @@ async def run_eta_bench(
     database_url: str,
     report: Report,
     *,
-    feed: Path = DEMO_FEED,
+    feed: Path | None = None,
     seed: int = 1,
     history_days: int = 14,
     test_days: int = 3,
@@ -311,6 +306,7 @@ async def run_eta_bench(
     big_batch: int = 5_000,
 ) -> EtaBenchResult:
     operator = f"bench-eta-{seed}"
+    feed = feed or feed_dir()
     noise = np.random.default_rng([seed, 3])
     conn = await asyncpg.connect(database_url)
     try:

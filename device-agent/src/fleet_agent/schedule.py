@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -25,11 +24,10 @@ import msgspec
 
 from fleet_agent.route import GtfsTables, Route, RouteError, TripNotFoundError, load_gtfs_shape
 from fleet_agent.simulator import Timetable
-from fleet_schemas.gtfs import StopTime
+from fleet_schemas import gtfs
 
 logger = logging.getLogger("fleet_agent.schedule")
 
-_TIME = re.compile(r"(\d{1,3}):([0-5]\d):([0-5]\d)")
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 SEARCH_DAYS = 8
 """How far a service day is looked for around now: yesterday's late trips to a week ahead."""
@@ -48,7 +46,7 @@ class TripSchedule(msgspec.Struct, frozen=True, kw_only=True):
     service_id: str
     timezone: str
     route: Route
-    calls: tuple[StopTime, ...]
+    calls: tuple[gtfs.StopTime, ...]
     """in stop_sequence order, normalized as the server does (``fleet_schemas.gtfs``): both times, metres"""
 
     def on(self, day: date) -> Timetable:
@@ -67,11 +65,10 @@ class TripSchedule(msgspec.Struct, frozen=True, kw_only=True):
 
 def parse_time(value: str) -> int:
     """GTFS HH:MM:SS (hours may pass 24) as seconds from the service day's origin."""
-    match = _TIME.fullmatch(value)
-    if match is None:
-        raise ScheduleError(f"{value!r} is not a GTFS time (HH:MM:SS, hours may pass 24)")
-    hours, minutes, seconds = (int(part) for part in match.groups())
-    return hours * 3600 + minutes * 60 + seconds
+    try:
+        return gtfs.parse_time(value)
+    except ValueError as exc:
+        raise ScheduleError(str(exc)) from exc
 
 
 def _zone(timezone: str) -> ZoneInfo:
@@ -83,8 +80,7 @@ def _zone(timezone: str) -> ZoneInfo:
 
 def service_origin_ms(day: date, timezone: str) -> int:
     """Noon minus 12 h of ``day`` in ``timezone``: what every GTFS time of that service day counts from."""
-    noon = datetime.combine(day, time(12), tzinfo=_zone(timezone))
-    return round((noon.astimezone(UTC) - timedelta(hours=12)).timestamp() * 1000)
+    return gtfs.service_origin_ms(day, _zone(timezone))
 
 
 def _one(tables: GtfsTables, table: str, key: str, value: str) -> dict[str, str]:
@@ -123,8 +119,8 @@ def _stop_time(
     departure_s: int,
     *,
     interpolated: bool = False,
-) -> StopTime:
-    return StopTime(
+) -> gtfs.StopTime:
+    return gtfs.StopTime(
         trip_id=row["trip_id"],
         stop_id=row["stop_id"],
         stop_sequence=sequence,
@@ -137,15 +133,15 @@ def _stop_time(
 
 
 def _interpolate(
-    calls: list[StopTime | None], rows: list[tuple[int, dict[str, str], float]]
-) -> list[StopTime]:
+    calls: list[gtfs.StopTime | None], rows: list[tuple[int, dict[str, str], float]]
+) -> list[gtfs.StopTime]:
     """Fill blank calls by distance between the timed ones around them."""
     timed = [i for i, call in enumerate(calls) if call is not None]
     if not timed or timed[0] != 0 or timed[-1] != len(calls) - 1:
         raise ScheduleError(
             "the first and last stop of a trip need times (gtfs-validator: missing_trip_edge)"
         )
-    done: list[StopTime] = []
+    done: list[gtfs.StopTime] = []
     for left, right in itertools.pairwise(timed):
         a, b = calls[left], calls[right]
         assert a is not None
@@ -186,7 +182,7 @@ def load_trip(feed: str | Path, trip_id: str) -> TripSchedule:
         next_placed = index + 1
     if len(rows) < 2:
         raise ScheduleError(f"trip {trip_id!r} has fewer than two usable stops")
-    calls: list[StopTime | None] = []
+    calls: list[gtfs.StopTime | None] = []
     for sequence, row, distance in rows:
         arrival, departure = row.get("arrival_time", ""), row.get("departure_time", "")
         if not arrival and not departure:

@@ -141,3 +141,32 @@ def ingest(settings: Settings, devices: int, frames: int, rates: str, seconds: f
         run_bench(urls, kek, _progress, devices=devices, frames=frames, rates=offered, seconds=seconds)
     )
     _finish(result, summary_text(result), passed=result.passed, as_json=as_json)
+
+
+@bench.command(name="processing")
+@click.option(
+    "--batches",
+    type=click.IntRange(min=3),
+    default=30,
+    show_default=True,
+    help="timed batches per batch shape",
+)
+@_json_option
+def processing(batches: int, as_json: bool) -> None:
+    """Trip progress on one core: fixes/s of projection + progress + delay, pure code, no server.
+
+    A demo-like feed (five Algerian intercity lines both ways, a departure
+    every 30 minutes) and simulated buses with GPS noise; two batch shapes as
+    ingest hands them: 500 buses with 4 fixes each, 2,000 buses with one.
+    Target: at least 200,000 fixes/s in both. Prints the error against the
+    simulated truth too, so a fast wrong answer shows.
+
+    \b
+    Example:
+      fleet bench processing                 # about a minute
+      fleet bench processing --batches 10 --json
+    """
+    from fleet_devtools.bench_processing import run_processing_bench, summary_text
+
+    result = run_processing_bench(_progress, batches=batches)
+    _finish(result, summary_text(result), passed=result.passed, as_json=as_json)

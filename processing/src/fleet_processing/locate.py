@@ -54,17 +54,20 @@ def locate(
     return along, np.sqrt(d2[first_hit])
 
 
-def near_runs(net: Network, shape: int, x: float, y: float, radius_m: float) -> list[float]:
-    """Metres along ``shape`` of each stretch within ``radius_m`` of the point: every branch it may be on."""
-    lo, hi = int(net.vertex_start[shape]), int(net.vertex_start[shape + 1])
-    sx, sy, dx, dy = net.seg_x[lo:hi], net.seg_y[lo:hi], net.seg_dx[lo:hi], net.seg_dy[lo:hi]
-    len2 = net.seg_len2[lo:hi]
+def near_runs(net: Network, x: float, y: float, radius_m: float) -> dict[int, list[float]]:
+    """Per shape, metres along it of each stretch within ``radius_m`` of the point: its possible branches."""
+    seg = net.segments_near(x, y, radius_m)
+    if len(seg) == 0:
+        return {}
+    sx, sy, dx, dy = net.seg_x[seg], net.seg_y[seg], net.seg_dx[seg], net.seg_dy[seg]
+    len2 = net.seg_len2[seg]
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.clip(np.where(len2 > 0, ((x - sx) * dx + (y - sy) * dy) / len2, 0.0), 0.0, 1.0)
     d = np.hypot(x - (sx + t * dx), y - (sy + t * dy))
-    along = net.seg_cum[lo:hi] + t * net.seg_dcum[lo:hi]
-    near = d <= radius_m
-    if not near.any():
-        return []
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], near.astype(np.int8), [0]])))
-    return [float(along[a + int(np.argmin(d[a:b]))]) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+    along = net.seg_cum[seg] + t * net.seg_dcum[seg]
+    shape = net.seg_shape[seg]
+    breaks = np.flatnonzero((np.diff(seg) != 1) | (np.diff(shape) != 0)) + 1
+    runs: dict[int, list[float]] = {}
+    for a, b in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(seg)]]), strict=True):
+        runs.setdefault(int(shape[a]), []).append(float(along[a + int(np.argmin(d[a:b]))]))
+    return runs

@@ -359,7 +359,9 @@ def advance_batch(
     for r in range(int(fixes.counts.max()) if len(items) else 0):
         buses = np.flatnonzero(fixes.counts > r)
         at = fixes.start[buses] + r
-        tracked = (work.state[buses] == ASSIGNED) & ~fixes.named[at]
+        state = work.state[buses]
+        sure = (state == ASSIGNED) | ((state == CANDIDATE) & (work.conf[buses] >= policy.min_confidence))
+        tracked = sure & ~fixes.named[at]
         others = ~tracked
         fast = [
             b
@@ -380,6 +382,8 @@ def _infer_step(work: _Batch, fixes: _Fixes, b: int, f: int) -> bool:
     named = point.trip_id
     if state == ASSIGNED and (named is None or (current is not None and named == current.plan.trip_id)):
         return False
+    if state == CANDIDATE and named is None and work.conf[b] >= policy.min_confidence:
+        return False  # a confident candidate is followed along its line until confirmed
     t, x, y = point.time_ms, float(fixes.x[f]), float(fixes.y[f])
     acc = float(fixes.acc[f])
     if named is not None and named in net.plan_index:
@@ -444,9 +448,11 @@ def _track(work: _Batch, fixes: _Fixes, b: Ints, f: Ints) -> None:
     limit = policy.off_route_m + acc
     on_line = off <= limit
     a1 = np.where(on_line, np.maximum(a0, got), a0)
+    candidate = work.state[b] == CANDIDATE
     release = np.zeros(len(b), dtype=bool)
-    if not on_line.all():
-        a1, release = _lost(work, b[~on_line], fixes, f[~on_line], a1, ~on_line, limit, reach)
+    lost = ~on_line & ~candidate
+    if lost.any():
+        a1, release = _lost(work, b[lost], fixes, f[lost], a1, lost, limit, reach)
     work.lost[b[on_line]] = 0
     work.lost_since[b[on_line]] = 0
 
@@ -458,6 +464,9 @@ def _track(work: _Batch, fixes: _Fixes, b: Ints, f: Ints) -> None:
     lo, hi = scheduled_window(net, plan, a1, policy.stop_radius_m)
     work.delay[b] = delay_s(t, work.base_ms[b], lo, hi)
     work.along[b], work.off[b], work.time_ms[b] = a1, off, t
+    if candidate.any():
+        forward = on_line[candidate] & (got[candidate] > a0[candidate])
+        _confirm(work, b[candidate], forward, ~on_line[candidate], fixes, f[candidate])
 
     r = policy.stop_radius_m
     first, end = net.stop_start[plan], net.stop_start[plan + 1]
@@ -468,7 +477,7 @@ def _track(work: _Batch, fixes: _Fixes, b: Ints, f: Ints) -> None:
     inside = near_line & (np.abs(a1 - d_ns) <= r)
     last_arrival_ms = work.base_ms[b] + net.stop_arrival_s[end - 1] * 1000
     overdue = work.now_ms > last_arrival_ms + policy.release_after_s * 1000
-    events = np.flatnonzero((pending & (inside | (a1 > d_ns + r))) | release | overdue)
+    events = np.flatnonzero(((pending & (inside | (a1 > d_ns + r))) | release | overdue) & ~candidate)
     for k in events.tolist():
         bus, fix = int(b[k]), int(f[k])
         ended = work.serve_stops(
@@ -479,6 +488,24 @@ def _track(work: _Batch, fixes: _Fixes, b: Ints, f: Ints) -> None:
             work.release(
                 bus, point.time_ms, point.lon, point.lat, float(acc[k]), ended=ended or bool(overdue[k])
             )
+
+
+def _confirm(work: _Batch, cb: Ints, forward: Bools, off_line: Bools, fixes: _Fixes, cf: Ints) -> None:
+    """Candidates followed along their line: confirmed after enough fixes forward on it, dropped off it."""
+    policy = work.policy
+    work.streak[cb] = np.where(forward, work.streak[cb] + 1, work.streak[cb])
+    for k in np.flatnonzero(work.streak[cb] >= policy.confirm_fixes).tolist():
+        bus = int(cb[k])
+        inst = work.inst[bus]
+        assert inst is not None
+        work.state[bus] = ASSIGNED
+        work.recent[bus] = []
+        stops = inst.plan.stop_dist_m + policy.stop_radius_m
+        work.next_stop[bus] = int(np.searchsorted(stops, work.along[bus], side="left"))
+        work.arrived[bus] = work.left[bus] = 0
+    for k in np.flatnonzero(off_line).tolist():
+        point = fixes.points[int(cf[k])]
+        work.release(int(cb[k]), point.time_ms, point.lon, point.lat, float(fixes.acc[cf[k]]), ended=False)
 
 
 def _lost(

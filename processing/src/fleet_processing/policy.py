@@ -31,9 +31,9 @@ class ProgressPolicy(msgspec.Struct, frozen=True, kw_only=True):
     recent_s: float = 600.0
     """and no older than this"""
     confirm_fixes: int = 3
-    """consecutive fixes agreeing on the same best candidate before it is assigned"""
+    """fixes forward along a candidate's line before it is assigned (or, if doubtful, judged again)"""
     min_confidence: float = 0.2
-    """and its lead over the runner-up"""
+    """the confidence (lead over the runner-up) a candidate needs to be assigned"""
     max_delay_s: float = 3_600.0
     """a trip whose schedule is further than this from the bus is not a candidate"""
     schedule_scale_s: float = 600.0

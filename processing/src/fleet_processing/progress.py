@@ -88,7 +88,7 @@ class BusProgress(msgspec.Struct, array_like=True, gc=False):
     lost_since_ms: int = 0
     lost_along_m: float = 0.0
     streak: int = 0
-    """consecutive fixes that found the same best candidate"""
+    """fixes followed forward along the candidate's line since it was last judged"""
     recent: list[tuple[int, float, float, float]] = msgspec.field(default_factory=list)
     """(time_ms, lon, lat, accuracy_m) of the last fixes, while the trip is not known"""
     ended: str | None = None
@@ -360,8 +360,8 @@ def advance_batch(
         buses = np.flatnonzero(fixes.counts > r)
         at = fixes.start[buses] + r
         state = work.state[buses]
-        sure = (state == ASSIGNED) | ((state == CANDIDATE) & (work.conf[buses] >= policy.min_confidence))
-        tracked = sure & ~fixes.named[at]
+        followed = (state == ASSIGNED) | ((state == CANDIDATE) & (work.streak[buses] < policy.confirm_fixes))
+        tracked = followed & ~fixes.named[at]
         others = ~tracked
         fast = [
             b
@@ -382,8 +382,8 @@ def _infer_step(work: _Batch, fixes: _Fixes, b: int, f: int) -> bool:
     named = point.trip_id
     if state == ASSIGNED and (named is None or (current is not None and named == current.plan.trip_id)):
         return False
-    if state == CANDIDATE and named is None and work.conf[b] >= policy.min_confidence:
-        return False  # a confident candidate is followed along its line until confirmed
+    if state == CANDIDATE and named is None and work.streak[b] < policy.confirm_fixes:
+        return False  # a candidate is followed along its line, and judged again after a few fixes
     t, x, y = point.time_ms, float(fixes.x[f]), float(fixes.y[f])
     acc = float(fixes.acc[f])
     if named is not None and named in net.plan_index:
@@ -412,12 +412,8 @@ def _infer_step(work: _Batch, fixes: _Fixes, b: int, f: int) -> bool:
         work.conf[b] = 0.0
         work.streak[b] = 0
         return True
-    known = work.inst[b]
-    work.streak[b] = work.streak[b] + 1 if known is guess.instance else 1
-    confirmed = work.streak[b] >= policy.confirm_fixes and guess.confidence >= policy.min_confidence
-    work.take(b, guess, ASSIGNED if confirmed else CANDIDATE, t)
-    if confirmed:
-        work.recent[b] = []
+    work.take(b, guess, CANDIDATE, t)
+    work.streak[b] = 0
     return True
 
 
@@ -491,10 +487,17 @@ def _track(work: _Batch, fixes: _Fixes, b: Ints, f: Ints) -> None:
 
 
 def _confirm(work: _Batch, cb: Ints, forward: Bools, off_line: Bools, fixes: _Fixes, cf: Ints) -> None:
-    """Candidates followed along their line: confirmed after enough fixes forward on it, dropped off it."""
+    """Candidates followed along their line: ``confirm_fixes`` fixes forward on it confirm a confident one
+    (a doubtful one is judged again), a fix off it drops it."""
     policy = work.policy
     work.streak[cb] = np.where(forward, work.streak[cb] + 1, work.streak[cb])
-    for k in np.flatnonzero(work.streak[cb] >= policy.confirm_fixes).tolist():
+    for bus, f in zip(cb.tolist(), cf.tolist(), strict=True):
+        point = fixes.points[f]
+        work.recent[bus] = [*work.recent[bus], (point.time_ms, point.lon, point.lat, float(fixes.acc[f]))][
+            -policy.recent_fixes :
+        ]
+    sure = (work.streak[cb] >= policy.confirm_fixes) & (work.conf[cb] >= policy.min_confidence)
+    for k in np.flatnonzero(sure).tolist():
         bus = int(cb[k])
         inst = work.inst[bus]
         assert inst is not None

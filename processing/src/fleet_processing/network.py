@@ -32,7 +32,7 @@ from pyproj import Transformer
 
 from fleet_processing.errors import UnusableFeedError
 from fleet_processing.plan import Floats, Ints, ShapeLine, TripInstance, TripPlan
-from fleet_processing.service_day import DayInstances, ServiceCalendar, zone
+from fleet_processing.service_day import DayInstances, Label, ServiceCalendar, zone
 from fleet_schemas.gtfs import Feed, Frequency, StopTime
 
 KEY_STRIDE_M = 1.0e8
@@ -83,8 +83,8 @@ class Network:
     plan_last_m: list[float]
     plan_sequences: list[list[int]]
     day_cache: dict[date, DayInstances] = field(default_factory=dict)
-    labels: dict[TripInstance, tuple[str, str]] = field(default_factory=dict)
-    """(start_date, start_time) of every instance of the cached days, formatted once"""
+    labels: dict[TripInstance, Label] = field(default_factory=dict)
+    """start date and time, plan and time base of every instance of the cached days, made once"""
     by_label: dict[tuple[str, str, str], TripInstance] = field(default_factory=dict)
     """(trip_id, start_date, start_time) -> instance, for the cached days"""
 

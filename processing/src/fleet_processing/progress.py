@@ -170,13 +170,14 @@ class _Batch:
         self.active: dict[int, _Active] = {}
         saved: list[BusProgress] = []
         plans, states, bases = [], [], []
+        by_label, labels, feed_id = net.by_label, net.labels, net.feed_id
         for item in items:
             prev = item.previous
-            if prev is None or prev.feed_id != net.feed_id:
-                prev = BusProgress(net.feed_id, time_ms=prev.time_ms if prev else 0)
+            if prev is None or prev.feed_id != feed_id:
+                prev = BusProgress(feed_id, time_ms=prev.time_ms if prev else 0)
             saved.append(prev)
-            inst = None
-            if prev.trip_id is not None and prev.start_date is not None and prev.start_time is not None:
+            inst = by_label.get((prev.trip_id, prev.start_date, prev.start_time))  # type: ignore[arg-type]
+            if inst is None and prev.trip_id is not None and prev.start_date and prev.start_time:
                 inst = find_instance(net, prev.trip_id, prev.start_date, prev.start_time)
             self.inst.append(inst)
             if inst is None:
@@ -184,10 +185,11 @@ class _Batch:
                 states.append(UNASSIGNED)
                 bases.append(0)
             else:
-                plans.append(net.plan_index[inst.plan.trip_id])
+                label = labels[inst]
+                plans.append(label.plan)
                 states.append(STATE_CODES[prev.state])
-                bases.append(inst.origin_ms + inst.offset_s * 1000)
-        self.recent = [list(p.recent) for p in saved]
+                bases.append(label.base_ms)
+        self.recent = [p.recent for p in saved]
         self.ended = [p.ended for p in saved]
         self.state = np.array(states, dtype=np.int64)
         self.plan = np.array(plans, dtype=np.int64)
@@ -261,7 +263,7 @@ class _Batch:
         assert inst is not None
         plan = inst.plan
         base = int(self.base_ms[b])
-        start_date, start_time = self.net.labels[inst]
+        start_date, start_time, _, _ = self.net.labels[inst]
         self.visits[b].append(
             StopVisit(
                 operator=self.net.operator,
@@ -600,7 +602,7 @@ def _results(work: _Batch, fixes: _Fixes) -> list[Progressed]:
             continue
         plan = inst.plan
         name = STATES[state]
-        start_date, start_time = labels[inst]
+        start_date, start_time, _, _ = labels[inst]
         progress = BusProgress(
             feed_id,
             name,

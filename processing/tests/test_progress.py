@@ -218,3 +218,12 @@ def test_fixes_out_of_order_are_refused_and_old_ones_left_out() -> None:
     (first,) = advance_batch(NET, [BusFixes("b", None, fixes[1:])], fixes[-1].time_ms)
     (again,) = advance_batch(NET, [BusFixes("b", first.progress, fixes[:1])], fixes[-1].time_ms)
     assert again.stale == 1
+
+
+def test_a_fix_without_accuracy_counts_as_the_assumed_accuracy() -> None:
+    rows = rows_of(FEED, "straight-1")
+    fixes, truth = drive(FEED, "straight-1", every(rows[0].departure_s + 30, rows[0].departure_s + 90, 10))
+    bare = [FixPoint(f.time_ms, f.lat, f.lon, trip_id="straight-1") for f in fixes]
+    results = run(NET, bare)
+    assert [r.calculated.state for r in results] == ["assigned"] * len(bare)
+    assert results[-1].along_m == pytest.approx(truth[-1], abs=1.0)

@@ -111,7 +111,8 @@ _SAVED_FIELDS = (
     "streak",
 )
 _SAVED = operator.attrgetter(*_SAVED_FIELDS)
-_FIX = operator.attrgetter("time_ms", "lat", "lon")
+_FIX = operator.attrgetter("time_ms", "lat", "lon", "accuracy_m")
+"""a fix's numbers; numpy reads a missing accuracy (None) as NaN"""
 """the numeric fields of a saved progress, in the order ``_Batch`` reads them into columns"""
 
 PROGRESS_ENCODER = msgspec.msgpack.Encoder()
@@ -327,7 +328,7 @@ class _Fixes:
         points = [f for item in items for f in item.fixes]
         given = np.array([len(item.fixes) for item in items], dtype=np.int64)
         owner = np.repeat(np.arange(len(items)), given)
-        cols = np.array(list(map(_FIX, points)), dtype=np.float64).reshape(len(points), 3).T
+        cols = np.array(list(map(_FIX, points)), dtype=np.float64).reshape(len(points), 4).T
         since = np.array([p.previous.time_ms if p.previous else 0 for p in items], dtype=np.float64)
         keep = cols[0] >= since[owner]
         if not keep.all():
@@ -344,10 +345,7 @@ class _Fixes:
         self.time = cols[0].astype(np.int64)
         self.lat, self.lon = cols[1], cols[2]
         self.x, self.y = net.project(self.lon, self.lat)
-        assumed = policy.assumed_accuracy_m
-        self.acc = np.array(
-            [assumed if f.accuracy_m is None else f.accuracy_m for f in points], dtype=np.float64
-        )
+        self.acc = np.where(np.isnan(cols[3]), policy.assumed_accuracy_m, cols[3])
         self.named = np.array([f.trip_id is not None for f in points], dtype=bool)
 
 

@@ -96,6 +96,7 @@ class BusProgress(msgspec.Struct, array_like=True, gc=False):
 
 
 _SAVED_FIELDS = (
+    "confidence",
     "time_ms",
     "along_m",
     "off_m",
@@ -107,13 +108,12 @@ _SAVED_FIELDS = (
     "lost",
     "lost_since_ms",
     "lost_along_m",
-    "confidence",
     "streak",
 )
 _SAVED = operator.attrgetter(*_SAVED_FIELDS)
 _FIX = operator.attrgetter("time_ms", "lat", "lon", "accuracy_m")
 """a fix's numbers; numpy reads a missing accuracy (None) as NaN"""
-"""the numeric fields of a saved progress, in the order ``_Batch`` reads them into columns"""
+"""the numeric fields of a saved progress, in their order in ``BusProgress``"""
 
 PROGRESS_ENCODER = msgspec.msgpack.Encoder()
 PROGRESS_DECODER = msgspec.msgpack.Decoder(BusProgress)
@@ -196,18 +196,12 @@ class _Batch:
         self.plan = np.array(plans, dtype=np.int64)
         self.base_ms = np.array(bases, dtype=np.int64)
         self.shape = net.plan_shape[self.plan] if net.plans else np.zeros(n, dtype=np.int64)
-        cols = np.array([_SAVED(p) for p in saved], dtype=np.float64).reshape(n, len(_SAVED_FIELDS)).T
-        (time, self.along, self.off, self.speed, self.delay, next_stop, arrived, left, lost, since) = cols[
-            :10
-        ]
-        self.lost_along, self.conf = cols[10].copy(), cols[11].copy()
-        self.time_ms, self.next_stop = time.astype(np.int64), next_stop.astype(np.int64)
-        self.arrived, self.left, self.lost = (
-            arrived.astype(np.int64),
-            left.astype(np.int64),
-            lost.astype(np.int64),
-        )
-        self.lost_since, self.streak = since.astype(np.int64), cols[12].astype(np.int64)
+        cols = np.array([_SAVED(p) for p in saved], dtype=np.float64).reshape(n, len(_SAVED_FIELDS)).T.copy()
+        self.conf, time, self.along, self.off, self.speed, self.delay = cols[:6]
+        ints = cols[6:].astype(np.int64)
+        self.next_stop, self.arrived, self.left, self.lost, self.lost_since = ints[:5]
+        self.lost_along, self.streak = cols[11], ints[6]
+        self.time_ms = time.astype(np.int64)
 
     # --- running instances, once per minute of fix time ------------------------------------------------
     def active_at(self, time_ms: int) -> _Active:
@@ -544,56 +538,24 @@ def _results(work: _Batch, fixes: _Fixes) -> list[Progressed]:
     net, policy = work.net, work.policy
     early, late = -policy.on_time_early_s, policy.on_time_late_s
     feed_id, labels = net.feed_id, net.labels
-    rows = zip(
-        work.state.tolist(),
-        work.plan.tolist(),
-        work.time_ms.tolist(),
-        work.conf.tolist(),
-        work.along.tolist(),
-        work.off.tolist(),
-        work.speed.tolist(),
-        work.delay.tolist(),
-        work.next_stop.tolist(),
-        work.arrived.tolist(),
-        work.left.tolist(),
-        work.lost.tolist(),
-        work.lost_since.tolist(),
-        work.lost_along.tolist(),
-        work.streak.tolist(),
-        work.inst,
-        work.recent,
-        work.ended,
-        work.bus,
-        work.visits,
-        fixes.stale,
+    numbers = zip(
+        *(
+            column.tolist()
+            for column in (
+                work.conf, work.time_ms, work.along, work.off, work.speed, work.delay, work.next_stop,
+                work.arrived, work.left, work.lost, work.lost_since, work.lost_along, work.streak,
+            )
+        ),
         strict=True,
-    )
+    )  # fmt: skip
+    rows = zip(
+        work.state.tolist(), work.plan.tolist(), numbers, work.inst, work.recent, work.ended, work.bus,
+        work.visits, fixes.stale, strict=True,
+    )  # fmt: skip
     out = []
-    for (
-        state,
-        p,
-        t,
-        conf,
-        along,
-        off,
-        speed,
-        delay,
-        ns,
-        arr,
-        left,
-        lost,
-        since,
-        lost_at,
-        streak,
-        inst,
-        recent,
-        ended,
-        bus,
-        visits,
-        stale,
-    ) in rows:
+    for state, p, nums, inst, recent, ended, bus, visits, stale in rows:
         if inst is None or state == UNASSIGNED:
-            progress = BusProgress(feed_id, "unassigned", time_ms=t, recent=recent, ended=ended)
+            progress = BusProgress(feed_id, "unassigned", time_ms=nums[1], recent=recent, ended=ended)
             out.append(
                 Progressed(bus, progress, None, None, None, None, None, None, UNASSIGNED_BLOCK, visits, stale)
             )
@@ -601,28 +563,9 @@ def _results(work: _Batch, fixes: _Fixes) -> list[Progressed]:
         plan = inst.plan
         name = STATES[state]
         start_date, start_time, _, _ = labels[inst]
-        progress = BusProgress(
-            feed_id,
-            name,
-            plan.trip_id,
-            start_date,
-            start_time,
-            conf,
-            t,
-            along,
-            off,
-            speed,
-            delay,
-            ns,
-            arr,
-            left,
-            lost,
-            since,
-            lost_at,
-            streak,
-            recent,
-            ended,
-        )
+        saved = (feed_id, name, plan.trip_id, start_date, start_time, *nums, recent, ended)
+        progress = BusProgress(*saved)
+        conf, _, along, off, speed, delay, ns = nums[:7]
         upcoming = ns < len(plan.stop_ids)
         calc = Calculated(
             state=name,

@@ -227,3 +227,19 @@ def test_a_fix_without_accuracy_counts_as_the_assumed_accuracy() -> None:
     results = run(NET, bare)
     assert [r.calculated.state for r in results] == ["assigned"] * len(bare)
     assert results[-1].along_m == pytest.approx(truth[-1], abs=1.0)
+
+
+def test_a_trip_far_past_its_last_arrival_releases_the_bus() -> None:
+    rows = rows_of(FEED, "straight-0")
+    start = rows[0].departure_s + 30
+    driving, truth = drive(FEED, "straight-0", every(start, start + 60, 10), named=True)
+    last = driving[-1]
+    parked = [FixPoint(last.time_ms + k * 300_000, last.lat, last.lon, accuracy_m=10.0) for k in range(1, 40)]
+    results = run(NET, driving + parked)
+    last_arrival_ms = ORIGIN_MS + rows[-1].arrival_s * 1000
+    states = [
+        (f.time_ms > last_arrival_ms + 7_200_000, r.calculated.state) for f, r in zip(parked, results[6:])
+    ]
+    assert {state for overdue, state in states if not overdue} == {"assigned"}
+    assert {state for overdue, state in states if overdue} == {"unassigned"}
+    assert truth[-1] < rows[-1].dist_m / 2  # released far from the end of its trip

@@ -237,9 +237,8 @@ def test_a_trip_far_past_its_last_arrival_releases_the_bus() -> None:
     parked = [FixPoint(last.time_ms + k * 300_000, last.lat, last.lon, accuracy_m=10.0) for k in range(1, 40)]
     results = run(NET, driving + parked)
     last_arrival_ms = ORIGIN_MS + rows[-1].arrival_s * 1000
-    states = [
-        (f.time_ms > last_arrival_ms + 7_200_000, r.calculated.state) for f, r in zip(parked, results[6:])
-    ]
+    overdue_ms = last_arrival_ms + 7_200_000
+    states = [(f.time_ms > overdue_ms, r.calculated.state) for f, r in zip(parked, results[6:], strict=True)]
     assert {state for overdue, state in states if not overdue} == {"assigned"}
     assert {state for overdue, state in states if overdue} == {"unassigned"}
     assert truth[-1] < rows[-1].dist_m / 2  # released far from the end of its trip

@@ -218,6 +218,9 @@ def test_fixes_out_of_order_are_refused_and_old_ones_left_out() -> None:
     (first,) = advance_batch(NET, [BusFixes("b", None, fixes[1:])], fixes[-1].time_ms)
     (again,) = advance_batch(NET, [BusFixes("b", first.progress, fixes[:1])], fixes[-1].time_ms)
     assert again.stale == 1
+    (redelivered,) = advance_batch(NET, [BusFixes("b", first.progress, fixes[-1:])], fixes[-1].time_ms)
+    assert redelivered.stale == 1
+    assert redelivered.progress == first.progress
 
 
 def test_a_fix_without_accuracy_counts_as_the_assumed_accuracy() -> None:

@@ -150,7 +150,7 @@ class Progressed(msgspec.Struct, frozen=True, gc=False):
     visits: list[StopVisit]
     """stops served (or passed) by these fixes"""
     stale: int = 0
-    """fixes older than the saved progress, left out"""
+    """fixes not newer than the saved progress (a redelivery, a late fix), left out"""
 
 
 @dataclass(slots=True)
@@ -316,15 +316,15 @@ def _crossing_ms(d: float, a0: float, t0: int, a1: float, t1: int) -> int:
 
 
 class _Fixes:
-    """The batch's fixes as columns, projected once; fixes older than a bus's progress left out."""
+    """The batch's fixes as columns, projected once; fixes not newer than a bus's progress left out."""
 
     def __init__(self, net: Network, items: Sequence[BusFixes], policy: ProgressPolicy) -> None:
         points = [f for item in items for f in item.fixes]
         given = np.array([len(item.fixes) for item in items], dtype=np.int64)
         owner = np.repeat(np.arange(len(items)), given)
         cols = np.array(list(map(_FIX, points)), dtype=np.float64).reshape(len(points), 4).T
-        since = np.array([p.previous.time_ms if p.previous else 0 for p in items], dtype=np.float64)
-        keep = cols[0] >= since[owner]
+        since = np.array([p.previous.time_ms if p.previous else -1 for p in items], dtype=np.float64)
+        keep = cols[0] > since[owner]
         if not keep.all():
             points = list(itertools.compress(points, keep.tolist()))
             cols, owner = cols[:, keep], owner[keep]

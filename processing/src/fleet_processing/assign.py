@@ -123,7 +123,7 @@ def infer(
     span_s = max(int(times[-1] - times[0]), 1) / 1000.0
     scored: list[Guess] = []
     for k, s in enumerate(shape.tolist()):
-        if moved[k] < max(0.7 * straight, 0.5 * policy.min_move_m) or mean_off[k] > reach:
+        if moved[k] < max(0.7 * straight, 0.5 * policy.min_move_m) or max(mean_off[k], off[k]) > reach:
             continue
         geometry = 1.0 - float(mean_off[k]) / reach
         options = [(p, i) for p, i in active[s] if along[k] < i.plan.stop_dist_m[-1] - policy.stop_radius_m]

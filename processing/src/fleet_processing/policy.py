@@ -26,7 +26,7 @@ class ProgressPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """a trip is released this long after its last scheduled arrival, reached or not"""
     min_move_m: float = 150.0
     """a bus is not assigned until its recent fixes span this much: a parked bus stays unassigned"""
-    recent_fixes: int = 6
+    recent_fixes: int = 12
     """fixes kept to infer the trip of a bus without one"""
     recent_s: float = 600.0
     """and no older than this"""
@@ -34,6 +34,10 @@ class ProgressPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """fixes forward along a candidate's line before it is assigned (or, if doubtful, judged again)"""
     min_confidence: float = 0.2
     """the confidence (lead over the runner-up) a candidate needs to be assigned"""
+    recheck_fixes: int = 6
+    """fixes a doubtful candidate (under ``min_confidence``) is followed along its line before it is judged
+    again: rivals on a shared road stay doubtful until the lines part, so judging them on every fix
+    would cost an inference per fix for nothing"""
     max_delay_s: float = 3_600.0
     """a trip whose schedule is further than this from the bus is not a candidate"""
     schedule_scale_s: float = 600.0

@@ -354,7 +354,9 @@ def advance_batch(
         buses = np.flatnonzero(fixes.counts > r)
         at = fixes.start[buses] + r
         state = work.state[buses]
-        followed = (state == ASSIGNED) | ((state == CANDIDATE) & (work.streak[buses] < policy.confirm_fixes))
+        followed = (state == ASSIGNED) | (
+            (state == CANDIDATE) & (work.streak[buses] < _judge_after(work, buses))
+        )
         tracked = followed & ~fixes.named[at]
         others = ~tracked
         fast = [
@@ -376,7 +378,7 @@ def _infer_step(work: _Batch, fixes: _Fixes, b: int, f: int) -> bool:
     named = point.trip_id
     if state == ASSIGNED and (named is None or (current is not None and named == current.plan.trip_id)):
         return False
-    if state == CANDIDATE and named is None and work.streak[b] < policy.confirm_fixes:
+    if state == CANDIDATE and named is None and work.streak[b] < _judge_after(work, np.array([b]))[0]:
         return False  # a candidate is followed along its line, and judged again after a few fixes
     t, x, y = point.time_ms, float(fixes.x[f]), float(fixes.y[f])
     acc = float(fixes.acc[f])
@@ -409,6 +411,13 @@ def _infer_step(work: _Batch, fixes: _Fixes, b: int, f: int) -> bool:
     work.take(b, guess, CANDIDATE, t)
     work.streak[b] = 0
     return True
+
+
+def _judge_after(work: _Batch, buses: Ints) -> Ints:
+    """Fixes a candidate is followed before it is judged again: few if confident, more if doubtful."""
+    policy = work.policy
+    sure = work.conf[buses] >= policy.min_confidence
+    return np.where(sure, policy.confirm_fixes, policy.recheck_fixes)
 
 
 def _moving(recent: list[tuple[int, float, float, float]], policy: ProgressPolicy) -> bool:

@@ -33,7 +33,7 @@ def assigned_to(results: list[Progressed], trip_id: str) -> list[Progressed]:
     return [r for r in results if r.calculated.state == "assigned" and r.calculated.trip_id == trip_id]
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     shape=st.sampled_from(AWKWARD),
     accuracy=st.floats(5, 25),
@@ -61,7 +61,7 @@ def test_progress_follows_loops_out_and_back_and_self_crossing_shapes(
     assert [v.stop_sequence for v in visits] == [row.stop_sequence for row in rows]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     noise=st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=5, max_size=40),
     accuracy=st.floats(5, 30),
@@ -90,7 +90,7 @@ def test_progress_never_goes_back_under_noise_within_the_accuracy(
     assert all(abs(a - truth[-1]) <= accuracy + 1 for a in alongs[len(moving) :])
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     name=st.sampled_from(["straight", "back", *AWKWARD]),
     trip=st.integers(0, 2),
@@ -127,7 +127,7 @@ def test_a_bus_parked_at_its_terminus_stays_unassigned_until_it_drives() -> None
     assert results[-1].calculated.trip_id == "straight-1"
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(late=st.floats(-300, 1800), seed=st.integers(0, 2**16))
 def test_delay_is_the_lateness_against_the_schedule_between_stops(late: float, seed: int) -> None:
     trip = "straight-2"

@@ -245,3 +245,16 @@ def test_a_trip_far_past_its_last_arrival_releases_the_bus() -> None:
     assert {state for overdue, state in states if not overdue} == {"assigned"}
     assert {state for overdue, state in states if overdue} == {"unassigned"}
     assert truth[-1] < rows[-1].dist_m / 2  # released far from the end of its trip
+
+
+def test_a_backlog_replayed_hours_later_gives_the_live_result() -> None:
+    rows = rows_of(FEED, "loop-2")
+    fixes, _ = drive(FEED, "loop-2", every(rows[0].departure_s, rows[-1].arrival_s, 20), noise_m=8, seed=2)
+    live = run(NET, fixes)
+    later = fixes[-1].time_ms + 6 * 3_600_000
+    previous, replayed = None, []
+    for fix in fixes:
+        (result,) = advance_batch(NET, [BusFixes("bus-1", previous, [fix])], later)
+        previous = result.progress
+        replayed.append(result)
+    assert [r.progress for r in replayed] == [r.progress for r in live]

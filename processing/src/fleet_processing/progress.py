@@ -346,7 +346,12 @@ class _Fixes:
 def advance_batch(
     network: Network, items: Sequence[BusFixes], now_ms: int, policy: ProgressPolicy | None = None
 ) -> list[Progressed]:
-    """Advance every bus of the batch through its fixes; one ``Progressed`` per item, in the same order."""
+    """Advance every bus of the batch through its fixes; one ``Progressed`` per item, in the same order.
+
+    Everything is judged at each fix's own time, so a backlog replayed hours later gives the same
+    result as live; ``now_ms`` (the batch's clock) only bounds it, so a fix stamped in the future
+    cannot end a trip early.
+    """
     policy = policy or ProgressPolicy()
     work = _Batch(network, items, now_ms, policy)
     fixes = _Fixes(network, items, policy)
@@ -475,7 +480,7 @@ def _track(work: _Batch, fixes: _Fixes, b: Ints, f: Ints) -> None:
     near_line = on_line & (off <= r + acc)
     inside = near_line & (np.abs(a1 - d_ns) <= r)
     last_arrival_ms = work.base_ms[b] + net.stop_arrival_s[end - 1] * 1000
-    overdue = work.now_ms > last_arrival_ms + policy.release_after_s * 1000
+    overdue = np.minimum(t, work.now_ms) > last_arrival_ms + policy.release_after_s * 1000
     events = np.flatnonzero(((pending & (inside | (a1 > d_ns + r))) | release | overdue) & ~candidate)
     for k in events.tolist():
         bus, fix = int(b[k]), int(f[k])

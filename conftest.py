@@ -17,9 +17,12 @@ import pytest
 import redis
 
 from fleet_devtools import stack
+from fleet_schemas import DeviceKey, topics
 from fleet_store.migrate import migrate
 from fleet_store.settings import ServiceUrls, load_settings
+from fleet_testing.agents import MakeReceiver, Receiver
 from fleet_testing.broker import PrivateBroker
+from fleet_testing.cleanup import BrokerCleanup, left_behind, look
 from fleet_testing.ingest import IngestProcesses
 
 TEST_REDIS_DB = 15
@@ -42,9 +45,22 @@ async def _recreate_database(admin_url: str, name: str) -> None:
 
 @pytest.fixture(scope="session")
 def stack_urls() -> Iterator[ServiceUrls]:
-    """The servers of this test session."""
+    """The servers of this test session; the run fails if its tests left sessions or retained messages.
+
+    Tests share this broker, so whatever one leaves there (a session queues
+    every later frame for nobody, a retained status is sent to every later
+    subscriber) outlives it: the broker is looked at before the first test and
+    after the last, and must be as it was. Each look waits for a fresh $SYS
+    pass (up to 10 s), since the session count it keeps may be 10 s old.
+    """
     with stack.running(load_settings()) as urls:
+        before = look(urls.mqtt_url, fresh=True)
         yield urls
+        left = left_behind(before, look(urls.mqtt_url, fresh=True))
+        assert not left, (
+            f"the tests left on the shared broker ({urls.mqtt_url.split('@')[-1]}): {'; '.join(left)}."
+            " Take client ids and retained topics from the broker_cleanup (or receivers) fixture."
+        )
 
 
 @pytest.fixture(scope="session")
@@ -99,6 +115,27 @@ def broker(stack_urls: ServiceUrls) -> Iterator[PrivateBroker]:
         yield private
     finally:
         private.close()
+
+
+@pytest.fixture
+def broker_cleanup() -> Iterator[BrokerCleanup]:
+    """Persistent sessions and retained topics the test makes on any broker, removed when it ends."""
+    cleanup = BrokerCleanup()
+    try:
+        yield cleanup
+    finally:
+        cleanup.close()
+
+
+@pytest.fixture
+def receivers(broker_cleanup: BrokerCleanup) -> MakeReceiver:
+    """Receivers of the test's own; their sessions, and what their operator's agents retained, go after it."""
+
+    def make(broker_url: str, operator: str, keys: dict[str, DeviceKey]) -> Receiver:
+        broker_cleanup.retained(broker_url, f"{topics.ROOT}/{operator}/#")
+        return Receiver(broker_url, operator, keys, broker_cleanup.client_id(broker_url, "receiver"))
+
+    return make
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from fleet_store.settings import ServiceUrls
-from fleet_testing.agents import Receiver, agent_config, config_toml
+from fleet_testing.agents import MakeReceiver, agent_config, config_toml
 
 pytestmark = pytest.mark.stack
 
@@ -21,7 +21,7 @@ AGENT = [sys.executable, "-m", "fleet_agent", "replay", str(CAPTURE)]
 
 @pytest.mark.skipif(not CAPTURE.exists(), reason=f"capture {CAPTURE} is absent")
 def test_replay_publishes_each_fix_of_the_dry_run_as_a_verified_frame_with_its_old_time(
-    stack_urls: ServiceUrls, operator_id: str, tmp_path: Path
+    stack_urls: ServiceUrls, operator_id: str, tmp_path: Path, receivers: MakeReceiver
 ) -> None:
     config, key = agent_config(tmp_path, stack_urls.mqtt_url, operator=operator_id)
     config_path = tmp_path / "agent.toml"
@@ -30,7 +30,7 @@ def test_replay_publishes_each_fix_of_the_dry_run_as_a_verified_frame_with_its_o
     dry_run = subprocess.run([*AGENT, "--dry-run"], check=True, capture_output=True, text=True)
     fix_times = [msgspec.json.decode(line)["time_ms"] for line in dry_run.stdout.splitlines()]
     count = len(fix_times)
-    receiver = Receiver(stack_urls.mqtt_url, operator_id, {key.key_id: key})
+    receiver = receivers(stack_urls.mqtt_url, operator_id, {key.key_id: key})
 
     async def scenario() -> tuple[int | None, bytes]:
         stop = asyncio.Event()

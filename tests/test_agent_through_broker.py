@@ -28,7 +28,7 @@ from fleet_agent.outbox import Outbox, OutboxLimits
 from fleet_agent.sources import EndedSource, open_source
 from fleet_schemas import MAX_MESSAGE_BYTES, DeviceKey, DeviceStatus, Frame, decode_status, status_topic
 from fleet_store.settings import ServiceUrls
-from fleet_testing.agents import Receiver, add_login, agent_config, config_toml
+from fleet_testing.agents import MakeReceiver, Receiver, add_login, agent_config, config_toml
 from fleet_testing.broker import PrivateBroker, scratch_dir
 from fleet_testing.mqtt import subscribed
 
@@ -37,9 +37,11 @@ pytestmark = pytest.mark.stack
 OUTAGE_S = 60.0
 
 
-def test_broker_down_for_a_minute_loses_no_frame(broker: PrivateBroker, operator_id: str) -> None:
+def test_broker_down_for_a_minute_loses_no_frame(
+    broker: PrivateBroker, operator_id: str, receivers: MakeReceiver
+) -> None:
     config, key = agent_config(scratch_dir(), broker.url, operator=operator_id, speedup=10)
-    receiver = Receiver(broker.url, operator_id, {key.key_id: key})
+    receiver = receivers(broker.url, operator_id, {key.key_id: key})
 
     async def scenario() -> tuple[int, int]:
         stop_receiver, stop_agent = asyncio.Event(), asyncio.Event()
@@ -79,14 +81,14 @@ def _start_agent_process(config_path: Path) -> subprocess.Popen[bytes]:
 
 
 def test_agent_killed_mid_batch_leaves_no_gap_and_reuses_no_sequence(
-    broker: PrivateBroker, operator_id: str
+    broker: PrivateBroker, operator_id: str, receivers: MakeReceiver
 ) -> None:
     directory = scratch_dir()
     config, key = agent_config(directory, broker.url, operator=operator_id, speedup=50, durability="full")
     config_path = directory / "agent.toml"
     config_path.write_bytes(config_toml(config))
     config_path.chmod(0o600)
-    receiver = Receiver(broker.url, operator_id, {key.key_id: key})
+    receiver = receivers(broker.url, operator_id, {key.key_id: key})
 
     async def scenario() -> int:
         stop = asyncio.Event()
@@ -120,12 +122,12 @@ def test_agent_killed_mid_batch_leaves_no_gap_and_reuses_no_sequence(
 
 
 def test_a_day_of_backlog_drains_completely_in_sequence_order(
-    stack_urls: ServiceUrls, operator_id: str
+    stack_urls: ServiceUrls, operator_id: str, receivers: MakeReceiver
 ) -> None:
     config, key = agent_config(scratch_dir(), stack_urls.mqtt_url, operator=operator_id)
     day = 86_400
     fill_outbox(config, day)
-    receiver = Receiver(stack_urls.mqtt_url, operator_id, {key.key_id: key})
+    receiver = receivers(stack_urls.mqtt_url, operator_id, {key.key_id: key})
 
     async def drain() -> float:
         stop = asyncio.Event()
@@ -146,10 +148,12 @@ def test_a_day_of_backlog_drains_completely_in_sequence_order(
     assert set(received) == set(range(day))
 
 
-def test_simulate_fifty_buses_every_batch_verifies(stack_urls: ServiceUrls, operator_id: str) -> None:
+def test_simulate_fifty_buses_every_batch_verifies(
+    stack_urls: ServiceUrls, operator_id: str, receivers: MakeReceiver
+) -> None:
     directory = scratch_dir()
     keys: dict[str, DeviceKey] = {}
-    receiver = Receiver(stack_urls.mqtt_url, operator_id, keys)
+    receiver = receivers(stack_urls.mqtt_url, operator_id, keys)
     command = [
         "fleet",
         "simulate",
@@ -267,11 +271,11 @@ def _with_broker(config: AgentConfig, **changes: Any) -> AgentConfig:
 
 
 def test_frames_dropped_for_want_of_a_subscriber_stay_and_arrive_once_one_subscribes(
-    broker: PrivateBroker, operator_id: str
+    broker: PrivateBroker, operator_id: str, receivers: MakeReceiver
 ) -> None:
     config, key = agent_config(scratch_dir(), broker.url, operator=operator_id)
     fill_outbox(config, 50)
-    receiver = Receiver(broker.url, operator_id, {key.key_id: key})
+    receiver = receivers(broker.url, operator_id, {key.key_id: key})
     topic = status_topic(operator_id, config.device)
 
     async def scenario() -> tuple[int, DeviceStatus]:
@@ -301,7 +305,7 @@ def test_frames_dropped_for_want_of_a_subscriber_stay_and_arrive_once_one_subscr
 
 
 def test_frames_refused_as_not_authorized_stay_counted_until_the_login_may_send_them(
-    broker: PrivateBroker, operator_id: str
+    broker: PrivateBroker, operator_id: str, receivers: MakeReceiver
 ) -> None:
     config, key = agent_config(scratch_dir(), broker.url, operator=operator_id)
     login = f"login-{uuid.uuid4().hex[:8]}"
@@ -309,7 +313,7 @@ def test_frames_refused_as_not_authorized_stay_counted_until_the_login_may_send_
     url = add_login(broker, login, uuid.uuid4().hex, [status_topic(operator_id, config.device)])
     denied = _with_broker(config, url=url)
     fill_outbox(config, 30)
-    receiver = Receiver(broker.url, operator_id, {key.key_id: key})
+    receiver = receivers(broker.url, operator_id, {key.key_id: key})
 
     async def scenario() -> dict[str, Any]:
         stop_agent, stop_receiver = asyncio.Event(), asyncio.Event()
@@ -335,11 +339,11 @@ def test_frames_refused_as_not_authorized_stay_counted_until_the_login_may_send_
 
 
 def test_a_publisher_killed_by_an_outbox_error_is_restarted_logged_and_shown_in_health(
-    broker: PrivateBroker, operator_id: str, caplog: pytest.LogCaptureFixture
+    broker: PrivateBroker, operator_id: str, caplog: pytest.LogCaptureFixture, receivers: MakeReceiver
 ) -> None:
     config, key = agent_config(scratch_dir(), broker.url, operator=operator_id)
     fill_outbox(config, 100)
-    receiver = Receiver(broker.url, operator_id, {key.key_id: key})
+    receiver = receivers(broker.url, operator_id, {key.key_id: key})
     caplog.set_level(logging.ERROR, logger="fleet_agent.agent")
 
     async def scenario() -> int:
@@ -432,12 +436,14 @@ def test_two_agents_with_one_client_id_back_off_and_log_the_takeover(
     assert all(r.__dict__["client_id"] == client_id for r in taken_over)
 
 
-def test_a_message_never_exceeds_max_message_bytes(broker: PrivateBroker, operator_id: str) -> None:
+def test_a_message_never_exceeds_max_message_bytes(
+    broker: PrivateBroker, operator_id: str, receivers: MakeReceiver
+) -> None:
     device = f"unit-{uuid.uuid4().hex}".ljust(64, "x")
     config, key = agent_config(scratch_dir(), broker.url, operator=operator_id, device=device)
     config = _with_broker(config, batch_frames=2_000)
     fill_outbox(config, 3_000, lambda f: msgspec.structs.replace(f, bus="b" * 64, trip_id="t" * 128))
-    receiver = Receiver(broker.url, operator_id, {key.key_id: key})
+    receiver = receivers(broker.url, operator_id, {key.key_id: key})
 
     async def scenario() -> Agent:
         stop = asyncio.Event()
@@ -456,9 +462,11 @@ def test_a_message_never_exceeds_max_message_bytes(broker: PrivateBroker, operat
     assert receiver.errors == []
 
 
-def test_a_frame_stored_just_before_stop_is_still_sent(broker: PrivateBroker, operator_id: str) -> None:
+def test_a_frame_stored_just_before_stop_is_still_sent(
+    broker: PrivateBroker, operator_id: str, receivers: MakeReceiver
+) -> None:
     config, key = agent_config(scratch_dir(), broker.url, operator=operator_id)
-    receiver = Receiver(broker.url, operator_id, {key.key_id: key})
+    receiver = receivers(broker.url, operator_id, {key.key_id: key})
 
     async def scenario() -> None:
         stop_agent, stop_receiver = asyncio.Event(), asyncio.Event()
@@ -478,7 +486,7 @@ def test_a_frame_stored_just_before_stop_is_still_sent(broker: PrivateBroker, op
 
 
 def test_registered_simulated_buses_log_in_as_their_own_devices(
-    broker: PrivateBroker, database_url: str, redis_url: str, operator_id: str
+    broker: PrivateBroker, database_url: str, redis_url: str, operator_id: str, receivers: MakeReceiver
 ) -> None:
     """``fleet simulate --register`` agents use their device logins, bound to ``agent-<device>``."""
     env = {
@@ -489,7 +497,7 @@ def test_registered_simulated_buses_log_in_as_their_own_devices(
         "FLEET_KEY_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
         "FLEET_MOSQUITTO_DIR": str(broker.directory),
     }
-    receiver = Receiver(broker.url, operator_id, {})
+    receiver = receivers(broker.url, operator_id, {})
     command = ["fleet", "simulate", "--buses", "2", "--operator", operator_id, "--register"]
     command += ["--duration", "6", "--speedup", "4", "--dir", str(scratch_dir())]
 

@@ -13,10 +13,9 @@ from fleet_agent.agent import Agent
 from fleet_agent.config import AgentConfig
 from fleet_agent.outbox import Outbox
 from fleet_agent.sources import open_source
-from fleet_schemas import DeviceKey
 from fleet_store import stackfile
 from fleet_store.settings import ServiceUrls
-from fleet_testing.agents import Receiver, agent_config
+from fleet_testing.agents import MakeReceiver, Receiver, agent_config
 from fleet_testing.broker import PrivateBroker, scratch_dir
 from fleet_testing.tls import ThrowawayAuthority
 
@@ -34,11 +33,7 @@ def tls_broker(stack_urls: ServiceUrls) -> Iterator[tuple[PrivateBroker, int, in
         broker.close()
 
 
-def _run_until_received(
-    config: AgentConfig, key: DeviceKey, receiver_url: str, operator: str, frames: int
-) -> Agent:
-    receiver = Receiver(receiver_url, operator, {key.key_id: key})
-
+def _run_until_received(config: AgentConfig, receiver: Receiver, frames: int) -> Agent:
     async def scenario() -> Agent:
         stop_receiver, stop_agent = asyncio.Event(), asyncio.Event()
         receiving = asyncio.create_task(receiver.run(stop_receiver))
@@ -59,7 +54,7 @@ def _run_until_received(
 
 
 def test_agent_publishes_over_tls_with_a_password(
-    tls_broker: tuple[PrivateBroker, int, int], operator_id: str
+    tls_broker: tuple[PrivateBroker, int, int], operator_id: str, receivers: MakeReceiver
 ) -> None:
     broker, password_port, _ = tls_broker
     config, key = agent_config(scratch_dir(), broker.url, operator=operator_id)
@@ -67,13 +62,12 @@ def test_agent_publishes_over_tls_with_a_password(
     broker_config = msgspec.structs.replace(
         config.broker, url=tls_url, ca_file=str(broker.directory / "tls/ca.crt")
     )
-    _run_until_received(
-        msgspec.structs.replace(config, broker=broker_config), key, broker.url, operator_id, 20
-    )
+    receiver = receivers(broker.url, operator_id, {key.key_id: key})
+    _run_until_received(msgspec.structs.replace(config, broker=broker_config), receiver, 20)
 
 
 def test_agent_logs_in_with_a_client_certificate(
-    tls_broker: tuple[PrivateBroker, int, int], operator_id: str
+    tls_broker: tuple[PrivateBroker, int, int], operator_id: str, receivers: MakeReceiver
 ) -> None:
     broker, _, certificate_port = tls_broker
     cert, cert_key = broker.authority.issue("unit", stackfile.MQTT_USER)
@@ -85,9 +79,8 @@ def test_agent_logs_in_with_a_client_certificate(
         cert_file=str(cert),
         key_file=str(cert_key),
     )
-    _run_until_received(
-        msgspec.structs.replace(config, broker=broker_config), key, broker.url, operator_id, 20
-    )
+    receiver = receivers(broker.url, operator_id, {key.key_id: key})
+    _run_until_received(msgspec.structs.replace(config, broker=broker_config), receiver, 20)
 
 
 def test_agent_refuses_a_broker_it_does_not_trust_and_keeps_its_frames(

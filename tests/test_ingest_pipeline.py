@@ -176,6 +176,7 @@ def test_ingest_records_its_session_and_forget_removes_it(ingest: IngestProcesse
     assert f"{ingest.client_id('1')} " in listed.output
     assert "running" in listed.output
     assert "messages stored" in listed.output
+    assert "retained messages under fleet/" in listed.output
     forgot = CliRunner(env=env).invoke(main, ["ingest", "--instance", "1", "--forget"])
     assert forgot.exit_code == 0, forgot.output
     assert "ingest sessions: 0" in CliRunner(env=env).invoke(main, ["ingest", "--sessions"]).output

@@ -75,6 +75,22 @@ def _world_readable_config_with_password(directory: Path) -> Path:
     return write_config(directory, mode=0o644)[0]
 
 
+def _with_broker_line(directory: Path, line: bytes, replacement: bytes) -> Path:
+    path, _ = write_config(directory)
+    toml = path.read_bytes()
+    assert line in toml
+    path.write_bytes(toml.replace(line, replacement))
+    return path
+
+
+def _backoff_ceiling_below_its_start(directory: Path) -> Path:
+    return _with_broker_line(directory, b"backoff_max_s = 1.0", b"backoff_max_s = 0.1")
+
+
+def _backoff_never_stable(directory: Path) -> Path:
+    return _with_broker_line(directory, b"stable_after_s = 60.0", b"stable_after_s = 0.0")
+
+
 @pytest.mark.parametrize(
     ("make_config", "expected"),
     [
@@ -83,6 +99,8 @@ def _world_readable_config_with_password(directory: Path) -> Path:
         (_world_readable_key_file, ["[key_file_error]", "readable by others", "chmod 600"]),
         (_missing_key_file, ["[key_file_error]", "key.toml cannot be read"]),
         (_world_readable_config_with_password, ["[config_error]", "broker password", "chmod 600"]),
+        (_backoff_ceiling_below_its_start, ["[config_error]", "backoff_max_s must not be below"]),
+        (_backoff_never_stable, ["[config_error]", "stable_after_s"]),
     ],
 )
 def test_run_refuses_to_start_with_one_line_and_exit_code_2(

@@ -13,6 +13,7 @@ from fleet_schemas import MAX_PACKET_BYTES, frames_subscription, frames_topic
 from fleet_store.mqtt import connect_client
 from fleet_store.settings import ServiceUrls
 from fleet_testing.broker import PrivateBroker
+from fleet_testing.cleanup import BrokerCleanup
 from fleet_testing.mqtt import publish_all
 
 pytestmark = pytest.mark.stack
@@ -31,9 +32,11 @@ def _messages(prefix: str, count: int) -> list[tuple[str, bytes]]:
     return [(f"{prefix}/{i % 7}", f"payload-{i}".encode()) for i in range(count)]
 
 
-def test_unacked_messages_come_again_after_reconnect_and_acked_ones_do_not(stack_urls: ServiceUrls) -> None:
+def test_unacked_messages_come_again_after_reconnect_and_acked_ones_do_not(
+    stack_urls: ServiceUrls, broker_cleanup: BrokerCleanup
+) -> None:
     prefix = f"consumer-test/{uuid.uuid4().hex[:8]}"
-    client_id = f"consumer-{uuid.uuid4().hex[:8]}"
+    client_id = broker_cleanup.client_id(stack_urls.mqtt_url, "consumer")
 
     async def scenario() -> tuple[list[Message], list[Message]]:
         async with Consumer(stack_urls.mqtt_url, client_id, f"{prefix}/+", clean_start=True) as consumer:
@@ -54,9 +57,13 @@ def test_unacked_messages_come_again_after_reconnect_and_acked_ones_do_not(stack
     assert all(m.duplicate for m in again)
 
 
-def test_shared_subscription_splits_messages_between_consumers(stack_urls: ServiceUrls) -> None:
+def test_shared_subscription_splits_messages_between_consumers(
+    stack_urls: ServiceUrls, broker_cleanup: BrokerCleanup
+) -> None:
     prefix = f"consumer-test/{uuid.uuid4().hex[:8]}"
     group = f"g{uuid.uuid4().hex[:8]}"
+    broker_cleanup.session(stack_urls.mqtt_url, f"{group}-a")
+    broker_cleanup.session(stack_urls.mqtt_url, f"{group}-b")
 
     async def scenario() -> tuple[int, int]:
         subscription = f"$share/{group}/{prefix}/+"
@@ -98,11 +105,11 @@ def test_wrong_password_is_a_clear_refusal(stack_urls: ServiceUrls) -> None:
 
 
 def test_lagging_consumer_loses_nothing_beyond_the_brokers_default_queue_limit(
-    stack_urls: ServiceUrls,
+    stack_urls: ServiceUrls, broker_cleanup: BrokerCleanup
 ) -> None:
     """Mosquitto's default queues 1,000 messages per client and drops the rest; the stack's keeps all."""
     prefix = f"consumer-test/{uuid.uuid4().hex[:8]}"
-    client_id = f"consumer-{uuid.uuid4().hex[:8]}"
+    client_id = broker_cleanup.client_id(stack_urls.mqtt_url, "consumer")
     count = 20_000
 
     async def scenario() -> set[bytes]:
@@ -117,9 +124,12 @@ def test_lagging_consumer_loses_nothing_beyond_the_brokers_default_queue_limit(
     assert len(asyncio.run(scenario())) == count
 
 
-def test_forgotten_ingest_session_no_longer_queues_messages(stack_urls: ServiceUrls) -> None:
+def test_forgotten_ingest_session_no_longer_queues_messages(
+    stack_urls: ServiceUrls, broker_cleanup: BrokerCleanup
+) -> None:
     group = f"g{uuid.uuid4().hex[:8]}"
     client_id = f"{group}-1"
+    broker_cleanup.session(stack_urls.mqtt_url, client_id)
     operator = f"op{uuid.uuid4().hex[:6]}"
 
     async def scenario() -> tuple[bool, list[Message]]:
@@ -175,10 +185,12 @@ def test_retained_message_on_a_frames_topic_is_not_delivered_at_subscribe(stack_
     assert [m.payload for m in after] == [b"live"]
 
 
-def test_inbox_stops_reading_past_its_byte_bound_and_everything_arrives(stack_urls: ServiceUrls) -> None:
+def test_inbox_stops_reading_past_its_byte_bound_and_everything_arrives(
+    stack_urls: ServiceUrls, broker_cleanup: BrokerCleanup
+) -> None:
     """The broker keeps what the inbox has no room for; taking from the inbox lets the rest in."""
     prefix = f"consumer-test/{uuid.uuid4().hex[:8]}"
-    client_id = f"consumer-{uuid.uuid4().hex[:8]}"
+    client_id = broker_cleanup.client_id(stack_urls.mqtt_url, "consumer")
     bound = 1 << 20
     messages = [(f"{prefix}/{i % 3}", bytes([i]) * 100_000) for i in range(60)]  # 6 MB
     total = sum(len(payload) for _, payload in messages)

@@ -150,6 +150,22 @@ def test_live_position_moves_forward_only_and_is_published(redis_url: str) -> No
     assert [LIVE_DECODER.decode(p[1:-1]).seq for p in published] == [5, 6]
 
 
+def test_trip_progress_is_kept_only_with_the_position_it_belongs_to(redis_url: str) -> None:
+    async def scenario() -> list[bytes | None]:
+        client = aioredis.Redis.from_url(redis_url)
+        live = LiveState(client, ttl_s=60)
+        bus = ("op-a", "BUS-01")
+        await live.update(live_positions([accepted(5)], NOW_MS), NOW_MS, {bus: b"at-5"})
+        await live.update(live_positions([accepted(4)], NOW_MS), NOW_MS, {bus: b"at-4"})  # older: ignored
+        held = await live.progress([bus, ("op-a", "BUS-02")])
+        await live.update(live_positions([accepted(6)], NOW_MS), NOW_MS)  # no progress: the last one stays
+        held += await live.progress([bus])
+        await client.aclose()
+        return held
+
+    assert asyncio.run(scenario()) == [b"at-5", None, b"at-5"]
+
+
 def test_polar_fix_updates_the_hash_but_not_the_geo_set(redis_url: str) -> None:
     async def scenario() -> int:
         client = aioredis.Redis.from_url(redis_url)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -31,20 +29,10 @@ from fleet_store.errors import (
 )
 from fleet_store.secretbox import KEK_FILE, KeyEncryptionKey, Sealed, load_key_encryption_key
 from fleet_store.settings import ServiceUrls, load_settings
+from fleet_testing.database import run_on as _on
 from fleet_testing.ingest import fleet_env
 
 T = TypeVar("T")
-
-
-def _on(database_url: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    async def run() -> T:
-        conn = await asyncpg.connect(database_url)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import click
 
 from fleet_cli import __version__
 from fleet_cli.devices_cli import devices
+from fleet_cli.gtfs_cli import gtfs
 from fleet_schemas.live import LivePosition
 from fleet_store import sessions, stackfile
 from fleet_store.errors import ConfigError, FleetError
@@ -111,6 +112,11 @@ def print_sessions(urls: ServiceUrls) -> None:
         f"broker: {_count(store.stored_messages)} messages stored ({_count(store.stored_bytes)} bytes),"
         f" {_count(store.disconnected_clients)} disconnected clients with a session"
     )
+    retained = sessions.retained_topics(urls.mqtt_url)
+    click.echo(
+        f"broker: {_count(None if retained is None else len(retained))} retained messages under fleet/"
+        " (a status per device that ever connected; anything else there is left over)"
+    )
 
 
 def _count(value: int | None) -> str:
@@ -170,6 +176,7 @@ def db_migrate(settings: Settings, sql_dir: Path | None) -> None:
 
 
 main.add_command(devices)
+main.add_command(gtfs)
 
 
 @main.command()
@@ -246,8 +253,6 @@ def live(settings: Settings, operator: str) -> None:
     Example:
       fleet live --operator sim
     """
-    from datetime import UTC, datetime
-
     from fleet_ingest.service import open_redis
     from fleet_store.live import LiveState
 
@@ -264,14 +269,31 @@ def live(settings: Settings, operator: str) -> None:
         speed = f"{p.speed_mps * 3.6:5.1f} km/h" if p.speed_mps is not None else "    - km/h"
         click.echo(
             f"{p.bus:<16} {p.lat:10.5f} {p.lon:10.5f}  {speed}  fix {when}Z  seq {p.seq}  ({p.device})"
+            + _trip_line(p)
         )
     progress(f"live: {len(positions)} buses of operator {operator}")
+
+
+def _trip_line(position: LivePosition) -> str:
+    """The trip block as a person reads it: trip, delay in minutes, next stop and its ETA (UTC)."""
+    c = position.calculated
+    if c is None:
+        return ""
+    if c.trip_id is None:
+        return f"  [{c.state}]"
+    parts = [f"  [{c.state} {c.trip_id}"]
+    if c.delay_s is not None:
+        parts.append(f" {c.delay_s / 60:+.0f} min")
+    if c.next_stop_id is not None and c.next_stop_eta_ms is not None:
+        eta = datetime.fromtimestamp(c.next_stop_eta_ms / 1000, UTC).strftime("%H:%M")
+        parts.append(f", next {c.next_stop_id} at {eta}Z")
+    return "".join(parts) + "]"
 
 
 @db_group.command(name="maintain")
 @click.pass_obj
 def db_maintain(settings: Settings) -> None:
-    """Refresh the 1-minute rollups and drop data past its retention (FLEET_RETENTION_*).
+    """Refresh the 1-minute rollups and segment travel times; drop data past retention (FLEET_RETENTION_*).
 
     `fleet ingest` does this periodically too; run it from cron where no ingest runs.
 
@@ -284,6 +306,12 @@ def db_maintain(settings: Settings) -> None:
     urls = stackfile.resolve_urls(settings)
     report = asyncio.run(maintain(urls.database_url, settings.retention))
     click.echo(f"rollups: {report.minutes_refreshed} minutes refreshed ({report.rollup_rows} rows)")
+    if report.history is not None:
+        h = report.history
+        click.echo(
+            f"travel times: {h.visits} stop visits rolled up ({h.segment_rows} segment rows,"
+            f" {h.dwell_rows} dwell rows); {report.visits_forgotten} visits past retention deleted"
+        )
     for table, dropped in report.chunks_dropped.items():
         click.echo(f"retention: {table}: {dropped} chunks dropped")
     click.echo(f"compression: {report.compression}")

@@ -25,7 +25,6 @@ from pathlib import Path
 import msgspec
 
 from fleet_agent import __version__
-from fleet_agent.backoff import Backoff, sleep_unless_stopped
 from fleet_agent.clock import check_fix_time
 from fleet_agent.config import AgentConfig
 from fleet_agent.fix import Fix, FixSource
@@ -34,6 +33,7 @@ from fleet_agent.outbox import Outbox, OutboxCounters
 from fleet_agent.publisher import Publisher, PublisherState
 from fleet_agent.sampling import SamplerState, sample
 from fleet_schemas import DeviceStatus, Frame
+from fleet_schemas.backoff import sleep_unless_stopped
 
 log = logging.getLogger("fleet_agent.agent")
 
@@ -203,15 +203,13 @@ class Agent:
     async def _supervise_publisher(self, stop: asyncio.Event) -> None:
         """Run the publisher until ``stop``, starting it again with backoff whenever it dies."""
         broker = self.config.broker
-        backoff = Backoff(broker.backoff_initial_s, broker.backoff_max_s)
+        backoff = broker.backoff()
         while not stop.is_set():
             started = time.monotonic()
             try:
                 await self.publisher.run(stop)
             except Exception as exc:  # whatever kills it, the agent must not go on without a publisher
-                if time.monotonic() - started >= broker.stable_after_s:
-                    backoff.reset()
-                delay = backoff.next_delay()
+                delay = backoff.next_delay(time.monotonic() - started)
                 self.supervision.restarts += 1
                 self.supervision.last_error = f"{type(exc).__name__}: {exc}"
                 self.supervision.last_error_ms = self._now_ms()
@@ -316,5 +314,6 @@ def frame_from(config: AgentConfig, fix: Fix, seq: int) -> Frame:
         satellites=fix.satellites,
         hdop=fix.hdop,
         ignition=fix.ignition,
+        trip_id=fix.trip_id,
         source=fix.source,
     )

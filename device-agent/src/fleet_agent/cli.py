@@ -76,7 +76,7 @@ def run(config_path: Path) -> None:
     async def main_loop() -> None:
         stop = asyncio.Event()
         _install_stop_signals(stop)
-        await Agent(config, open_source(config.source)).run(stop)
+        await Agent(config, open_source(config.source, bus=config.bus)).run(stop)
 
     asyncio.run(main_loop())
 

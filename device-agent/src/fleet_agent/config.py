@@ -62,9 +62,17 @@ class SourceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     speedup: float = 1.0
     """sim and nmea-file: 1 is real time, 0 as fast as possible"""
     loop: bool = True
-    """sim: drive the route back and forth until stopped"""
+    """sim: drive the route back and forth until stopped (not with trip_id: the bus parks at its end)"""
     start_ago_s: float = 0.0
     """sim: start the drive this long before now, so a speeded-up drive stays in the past"""
+    trip_id: str | None = None
+    """sim: follow this trip of the GTFS feed at ``route``, on its timetable, from where it has the bus now"""
+    delay_s: float = 0.0
+    """sim with trip_id: run this many seconds late on the timetable (negative: early)"""
+    send_trip_id: bool = False
+    """sim with trip_id: put the trip_id in every frame, as a driver's console would"""
+    truth_file: str | None = None
+    """sim: append where the bus really is and when it served each stop, as JSON lines"""
 
 
 class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

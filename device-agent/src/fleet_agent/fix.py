@@ -30,6 +30,8 @@ class Fix(msgspec.Struct, frozen=True, kw_only=True):
     satellites: int | None = None
     accuracy_m: float | None = None
     ignition: bool | None = None
+    trip_id: str | None = None
+    """the GTFS trip the driver declared (a driver's console, or a simulated bus told to send it)"""
     source: Source = "gps"
 
     @property

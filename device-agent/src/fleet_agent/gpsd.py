@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from fleet_agent.fix import Fix
+from fleet_schemas.backoff import Backoff
 
 log = logging.getLogger("fleet_agent.gpsd")
 
@@ -83,7 +84,8 @@ class GpsdSource:
     """Fixes from gpsd at ``host:port``; reconnects with a backoff whenever the connection drops.
 
     The source never ends on its own: a restarted gpsd is picked up again, each
-    failure logged once, retried after ``retry_s`` doubling up to ``max_retry_s``.
+    failure logged once, retried after a full-jitter delay whose ceiling doubles from
+    ``retry_s`` up to ``max_retry_s`` (:mod:`fleet_schemas.backoff`).
 
     Example::
 
@@ -108,15 +110,17 @@ class GpsdSource:
         self._satellites: int | None = None
 
     async def fixes(self) -> AsyncGenerator[Fix, None]:
-        retry = self.retry_s
+        backoff = Backoff(self.retry_s, self.max_retry_s)
         where = {"host": self.host, "port": self.port}
         while True:
             try:
                 reader, writer = await asyncio.open_connection(self.host, self.port, limit=MAX_REPORT_BYTES)
             except OSError as exc:
-                log.warning("cannot reach gpsd", extra={**where, "error": str(exc), "retry_in_s": retry})
+                retry = backoff.next_delay()
+                log.warning(
+                    "cannot reach gpsd", extra={**where, "error": str(exc), "retry_in_s": round(retry, 2)}
+                )
                 await asyncio.sleep(retry)
-                retry = min(retry * 2, self.max_retry_s)
                 continue
             self.counters.connects += 1
             self._hdop = self._satellites = None
@@ -127,17 +131,18 @@ class GpsdSource:
                 while line := await reader.readline():
                     fix = self.read_report(line)
                     if fix is not None:
-                        retry = self.retry_s
+                        backoff.reset()
                         yield fix
-                log.warning("gpsd closed the connection", extra={**where, "retry_in_s": retry})
+                retry = backoff.next_delay()
+                log.warning("gpsd closed the connection", extra={**where, "retry_in_s": round(retry, 2)})
             except (OSError, ValueError) as exc:  # ValueError: a line longer than MAX_REPORT_BYTES
-                log.warning("lost gpsd", extra={**where, "error": str(exc), "retry_in_s": retry})
+                retry = backoff.next_delay()
+                log.warning("lost gpsd", extra={**where, "error": str(exc), "retry_in_s": round(retry, 2)})
             finally:
                 writer.close()
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
             await asyncio.sleep(retry)
-            retry = min(retry * 2, self.max_retry_s)
 
     def read_report(self, line: bytes) -> Fix | None:
         """Take in one line from gpsd; return the fix it carries, if any."""

@@ -18,6 +18,7 @@ import serial  # type: ignore[import-untyped]
 
 from fleet_agent.fix import Fix
 from fleet_agent.nmea import NmeaCounters, NmeaParser
+from fleet_schemas.backoff import Backoff
 
 log = logging.getLogger("fleet_agent.nmea_source")
 
@@ -101,9 +102,10 @@ class SerialNmeaSource:
     """Fixes from a receiver on a serial port; reopens the port whenever it goes away.
 
     A USB receiver that is unplugged or reset disappears and comes back, maybe
-    later: the loss is logged, and the port is retried with a backoff from
-    ``retry_s`` up to ``max_retry_s``, one log line per attempt. The parser and
-    its counters live on across reopens. The source never ends on its own.
+    later: the loss is logged, and the port is retried with a full-jitter
+    backoff from ``retry_s`` up to ``max_retry_s``, one log line per attempt.
+    The parser and its counters live on across reopens. The source never ends
+    on its own.
 
     Example::
 
@@ -133,21 +135,21 @@ class SerialNmeaSource:
         return self.parser.counters
 
     async def fixes(self) -> AsyncGenerator[Fix, None]:
-        retry = self.retry_s
+        backoff = Backoff(self.retry_s, self.max_retry_s)
         while True:
             try:
                 device = await asyncio.to_thread(self._open)
             except (serial.SerialException, OSError) as exc:
-                failure = {"port": self.port, "error": str(exc), "retry_in_s": retry}
+                retry = backoff.next_delay()
+                failure = {"port": self.port, "error": str(exc), "retry_in_s": round(retry, 2)}
                 log.warning("cannot open serial port", extra=failure)
                 await asyncio.sleep(retry)
-                retry = min(retry * 2, self.max_retry_s)
                 continue
             log.info("reading NMEA", extra={"port": self.port, "baudrate": self.baudrate})
             try:
                 async with contextlib.aclosing(self._read(device)) as reads:
                     async for fix in reads:
-                        retry = self.retry_s
+                        backoff.reset()
                         yield fix
             except (serial.SerialException, OSError) as exc:
                 self.reopens += 1

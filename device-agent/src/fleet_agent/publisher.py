@@ -25,13 +25,12 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import aiomqtt
 import msgspec
 
 from fleet_agent import __version__
-from fleet_agent.backoff import Backoff, sleep_unless_stopped
 from fleet_agent.keys import KeyRing
 from fleet_agent.mqtt_client import SESSION_TAKEN_OVER, AckingClient, PubAck
 from fleet_agent.outbox import Outbox, StoredFrame
@@ -45,6 +44,7 @@ from fleet_schemas import (
     seal_encoded,
     status_topic,
 )
+from fleet_schemas.backoff import Backoff, sleep_unless_stopped
 from fleet_schemas.broker import BrokerUrl
 
 log = logging.getLogger("fleet_agent.publisher")
@@ -68,11 +68,19 @@ class BrokerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     batch_frames: int = 500
     """frames per message when draining a backlog (at most 2,000, and fewer if the message would pass
     MAX_MESSAGE_BYTES)"""
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 60.0
-    stable_after_s: float = 60.0
+    backoff_initial_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    stable_after_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     """a connection that stayed up this long resets the reconnect backoff; a shorter one counts as a
     failure"""
+
+    def __post_init__(self) -> None:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must not be below backoff_initial_s")
+
+    def backoff(self) -> Backoff:
+        """A fresh retry policy with these delays (reconnects, refusals, publisher restarts)."""
+        return Backoff(self.backoff_initial_s, self.backoff_max_s, stable_after_s=self.stable_after_s)
 
 
 class Refusal(msgspec.Struct, frozen=True):
@@ -179,12 +187,9 @@ class Publisher:
             timeout=30,
         )
 
-    def _backoff(self) -> Backoff:
-        return Backoff(self._config.backoff_initial_s, self._config.backoff_max_s)
-
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, drain, reconnect on failure, until ``stop`` is set."""
-        backoff = self._backoff()
+        backoff = self._config.backoff()
         while not stop.is_set():
             self.state.connect_attempts += 1
             client = self._client()
@@ -200,22 +205,26 @@ class Publisher:
                     await self._publish_status(client, state="offline")
             except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
                 self.state.connection_failures += 1
-                if up_since is not None and time.monotonic() - up_since >= self._config.stable_after_s:
-                    backoff.reset()
-                self._log_connection_end(exc, client.disconnect_reason, backoff)
+                delay = backoff.next_delay(0.0 if up_since is None else time.monotonic() - up_since)
+                self._log_connection_end(exc, client.disconnect_reason, backoff.failures, delay)
+            else:
+                break  # the drain returns only once stopping
             finally:
                 self.state.connected = False
             if stop.is_set():
                 break
-            await sleep_unless_stopped(stop, backoff.next_delay())
+            await sleep_unless_stopped(stop, delay)
 
-    def _log_connection_end(self, exc: Exception, disconnect_reason: int | None, backoff: Backoff) -> None:
+    def _log_connection_end(
+        self, exc: Exception, disconnect_reason: int | None, failures: int, delay: float
+    ) -> None:
         extra = {
             "device": self._device,
             "client_id": self._client_id,
             "error": str(exc),
             "disconnect_reason": disconnect_reason,
-            "failures_in_a_row": backoff.failures + 1,
+            "failures_in_a_row": failures,
+            "retry_in_s": round(delay, 2),
         }
         if disconnect_reason == SESSION_TAKEN_OVER:
             self.state.sessions_taken_over += 1
@@ -228,7 +237,7 @@ class Publisher:
         # it are live and go first, one small message each, so the map sees the bus now.
         live_cursor = self._outbox.next_seq - 1
         next_status = time.monotonic() + STATUS_EVERY_S
-        refused = self._backoff()
+        refused = self._config.backoff()
         while True:
             self.wake.clear()
             # Once stopping, one last pass sends what was made up to the stop, then the drain ends.

@@ -374,7 +374,7 @@ def load_route(path: str | Path | None = None, shape_id: str | None = None) -> R
 # --- GTFS -----------------------------------------------------------------------------------------
 
 
-class _Feed:
+class GtfsTables:
     """A GTFS feed as a folder or a zip (tables at its root or in one subfolder)."""
 
     def __init__(self, path: Path) -> None:
@@ -420,7 +420,7 @@ class _Feed:
             raise RouteError(f"{self.path}/{table} is not UTF-8 CSV: {exc}") from exc
 
 
-def _coordinate(feed: _Feed, table: str, line: int, row: dict[str, str], lat: str, lon: str) -> Point:
+def _coordinate(feed: GtfsTables, table: str, line: int, row: dict[str, str], lat: str, lon: str) -> Point:
     try:
         return Point(float(row[lat]), float(row[lon]))
     except (KeyError, ValueError) as exc:
@@ -429,14 +429,14 @@ def _coordinate(feed: _Feed, table: str, line: int, row: dict[str, str], lat: st
         ) from exc
 
 
-def _sequence(feed: _Feed, table: str, line: int, value: str) -> int:
+def _sequence(feed: GtfsTables, table: str, line: int, value: str) -> int:
     try:
         return int(value)
     except ValueError as exc:
         raise RouteError(f"{feed.path}/{table} line {line}: sequence {value!r} is not an integer") from exc
 
 
-def _shape_points(feed: _Feed, shape_id: str) -> list[Point]:
+def _shape_points(feed: GtfsTables, shape_id: str) -> list[Point]:
     table = "shapes.txt"
     rows: list[tuple[int, Point]] = []
     columns = ("shape_id", "shape_pt_lat", "shape_pt_lon", "shape_pt_sequence")
@@ -450,7 +450,7 @@ def _shape_points(feed: _Feed, shape_id: str) -> list[Point]:
     return [point for _, point in rows]
 
 
-def _trip_stops(feed: _Feed, shape_id: str, trip_id: str | None) -> list[tuple[str, str, Point]]:
+def _trip_stops(feed: GtfsTables, shape_id: str, trip_id: str | None) -> list[tuple[str, str, Point]]:
     """The stops of ``trip_id``, or of the first trip using the shape, in stop_sequence order."""
     if not all(feed.has(t) for t in ("trips.txt", "stop_times.txt", "stops.txt")):
         if trip_id is not None:
@@ -492,7 +492,7 @@ def _trip_stops(feed: _Feed, shape_id: str, trip_id: str | None) -> list[tuple[s
 
 def load_gtfs_shape(feed: str | Path, shape_id: str, *, trip_id: str | None = None) -> Route:
     """Route along one GTFS shape, with the stops of ``trip_id`` (default: the first trip using the shape)."""
-    gtfs = _Feed(Path(feed))
+    gtfs = GtfsTables(Path(feed))
     points = _shape_points(gtfs, shape_id)
     stops = _trip_stops(gtfs, shape_id, trip_id)
     return build_route(f"shape {shape_id}", points, stops, stops_in_order=True)

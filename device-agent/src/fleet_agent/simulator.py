@@ -11,6 +11,11 @@ a per-bus speed, slows to town speed within ``town_radius_m`` of a stop, brakes
 smoothly to serve every stop, dwells there, meets random traffic slow-downs,
 and at the end of the route parks (ignition off) or, with ``loop``, lays over
 and drives on: around again on a closed route, back the other way otherwise.
+Given a ``Timetable`` (one instance of a GTFS trip, see ``fleet_agent.schedule``)
+the bus follows it instead: it paces each segment to reach the next stop when
+due, leaves no stop before its scheduled departure plus ``delay_s``, can start
+wherever the schedule has it at the start time (a 5-hour trip joined in its
+middle), and ``truth`` tells where it really is and when it served each stop.
 The receiver adds a time-correlated Gaussian error sized by its hdop, holds its
 position while the bus stands still (as receivers in static mode do), and
 sometimes loses the sky for a few seconds. Scripted faults add tunnels, a
@@ -21,11 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import logging
 import math
 import random
 from collections.abc import AsyncIterator, Iterator
-from typing import Literal
+from pathlib import Path
+from typing import BinaryIO, Literal
 
 import msgspec
 
@@ -89,6 +96,9 @@ class Reboot(msgspec.Struct, frozen=True, kw_only=True, tag="reboot", tag_field=
     gap_s: float = 90.0
 
 
+PACE_MARGIN = 1.05
+"""A timetabled bus aims this much faster than the schedule's average, for the time braking and towns take."""
+
 Fault = Tunnel | Detour | LongStop | Reboot
 Span = tuple[float, float]
 """A (low, high) range a value is drawn from, uniformly."""
@@ -119,6 +129,10 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     park_s: float = 60.0
     """After the last stop, how long a parked bus keeps reporting before ``trace`` ends."""
     faults: tuple[Fault, ...] = ()
+    delay_s: float = 0.0
+    """With a timetable: the bus runs this late (negative: early) against it from the start."""
+    send_trip_id: bool = False
+    """With a timetable: fixes carry its trip_id, as a driver's console would; else the server infers it."""
 
     def __post_init__(self) -> None:
         spans = {
@@ -144,6 +158,41 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
                 raise ValueError(f"{fault!r}: at_m must be >= 0 and length_m > 0")
 
 
+class Timetable(msgspec.Struct, frozen=True, kw_only=True):
+    """One instance of a GTFS trip: where its stops are along the route and when the bus is due there."""
+
+    trip_id: str
+    start_date: str
+    """service day, YYYYMMDD"""
+    stop_ids: tuple[str, ...]
+    stop_sequences: tuple[int, ...]
+    distances_m: tuple[float, ...]
+    arrivals_ms: tuple[int, ...]
+    departures_ms: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        count = len(self.stop_ids)
+        if count < 2 or any(
+            len(column) != count
+            for column in (self.stop_sequences, self.distances_m, self.arrivals_ms, self.departures_ms)
+        ):
+            raise ValueError(f"timetable of {self.trip_id}: at least two stops, every column as long")
+        times = [t for pair in zip(self.arrivals_ms, self.departures_ms, strict=True) for t in pair]
+        if times != sorted(times) or list(self.distances_m) != sorted(self.distances_m):
+            raise ValueError(f"timetable of {self.trip_id}: times and distances must never decrease")
+
+    def scheduled_at(self, distance_m: float, time_ms: int) -> int:
+        """When the schedule has the bus at ``distance_m``; at a stop, ``time_ms`` clamped to its dwell."""
+        d, arrivals, departures = self.distances_m, self.arrivals_ms, self.departures_ms
+        i = bisect.bisect_right(d, distance_m) - 1
+        if i < 0:
+            return departures[0]
+        if d[i] == distance_m or i == len(d) - 1:
+            return min(max(time_ms, arrivals[i]), departures[i])
+        share = (distance_m - d[i]) / (d[i + 1] - d[i])
+        return round(departures[i] + share * (arrivals[i + 1] - departures[i]))
+
+
 class Trip(msgspec.Struct, frozen=True, kw_only=True):
     """A route and a config, with the lookups every step needs computed once."""
 
@@ -156,6 +205,9 @@ class Trip(msgspec.Struct, frozen=True, kw_only=True):
     """Every stop, termini included, the same way: the centres of the town zones."""
     detour_sides: tuple[float, ...]
     """Per fault, the bearing a detour drifts towards (right of its chord); unused for other faults."""
+    timetable: Timetable | None = None
+    calls: tuple[int, ...] = ()
+    """With a timetable: the call each of ``stops[0]`` is (its first stop is where the bus starts)."""
 
 
 Phase = Literal["driving", "dwelling", "layover", "parked"]
@@ -184,6 +236,10 @@ class BusState(msgspec.Struct, frozen=True, kw_only=True):
     reboots: int = 0
     played: frozenset[int] = frozenset()
     """Indexes of the one-shot faults (detour, long stop, reboot) already played."""
+    at_call: int = -1
+    """With a timetable: the call the bus stands at (dwelling, or parked at the last), else -1."""
+    arrived_ms: int = 0
+    """When the bus reached the call it stands at."""
     satellites: int
     error_m: tuple[float, float, float]
     """Receiver error east, north and up."""
@@ -200,12 +256,20 @@ class DeviceRebooted(AgentError):
         self.gap_s = gap_s
 
 
-def plan_trip(route: Route, config: SimConfig | None = None) -> Trip:
-    """Prepare a route for simulation."""
+def plan_trip(route: Route, config: SimConfig | None = None, timetable: Timetable | None = None) -> Trip:
+    """Prepare a route for simulation; with a timetable the bus serves its stops, at its times."""
     config = config or SimConfig()
     length = route.length_m
     centres = [stop.distance_m for stop in route.stops]
     served = [d for d in centres if TERMINUS_M < d < length - TERMINUS_M]
+    calls: list[int] = []
+    if timetable is not None:
+        if config.loop:
+            raise ValueError("a timetabled bus ends its trip at the last stop: loop must be off")
+        if timetable.distances_m[-1] > length + 1.0:
+            raise ValueError(f"timetable of {timetable.trip_id} runs past the end of route {route.name!r}")
+        calls = [i for i, d in enumerate(timetable.distances_m) if i and d < length - TERMINUS_M]
+        served = [timetable.distances_m[i] for i in calls]
     sides = []
     for fault in config.faults:
         side = 0.0
@@ -220,6 +284,8 @@ def plan_trip(route: Route, config: SimConfig | None = None) -> Trip:
         stops=(tuple(served), tuple(sorted(length - d for d in served))),
         towns=(tuple(centres), tuple(sorted(length - d for d in centres))),
         detour_sides=tuple(sides),
+        timetable=timetable,
+        calls=tuple(calls),
     )
 
 
@@ -238,11 +304,11 @@ def _sigma_m(config: SimConfig, satellites: int) -> float:
 
 
 def start(trip: Trip, start_ms: int, rng: random.Random) -> BusState:
-    """A bus at the start of the route, engine running, about to leave."""
+    """A bus at the start of the route, engine running, about to leave; with a timetable, where it has it."""
     config = trip.config
     satellites = rng.randint(8, 12)
     sigma = _sigma_m(config, satellites)
-    return BusState(
+    state = BusState(
         time_ms=start_ms,
         heading_deg=trip.route.bearing_at(0.0),
         cruise_mps=rng.uniform(*config.cruise_mps),
@@ -250,6 +316,65 @@ def start(trip: Trip, start_ms: int, rng: random.Random) -> BusState:
         satellites=satellites,
         error_m=(rng.gauss(0, sigma), rng.gauss(0, sigma), rng.gauss(0, 1.5 * sigma)),
     )
+    return state if trip.timetable is None else _on_schedule(trip, trip.timetable, state)
+
+
+def _delay_ms(trip: Trip) -> int:
+    return round(trip.config.delay_s * 1000)
+
+
+def _on_schedule(trip: Trip, timetable: Timetable, state: BusState) -> BusState:
+    """The bus where the timetable, run ``delay_s`` late, has it at the state's time."""
+    now, delay = state.time_ms, _delay_ms(trip)
+    clock = now - delay  # the schedule's time for where the bus is now
+    d, arrivals, departures = timetable.distances_m, timetable.arrivals_ms, timetable.departures_ms
+    last = len(d) - 1
+    if clock >= arrivals[last]:
+        return msgspec.structs.replace(
+            state,
+            progress_m=trip.route.length_m if last not in trip.calls else d[last],
+            phase="parked",
+            until_ms=now,
+            next_stop=len(trip.calls),
+            at_call=-1,
+        )
+    i = next(i for i in range(last + 1) if clock < departures[i])
+    if i == 0 or clock >= arrivals[i]:
+        return msgspec.structs.replace(
+            state,
+            progress_m=d[i],
+            heading_deg=trip.route.bearing_at(d[i]),
+            phase="dwelling",
+            until_ms=departures[i] + delay,
+            next_stop=bisect.bisect_right(trip.calls, i),
+            at_call=i,
+            arrived_ms=now,
+        )
+    share = (clock - departures[i - 1]) / (arrivals[i] - departures[i - 1])
+    here = d[i - 1] + share * (d[i] - d[i - 1])
+    moving = msgspec.structs.replace(
+        state,
+        progress_m=here,
+        heading_deg=trip.route.bearing_at(here),
+        next_stop=bisect.bisect_left(trip.calls, i),
+    )
+    return msgspec.structs.replace(
+        moving, speed_mps=min(_cruise(trip, moving, now), trip.config.town_speed_mps)
+    )
+
+
+def _cruise(trip: Trip, state: BusState, time_ms: int) -> float:
+    """Speed held between towns: the bus's own, or with a timetable what reaches the next stop on time."""
+    timetable = trip.timetable
+    if timetable is None:
+        return state.cruise_mps
+    config = trip.config
+    target = trip.calls[state.next_stop] if state.next_stop < len(trip.calls) else len(timetable.stop_ids) - 1
+    left_s = (timetable.arrivals_ms[target] + _delay_ms(trip) - time_ms) / 1000
+    if left_s <= 0:
+        return config.max_speed_mps
+    needed = (timetable.distances_m[target] - state.progress_m) / left_s * PACE_MARGIN
+    return min(config.max_speed_mps, max(config.town_speed_mps, needed))
 
 
 def _detour(trip: Trip, state: BusState, distance_m: float) -> tuple[float, float, float]:
@@ -305,7 +430,7 @@ def _drive(trip: Trip, state: BusState, dt: float, time_ms: int, rng: random.Ran
     towns = trip.towns[0 if _forward(trip, state.leg) else 1]
     radius = config.town_radius_m
 
-    soft = state.cruise_mps
+    soft = _cruise(trip, state, time_ms)
     after = bisect.bisect_left(towns, here)
     if any(abs(towns[i] - here) <= radius for i in (after - 1, after) if 0 <= i < len(towns)):
         soft = min(soft, config.town_speed_mps)
@@ -341,14 +466,30 @@ def _drive(trip: Trip, state: BusState, dt: float, time_ms: int, rng: random.Ran
             played=state.played | {long_stop},
         )
     if halt < trip.route.length_m:
-        dwell = rng.uniform(*config.dwell_s)
+        until = time_ms + round(rng.uniform(*config.dwell_s) * 1000)
+        call = -1
+        if trip.timetable is not None:
+            call = trip.calls[state.next_stop]
+            until = max(until, trip.timetable.departures_ms[call] + _delay_ms(trip))
         return msgspec.structs.replace(
-            arrived, phase="dwelling", until_ms=time_ms + round(dwell * 1000), next_stop=state.next_stop + 1
+            arrived,
+            phase="dwelling",
+            until_ms=until,
+            next_stop=state.next_stop + 1,
+            at_call=call,
+            arrived_ms=time_ms,
         )
     if config.loop:
         layover = rng.uniform(*config.layover_s)
         return msgspec.structs.replace(arrived, phase="layover", until_ms=time_ms + round(layover * 1000))
-    return msgspec.structs.replace(arrived, phase="parked", until_ms=time_ms)
+    last = -1 if trip.timetable is None else len(trip.timetable.stop_ids) - 1
+    return msgspec.structs.replace(
+        arrived,
+        phase="parked",
+        until_ms=time_ms,
+        at_call=-1 if last in trip.calls else last,
+        arrived_ms=time_ms,
+    )
 
 
 def _crossed(trip: Trip, before: BusState, after: BusState, distance_m: float) -> bool:
@@ -438,8 +579,16 @@ def _fix(trip: Trip, state: BusState, position: Point, rng: random.Random) -> Fi
         satellites=state.satellites,
         accuracy_m=round(trip.config.uere_m * hdop, 1),
         ignition=state.phase != "parked",
+        trip_id=_declared_trip(trip, state),
         source="sim",
     )
+
+
+def _declared_trip(trip: Trip, state: BusState) -> str | None:
+    """The trip_id a driver's console would send: while on a timetabled trip, when told to send it."""
+    if trip.timetable is None or not trip.config.send_trip_id or state.phase == "parked":
+        return None
+    return trip.timetable.trip_id
 
 
 def step(trip: Trip, state: BusState, dt_s: float, rng: random.Random) -> tuple[BusState, Fix | None]:
@@ -449,7 +598,7 @@ def step(trip: Trip, state: BusState, dt_s: float, rng: random.Random) -> tuple[
     if state.phase == "driving":
         state = _drive(trip, state, dt_s, time_ms, rng)
     elif state.phase == "dwelling" and time_ms >= state.until_ms:
-        state = msgspec.structs.replace(state, phase="driving")
+        state = msgspec.structs.replace(state, phase="driving", at_call=-1)
     elif state.phase == "layover" and time_ms >= state.until_ms:
         state = msgspec.structs.replace(
             state, phase="driving", leg=state.leg + 1, progress_m=0.0, next_stop=0
@@ -474,15 +623,112 @@ def finished(trip: Trip, state: BusState) -> bool:
     return state.phase == "parked" and state.time_ms - state.until_ms >= trip.config.park_s * 1000
 
 
-def trace(
+def steps(
     trip: Trip, start_ms: int, seed: int, *, dt_s: float = 1.0
-) -> Iterator[tuple[BusState, Fix | None]]:
-    """Every step of one bus from ``start_ms``, until ``finished`` (never, with ``loop``)."""
+) -> Iterator[tuple[BusState, BusState, Fix | None]]:
+    """Every step of one bus from ``start_ms`` as (before, after, fix), until ``finished``."""
     rng = random.Random(seed)  # noqa: S311 - a simulation wants a seeded generator, not secrecy
     state = start(trip, start_ms, rng)
     while not finished(trip, state):
+        before = state
         state, fix = step(trip, state, dt_s, rng)
+        yield before, state, fix
+
+
+def trace(
+    trip: Trip, start_ms: int, seed: int, *, dt_s: float = 1.0
+) -> Iterator[tuple[BusState, Fix | None]]:
+    """Every state of one bus after each step from ``start_ms``, until ``finished`` (never, with ``loop``)."""
+    for _, state, fix in steps(trip, start_ms, seed, dt_s=dt_s):
         yield state, fix
+
+
+class TruthPosition(msgspec.Struct, frozen=True, kw_only=True, tag="position", tag_field="kind"):
+    """Where the bus really was after one step, what the receiver made of it aside."""
+
+    time_ms: int
+    dist_m: float
+    """along the route (a GTFS shape: metres from its first point, as shape_dist_traveled)"""
+    lat: float
+    lon: float
+    speed_mps: float
+    phase: Phase
+    fix: bool
+    """whether the receiver gave a fix at this step"""
+    trip_id: str | None = None
+    start_date: str | None = None
+    scheduled_ms: int | None = None
+    """when the timetable has the bus at ``dist_m`` (at a stop: the time, clamped to its dwell)"""
+    delay_s: float | None = None
+    """time_ms - scheduled_ms: late when positive"""
+    bus: str | None = None
+
+
+class TruthStop(msgspec.Struct, frozen=True, kw_only=True, tag="stop", tag_field="kind"):
+    """The bus served one stop of its timetable: written when it leaves (at the last stop, on arrival)."""
+
+    trip_id: str
+    start_date: str
+    stop_id: str
+    stop_sequence: int
+    dist_m: float
+    scheduled_arrival_ms: int
+    scheduled_departure_ms: int
+    arrived_ms: int
+    departed_ms: int
+    bus: str | None = None
+
+
+TruthRecord = TruthPosition | TruthStop
+_TRUTH = msgspec.json.Encoder()
+TRUTH_DECODER = msgspec.json.Decoder(TruthRecord)
+"""Reads one line of a truth file back."""
+
+
+def truth(trip: Trip, before: BusState, after: BusState, fix: Fix | None) -> list[TruthRecord]:
+    """What really happened in one step: the position, and the stop the bus just left or ended at."""
+    position = true_position(trip, after)
+    dist = _flip(trip, after.leg, after.progress_m)
+    timetable = trip.timetable
+    record = TruthPosition(
+        time_ms=after.time_ms,
+        dist_m=round(dist, 2),
+        lat=round(position.lat, 7),
+        lon=round(position.lon, 7),
+        speed_mps=round(after.speed_mps, 3),
+        phase=after.phase,
+        fix=fix is not None,
+    )
+    if timetable is None:
+        return [record]
+    scheduled = timetable.scheduled_at(dist, after.time_ms)
+    records: list[TruthRecord] = [
+        msgspec.structs.replace(
+            record,
+            trip_id=timetable.trip_id,
+            start_date=timetable.start_date,
+            scheduled_ms=scheduled,
+            delay_s=(after.time_ms - scheduled) / 1000,
+        )
+    ]
+    left = before.at_call >= 0 and before.phase == "dwelling" and after.phase == "driving"
+    ended = after.at_call >= 0 and after.phase == "parked" and before.phase != "parked"
+    call = before.at_call if left else after.at_call
+    if left or ended:
+        records.append(
+            TruthStop(
+                trip_id=timetable.trip_id,
+                start_date=timetable.start_date,
+                stop_id=timetable.stop_ids[call],
+                stop_sequence=timetable.stop_sequences[call],
+                dist_m=round(timetable.distances_m[call], 2),
+                scheduled_arrival_ms=timetable.arrivals_ms[call],
+                scheduled_departure_ms=timetable.departures_ms[call],
+                arrived_ms=before.arrived_ms if left else after.arrived_ms,
+                departed_ms=after.time_ms,
+            )
+        )
+    return records
 
 
 class SimulatedSource:
@@ -491,7 +737,8 @@ class SimulatedSource:
     ``speedup`` 1 paces fixes in real time, 10 ten times faster, 0 as fast as
     the consumer takes them. A scripted ``Reboot`` makes ``fixes()`` raise
     ``DeviceRebooted``; calling ``fixes()`` again resumes after the gap, as a
-    restarted agent would.
+    restarted agent would. With ``truth_file`` every step's ``truth`` is
+    appended to it as JSON lines, tagged with ``bus``.
     """
 
     def __init__(
@@ -502,28 +749,45 @@ class SimulatedSource:
         start_ms: int,
         config: SimConfig | None = None,
         speedup: float = 1.0,
+        timetable: Timetable | None = None,
+        truth_file: Path | None = None,
+        bus: str | None = None,
     ) -> None:
         if speedup < 0:
             raise ValueError(f"speedup must be >= 0, got {speedup}")
-        self.trip = plan_trip(route, config)
+        self.trip = plan_trip(route, config, timetable)
         self.speedup = speedup
         self.state: BusState | None = None
         """The bus after the last step taken, for callers that watch it."""
         self._time_ms = start_ms
         self._reboots = 0
-        self._steps = trace(self.trip, start_ms, seed)
+        self._steps = steps(self.trip, start_ms, seed)
+        self._truth_file = truth_file
+        self._bus = bus
         logger.info("simulating %s from %d ms, seed %d, speedup %g", route.name, start_ms, seed, speedup)
 
     async def fixes(self) -> AsyncIterator[Fix]:
+        with contextlib.ExitStack() as files:
+            log = files.enter_context(self._truth_file.open("ab")) if self._truth_file else None
+            async for fix in self._paced(log):
+                yield fix
+
+    async def _paced(self, log: BinaryIO | None) -> AsyncIterator[Fix]:
         loop = asyncio.get_running_loop()
         wall_start, sim_start = loop.time(), self._time_ms
-        for state, fix in self._steps:
+        for before, state, fix in self._steps:
             if self.speedup:
                 due = wall_start + (state.time_ms - sim_start) / 1000 / self.speedup
                 await asyncio.sleep(max(0.0, due - loop.time()))
             else:
                 await asyncio.sleep(0)
             self.state, self._time_ms = state, state.time_ms
+            if log is not None:
+                records = [
+                    msgspec.structs.replace(r, bus=self._bus) for r in truth(self.trip, before, state, fix)
+                ]
+                log.write(b"".join(_TRUTH.encode(r) + b"\n" for r in records))
+                log.flush()
             if state.reboots > self._reboots:
                 self._reboots = state.reboots
                 gap_s = (state.device_off_until_ms - state.time_ms) / 1000

@@ -20,18 +20,43 @@ class EndedSource:
             yield fix
 
 
-def open_source(config: SourceConfig, start_ms: int | None = None) -> FixSource:
-    """The source for ``config``; ``start_ms`` starts a simulated bus (default: now)."""
+def open_source(config: SourceConfig, start_ms: int | None = None, *, bus: str | None = None) -> FixSource:
+    """The source for ``config``; ``start_ms`` starts a simulated bus (default: now), ``bus`` tags truth."""
     if config.kind == "sim":
         from fleet_agent.route import load_route
         from fleet_agent.simulator import SimConfig, SimulatedSource
 
+        start = start_ms if start_ms is not None else int((time.time() - config.start_ago_s) * 1000)
+        truth = Path(config.truth_file) if config.truth_file else None
+        if config.trip_id is None:
+            return SimulatedSource(
+                load_route(config.route, config.shape_id),
+                seed=config.seed,
+                start_ms=start,
+                config=SimConfig(loop=config.loop),
+                speedup=config.speedup,
+                truth_file=truth,
+                bus=bus,
+            )
+        from fleet_agent.schedule import ScheduleError, instance_at, load_calendar, load_trip
+
+        if config.route is None:
+            raise ConfigError(
+                f"[source] trip_id {config.trip_id!r} needs route = the GTFS feed's folder or zip"
+            )
+        schedule = load_trip(config.route, config.trip_id)
+        timetable = instance_at(schedule, load_calendar(config.route), start - round(config.delay_s * 1000))
+        if timetable is None:
+            raise ScheduleError(f"trip {config.trip_id!r} runs on no service day within a week of the start")
         return SimulatedSource(
-            load_route(config.route, config.shape_id),
+            schedule.route,
             seed=config.seed,
-            start_ms=start_ms if start_ms is not None else int((time.time() - config.start_ago_s) * 1000),
-            config=SimConfig(loop=config.loop),
+            start_ms=start,
+            config=SimConfig(loop=False, delay_s=config.delay_s, send_trip_id=config.send_trip_id),
             speedup=config.speedup,
+            timetable=timetable,
+            truth_file=truth,
+            bus=bus,
         )
     if config.kind == "gpsd":
         from fleet_agent.gpsd import GpsdSource

@@ -1,4 +1,4 @@
-"""``fleet stack``, ``fleet simulate`` and ``fleet demo``: the development commands.
+"""``fleet stack``, ``fleet simulate``, ``fleet demo`` and ``fleet demo-feed``: the development commands.
 
 Registered on the ``fleet`` group through the ``fleet.commands`` entry point
 (see this package's pyproject), so the production CLI never imports them.
@@ -149,6 +149,39 @@ def demo(settings: Settings, buses: int, frames_per_bus: int) -> None:
         sys.exit(1)
 
 
+@click.command(name="demo-feed")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="folder to write the GTFS tables to (default: the feed shipped in fleet_devtools)",
+)
+@click.option(
+    "--check", is_flag=True, help="write nothing; exit 1 if the shipped tables differ from the source"
+)
+def demo_feed(out: Path | None, check: bool) -> None:
+    """Generate the Algerian demo GTFS feed from its hand-written source (data/feeds/algeria.toml).
+
+    \b
+    Example:
+      fleet demo-feed --check
+      fleet demo-feed --out /tmp/algeria && fleet gtfs import /tmp/algeria --operator demo-dz
+    """
+    from fleet_devtools.demo_feed import build_feed, feed_dir, load_source, stale_tables, write_feed
+
+    tables = build_feed(load_source())
+    target = out or feed_dir()
+    if check:
+        stale = stale_tables(tables, target)
+        if stale:
+            click.echo(f"demo-feed: {', '.join(stale)} in {target} differ from the source", err=True)
+            sys.exit(1)
+        click.echo(f"demo-feed: {target} matches its source")
+        return
+    write_feed(tables, target)
+    click.echo(f"demo-feed: wrote {len(tables)} tables to {target}")
+
+
 def _register_simulated(settings: Settings, urls: ServiceUrls, home: Path, operator: str, buses: int) -> None:
     from fleet_cli.devices_cli import update_broker
     from fleet_devtools.simulate import register
@@ -175,6 +208,32 @@ def _register_simulated(settings: Settings, urls: ServiceUrls, home: Path, opera
 @click.option("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
 @click.option("--speedup", type=float, default=1.0, show_default=True, help="simulated seconds per second")
 @click.option("--route", default=None, help="GeoJSON route file (default: Algiers-Blida)")
+@click.option(
+    "--feed",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="GTFS feed (folder or zip) whose trips the buses follow, with --trip or --trips",
+)
+@click.option(
+    "--trip", "trip_ids", multiple=True, help="a trip of --feed to drive, one bus per --trip (repeatable)"
+)
+@click.option(
+    "--trips",
+    "trip_set",
+    type=click.Choice(["all-active"]),
+    default=None,
+    help="all-active: one bus for every trip of --feed under way now",
+)
+@click.option("--delay-s", type=float, default=0.0, show_default=True, help="seconds late on the timetable")
+@click.option(
+    "--send-trip-id", is_flag=True, help="frames carry the trip_id (default: the server must infer it)"
+)
+@click.option(
+    "--truth",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="append each bus's true position and stop times to this JSON-lines file",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option(
     "--dir",
@@ -196,18 +255,51 @@ def simulate(
     duration: float | None,
     speedup: float,
     route: str | None,
+    feed: Path | None,
+    trip_ids: tuple[str, ...],
+    trip_set: str | None,
+    delay_s: float,
+    send_trip_id: bool,
+    truth: Path | None,
     seed: int,
     directory: Path | None,
     register: bool,
 ) -> None:
     """Run N simulated onboard agents in one process, publishing signed frames to the broker.
 
+    With --feed and --trip (or --trips all-active) each bus follows one GTFS
+    trip on its timetable, starting where the schedule (plus --delay-s) has it
+    now, so a 5-hour trip is joined in its middle; --buses is then the number
+    of trips.
+
     \b
     Example:
       fleet simulate --buses 50 --duration 60 --register
+      fleet simulate --operator demo-dz --register --feed devtools/src/fleet_devtools/data/feeds/algeria \\
+        --trips all-active --delay-s 300 --truth /tmp/truth.jsonl --duration 30
     """
+    from fleet_devtools.simulate import TripDrive, trips_running
     from fleet_devtools.simulate import simulate as run_simulation
 
+    drive = None
+    trips = list(trip_ids)
+    if (trip_ids or trip_set) and feed is None:
+        raise click.UsageError("--trip and --trips need --feed")
+    if feed is not None:
+        if not (trip_ids or trip_set):
+            raise click.UsageError("--feed needs --trip TRIP_ID or --trips all-active")
+        drive = TripDrive(
+            feed=str(feed),
+            delay_s=delay_s,
+            send_trip_id=send_trip_id,
+            truth_file=str(truth) if truth else None,
+        )
+        if trip_set == "all-active":
+            trips += trips_running(str(feed), int((time.time() - delay_s) * 1000))
+        if not trips:
+            raise click.UsageError(f"no trip of {feed} is under way now")
+        buses = len(trips)
+        progress(f"simulate: {buses} buses on trips {', '.join(trips)}")
     urls = stackfile.resolve_urls(settings)
     home = directory or settings.state_dir / "sim"
     if register:
@@ -223,6 +315,8 @@ def simulate(
             route=route,
             seed=seed,
             report=progress,
+            trips=trips,
+            drive=drive,
         )
     )
     click.echo(f"simulate: {buses} buses produced {produced} frames; {acked} acknowledged by the broker")

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 
 import paho.mqtt.client as mqtt
 
+from fleet_devtools.demo_feed import OPERATOR
 from fleet_schemas import (
     DeviceKey,
     Frame,
@@ -26,7 +27,6 @@ from fleet_schemas import (
 )
 from fleet_store.mqtt import connect_client
 
-OPERATOR = "demo-dz"
 ALGIERS_CAROUBIER = (36.7347, 3.0866)
 BLIDA = (36.4700, 2.8277)
 

@@ -1,31 +1,34 @@
 """``fleet simulate``: N simulated onboard agents in one process, for demos and benchmarks.
 
 Each bus is a full agent (its own key file, outbox, sequence and broker
-connection) fed by the simulator along a route. Keys and outboxes live under
-``directory/<device>/`` and are kept between runs, so a second run continues
-each bus's sequence.
+connection) fed by the simulator along a route, or along the trips of a GTFS
+feed on their timetables (one bus per trip, placed where its schedule has it
+now). Keys and outboxes live under ``directory/<device>/`` and are kept
+between runs, so a second run continues each bus's sequence.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
 import asyncpg
+import msgspec
 
 from fleet_agent.agent import Agent
 from fleet_agent.config import AgentConfig, SourceConfig
 from fleet_agent.keys import read_key_file
 from fleet_agent.outbox import OutboxLimits
 from fleet_agent.publisher import BrokerConfig
+from fleet_agent.schedule import running_at
 from fleet_agent.sources import open_source
 from fleet_schemas import DeviceKey
+from fleet_schemas.backoff import sleep_unless_stopped
 from fleet_schemas.broker import BrokerUrl
 from fleet_schemas.keyfile import write_key_file
 from fleet_store.devices import add_device
@@ -73,6 +76,20 @@ def bus_name(operator: str, number: int) -> str:
     return f"{operator.upper()[:8]}-{number:03d}"
 
 
+class TripDrive(msgspec.Struct, frozen=True, kw_only=True):
+    """How simulated buses follow GTFS trips: which feed, how late, what they tell and where truth goes."""
+
+    feed: str
+    delay_s: float = 0.0
+    send_trip_id: bool = False
+    truth_file: str | None = None
+
+
+def trips_running(feed: str, now_ms: int) -> list[str]:
+    """The trips of ``feed`` under way at ``now_ms`` (calendar and times), for ``--trips all-active``."""
+    return [timetable.trip_id for _, timetable in running_at(feed, now_ms)]
+
+
 def simulated_agent(
     directory: Path,
     broker_url: str,
@@ -83,8 +100,10 @@ def simulated_agent(
     route: str | None,
     seed: int,
     ahead_s: float,
+    trip_id: str | None = None,
+    drive: TripDrive | None = None,
 ) -> Agent:
-    """One simulated bus: a key file made once, an outbox that persists, a seeded route drive."""
+    """One simulated bus: a key file made once, an outbox that persists, a seeded drive (of ``trip_id``)."""
     device = device_name(operator, number)
     home = directory / device
     key_file = home / "key.toml"
@@ -98,13 +117,22 @@ def simulated_agent(
         key_file=str(key_file),
         data_dir=str(home / "data"),
         broker=BrokerConfig(url=_device_broker_url(broker_url, home, device)),
-        source=SourceConfig(kind="sim", route=route, seed=seed + number, speedup=speedup),
+        source=SourceConfig(
+            kind="sim",
+            route=drive.feed if drive else route,
+            seed=seed + number,
+            speedup=speedup,
+            trip_id=trip_id,
+            delay_s=drive.delay_s if drive else 0.0,
+            send_trip_id=drive.send_trip_id if drive else False,
+            truth_file=drive.truth_file if drive else None,
+        ),
         outbox=OutboxLimits(durability="normal"),
     )
     # Start early enough that a speeded-up drive never produces fix times in the future, so the
     # last fix of every bus is about now; seeds spread the buses (cruise speed, dwell, traffic).
     start_ms = int((time.time() - ahead_s) * 1000)
-    return Agent(config, open_source(config.source, start_ms=start_ms))
+    return Agent(config, open_source(config.source, start_ms=start_ms, bus=config.bus))
 
 
 async def simulate(
@@ -118,18 +146,32 @@ async def simulate(
     route: str | None,
     seed: int,
     report: Callable[[str], None],
+    trips: Sequence[str] = (),
+    drive: TripDrive | None = None,
 ) -> tuple[int, int]:
     """Run the buses until ``duration_s`` passed (or SIGINT); return (frames produced, frames acked).
 
     A speeded-up drive covers ``duration_s * speedup`` simulated seconds; it
-    starts that much before now so it ends at now (it needs a duration).
+    starts that much before now so it ends at now (it needs a duration). With
+    ``trips`` (and ``drive``), bus N follows trip N.
     """
     if speedup > 1 and duration_s is None:
         raise ConfigError("--speedup above 1 needs --duration: the drive must end by now, not in the future")
     ahead_s = (duration_s or 0.0) * max(0.0, speedup - 1)
+    if trips and (drive is None or len(trips) != buses):
+        raise ConfigError("trips need a feed (TripDrive) and exactly one bus each")
     agents = [
         simulated_agent(
-            directory, broker_url, operator, n, speedup=speedup, route=route, seed=seed, ahead_s=ahead_s
+            directory,
+            broker_url,
+            operator,
+            n,
+            speedup=speedup,
+            route=route,
+            seed=seed,
+            ahead_s=ahead_s,
+            trip_id=trips[n - 1] if trips else None,
+            drive=drive,
         )
         for n in range(1, buses + 1)
     ]
@@ -143,8 +185,7 @@ async def simulate(
         remaining = (
             5.0 if duration_s is None else max(0.0, min(5.0, duration_s - (time.monotonic() - started)))
         )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=remaining)
+        await sleep_unless_stopped(stop, remaining)
         elapsed = time.monotonic() - started
         produced = sum(a.fixes.framed for a in agents)
         acked = sum(a.publisher.state.frames_sent for a in agents)

@@ -34,6 +34,7 @@ import msgspec
 
 from fleet_ingest.assess import DeviceInfo
 from fleet_schemas import DeviceKey
+from fleet_schemas.backoff import Backoff
 from fleet_store.errors import KeyEncryptionError
 from fleet_store.secretbox import KeyEncryptionKey, Sealed
 
@@ -207,24 +208,25 @@ class KeyCache:
     # ------------------------------------------------------------ staying fresh
 
     async def _keep_fresh(self) -> None:
-        delay = _RETRY_S[0]
+        backoff = Backoff(*_RETRY_S)
         next_poll = time.monotonic() + self._poll_s
         while True:
             try:
                 next_poll = await self._refresh(next_poll)
-                delay = _RETRY_S[0]
+                backoff.reset()
                 continue
             except _DB_ERRORS as exc:
+                delay = backoff.next_delay()
                 log.warning(
                     "key cache cannot read the registry; answering from what it holds",
-                    extra={"error": str(exc), "retry_in_s": delay},
+                    extra={"error": str(exc), "retry_in_s": round(delay, 2)},
                 )
             except Exception:
                 # A refresher that died would stop revocations reaching ingest: log the bug, go on.
+                delay = backoff.next_delay()
                 log.exception("key cache refresh failed; answering from what it holds")
             await self._disconnect()
             await asyncio.sleep(delay)
-            delay = min(delay * 2, _RETRY_S[1])
 
     async def _refresh(self, next_poll: float) -> float:
         """Wait for a notification or the poll time, read what changed; return the next poll time."""

@@ -7,11 +7,14 @@ The key layout, its scripts and the forward-only compare-and-set are
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+
+import msgspec
 
 from fleet_ingest.assess import Accepted, BusKey
 from fleet_processing.filters import BusTrack, PreviousFix
 from fleet_schemas.live import LivePosition
+from fleet_schemas.trips import Calculated
 from fleet_store.live import LiveState
 
 
@@ -35,6 +38,25 @@ def live_positions(accepted: Iterable[Accepted], received_ms: int) -> list[LiveP
         for item in accepted
         for f in (item.frame,)
     ]
+
+
+def with_trip_blocks(
+    positions: list[LivePosition], calculated: Mapping[BusKey, Calculated]
+) -> list[LivePosition]:
+    """Each bus's newest position with its trip block (older ones of the batch never reach Redis)."""
+    if not calculated:
+        return positions
+    newest: dict[BusKey, int] = {}
+    for i, p in enumerate(positions):
+        held = newest.get((p.operator, p.bus))
+        if held is None or (p.time_ms, p.seq) > (positions[held].time_ms, positions[held].seq):
+            newest[(p.operator, p.bus)] = i
+    out = list(positions)
+    for key, i in newest.items():
+        block = calculated.get(key)
+        if block is not None:
+            out[i] = msgspec.structs.replace(out[i], calculated=block)
+    return out
 
 
 async def previous(live: LiveState, buses: Iterable[BusKey]) -> dict[BusKey, BusTrack]:

@@ -38,3 +38,20 @@ IN_FLIGHT = Gauge("fleet_ingest_in_flight_messages", "Messages received and not 
 BUSES_LIVE = Gauge("fleet_ingest_buses_live", "Buses with a live position in Redis")
 STORE_ERRORS = Counter("fleet_ingest_store_errors_total", "Failed writes (retried, never acked)", ["store"])
 RECONNECTS = Counter("fleet_ingest_broker_reconnects_total", "Broker connections lost and retried")
+PROCESSING_SECONDS = Histogram(
+    "fleet_ingest_processing_seconds", "One batch's trip step: progress, assignment, delay and ETAs"
+)
+PROCESSING_ERRORS = Counter(
+    "fleet_ingest_processing_errors_total",
+    "Batches whose trip step failed (positions still stored and live, without trip data)",
+)
+BUSES_BY_TRIP_STATE = Counter(
+    "fleet_ingest_trip_states_total", "Buses per batch by trip assignment state", ["state"]
+)
+STOP_VISITS = Counter("fleet_ingest_stop_visits_total", "Stop visits stored (travel-time history)")
+FEEDS_LOADED = Gauge("fleet_ingest_feeds_loaded", "Operators whose active feed this process follows trips on")
+NETWORK_BUILD_SECONDS = Histogram(
+    "fleet_ingest_network_build_seconds",
+    "Loading an active feed version and building its network",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)

@@ -6,19 +6,22 @@ Everything here is I/O at the edge; the loop itself is :class:`fleet_ingest.serv
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 
 import asyncpg
 from prometheus_client import start_http_server
 
+from fleet_ingest.feeds import Networks
 from fleet_ingest.keycache import KeyCache
 from fleet_ingest.mqtt_consumer import Consumer
 from fleet_ingest.service import Ingest, IngestOptions, open_pool, open_redis
 from fleet_ingest.settings import IngestSettings
 from fleet_schemas import frames_subscription
+from fleet_schemas.backoff import sleep_unless_stopped
 from fleet_store.errors import ConfigError
+from fleet_store.etas import EtaBoards
+from fleet_store.history import refresh_segment_times
 from fleet_store.live import LiveState
 from fleet_store.maintain import maintain, refresh_rollups
 from fleet_store.secretbox import load_key_encryption_key
@@ -44,12 +47,11 @@ def serve_metrics(address: str) -> None:
 
 
 async def _maintenance(database_url: str, settings: Settings, stop: asyncio.Event) -> None:
-    """Rollups every minute and retention every hour, by whichever ingest process holds the lock."""
+    """Rollups (positions, travel times) every minute and retention every hour, by the lock's holder."""
     last_retention = 0.0
     loop = asyncio.get_running_loop()
     while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), ROLLUP_EVERY_S)
+        await sleep_unless_stopped(stop, ROLLUP_EVERY_S)
         if stop.is_set():
             return
         try:
@@ -66,6 +68,7 @@ async def _maintenance(database_url: str, settings: Settings, stop: asyncio.Even
                     )
                 else:
                     await refresh_rollups(conn)
+                    await refresh_segment_times(conn)
             finally:
                 await conn.close()
         except (OSError, asyncpg.PostgresError) as exc:
@@ -126,7 +129,13 @@ async def run_ingest(
     try:
         async with KeyCache(urls.database_url, kek) as registry:
             ingest = Ingest(
-                urls.mqtt_url, pool, LiveState(redis_client, settings.live_ttl_s), registry, options
+                urls.mqtt_url,
+                pool,
+                LiveState(redis_client, settings.live_ttl_s),
+                registry,
+                options,
+                boards=EtaBoards(redis_client, ingest_settings.eta_ttl_s),
+                networks=Networks(ingest_settings.feed_refresh_s) if ingest_settings.trips else None,
             )
             upkeep = asyncio.create_task(_maintenance(urls.database_url, settings, stop))
             try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import uuid
 from collections import OrderedDict
@@ -29,13 +28,18 @@ import redis.exceptions
 
 from fleet_ingest import metrics
 from fleet_ingest.assess import Accepted, Assessment, BusKey, DeviceInfo, Incoming, assess
-from fleet_ingest.backoff import Backoff
-from fleet_ingest.live import live_positions, previous
+from fleet_ingest.feeds import Networks
+from fleet_ingest.live import live_positions, previous, with_trip_blocks
 from fleet_ingest.mqtt_consumer import BATCH_MAX_BYTES, Consumer, Message, MqttError
 from fleet_ingest.storage import Stored, prepare_connection, store_messages
+from fleet_ingest.trips import NOTHING_FOLLOWED, Followed, follow
 from fleet_processing.filters import BusTrack, FilterPolicy
 from fleet_schemas import DeviceKey, frames_subscription
+from fleet_schemas.backoff import Backoff, sleep_unless_stopped
+from fleet_schemas.trips import StopVisit
 from fleet_store import sessions
+from fleet_store.etas import EtaBoards
+from fleet_store.history import write_visits
 from fleet_store.live import LiveState
 
 log = logging.getLogger("fleet_ingest.service")
@@ -107,12 +111,16 @@ class Ingest:
         live: LiveState,
         registry: Registry,
         options: IngestOptions,
+        boards: EtaBoards | None = None,
+        networks: Networks | None = None,
     ) -> None:
         self._mqtt_url = mqtt_url
         self._pool = pool
         self._live = live
         self._registry = registry
         self._options = options
+        self._boards = boards
+        self._networks = networks
         self._buses = _BusCache()
         self._stop = asyncio.Event()
         self.batches = 0
@@ -120,6 +128,7 @@ class Ingest:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` (or, in burst mode, until idle); reconnect to the broker on failure."""
         self._stop = stop
+        await self._refresh_networks()
         upkeep = asyncio.create_task(self._upkeep(stop))
         try:
             await self._connect_and_consume(stop)
@@ -136,15 +145,25 @@ class Ingest:
                 )
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("recording the session failed", extra={"error": str(exc)})
+            await self._refresh_networks()
             try:
                 await self._live.prune()
                 metrics.BUSES_LIVE.set(await self._live.buses_live())
             except redis.exceptions.RedisError as exc:
                 log.warning("live-state upkeep failed", extra={"error": str(exc)})
-            await _sleep_unless(stop, 30.0)
+            await sleep_unless_stopped(stop, 30.0)
+
+    async def _refresh_networks(self) -> None:
+        """Follow the operators' active feeds; a failure keeps the networks held (retried next round)."""
+        if self._networks is None:
+            return
+        try:
+            await self._networks.refresh(self._pool)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("loading the active feeds failed; will retry", extra={"error": str(exc)})
 
     async def _connect_and_consume(self, stop: asyncio.Event) -> None:
-        backoff = Backoff(initial_s=0.5, max_s=15.0, stable_after_s=30.0)
+        backoff = Backoff(0.5, 15.0, stable_after_s=30.0)
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
@@ -197,7 +216,7 @@ class Ingest:
                             "retry_in_s": round(delay, 2),
                         },
                     )
-                    await _sleep_unless(stop, delay)
+                    await sleep_unless_stopped(stop, delay)
         finally:
             stopping.cancel()
 
@@ -242,7 +261,13 @@ class Ingest:
         stored = await self._retry("postgresql", lambda: self._store(batch_id, incoming, outcome))
         live = stored.kept(outcome.accepted)
         if live:
-            await self._retry("redis", lambda: self._update_live(live))
+            followed = await self._follow(live)
+            if followed.visits:
+                await self._retry("postgresql", lambda: self._store_visits(followed.visits))
+            await self._retry("redis", lambda: self._update_live(live, followed))
+            if followed.etas and self._boards is not None:
+                boards = self._boards
+                await self._retry("redis", lambda: boards.publish(followed.etas, int(time.time() * 1000)))
         self._buses.update(outcome.tracks)
         consumer.ack([m.packet_id for m in messages])
         self._count(messages, outcome, stored, live)
@@ -286,7 +311,7 @@ class Ingest:
         If the process is told to stop while a store is down, the batch is
         abandoned unacked: the broker delivers it again after the restart.
         """
-        delay = 0.2
+        backoff = Backoff(0.2, 5.0)
         while True:
             try:
                 return await attempt()
@@ -298,6 +323,7 @@ class Ingest:
                 redis.exceptions.RedisError,
             ) as exc:
                 metrics.STORE_ERRORS.labels(store).inc()
+                delay = backoff.next_delay()
                 if store == "postgresql":
                     # Connections that saw the server go away may be half-broken: take fresh ones.
                     await self._pool.expire_connections()
@@ -307,13 +333,41 @@ class Ingest:
                 )
                 if self._stop.is_set():
                     raise _Abandoned(store) from exc
-                await _sleep_unless(self._stop, delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
-                delay = min(delay * 2, 5.0)
+                await sleep_unless_stopped(self._stop, delay)
 
-    async def _update_live(self, accepted: list[Accepted]) -> int:
+    async def _follow(self, kept: list[Accepted]) -> Followed:
+        """The trip step (pure, in fleet_processing) on the kept frames of buses whose operator has a feed.
+
+        Its output is derived data: if it fails (a bug, a feed it cannot
+        handle), the batch is still stored, acked and shown live without trip
+        data, and the failure is logged and counted, never a stalled stream.
+        """
+        models = self._networks.models if self._networks is not None else {}
+        buses = sorted({(a.operator, a.frame.bus) for a in kept if a.operator in models})
+        if not buses:
+            return NOTHING_FOLLOWED
+        saved = await self._retry("redis", lambda: self._live.progress(buses))
+        started = time.monotonic()
+        try:
+            followed = follow(models, kept, dict(zip(buses, saved, strict=True)), int(time.time() * 1000))
+        except Exception:
+            metrics.PROCESSING_ERRORS.inc()
+            log.exception("trip step failed; batch stored without trip data", extra={"buses": len(buses)})
+            return NOTHING_FOLLOWED
+        metrics.PROCESSING_SECONDS.observe(time.monotonic() - started)
+        for calculated in followed.calculated.values():
+            metrics.BUSES_BY_TRIP_STATE.labels(calculated.state).inc()
+        return followed
+
+    async def _store_visits(self, visits: list[StopVisit]) -> None:
+        async with self._pool.acquire() as conn:
+            metrics.STOP_VISITS.inc(await write_visits(conn, visits))
+
+    async def _update_live(self, accepted: list[Accepted], followed: Followed) -> int:
         started = time.monotonic()
         now_ms = int(time.time() * 1000)
-        moved = await self._live.update(live_positions(accepted, now_ms), now_ms)
+        positions = with_trip_blocks(live_positions(accepted, now_ms), followed.calculated)
+        moved = await self._live.update(positions, now_ms, followed.progress)
         metrics.REDIS_WRITE_SECONDS.observe(time.monotonic() - started)
         return moved
 
@@ -328,13 +382,6 @@ class Ingest:
         for rejected in (*outcome.rejected, *stored.refused):
             if rejected.message not in stored.dropped or rejected.reason == "unstorable":
                 metrics.FRAMES_REJECTED.labels(rejected.reason).inc()
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        return
 
 
 async def open_pool(database_url: str) -> asyncpg.Pool:

@@ -15,6 +15,9 @@ The servers, keys and retention every process shares are in
 | ``FLEET_INGEST_FUTURE_TOLERANCE_S`` | ``120`` | frames further in the future are rejected (``future``) |
 | ``FLEET_INGEST_MAX_ACCURACY_M`` | ``500`` | frames less accurate are rejected (``inaccurate``) |
 | ``FLEET_INGEST_MAX_SPEED_MPS`` | ``55`` | jumps implying more are rejected (``teleport``) |
+| ``FLEET_INGEST_TRIPS`` | ``on`` | follow buses on their trips (progress, ETAs); ``off``: positions only |
+| ``FLEET_INGEST_FEED_REFRESH_S`` | ``30`` | how often the active feed versions are checked |
+| ``FLEET_INGEST_ETA_TTL_S`` | ``3600`` | trip ETAs and stop boards expire this long after their last update |
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Mapping
 import msgspec
 
 from fleet_processing.filters import FilterPolicy
+from fleet_store.errors import ConfigError
 from fleet_store.settings import PREFIX, env_number
 
 
@@ -38,6 +42,9 @@ class IngestSettings(msgspec.Struct, frozen=True):
     batch_max: int = 2_000
     flush_ms: float = 5.0
     session_expiry_s: int = 604_800
+    trips: bool = True
+    feed_refresh_s: float = 30.0
+    eta_ttl_s: int = 3_600
     filters: FilterPolicy = msgspec.field(default_factory=FilterPolicy)
 
 
@@ -51,6 +58,9 @@ def load_ingest_settings(environ: Mapping[str, str] | None = None) -> IngestSett
         batch_max=int(env_number(env, "INGEST_BATCH_MAX", 2_000)) or 1,
         flush_ms=env_number(env, "INGEST_FLUSH_MS", 5.0),
         session_expiry_s=int(env_number(env, "INGEST_SESSION_EXPIRY_S", 604_800)),
+        trips=_switch(env, "INGEST_TRIPS", default=True),
+        feed_refresh_s=env_number(env, "INGEST_FEED_REFRESH_S", 30.0),
+        eta_ttl_s=int(env_number(env, "INGEST_ETA_TTL_S", 3_600)),
         filters=FilterPolicy(
             future_tolerance_s=env_number(env, "INGEST_FUTURE_TOLERANCE_S", 120.0),
             horizon_s=env_number(env, "INGEST_HORIZON_DAYS", 30.0) * 86_400,
@@ -58,3 +68,14 @@ def load_ingest_settings(environ: Mapping[str, str] | None = None) -> IngestSett
             max_speed_mps=env_number(env, "INGEST_MAX_SPEED_MPS", 55.0),
         ),
     )
+
+
+def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = env.get(f"{PREFIX}{name}", "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"on", "1", "true", "yes"}:
+        return True
+    if raw in {"off", "0", "false", "no"}:
+        return False
+    raise ConfigError(f"{PREFIX}{name}={raw!r}: expected on or off")

@@ -26,7 +26,7 @@ class ProgressPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """a trip is released this long after its last scheduled arrival, reached or not"""
     min_move_m: float = 150.0
     """a bus is not assigned until its recent fixes span this much: a parked bus stays unassigned"""
-    recent_fixes: int = 12
+    recent_fixes: int = 30
     """fixes kept to infer the trip of a bus without one"""
     recent_s: float = 600.0
     """and no older than this"""

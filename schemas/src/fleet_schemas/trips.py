@@ -36,6 +36,7 @@ class TripEtas(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     operator: str
     trip_id: str
+    route_id: str
     start_date: str
     """service day, YYYYMMDD, as in GTFS-realtime's TripDescriptor"""
     start_time: str
@@ -48,6 +49,22 @@ class TripEtas(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     delay_s: float
     stops: list[StopEta]
     """upcoming stops in trip order, arrival_ms never decreasing"""
+
+
+class StopArrival(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One line of a stop's arrivals board: a trip instance coming to this stop, and when."""
+
+    trip_id: str
+    route_id: str
+    start_date: str
+    start_time: str
+    bus: str
+    stop_sequence: int
+    scheduled_arrival_ms: int
+    arrival_ms: int
+    arrival_early_ms: int
+    arrival_late_ms: int
+    updated_ms: int
 
 
 class Calculated(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -95,3 +112,4 @@ class StopVisit(msgspec.Struct, frozen=True, kw_only=True):
 
 ETAS_ENCODER = msgspec.json.Encoder()
 TRIP_ETAS_DECODER = msgspec.json.Decoder(TripEtas)
+STOP_ARRIVAL_DECODER = msgspec.json.Decoder(StopArrival)

@@ -73,3 +73,33 @@ class BrokerAccountsError(FleetError):
     """The broker's password file or ACL cannot be written, or the broker cannot be told to reload."""
 
     code = "broker_accounts_error"
+
+
+class GtfsError(FleetError):
+    """A GTFS feed cannot be imported, found or dropped; subclasses say why."""
+
+    code = "gtfs_error"
+
+
+class FeedSourceError(GtfsError):
+    """The feed's zip or folder cannot be read at all (missing, not a zip, unreadable)."""
+
+    code = "gtfs_source_unreadable"
+
+
+class FeedUnusableError(GtfsError):
+    """The feed was read but nothing in it can be used (a required file missing, no usable trip)."""
+
+    code = "gtfs_feed_unusable"
+
+
+class FeedNotFoundError(GtfsError):
+    """No feed version has this id (for this operator)."""
+
+    code = "gtfs_feed_not_found"
+
+
+class FeedActiveError(GtfsError):
+    """The active version of an operator's feed is not dropped; import or activate another first."""
+
+    code = "gtfs_feed_active"

@@ -7,7 +7,8 @@ Per operator, all in one Redis Cluster slot (the operator in braces):
 
 * ``fleet:{op}:live``: GEO set of buses (GEOSEARCH-able);
 * ``fleet:{op}:bus:{bus}``: hash with the bus's newest accepted fix (``t``, ``s``,
-  ``state`` as JSON), expiring ``ttl_s`` after its last update;
+  ``state`` as JSON) and, once processing follows it, its trip progress
+  (``progress``, msgpack, opaque here), expiring ``ttl_s`` after its last update;
 * ``fleet:{op}:seen``: sorted set of buses by last update (server time), to
   prune the GEO set of buses whose hash expired;
 * channel ``fleet:{op}:positions``: one JSON array per batch of the positions
@@ -16,14 +17,15 @@ Per operator, all in one Redis Cluster slot (the operator in braces):
 One Lua script per operator per batch does the compare-and-set: a bus moves
 only to a fix newer by (fix time, sequence) than the one it has, so a late or
 redelivered frame never moves it backwards, whatever the order batches from
-several ingest processes arrive in.
+several ingest processes arrive in. The progress is written in the same
+compare-and-set, so it always belongs to the position beside it.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import redis.asyncio as aioredis
 
@@ -36,13 +38,16 @@ _UPDATE = """
 local ttl, now, channel = ARGV[1], ARGV[2], ARGV[3]
 local moved = {}
 for i = 3, #KEYS do
-  local a = 3 + (i - 3) * 6
-  local bus, t, s, lon, lat, state = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
-    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+  local a = 3 + (i - 3) * 7
+  local bus, t, s, lon, lat, state, progress = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
+    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
   local current = redis.call('HMGET', KEYS[i], 't', 's')
   local ct, cs = tonumber(current[1]), tonumber(current[2])
   if ct == nil or t > ct or (t == ct and s > cs) then
     redis.call('HSET', KEYS[i], 't', t, 's', s, 'state', state)
+    if progress ~= '' then
+      redis.call('HSET', KEYS[i], 'progress', progress)
+    end
     redis.call('EXPIRE', KEYS[i], ttl)
     if math.abs(tonumber(lat)) <= MAX_LAT then
       redis.call('GEOADD', KEYS[1], lon, lat, bus)
@@ -96,8 +101,17 @@ class LiveState:
         self._prune = client.register_script(_PRUNE)
         self._operators: set[str] = set()
 
-    async def update(self, positions: Iterable[LivePosition], now_ms: int | None = None) -> int:
-        """Move each bus to its newest position of the batch if newer than Redis's; return how many moved."""
+    async def update(
+        self,
+        positions: Iterable[LivePosition],
+        now_ms: int | None = None,
+        progress: Mapping[tuple[str, str], bytes] | None = None,
+    ) -> int:
+        """Move each bus to its newest position of the batch if newer than Redis's; return how many moved.
+
+        ``progress`` holds, by (operator, bus), the trip progress to keep with the newest position.
+        """
+        progress = progress or {}
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         newest: dict[tuple[str, str], LivePosition] = {}
         for item in positions:
@@ -114,6 +128,7 @@ class LiveState:
                 args: list[str | int | float | bytes] = [self._ttl_s, now_ms, positions_channel(operator)]
                 for p in items:
                     args += [p.bus, p.time_ms, p.seq, repr(p.lon), repr(p.lat), LIVE_ENCODER.encode(p)]
+                    args.append(progress.get((operator, p.bus), b""))
                 await self._update(keys=keys, args=args, client=pipe)
             new_operators = set(by_operator) - self._operators
             if new_operators:
@@ -131,6 +146,15 @@ class LiveState:
                 pipe.hget(bus_key(operator, bus), "state")
             raws = await pipe.execute()
         return [None if raw is None else LIVE_DECODER.decode(raw) for raw in raws]
+
+    async def progress(self, buses: list[tuple[str, str]]) -> list[bytes | None]:
+        """The trip progress each bus's hash holds (None where there is none), in one round trip."""
+        if not buses:
+            return []
+        async with self._client.pipeline(transaction=False) as pipe:
+            for operator, bus in buses:
+                pipe.hget(bus_key(operator, bus), "progress")
+            return list(await pipe.execute())
 
     async def position(self, operator: str, bus: str) -> LivePosition | None:
         raw = await self._client.hget(bus_key(operator, bus), "state")

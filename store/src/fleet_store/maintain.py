@@ -1,8 +1,9 @@
 """Retention and rollups, done by the application so they work on the Apache build of TimescaleDB.
 
 ``fleet db maintain`` (and a periodic task of ``fleet ingest``) recomputes the
-1-minute rollups of the minutes ingest marked pending, then drops chunks past
-their retention. Under the Timescale license it also turns on native
+1-minute rollups of the minutes ingest marked pending and the segment travel
+times of the stop visits not rolled up yet (``fleet_store.history``), then
+drops chunks (and stop visits) past their retention. Under the Timescale license it also turns on native
 compression of positions older than ``compress_after_days``.
 
 Only minutes that ended two minutes ago are rolled up: the current minute
@@ -23,6 +24,7 @@ from datetime import timedelta
 import asyncpg
 import msgspec
 
+from fleet_store.history import RefreshReport, forget_visits, refresh_segment_times
 from fleet_store.migrate import timescale_features
 
 _REFRESH = """
@@ -71,6 +73,9 @@ class MaintenanceReport(msgspec.Struct, frozen=True):
     rollup_rows: int
     chunks_dropped: dict[str, int]
     compression: str
+    history: RefreshReport | None = None
+    """stop visits rolled up into segment and dwell times"""
+    visits_forgotten: int = 0
 
 
 async def refresh_rollups(
@@ -130,11 +135,13 @@ async def _compression(conn: asyncpg.Connection, retention: Retention) -> str:
 
 
 async def maintain(database_url: str, retention: Retention | None = None) -> MaintenanceReport:
-    """Refresh rollups, then apply retention (and compression where licensed)."""
+    """Refresh the rollups (positions, segment and dwell times), then apply retention and compression."""
     retention = retention or Retention()
     conn = await asyncpg.connect(database_url)
     try:
         minutes, rows = await refresh_rollups(conn)
+        history = await refresh_segment_times(conn)
+        forgotten = await forget_visits(conn, retention.positions_days)
         await conn.execute("DELETE FROM ingest_batches WHERE committed_at < now() - INTERVAL '1 day'")
         await conn.execute(
             "DELETE FROM rejection_fingerprints WHERE seen_at < now() - $1::interval", REPEAT_WINDOW
@@ -148,4 +155,4 @@ async def maintain(database_url: str, retention: Retention | None = None) -> Mai
         compression = await _compression(conn, retention)
     finally:
         await conn.close()
-    return MaintenanceReport(minutes, rows, dropped, compression)
+    return MaintenanceReport(minutes, rows, dropped, compression, history, forgotten)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import subprocess
 import uuid
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import tomli_w
@@ -23,7 +22,6 @@ from fleet_schemas import DeviceKey, Frame, frames_subscription, open_envelope, 
 from fleet_schemas.keyfile import write_key_file
 from fleet_store import dynsec
 from fleet_testing.broker import PrivateBroker
-from fleet_testing.mqtt import publish_all
 
 
 def agent_config(
@@ -89,25 +87,35 @@ def add_login(broker: PrivateBroker, username: str, password: str, may_publish: 
     return f"mqtt://{username}:{password}@127.0.0.1:{broker.port}"
 
 
+class MakeReceiver(Protocol):
+    """The ``receivers`` fixture: a receiver for ``operator`` on a broker."""
+
+    def __call__(self, broker_url: str, operator: str, keys: dict[str, DeviceKey]) -> Receiver: ...
+
+
 class Receiver:
     """Collects every batch on the fleet topics of one operator, acking after it kept it.
 
     It uses a persistent session under a fixed client id, so it misses nothing
     across broker restarts or its own reconnects. Batches are verified when
     looked at, with the keys known by then (``keys`` may be filled later).
+    Take one from the ``receivers`` fixture: it deletes the session, and what
+    the operator's agents retained, when the test ends.
     """
 
-    def __init__(self, broker_url: str, operator: str, keys: dict[str, DeviceKey]) -> None:
+    def __init__(self, broker_url: str, operator: str, keys: dict[str, DeviceKey], client_id: str) -> None:
         self.broker_url = broker_url
         self.subscription = frames_subscription().replace("+/+", f"{operator}/+")
         self.keys = keys
-        self.client_id = f"receiver-{uuid.uuid4().hex[:8]}"
+        self.client_id = client_id
         self._raw: list[tuple[str, bytes]] = []
         self._frames: dict[str, list[Frame]] = defaultdict(list)
         self.batches = 0
         self.largest = 0
         """the largest payload received, in bytes"""
         self.errors: list[str] = []
+        self.last_broker_error: str | None = None
+        """why the last connection to the broker failed or ended, if one did"""
 
     @property
     def frames(self) -> dict[str, list[Frame]]:
@@ -127,32 +135,26 @@ class Receiver:
         return {f.seq for f in self.frames[device]}
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Receive until ``stop``; then delete the session and the retained statuses the agents left."""
+        """Receive until ``stop``, connecting again whenever the broker goes away."""
         while not stop.is_set():
-            with contextlib.suppress(MqttError, OSError):
+            try:
                 async with Consumer(self.broker_url, self.client_id, self.subscription) as consumer:
                     while not stop.is_set():
                         messages = await consumer.receive(1_000, 0.2)
                         self._raw.extend((m.topic, m.payload) for m in messages)
                         self.largest = max([self.largest, *(len(m.payload) for m in messages)])
                         consumer.ack([m.packet_id for m in messages])
+            except (MqttError, OSError) as exc:  # tests stop and restart brokers on purpose: kept, not raised
+                self.last_broker_error = f"{type(exc).__name__}: {exc}"
             await asyncio.sleep(0.2)
-        with contextlib.suppress(MqttError, OSError):  # a broker the test stopped keeps nothing anyway
-            async with Consumer(
-                self.broker_url, self.client_id, self.subscription, clean_start=True, session_expiry_s=0
-            ):
-                pass  # a clean start with no expiry: the broker forgets the session when it closes
-            await asyncio.to_thread(self._clear_statuses)
-
-    def _clear_statuses(self) -> None:
-        """An empty retained message deletes each status the agents of this test retained."""
-        topics = {topic.rsplit("/", 1)[0] + "/status" for topic, _ in self._raw}
-        publish_all(self.broker_url, [(topic, b"") for topic in topics], retain=True)
 
     async def wait_for(self, device: str, wanted: set[int], timeout: float) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
         while not wanted <= self.seqs(device):
             if asyncio.get_running_loop().time() > deadline:
                 missing = sorted(wanted - self.seqs(device))
-                raise AssertionError(f"{len(missing)} frames never arrived, first {missing[:10]}")
+                raise AssertionError(
+                    f"{len(missing)} frames never arrived, first {missing[:10]};"
+                    f" last broker error: {self.last_broker_error}"
+                )
             await asyncio.sleep(0.1)

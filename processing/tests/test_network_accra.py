@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fleet_devtools.synthetic_feed import fix_at
+from fleet_processing.gtfs import read_feed
 from fleet_processing.network import Network, build_network
 from fleet_processing.plan import TripInstance
 from fleet_processing.progress import BusFixes, BusProgress, FixPoint, advance_batch
@@ -18,9 +19,6 @@ from fleet_schemas.gtfs import Feed
 
 ACCRA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gtfs" / "accra"
 pytestmark = pytest.mark.skipif(not ACCRA.is_dir(), reason=f"the Accra feed is not at {ACCRA}")
-read_feed = pytest.importorskip(
-    "fleet_processing.gtfs", reason="the GTFS importer is not in this build"
-).read_feed
 DAY = date(2019, 3, 6)
 """a Wednesday inside the feed's only calendar (2019-03-04 to 2020-01-31)"""
 

@@ -17,12 +17,12 @@ from fleet_testing.trips import ORIGIN_MS, drive, every, line, network, rows_of,
 AWKWARD = ["loop", "out-and-back", "figure-eight"]
 CORNER_FACTOR = {
     "loop": 1 / math.sin(math.radians(45)),
-    "out-and-back": 1.5,
+    "out-and-back": 2.0,
     "figure-eight": 1 / math.sin(math.radians(22.5)),
 }
 """near a corner of angle A the nearest point of a fix off by e may be e / sin(A / 2) along from the truth;
-at a hairpin the legs coincide, and a fix past the turn counts for the leg before it until that leg is
-more than 2 accuracies behind the progress (the window's back), so 3 accuracies"""
+at a hairpin the legs coincide: a fix past the turn counts for the leg before it while that leg, down to
+the window's back (2 accuracies behind the progress), is within its accuracy of the nearest: 4 accuracies"""
 FEED, NET = network(
     [line(name) for name in [*AWKWARD, "straight"]] + [line("straight", name="back", reverse=True)]
 )

@@ -94,7 +94,9 @@ def _follow(
     reach = policy.max_speed_mps * np.maximum(times - times[0], 0) / 1000.0
     lo = start_m[:, None] - acc[0] - 2 * acc[None, :]
     hi = start_m[:, None] + reach[None, :] + acc[0] + 2 * acc[None, :]
-    got, off = locate(net, np.repeat(shape, m), np.tile(x, n), np.tile(y, n), lo.ravel(), hi.ravel())
+    got, off = locate(
+        net, np.repeat(shape, m), np.tile(x, n), np.tile(y, n), lo.ravel(), hi.ravel(), np.tile(acc, n)
+    )
     along = np.maximum.accumulate(got.reshape(n, m), axis=1)
     off = off.reshape(n, m)
     return along[:, -1] - along[:, 0], off.mean(axis=1), along[:, -1], off[:, -1]

@@ -19,9 +19,21 @@ from fleet_processing.plan import Floats, Ints
 
 
 def locate(
-    net: Network, shape: Ints, x: Floats, y: Floats, lo_m: Floats, hi_m: Floats
+    net: Network,
+    shape: Ints,
+    x: Floats,
+    y: Floats,
+    lo_m: Floats,
+    hi_m: Floats,
+    tolerance_m: Floats | None = None,
 ) -> tuple[Floats, Floats]:
-    """Metres along and off each point's shape, its nearest point taken within [lo_m, hi_m] along it."""
+    """Metres along and off each point's shape, its nearest point taken within [lo_m, hi_m] along it.
+
+    With ``tolerance_m`` (a fix's accuracy), a stretch further back in the window that is nearly as
+    near (within the tolerance, and more than twice it behind) wins over the nearest: on a road
+    driven there and back the two legs coincide, and the fix cannot tell them apart, so the least
+    progress is taken rather than a jump to the return leg.
+    """
     n = len(shape)
     if n == 0:
         return np.zeros(0), np.zeros(0)
@@ -48,10 +60,23 @@ def locate(
     d2 = ex * ex + ey * ey
 
     best = np.minimum.reduceat(d2, offsets)
-    hit = np.flatnonzero(d2 <= best[owner])
-    first_hit = hit[np.concatenate([[True], owner[hit][1:] != owner[hit][:-1]])]
-    along = cum[first_hit] + t[first_hit] * dcum[first_hit]
-    return along, np.sqrt(d2[first_hit])
+    chosen = _first_per_owner(np.flatnonzero(d2 <= best[owner]), owner)
+    along_all = cum + t * dcum
+    if tolerance_m is not None:
+        tol = tolerance_m[owner]
+        near = np.sqrt(d2) <= np.sqrt(best)[owner] + tol
+        behind = along_all < along_all[chosen][owner] - 2 * tol
+        earlier = np.flatnonzero(near & behind)
+        if len(earlier):
+            first = _first_per_owner(earlier, owner)
+            chosen[owner[first]] = first
+    return along_all[chosen], np.sqrt(d2[chosen])
+
+
+def _first_per_owner(hits: Ints, owner: Ints) -> Ints:
+    """The first of ``hits`` (sorted pair indices) of each owner that has one."""
+    first: Ints = hits[np.concatenate([[True], owner[hits][1:] != owner[hits][:-1]])]
+    return first
 
 
 def near_runs(net: Network, x: float, y: float, radius_m: float) -> dict[int, list[float]]:

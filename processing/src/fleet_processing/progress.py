@@ -448,7 +448,7 @@ def _track(work: _Batch, fixes: _Fixes, b: Ints, f: Ints) -> None:
     a0, t0, shape = work.along[b], work.time_ms[b], work.shape[b]
     dt = np.maximum(t - t0, 0) / 1000.0
     reach = policy.max_speed_mps * dt
-    got, off = locate(net, shape, x, y, a0 - 2 * acc, a0 + reach + 2 * acc)
+    got, off = locate(net, shape, x, y, a0 - 2 * acc, a0 + reach + 2 * acc, acc)
     limit = policy.off_route_m + acc
     on_line = off <= limit
     a1 = np.where(on_line, np.maximum(a0, got), a0)
@@ -527,7 +527,13 @@ def _lost(
     shape, acc, t = work.shape[lb], fixes.acc[lf], fixes.time[lf]
     lim, far = limit[mask], reach[mask]
     ahead, off = locate(
-        net, shape, fixes.x[lf], fixes.y[lf], work.along[lb], net.seg_cum[net.vertex_start[shape + 1] - 1]
+        net,
+        shape,
+        fixes.x[lf],
+        fixes.y[lf],
+        work.along[lb],
+        net.seg_cum[net.vertex_start[shape + 1] - 1],
+        acc,
     )
     placed = off <= lim
     previous = work.lost_along[lb]

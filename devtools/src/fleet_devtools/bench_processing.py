@@ -81,6 +81,7 @@ class Scenario(msgspec.Struct, frozen=True):
     """against the truth, for the buses assigned their own trip"""
     wrong_trip: int
     passed: bool
+    """the trip step (with the ETAs) reached the target"""
 
 
 class ProcessingBench(msgspec.Struct, frozen=True):
@@ -222,7 +223,7 @@ def _scenario(
         along_error_m_p95=round(float(np.percentile(along_err, 95)), 1) if along_err else float("nan"),
         delay_error_s_p95=round(float(np.percentile(delay_err, 95)), 1) if delay_err else float("nan"),
         wrong_trip=wrong,
-        passed=fps >= TARGET_FPS,
+        passed=buses * per_bus * batches / max(step_spent, 1e-6) >= TARGET_FPS,  # the issue's: with ETA
     )
 
 
@@ -282,7 +283,7 @@ def summary_text(result: ProcessingBench) -> str:
         "fixes/s: progress alone (advance_batch); + ETA: ingest's trip step (follow), ETAs of every stop",
         "",
         f"{'batch':<22}{'fixes/s':>12}{'wall':>10}{'median':>10}{'+ ETA':>10}{'assigned':>10}{'cand.':>7}"
-        f"{'unas.':>7}{'along p95':>11}{'delay p95':>11}{'wrong':>7}  target 200,000",
+        f"{'unas.':>7}{'along p95':>11}{'delay p95':>11}{'wrong':>7}  + ETA vs 200,000",
     ]
     for s in result.scenarios:
         lines.append(

@@ -21,6 +21,7 @@ line ahead) make the progress jump there.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import operator
 from collections.abc import Sequence
@@ -111,6 +112,8 @@ _SAVED_FIELDS = (
     "streak",
 )
 _SAVED = operator.attrgetter(*_SAVED_FIELDS)
+_TIME = operator.itemgetter(0)
+"""a recent fix's time"""
 _FIX = operator.attrgetter("time_ms", "lat", "lon", "accuracy_m")
 """a fix's numbers; numpy reads a missing accuracy (None) as NaN"""
 """the numeric fields of a saved progress, in their order in ``BusProgress``"""
@@ -397,7 +400,7 @@ def _infer_step(work: _Batch, fixes: _Fixes, b: int, f: int) -> bool:
     if state == ASSIGNED:
         return False  # the frame names a trip that is not running: keep the one the bus is on
     recent = [*work.recent[b], (t, point.lon, point.lat, acc)][-policy.recent_fixes :]
-    recent = [p for p in recent if p[0] >= t - policy.recent_s * 1000]
+    recent = recent[bisect.bisect_left(recent, t - policy.recent_s * 1000, key=_TIME) :]  # in time order
     work.recent[b] = recent
     work.time_ms[b] = t
     if not _moving(recent, policy):

@@ -21,8 +21,7 @@ def _small(database_url: str, seed: int) -> EtaBenchResult:
             seed=seed,
             history_days=2,
             test_days=1,
-            every_s=300,
-            headway_min=240,
+            every_s=60,
             big_batch=200,
         )
     )

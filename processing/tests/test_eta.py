@@ -256,3 +256,13 @@ def test_an_hour_seen_too_rarely_falls_back_to_that_hour_on_other_days() -> None
     request = EtaRequest(inst, 0.0, start, None, 0.0, next_stop=1)
     (etas,) = predict_batch([request], SegmentHistory("op", rows), start)
     assert etas[0].arrival_ms - start == pytest.approx(2_000_000, abs=1000)
+
+
+def test_a_bus_dwelling_at_a_long_stop_is_given_half_of_its_usual_dwell_still_to_wait() -> None:
+    inst = instance_of(plan_of([20_000.0, 20_000.0], [1200, 1200], [0, 0, 0]))
+    at_s1 = int(inst.arrival_ms()[1])
+    meal = [Dwell("op", "S1", h, 10, 1800.0, 60.0**2) for h in range(168)]
+    request = EtaRequest(inst, 20_000.0, at_s1, 0.0, 0.0, next_stop=2, dwelling=True)
+    (etas,) = predict_batch([request], SegmentHistory("op", dwells=meal), at_s1)
+    assert [e.stop_id for e in etas] == ["S2"]
+    assert etas[0].arrival_ms == at_s1 + 900_000 + 1_200_000

@@ -16,8 +16,7 @@ from hypothesis import given, strategies
 from fleet_processing.gtfs import FeedReading, read_feed
 from fleet_processing.gtfs.csvfiles import FILES
 from fleet_processing.gtfs.notices import SEVERITIES
-from fleet_processing.gtfs.times import format_time
-from fleet_schemas.gtfs import Notice
+from fleet_schemas.gtfs import Notice, format_time
 
 ACCRA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gtfs" / "accra"
 

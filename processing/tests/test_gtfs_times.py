@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleet_processing.gtfs.times import MAX_HOURS, format_time, parse_time
+from fleet_schemas.gtfs import MAX_HOURS, format_time, parse_time
 
 
 @given(st.integers(min_value=0, max_value=MAX_HOURS * 3600 + 3599))

@@ -63,7 +63,7 @@ def test_services_follow_the_week_the_range_and_the_exceptions() -> None:
         start_date=date(2026, 1, 1),
         end_date=date(2026, 6, 30),
     )
-    calendar = ServiceCalendar.of(
+    calendar = ServiceCalendar(
         [weekdays],
         [
             CalendarDate(service_id="wk", date=date(2026, 5, 1), exception_type=2),  # Labour Day, a Friday

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -25,10 +24,10 @@ import msgspec
 
 from fleet_agent.route import GtfsTables, Route, RouteError, TripNotFoundError, load_gtfs_shape
 from fleet_agent.simulator import Timetable
+from fleet_schemas import gtfs
 
 logger = logging.getLogger("fleet_agent.schedule")
 
-_TIME = re.compile(r"(\d{1,3}):([0-5]\d):([0-5]\d)")
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 SEARCH_DAYS = 8
 """How far a service day is looked for around now: yesterday's late trips to a week ahead."""
@@ -76,11 +75,10 @@ class TripSchedule(msgspec.Struct, frozen=True, kw_only=True):
 
 def parse_time(value: str) -> int:
     """GTFS HH:MM:SS (hours may pass 24) as seconds from the service day's origin."""
-    match = _TIME.fullmatch(value)
-    if match is None:
-        raise ScheduleError(f"{value!r} is not a GTFS time (HH:MM:SS, hours may pass 24)")
-    hours, minutes, seconds = (int(part) for part in match.groups())
-    return hours * 3600 + minutes * 60 + seconds
+    try:
+        return gtfs.parse_time(value)
+    except ValueError as exc:
+        raise ScheduleError(str(exc)) from exc
 
 
 def _zone(timezone: str) -> ZoneInfo:
@@ -92,8 +90,7 @@ def _zone(timezone: str) -> ZoneInfo:
 
 def service_origin_ms(day: date, timezone: str) -> int:
     """Noon minus 12 h of ``day`` in ``timezone``: what every GTFS time of that service day counts from."""
-    noon = datetime.combine(day, time(12), tzinfo=_zone(timezone))
-    return round((noon.astimezone(UTC) - timedelta(hours=12)).timestamp() * 1000)
+    return gtfs.service_origin_ms(day, _zone(timezone))
 
 
 def _one(tables: GtfsTables, table: str, key: str, value: str) -> dict[str, str]:

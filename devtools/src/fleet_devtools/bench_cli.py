@@ -7,6 +7,7 @@ target (``--json`` for the same as JSON) and exits 1 if a target is missed.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 import msgspec
@@ -179,6 +180,12 @@ def processing(batches: int, as_json: bool) -> None:
 
 
 @bench.command(name="eta")
+@click.option(
+    "--feed",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="a GTFS zip or folder (default: the Algerian demo feed)",
+)
 @click.option("--seed", type=int, default=1, show_default=True, help="replays the same simulation")
 @click.option(
     "--history-days",
@@ -194,42 +201,35 @@ def processing(batches: int, as_json: bool) -> None:
     "--every",
     "every_s",
     type=click.IntRange(min=5),
-    default=60,
+    default=30,
     show_default=True,
     help="seconds between fixes",
-)
-@click.option(
-    "--headway",
-    "headway_min",
-    type=click.IntRange(min=10),
-    default=60,
-    show_default=True,
-    help="minutes between departures of each line and direction",
 )
 @_json_option
 @click.pass_obj
 def eta(
     settings: Settings,
+    feed: Path | None,
     seed: int,
     history_days: int,
     test_days: int,
     every_s: int,
-    headway_min: int,
     as_json: bool,
 ) -> None:
     """ETA accuracy: simulated intercity buses with known truth, against two baselines.
 
-    Drives days of history into the database (stop visits, rolled up into
-    segment times), then replays test days through the ETA model and scores
-    every prediction by horizon: MAE, share early and share inside the
-    Transit app's windows, for the ETA, the schedule with the delay
-    propagated (OneBusAway) and distance over speed. Targets: beat both
+    Imports the feed (its own operator, bench-eta-SEED), drives days of
+    history through trip progress into the database (stop visits, rolled up
+    into segment times), then replays test days through progress and the ETA
+    model and scores every prediction by horizon: MAE, share early and share
+    inside the Transit app's windows, for the ETA, the schedule with the
+    delay propagated (OneBusAway) and distance over speed. Targets: beat both
     baselines at every horizon, by 30 % at 30-180 min; 85 % inside the
-    windows up to 15 min. Uses its own operator (bench-eta-SEED).
+    windows up to 15 min.
 
     \b
     Example:
-      fleet bench eta                         # about 2 minutes
+      fleet bench eta                         # about a minute
       fleet bench eta --seed 7 --history-days 7 --test-days 1 --json
     """
     import asyncio
@@ -241,11 +241,11 @@ def eta(
         run_eta_bench(
             urls.database_url,
             _progress,
+            feed=feed,
             seed=seed,
             history_days=history_days,
             test_days=test_days,
             every_s=every_s,
-            headway_min=headway_min,
         )
     )
     _finish(result, summary_text(result), passed=result.passed, as_json=as_json)

@@ -1,14 +1,17 @@
-"""``fleet bench eta``: ETA accuracy against simulated truth, through the real history and ETA code.
+"""``fleet bench eta``: ETA accuracy against simulated truth, through the real import, progress and ETA code.
 
-Days of history first: simulated buses (``fleet_devtools.eta_world``) drive
-every trip; their stop visits go into the real database with
-``fleet_store.history.write_visits`` and are rolled up with
-``refresh_segment_times``. Then test days are replayed minute by minute:
-every bus on a trip gives one request per fix (distance along the shape with
-GPS noise, smoothed speed over two minutes, delay against the schedule, next
-stop); all buses of one minute are one ``predict_batch`` call, with the
-history loaded by ``load_segment_history`` and refreshed every few simulated
-minutes from the visits completed so far, as ingest would.
+The demo feed (or any GTFS feed) is imported with the real importer
+(``fleet_cli.gtfs_import``: read, check, store, activate), read back with
+``load_feed`` and built into a ``Network``. Simulated buses (``fleet_devtools.eta_world``) drive its trips,
+reporting a fix every ``every_s`` seconds with GPS noise and the driver's
+trip_id; ``advance_batch`` turns the fixes of each moment into progress,
+delay, smoothed speed and stop visits, exactly as ingest does. Days of
+history first: their visits go into the real database (``write_visits``) and
+are rolled up with ``refresh_segment_times``. Then test days: every bus's
+progress becomes an ``EtaRequest`` and all buses of one moment are one
+``predict_batch`` call, with the history loaded by ``load_segment_history``
+and refreshed every ``refresh_min`` simulated minutes from the visits stored
+so far, as ingest would.
 
 Every prediction of a stop not reached yet, up to 180 minutes ahead, is
 scored against when the bus really got there, beside two baselines on the
@@ -23,24 +26,33 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
+from pathlib import Path
 
 import asyncpg
 import msgspec
 import numpy as np
 
+from fleet_cli.gtfs_import import read_source, store_version
 from fleet_devtools.bench_agent import Machine, Target, machine, target_lines
-from fleet_devtools.eta_world import GPS_NOISE_M, Truth, World, synthetic_plans
+from fleet_devtools.demo_feed import feed_dir
+from fleet_devtools.eta_world import GPS_NOISE_M, Truth, World
+from fleet_devtools.synthetic_feed import fix_at
 from fleet_processing.eta import EtaRequest, SegmentHistory, predict_batch
+from fleet_processing.network import Network, build_network
+from fleet_processing.progress import BusFixes, BusProgress, FixPoint, advance_batch
+from fleet_processing.service_day import day_instances
+from fleet_schemas.gtfs import Shape
 from fleet_schemas.trips import StopEta, StopVisit
+from fleet_store.errors import FeedSourceError
+from fleet_store.gtfs import load_feed
 from fleet_store.history import load_segment_history, refresh_segment_times, write_visits
 
 Report = Callable[[str], None]
 FIRST_DAY = date(2026, 10, 5)
 """a Monday; fixed so a seed replays the same week days"""
-FEED_ID = 1
-SPEED_WINDOW_S = 120
-"""the smoothed speed: distance covered over this much time"""
+BEFORE_DEPARTURE_S = 300
+"""a bus reports from its first stop this long before it leaves, and from its last this long after"""
 SPEED_FLOOR_MPS = 5.0
 """the speed baseline's speed when the bus is (nearly) stopped"""
 BUCKETS_MIN = ((0, 3), (3, 6), (6, 10), (10, 15), (15, 30), (30, 60), (60, 180))
@@ -71,6 +83,7 @@ class Bucket(msgspec.Struct, frozen=True):
 
 
 class EtaBenchResult(msgspec.Struct):
+    feed: str
     seed: int
     history_days: int
     test_days: int
@@ -78,6 +91,9 @@ class EtaBenchResult(msgspec.Struct):
     visits_stored: int
     segment_rows: int
     requests: int
+    """one per bus on its trip per fix of the test days"""
+    off_trip: int
+    """fixes of a bus on its trip that progress had not (yet) on that trip instance: no request"""
     predictions: int
     invariant_violations: int
     predict_us_per_request: float
@@ -102,31 +118,6 @@ class _Scored:
     schedule: list[float]
     speed: list[float]
     banded: list[bool]
-
-
-def _observe(truth: Truth, now_ms: int, rng: np.random.Generator) -> EtaRequest:
-    """What progress would report for this bus at ``now_ms``: noisy distance, smoothed speed, delay."""
-    inst = truth.instance
-    plan = inst.plan
-    true_m = truth.distance_at(now_ms)
-    before_m = truth.distance_at(now_ms - SPEED_WINDOW_S * 1000)
-    noise = rng.normal(0.0, GPS_NOISE_M, 2)
-    distance = float(np.clip(true_m + noise[0], 0.0, plan.shape.length_m))
-    speed = max((true_m + noise[0] - before_m - noise[1]) / SPEED_WINDOW_S, 0.0)
-    nxt = int(np.searchsorted(truth.arrived_ms, now_ms, side="right"))
-    dwelling = 0 < nxt < len(plan.stop_ids) and now_ms < truth.departed_ms[nxt - 1]
-    sched_arr, sched_dep = inst.arrival_ms(), inst.departure_ms()
-    if dwelling or nxt == 0:
-        at_stop = max(nxt - 1, 0)
-        delay_s = max(now_ms - sched_dep[at_stop], now_ms - sched_arr[at_stop], 0) / 1000
-        distance = float(plan.stop_dist_m[at_stop])
-    else:
-        d0, d1 = plan.stop_dist_m[nxt - 1], plan.stop_dist_m[nxt]
-        share = float(np.clip((distance - d0) / max(d1 - d0, 1.0), 0.0, 1.0))
-        expected = sched_dep[nxt - 1] + share * (sched_arr[nxt] - sched_dep[nxt - 1])
-        delay_s = (now_ms - expected) / 1000
-        distance = float(np.clip(distance, d0, d1))
-    return EtaRequest(inst, distance, now_ms, speed, delay_s, next_stop=nxt, dwelling=bool(dwelling))
 
 
 def schedule_baseline(request: EtaRequest, now_ms: int) -> list[int]:
@@ -249,79 +240,127 @@ def _time_predict(
     return best * 1e6 / len(batch), best * 1e6 / max(stops, 1)
 
 
+async def _import_feed(
+    conn: asyncpg.Connection, operator: str, path: Path
+) -> tuple[Network, dict[str, Shape]]:
+    """The feed at ``path`` through ``fleet gtfs import``'s two steps, read back; its network and shapes."""
+    feed, report = read_source(path, FIRST_DAY)
+    if feed is None:
+        raise FeedSourceError(f"{path}: the importer found no usable feed")
+    feed_id, _ = await store_version(conn, operator, feed, report)
+    stored = await load_feed(conn, feed_id)
+    return build_network(stored, operator=operator, feed_id=feed_id), {s.shape_id: s for s in stored.shapes}
+
+
+@dataclass(slots=True)
+class _Buses:
+    """One service day's buses: their truth, the progress ingest would keep for each, their visits."""
+
+    network: Network
+    shapes: dict[str, Shape]
+    truths: list[Truth]
+    saved: dict[str, BusProgress]
+    rng: np.random.Generator
+    visits: list[StopVisit]
+
+    @property
+    def span_ms(self) -> tuple[int, int]:
+        margin = BEFORE_DEPARTURE_S * 1000
+        return (
+            min(int(t.departed_ms[0]) for t in self.truths) - margin,
+            max(int(t.arrived_ms[-1]) for t in self.truths) + margin,
+        )
+
+    def advance(self, now_ms: int) -> tuple[list[Truth], list[EtaRequest | None]]:
+        """Every bus around its trip reports a fix; progress takes them all as one batch."""
+        margin = BEFORE_DEPARTURE_S * 1000
+        active = [t for t in self.truths if t.departed_ms[0] - margin <= now_ms <= t.arrived_ms[-1] + margin]
+        items = []
+        for t in active:
+            lat, lon = fix_at(
+                self.shapes[t.instance.plan.shape.shape_id], t.distance_at(now_ms), GPS_NOISE_M, self.rng
+            )
+            fix = FixPoint(now_ms, lat, lon, accuracy_m=GPS_NOISE_M, trip_id=t.instance.plan.trip_id)
+            items.append(BusFixes(t.bus, self.saved.get(t.bus), [fix]))
+        results = advance_batch(self.network, items, now_ms)
+        for r in results:
+            self.saved[r.bus] = r.progress
+            self.visits += r.visits
+        return active, [EtaRequest.from_progress(r, now_ms) for r in results]
+
+    def take_visits(self) -> list[StopVisit]:
+        taken, self.visits = self.visits, []
+        return taken
+
+
 async def run_eta_bench(
     database_url: str,
     report: Report,
     *,
+    feed: Path | None = None,
     seed: int = 1,
     history_days: int = 14,
     test_days: int = 3,
-    every_s: int = 60,
+    every_s: int = 30,
     refresh_min: int = 10,
-    headway_min: int = 60,
     big_batch: int = 5_000,
 ) -> EtaBenchResult:
     operator = f"bench-eta-{seed}"
-    plans = synthetic_plans(seed, headway_min)
-    world = World(plans, FIRST_DAY, history_days + test_days, seed)
+    feed = feed or feed_dir()
     noise = np.random.default_rng([seed, 3])
-    report(
-        f"eta bench: {len(plans)} trips a day on {len({p.route_id for p in plans})} lines,"
-        f" {history_days} days of history then {test_days} test days (seed {seed})"
-    )
     conn = await asyncpg.connect(database_url)
     try:
         await _clear(conn, operator)
-        stored = 0
-        for d, day in enumerate(world.days[:history_days]):
-            visits: list[StopVisit] = []
-            for inst in world.instances(day):
-                visits += world.drive(inst, f"bus-{inst.plan.trip_id}").visits(operator, FEED_ID)
+        network, shapes = await _import_feed(conn, operator, feed)
+        days = [FIRST_DAY + timedelta(days=d) for d in range(history_days + test_days)]
+        world = World(network.plans, days, seed)
+        report(
+            f"eta bench: feed {feed.name} imported ({len(network.plans)} trips, operator {operator}),"
+            f" {history_days} days of history, {test_days} test days, a fix every {every_s} s (seed {seed})"
+        )
+        saved: dict[str, BusProgress] = {}
+        stored = trips = 0
+        for d, day in enumerate(days[:history_days]):
+            buses = _buses(network, shapes, world, day, saved, noise)
+            trips += len(buses.truths)
+            start, end = buses.span_ms
+            for now_ms in range(start, end, every_s * 1000):
+                buses.advance(now_ms)
+            visits = buses.take_visits()
             stored += await write_visits(conn, visits)
             report(f"history day {d + 1}/{history_days} ({day:%a %d %b}): {len(visits)} stop visits stored")
         history = await _fresh_history(conn, operator)
         report(f"history rolled up: {history.segments} segments")
         scored = _Scored([], [], [], [], [])
-        requests_count = violations = 0
+        requests_count = violations = off_trip = 0
         busiest: tuple[list[EtaRequest], int] = ([], 0)
-        trips = len(plans) * history_days
-        for d, day in enumerate(world.days[history_days:]):
-            truths = [world.drive(inst, f"bus-{inst.plan.trip_id}") for inst in world.instances(day)]
-            trips += len(truths)
-            pending = sorted(
-                (v for truth in truths for v in truth.visits(operator, FEED_ID)), key=lambda v: v.departed_ms
-            )
-            start = min(int(t.departed_ms[0]) for t in truths)
-            end = max(int(t.arrived_ms[-1]) for t in truths)
+        for d, day in enumerate(days[history_days:]):
+            buses = _buses(network, shapes, world, day, saved, noise)
+            trips += len(buses.truths)
+            start, end = buses.span_ms
             next_refresh = start
             for now_ms in range(start, end, every_s * 1000):
                 if now_ms >= next_refresh:
-                    done = [v for v in pending if v.departed_ms <= now_ms]
-                    pending = pending[len(done) :]
-                    stored += await write_visits(conn, done)
+                    stored += await write_visits(conn, buses.take_visits())
                     history = await _fresh_history(conn, operator)
                     next_refresh = now_ms + refresh_min * 60_000
-                active = [t for t in truths if t.departed_ms[0] <= now_ms < t.arrived_ms[-1]]
-                batch = [_observe(t, now_ms, noise) for t in active]
+                active, maybe = buses.advance(now_ms)
+                on_trip = [
+                    (t, r)
+                    for t, r in zip(active, maybe, strict=True)
+                    if t.departed_ms[0] <= now_ms < t.arrived_ms[-1]
+                ]
+                pairs = [(t, r) for t, r in on_trip if r is not None and r.instance.key == t.instance.key]
+                off_trip += len(on_trip) - len(pairs)
+                batch = [r for _, r in pairs]
                 predicted_at = now_ms + 500
                 results = predict_batch(batch, history, predicted_at)
                 if len(batch) > len(busiest[0]):
                     busiest = (batch, predicted_at)
                 requests_count += len(batch)
-                for truth, request, etas in zip(active, batch, results, strict=True):
+                for (truth, request), etas in zip(pairs, results, strict=True):
                     violations += _violations(request, etas, predicted_at)
-                    schedule = schedule_baseline(request, predicted_at)
-                    speed = speed_baseline(request, predicted_at)
-                    for j, eta in enumerate(etas):
-                        actual = int(truth.arrived_ms[request.next_stop + j])
-                        horizon = actual - now_ms
-                        if horizon > 180 * 60_000:
-                            break
-                        scored.horizon_s.append(horizon / 1000)
-                        scored.eta.append((eta.arrival_ms - actual) / 1000)
-                        scored.schedule.append((schedule[j] - actual) / 1000)
-                        scored.speed.append((speed[j] - actual) / 1000)
-                        scored.banded.append(eta.arrival_early_ms <= actual <= eta.arrival_late_ms)
+                    _score(scored, truth, request, etas, now_ms, predicted_at)
                 if (now_ms - start) % 3_600_000 < every_s * 1000:
                     report(
                         f"test day {d + 1}/{test_days} ({day:%a %d %b}) {(now_ms - start) // 3_600_000 + 1}h:"
@@ -335,6 +374,7 @@ async def run_eta_bench(
         await conn.close()
     per_request, per_stop = _time_predict(busiest[0], history, busiest[1], big_batch)
     result = EtaBenchResult(
+        feed=feed.name,
         seed=seed,
         history_days=history_days,
         test_days=test_days,
@@ -342,6 +382,7 @@ async def run_eta_bench(
         visits_stored=stored,
         segment_rows=segment_rows,
         requests=requests_count,
+        off_trip=off_trip,
         predictions=len(scored.eta),
         invariant_violations=violations,
         predict_us_per_request=round(per_request, 2),
@@ -354,10 +395,43 @@ async def run_eta_bench(
     return result
 
 
+def _buses(
+    network: Network,
+    shapes: dict[str, Shape],
+    world: World,
+    day: date,
+    saved: dict[str, BusProgress],
+    rng: np.random.Generator,
+) -> _Buses:
+    truths = [world.drive(inst, f"bus-{inst.plan.trip_id}") for inst in day_instances(network, day).instances]
+    return _Buses(network, shapes, truths, saved, rng, [])
+
+
+def _score(
+    scored: _Scored, truth: Truth, request: EtaRequest, etas: list[StopEta], now_ms: int, predicted_at: int
+) -> None:
+    """Each prediction up to 180 min ahead, with both baselines on the same request."""
+    schedule = schedule_baseline(request, predicted_at)
+    speed = speed_baseline(request, predicted_at)
+    for j, eta in enumerate(etas):
+        actual = int(truth.arrived_ms[request.next_stop + j])
+        horizon = actual - now_ms
+        if horizon > 180 * 60_000:
+            return
+        if horizon < 0:
+            continue  # progress has not seen it yet, but the bus is there already: not a prediction
+        scored.horizon_s.append(horizon / 1000)
+        scored.eta.append((eta.arrival_ms - actual) / 1000)
+        scored.schedule.append((schedule[j] - actual) / 1000)
+        scored.speed.append((speed[j] - actual) / 1000)
+        scored.banded.append(eta.arrival_early_ms <= actual <= eta.arrival_late_ms)
+
+
 def summary_text(result: EtaBenchResult) -> str:
     lines = [
-        f"{result.trips:,} trips simulated, {result.visits_stored:,} stop visits stored,"
-        f" {result.segment_rows} segment-hour rows; {result.requests:,} requests, {result.predictions:,}"
+        f"feed {result.feed}: {result.trips:,} trips simulated, {result.visits_stored:,} stop visits stored,"
+        f" {result.segment_rows} segment-hour rows; {result.requests:,} requests ({result.off_trip:,} fixes"
+        f" not yet on their trip), {result.predictions:,}"
         f" predictions scored; predict_batch {result.predict_us_per_request} µs/request,"
         f" {result.predict_us_per_stop} µs/stop (batch of {result.big_batch:,})",
         "",

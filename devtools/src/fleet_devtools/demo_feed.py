@@ -28,6 +28,7 @@ from pathlib import Path
 import msgspec
 
 from fleet_schemas.geo import EARTH_RADIUS_M, haversine_m
+from fleet_schemas.gtfs import format_time
 
 OPERATOR = "demo-dz"
 """The operator the demo feed is imported for and the demo's buses belong to."""
@@ -173,10 +174,6 @@ def build_shape(source: Source, path: Sequence[str | tuple[float, float]]) -> Sh
     return Shape(points, dist, {station: dist[index_of[i]] for station, i in marks})
 
 
-def _hms(seconds: int) -> str:
-    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 def _seconds(clock: str) -> int:
     hours, minutes = clock.split(":")
     return int(hours) * 3600 + int(minutes) * 60
@@ -314,7 +311,7 @@ def _stop_times(
         departure = arrival + call.dwell * 60
         clock = departure
         hidden = blank and 1 < sequence <= last
-        times = ("", "") if hidden else (_hms(arrival), _hms(departure))
+        times = ("", "") if hidden else (format_time(arrival), format_time(departure))
         yield (trip_id, *times, call.station, sequence, 0 if hidden else 1, _m(shape.stations[call.station]))
 
 

@@ -87,7 +87,7 @@ def follow(
             key = (operator, result.bus)
             progress[key] = PROGRESS_ENCODER.encode(result.progress)
             visits += result.visits
-            request = _eta_request(result, item.fixes[-1].time_ms)
+            request = EtaRequest.from_progress(result, item.fixes[-1].time_ms)
             if request is None:
                 calculated[key] = result.calculated
             else:
@@ -121,23 +121,6 @@ def _fixes(frames: list[Accepted]) -> list[FixPoint]:
         FixPoint(f.time_ms, f.lat, f.lon, f.speed_mps, f.heading_deg, f.accuracy_m, f.trip_id)
         for f in (a.frame for a in ordered)
     ]
-
-
-def _eta_request(result: Progressed, time_ms: int) -> EtaRequest | None:
-    if result.instance is None or result.along_m is None or result.next_stop is None:
-        return None
-    dwelling = result.progress.stop_arrived_ms > 0
-    # Arrived at its next stop and not gone yet: for the ETA that stop is served, the bus waits there.
-    next_stop = result.next_stop + 1 if dwelling else result.next_stop
-    return EtaRequest(
-        instance=result.instance,
-        distance_m=result.along_m,
-        time_ms=time_ms,
-        speed_mps=result.speed_mps,
-        delay_s=result.delay_s or 0.0,
-        next_stop=next_stop,
-        dwelling=dwelling,
-    )
 
 
 def _with_eta(calculated: Calculated, stops: list[StopEta]) -> Calculated:

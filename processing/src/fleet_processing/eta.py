@@ -48,13 +48,16 @@ import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from fleet_processing.plan import Floats, Ints, TripInstance, TripPlan
 from fleet_schemas.trips import StopEta
+
+if TYPE_CHECKING:
+    from fleet_processing.progress import Progressed
 
 HOURS_OF_WEEK = 168
 _HOUR_OF_DAY = HOURS_OF_WEEK
@@ -67,16 +70,16 @@ KALMAN_AGE_S = 1800.0
 """age at which the previous vehicle's time weighs as much as the historical mean"""
 LAST_RATIO_RANGE = (0.25, 4.0)
 """bounds of the previous vehicle's time over the usual one (a bus parked mid-segment is not traffic)"""
-SPEED_WEIGHT = 0.9
+SPEED_WEIGHT = 1.0
 """weight of the bus's own speed on the road just ahead of it"""
-SPEED_DECAY_M = 10_000.0
+SPEED_DECAY_M = 30_000.0
 """distance ahead (to the middle of what is left of a segment) over which that weight falls by e"""
 MIN_SPEED_MPS = 2.0
 """below this the smoothed speed says nothing about traffic (stopped, crawling at a station)"""
 DEFAULT_DWELL_S = 20.0
 SCHEDULE_CV = 0.15
 """relative standard deviation assumed for a scheduled time with no history"""
-HORIZON_CV = 0.06
+HORIZON_CV = 0.03
 """relative standard deviation shared by all segments of one trip (one day's traffic)"""
 Z90 = 1.2815515655446004
 """standard normal quantile of 0.9"""
@@ -146,6 +149,26 @@ class EtaRequest:
     dwelling: bool = False
     """stopped at stop ``next_stop - 1`` and not gone yet"""
 
+    @classmethod
+    def from_progress(cls, result: Progressed, time_ms: int) -> EtaRequest | None:
+        """The request for a bus where ``advance_batch`` left it (None when it is on no trip).
+
+        Progress counts a stop the bus has reached but not left as its next stop
+        (``stop_arrived_ms`` set); for the ETA that stop is served and the bus dwells there.
+        """
+        if result.instance is None or result.along_m is None or result.next_stop is None:
+            return None
+        dwelling = result.progress.stop_arrived_ms > 0
+        return cls(
+            instance=result.instance,
+            distance_m=result.along_m,
+            time_ms=time_ms,
+            speed_mps=result.speed_mps,
+            delay_s=result.delay_s or 0.0,
+            next_stop=result.next_stop + 1 if dwelling else result.next_stop,
+            dwelling=dwelling,
+        )
+
 
 def _pool(n: Floats, mean: Floats, var: Floats, axis: int) -> tuple[Floats, Floats, Floats]:
     """Hours pooled along ``axis`` (Chan's parallel combination of count, mean and M2)."""
@@ -195,7 +218,9 @@ class SegmentHistory:
 
     Keyed by stop ids, so it survives a feed re-import. Built once from the
     store's rollup rows (``fleet_store.history.load_segment_history``) and
-    read-only afterwards.
+    read-only afterwards; it lays out the stops of each plan it is asked
+    about once (a cache), so build a new one at each refresh rather than
+    keeping one across feed versions.
     """
 
     def __init__(self, operator: str, segments: Iterable[SegmentRow] = (), dwells: Iterable[DwellRow] = ()):

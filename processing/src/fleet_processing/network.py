@@ -223,7 +223,7 @@ def build_network(feed: Feed, *, operator: str, feed_id: int) -> Network:
         plan_index={p.trip_id: i for i, p in enumerate(plans)},
         plan_shape=np.array([shape_index[p.shape.shape_id] for p in plans], dtype=np.int64),
         plan_tz=tzs,
-        calendar=ServiceCalendar.of(feed.calendars, feed.calendar_dates),
+        calendar=ServiceCalendar(feed.calendars, feed.calendar_dates),
         frequencies=dict(frequencies),
         max_time_s=_max_time_s(plans, frequencies),
         vertex_start=vertex_start,

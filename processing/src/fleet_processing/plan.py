@@ -16,6 +16,8 @@ from datetime import date
 import numpy as np
 import numpy.typing as npt
 
+from fleet_schemas.gtfs import format_time
+
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 
@@ -75,8 +77,7 @@ minus the template's first departure"""
     @property
     def start_time(self) -> str:
         """HH:MM:SS of the first departure, past 24:00:00 for a late service day."""
-        seconds = int(self.plan.departure_s[0]) + self.offset_s
-        return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        return format_time(int(self.plan.departure_s[0]) + self.offset_s)
 
     @property
     def key(self) -> str:

@@ -16,6 +16,8 @@ template's times shifted by ``offset_s``. No Python GTFS reader expands them
 from __future__ import annotations
 
 import functools
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
@@ -25,12 +27,11 @@ import numpy as np
 
 from fleet_processing.errors import UnknownTimezoneError
 from fleet_processing.plan import Ints, TripInstance, TripPlan
-from fleet_schemas.gtfs import Calendar, CalendarDate, Frequency
+from fleet_schemas.gtfs import Calendar, CalendarDate, Frequency, service_origin_ms
 
 if TYPE_CHECKING:
     from fleet_processing.network import Network
 
-HALF_DAY_MS = 12 * 3_600_000
 DAY_S = 86_400
 DEFAULT_SLACK_S = 1_800
 """an instance runs from this long before its first departure to this long after its last arrival"""
@@ -50,8 +51,7 @@ def zone(tz: str) -> ZoneInfo:
 @functools.lru_cache(maxsize=4096)
 def origin_ms(service_date: date, tz: str) -> int:
     """Epoch ms of ``service_date``'s origin: noon local time minus 12 h of real time (exact on DST days)."""
-    noon = datetime(service_date.year, service_date.month, service_date.day, 12, tzinfo=zone(tz))
-    return int(noon.timestamp()) * 1000 - HALF_DAY_MS
+    return service_origin_ms(service_date, zone(tz))
 
 
 def local_date(epoch_ms: int, tz: str) -> date:
@@ -59,35 +59,72 @@ def local_date(epoch_ms: int, tz: str) -> date:
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).astimezone(zone(tz)).date()
 
 
-@dataclass(frozen=True, slots=True)
 class ServiceCalendar:
-    """calendar.txt and calendar_dates.txt, indexed by service."""
+    """Which dates each service runs, answered without listing them (calendars often run to 2099)."""
 
-    calendars: dict[str, Calendar]
-    exceptions: dict[date, dict[str, int]]
-    """date -> service_id -> exception_type (1 added, 2 removed)"""
+    def __init__(self, calendars: Iterable[Calendar], calendar_dates: Iterable[CalendarDate]) -> None:
+        self.calendars = {calendar.service_id: calendar for calendar in calendars}
+        self.added: dict[str, set[date]] = defaultdict(set)
+        self.removed: dict[str, set[date]] = defaultdict(set)
+        for exception in calendar_dates:
+            (self.added if exception.exception_type == 1 else self.removed)[exception.service_id].add(
+                exception.date
+            )
 
-    @classmethod
-    def of(cls, calendars: list[Calendar], calendar_dates: list[CalendarDate]) -> ServiceCalendar:
-        exceptions: dict[date, dict[str, int]] = {}
-        for row in calendar_dates:
-            exceptions.setdefault(row.date, {})[row.service_id] = row.exception_type
-        return cls({c.service_id: c for c in calendars}, exceptions)
-
-    def services_on(self, service_date: date) -> frozenset[str]:
-        """Every service_id running on ``service_date``: calendar.txt's week and range, then exceptions."""
-        weekday = service_date.weekday()
+    def services_on(self, day: date) -> frozenset[str]:
+        """Every service running on ``day``: calendar.txt's week and range, then calendar_dates.txt."""
+        weekday = day.weekday()
         running = {
             c.service_id
             for c in self.calendars.values()
-            if c.start_date <= service_date <= c.end_date and c.days[weekday]
+            if c.start_date <= day <= c.end_date and c.days[weekday]
         }
-        for service_id, kind in self.exceptions.get(service_date, {}).items():
-            if kind == 1:
-                running.add(service_id)
-            else:
-                running.discard(service_id)
+        running |= {service for service, days in self.added.items() if day in days}
+        running -= {service for service, days in self.removed.items() if day in days}
         return frozenset(running)
+
+    def runs_on(self, service_id: str, day: date) -> bool:
+        if day in self.added.get(service_id, ()):
+            return True
+        if day in self.removed.get(service_id, ()):
+            return False
+        calendar = self.calendars.get(service_id)
+        return (
+            calendar is not None
+            and calendar.start_date <= day <= calendar.end_date
+            and calendar.days[day.weekday()]
+        )
+
+    def last_date(self, service_id: str) -> date | None:
+        """The last date the service runs; None when it never does."""
+        added = self.added.get(service_id, set())
+        calendar = self.calendars.get(service_id)
+        latest = max(added, default=None)
+        if calendar is not None:
+            day = calendar.end_date
+            # a week past the last removal is far enough back to meet every running weekday
+            floor = max(
+                calendar.start_date, min(self.removed.get(service_id, {day}) | {day}) - timedelta(days=7)
+            )
+            while day >= floor:
+                if self.runs_on(service_id, day):
+                    latest = day if latest is None else max(latest, day)
+                    break
+                day -= timedelta(days=1)
+        return latest
+
+    def common_date(self, a: str, b: str) -> date | None:
+        """The first date both services run, None when they never share one."""
+        candidates = sorted(self.added.get(a, set()) | self.added.get(b, set()))
+        first = next((day for day in candidates if self.runs_on(a, day) and self.runs_on(b, day)), None)
+        ca, cb = self.calendars.get(a), self.calendars.get(b)
+        if ca is not None and cb is not None:
+            day, end = max(ca.start_date, cb.start_date), min(ca.end_date, cb.end_date)
+            while day <= end and (first is None or day < first):
+                if self.runs_on(a, day) and self.runs_on(b, day):
+                    return day
+                day += timedelta(days=1)
+        return first
 
 
 def frequency_starts(frequencies: list[Frequency]) -> list[int]:

@@ -21,10 +21,43 @@ means:
 
 from __future__ import annotations
 
-from datetime import date
+import re
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 import msgspec
+
+_TIME = re.compile(r"(\d{1,3}):([0-5]\d):([0-5]\d)")
+MAX_HOURS = 999
+"""three digits of hours (41 days): more than any service day runs past its origin"""
+
+
+def parse_time(text: str) -> int:
+    """A GTFS time (H:MM:SS, hours may pass 24) as seconds from the service day's origin; else ValueError.
+
+    Written by hand because ``datetime.time`` stops at 23:59:59 and these are
+    durations from the origin, not clock times.
+    """
+    match = _TIME.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a GTFS time (H:MM:SS, hours may pass 24)")
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + int(seconds)
+
+
+def format_time(seconds: int) -> str:
+    """``HH:MM:SS``, hours past 24 for a time after the service day's midnight."""
+    if not 0 <= seconds <= MAX_HOURS * 3600 + 3599:
+        raise ValueError(f"{seconds} s is outside what a GTFS time can say")
+    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def service_origin_ms(service_date: date, zone: ZoneInfo) -> int:
+    """Epoch ms of the service day's origin: noon local time minus 12 h of real time (exact on DST days)."""
+    noon = datetime(service_date.year, service_date.month, service_date.day, 12, tzinfo=zone)
+    return round((noon.astimezone(UTC) - timedelta(hours=12)).timestamp() * 1000)
+
 
 Severity = Literal["ERROR", "WARNING", "INFO"]
 """gtfs-validator's severities: an ERROR makes the data it touches unusable, a WARNING is suspicious."""

@@ -29,15 +29,14 @@ from fleet_processing.gtfs import csvfiles
 from fleet_processing.gtfs.csvfiles import OpenFile, Progress, StopTimeRow, Table, read_table
 from fleet_processing.gtfs.notices import Notices
 from fleet_processing.gtfs.shapes import cumulative_m, metric_projection
-from fleet_processing.gtfs.times import parse_time
 from fleet_processing.gtfs.trips import Line, Lines, Normalized, normalize_trip
 from fleet_processing.gtfs.validate import (
-    ServiceDays,
     check_blocks,
     check_expired,
     check_speeds,
     drop_overlapping_frequencies,
 )
+from fleet_processing.service_day import ServiceCalendar
 from fleet_schemas.gtfs import (
     Agency,
     Calendar,
@@ -49,6 +48,7 @@ from fleet_schemas.gtfs import (
     Shape,
     Stop,
     Trip,
+    parse_time,
 )
 
 TRIPS_PROGRESS_EVERY = 1_000
@@ -193,7 +193,7 @@ class _Builder:
         if not trips:
             return None
         frequencies = self._frequencies({trip.trip.trip_id for _, trip in trips})
-        days = ServiceDays((calendar for _, calendar in calendars), calendar_dates)
+        days = ServiceCalendar((calendar for _, calendar in calendars), calendar_dates)
         check_blocks(trips, days, self.notices)
         if today is not None:
             check_expired(calendars, days, today, self.notices)

@@ -18,8 +18,7 @@ from fleet_processing.gtfs.csvfiles import StopTimeRow
 from fleet_processing.gtfs.interpolate import fill_blank_times
 from fleet_processing.gtfs.notices import Notices
 from fleet_processing.gtfs.shapes import cumulative_m, locate_in_order, project
-from fleet_processing.gtfs.times import format_time, parse_time
-from fleet_schemas.gtfs import Shape, Stop, StopTime, Trip
+from fleet_schemas.gtfs import Shape, Stop, StopTime, Trip, format_time, parse_time
 
 Floats = npt.NDArray[np.float64]
 

@@ -9,14 +9,13 @@ calendars are reported and kept, since the data still says what runs.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
-from datetime import date, timedelta
+from datetime import date
 
 from fleet_processing.gtfs.notices import Notices
-from fleet_processing.gtfs.times import format_time
 from fleet_processing.gtfs.trips import Normalized
+from fleet_processing.service_day import ServiceCalendar
 from fleet_schemas.geo import haversine_m
-from fleet_schemas.gtfs import Calendar, CalendarDate, Frequency, Stop
+from fleet_schemas.gtfs import Calendar, Frequency, Stop, format_time
 
 BUS_MAX_KPH = 150.0
 RAIL_MAX_KPH = 500.0
@@ -58,63 +57,7 @@ def check_speeds(
             )
 
 
-class ServiceDays:
-    """Which dates each service runs, answered without listing them (calendars often run to 2099)."""
-
-    def __init__(self, calendars: Iterable[Calendar], calendar_dates: Iterable[CalendarDate]) -> None:
-        self.calendars = {calendar.service_id: calendar for calendar in calendars}
-        self.added: dict[str, set[date]] = defaultdict(set)
-        self.removed: dict[str, set[date]] = defaultdict(set)
-        for exception in calendar_dates:
-            (self.added if exception.exception_type == 1 else self.removed)[exception.service_id].add(
-                exception.date
-            )
-
-    def runs_on(self, service_id: str, day: date) -> bool:
-        if day in self.added.get(service_id, ()):
-            return True
-        if day in self.removed.get(service_id, ()):
-            return False
-        calendar = self.calendars.get(service_id)
-        return (
-            calendar is not None
-            and calendar.start_date <= day <= calendar.end_date
-            and calendar.days[day.weekday()]
-        )
-
-    def last_date(self, service_id: str) -> date | None:
-        """The last date the service runs; None when it never does."""
-        added = self.added.get(service_id, set())
-        calendar = self.calendars.get(service_id)
-        latest = max(added, default=None)
-        if calendar is not None:
-            day = calendar.end_date
-            # a week past the last removal is far enough back to meet every running weekday
-            floor = max(
-                calendar.start_date, min(self.removed.get(service_id, {day}) | {day}) - timedelta(days=7)
-            )
-            while day >= floor:
-                if self.runs_on(service_id, day):
-                    latest = day if latest is None else max(latest, day)
-                    break
-                day -= timedelta(days=1)
-        return latest
-
-    def common_date(self, a: str, b: str) -> date | None:
-        """The first date both services run, None when they never share one."""
-        candidates = sorted(self.added.get(a, set()) | self.added.get(b, set()))
-        first = next((day for day in candidates if self.runs_on(a, day) and self.runs_on(b, day)), None)
-        ca, cb = self.calendars.get(a), self.calendars.get(b)
-        if ca is not None and cb is not None:
-            day, end = max(ca.start_date, cb.start_date), min(ca.end_date, cb.end_date)
-            while day <= end and (first is None or day < first):
-                if self.runs_on(a, day) and self.runs_on(b, day):
-                    return day
-                day += timedelta(days=1)
-        return first
-
-
-def check_blocks(trips: list[tuple[int, Normalized]], days: ServiceDays, notices: Notices) -> None:
+def check_blocks(trips: list[tuple[int, Normalized]], days: ServiceCalendar, notices: Notices) -> None:
     """block_trips_with_overlapping_stop_times: one vehicle cannot drive two trips of a block at once."""
     blocks: dict[str, list[tuple[int, Normalized]]] = defaultdict(list)
     for number, trip in trips:
@@ -170,7 +113,7 @@ def drop_overlapping_frequencies(rows: list[tuple[int, Frequency]], notices: Not
 
 
 def check_expired(
-    calendars: list[tuple[int, Calendar]], days: ServiceDays, today: date, notices: Notices
+    calendars: list[tuple[int, Calendar]], days: ServiceCalendar, today: date, notices: Notices
 ) -> None:
     """expired_calendar: a service whose last date is before ``today``."""
     for number, calendar in calendars:

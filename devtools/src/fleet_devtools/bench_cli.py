@@ -148,6 +148,37 @@ def ingest(settings: Settings, devices: int, frames: int, rates: str, seconds: f
     _finish(result, summary_text(result), passed=result.passed, as_json=as_json)
 
 
+@bench.command(name="processing")
+@click.option(
+    "--batches",
+    type=click.IntRange(min=3),
+    default=30,
+    show_default=True,
+    help="timed batches per batch shape",
+)
+@_json_option
+def processing(batches: int, as_json: bool) -> None:
+    """Trip progress on one core: fixes/s of projection + progress + delay, and with the ETAs too.
+
+    A demo-like feed (five Algerian intercity lines both ways, a departure
+    every 30 minutes) and simulated buses with GPS noise; two batch shapes as
+    ingest hands them: 500 buses with 4 fixes each, 2,000 buses with one.
+    Times advance_batch alone and ingest's trip step (the ETA of every
+    upcoming stop included) on the same fixes, no server. Target: at least
+    200,000 fixes/s for the trip step in both. Prints the error against the
+    simulated truth too, so a fast wrong answer shows.
+
+    \b
+    Example:
+      fleet bench processing                 # about a minute
+      fleet bench processing --batches 10 --json
+    """
+    from fleet_devtools.bench_processing import run_processing_bench, summary_text
+
+    result = run_processing_bench(_progress, batches=batches)
+    _finish(result, summary_text(result), passed=result.passed, as_json=as_json)
+
+
 @bench.command(name="eta")
 @click.option(
     "--feed",

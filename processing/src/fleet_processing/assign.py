@@ -85,22 +85,21 @@ def _follow(
     acc: Floats,
     policy: ProgressPolicy,
 ) -> tuple[Floats, Floats, Floats, Floats]:
-    """Follow every (shape, start) through the fixes by windowed projection: moved, mean off, along, off."""
-    along = start_m.copy()
-    first = start_m.copy()
-    off_sum = np.zeros(len(shape))
-    off = np.zeros(len(shape))
-    for k in range(len(times)):
-        if k == 0:
-            lo, hi = along - acc[0], along + acc[0]
-        else:
-            reach = policy.max_speed_mps * max(times[k] - times[k - 1], 0) / 1000.0
-            lo, hi = along - 2 * acc[k], along + reach + 2 * acc[k]
-        got, off = locate(net, shape, np.full(len(shape), x[k]), np.full(len(shape), y[k]), lo, hi)
-        along = np.maximum(along, got) if k else got
-        first = got if k == 0 else first
-        off_sum += off
-    return along - first, off_sum / len(times), along, off
+    """Follow every (shape, start) through the fixes: moved along, mean off, last along, last off.
+
+    One vectorized projection of every (try, fix) pair, each fix within reach of the start at the
+    network's top speed, then a running maximum: the monotone filter of ``advance_batch`` in one pass.
+    """
+    n, m = len(shape), len(times)
+    reach = policy.max_speed_mps * np.maximum(times - times[0], 0) / 1000.0
+    lo = start_m[:, None] - acc[0] - 2 * acc[None, :]
+    hi = start_m[:, None] + reach[None, :] + acc[0] + 2 * acc[None, :]
+    got, off = locate(
+        net, np.repeat(shape, m), np.tile(x, n), np.tile(y, n), lo.ravel(), hi.ravel(), np.tile(acc, n)
+    )
+    along = np.maximum.accumulate(got.reshape(n, m), axis=1)
+    off = off.reshape(n, m)
+    return along[:, -1] - along[:, 0], off.mean(axis=1), along[:, -1], off[:, -1]
 
 
 def infer(
@@ -114,10 +113,8 @@ def infer(
 ) -> Guess | None:
     """The best trip instance for a bus's recent fixes (time order), or None when nothing fits."""
     reach = policy.near_m + float(acc[-1])
-    shapes = [int(s) for s in net.shapes_near(float(x[-1]), float(y[-1]), reach) if int(s) in active]
-    tries = [
-        (s, a) for s in shapes for a in near_runs(net, s, float(x[0]), float(y[0]), policy.near_m + acc[0])
-    ]
+    runs = near_runs(net, float(x[0]), float(y[0]), policy.near_m + float(acc[0]))
+    tries = [(s, a) for s, alongs in runs.items() if s in active for a in alongs]
     if not tries:
         return None
     shape = np.array([s for s, _ in tries], dtype=np.int64)
@@ -128,7 +125,7 @@ def infer(
     span_s = max(int(times[-1] - times[0]), 1) / 1000.0
     scored: list[Guess] = []
     for k, s in enumerate(shape.tolist()):
-        if moved[k] < max(0.7 * straight, 0.5 * policy.min_move_m) or mean_off[k] > reach:
+        if moved[k] < max(0.7 * straight, 0.5 * policy.min_move_m) or max(mean_off[k], off[k]) > reach:
             continue
         geometry = 1.0 - float(mean_off[k]) / reach
         options = [(p, i) for p, i in active[s] if along[k] < i.plan.stop_dist_m[-1] - policy.stop_radius_m]
@@ -169,7 +166,7 @@ def place(
     shape = int(net.plan_shape[options[0][0]])
     whole = np.array([net.shapes[shape].length_m])
     along, off = locate(net, np.array([shape]), np.array([x]), np.array([y]), np.zeros(1), whole)
-    runs = near_runs(net, shape, x, y, float(off[0]) + policy.near_m) or [float(along[0])]
+    runs = near_runs(net, x, y, float(off[0]) + policy.near_m).get(shape) or [float(along[0])]
     best: Guess | None = None
     for at in runs:
         late, fit = _schedule_scores(net, options, at, time_ms, policy)

@@ -19,9 +19,21 @@ from fleet_processing.plan import Floats, Ints
 
 
 def locate(
-    net: Network, shape: Ints, x: Floats, y: Floats, lo_m: Floats, hi_m: Floats
+    net: Network,
+    shape: Ints,
+    x: Floats,
+    y: Floats,
+    lo_m: Floats,
+    hi_m: Floats,
+    tolerance_m: Floats | None = None,
 ) -> tuple[Floats, Floats]:
-    """Metres along and off each point's shape, its nearest point taken within [lo_m, hi_m] along it."""
+    """Metres along and off each point's shape, its nearest point taken within [lo_m, hi_m] along it.
+
+    With ``tolerance_m`` (a fix's accuracy), a stretch further back in the window that is nearly as
+    near (within the tolerance, and more than twice it behind) wins over the nearest: on a road
+    driven there and back the two legs coincide, and the fix cannot tell them apart, so the least
+    progress is taken rather than a jump to the return leg.
+    """
     n = len(shape)
     if n == 0:
         return np.zeros(0), np.zeros(0)
@@ -48,23 +60,39 @@ def locate(
     d2 = ex * ex + ey * ey
 
     best = np.minimum.reduceat(d2, offsets)
-    hit = np.flatnonzero(d2 <= best[owner])
-    first_hit = hit[np.concatenate([[True], owner[hit][1:] != owner[hit][:-1]])]
-    along = cum[first_hit] + t[first_hit] * dcum[first_hit]
-    return along, np.sqrt(d2[first_hit])
+    chosen = _first_per_owner(np.flatnonzero(d2 <= best[owner]), owner)
+    along_all = cum + t * dcum
+    if tolerance_m is not None:
+        tol = tolerance_m[owner]
+        near = np.sqrt(d2) <= np.sqrt(best)[owner] + tol
+        behind = along_all < along_all[chosen][owner] - 2 * tol
+        earlier = np.flatnonzero(near & behind)
+        if len(earlier):
+            first = _first_per_owner(earlier, owner)
+            chosen[owner[first]] = first
+    return along_all[chosen], np.sqrt(d2[chosen])
 
 
-def near_runs(net: Network, shape: int, x: float, y: float, radius_m: float) -> list[float]:
-    """Metres along ``shape`` of each stretch within ``radius_m`` of the point: every branch it may be on."""
-    lo, hi = int(net.vertex_start[shape]), int(net.vertex_start[shape + 1])
-    sx, sy, dx, dy = net.seg_x[lo:hi], net.seg_y[lo:hi], net.seg_dx[lo:hi], net.seg_dy[lo:hi]
-    len2 = net.seg_len2[lo:hi]
+def _first_per_owner(hits: Ints, owner: Ints) -> Ints:
+    """The first of ``hits`` (sorted pair indices) of each owner that has one."""
+    first: Ints = hits[np.concatenate([[True], owner[hits][1:] != owner[hits][:-1]])]
+    return first
+
+
+def near_runs(net: Network, x: float, y: float, radius_m: float) -> dict[int, list[float]]:
+    """Per shape, metres along it of each stretch within ``radius_m`` of the point: its possible branches."""
+    seg = net.segments_near(x, y, radius_m)
+    if len(seg) == 0:
+        return {}
+    sx, sy, dx, dy = net.seg_x[seg], net.seg_y[seg], net.seg_dx[seg], net.seg_dy[seg]
+    len2 = net.seg_len2[seg]
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.clip(np.where(len2 > 0, ((x - sx) * dx + (y - sy) * dy) / len2, 0.0), 0.0, 1.0)
     d = np.hypot(x - (sx + t * dx), y - (sy + t * dy))
-    along = net.seg_cum[lo:hi] + t * net.seg_dcum[lo:hi]
-    near = d <= radius_m
-    if not near.any():
-        return []
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], near.astype(np.int8), [0]])))
-    return [float(along[a + int(np.argmin(d[a:b]))]) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+    along = net.seg_cum[seg] + t * net.seg_dcum[seg]
+    shape = net.seg_shape[seg]
+    breaks = np.flatnonzero((np.diff(seg) != 1) | (np.diff(shape) != 0)) + 1
+    runs: dict[int, list[float]] = {}
+    for a, b in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(seg)]]), strict=True):
+        runs.setdefault(int(shape[a]), []).append(float(along[a + int(np.argmin(d[a:b]))]))
+    return runs

@@ -16,8 +16,8 @@ and progress stay exact whatever the projection's distortion.
 Segments of every shape live in one set of arrays (a shape's last vertex
 carries a zero-length segment), so one vectorized pass projects fixes of
 many buses on many shapes at once (``fleet_processing.locate``). Candidate
-search uses a shapely STRtree of the shapes: its cost follows the shapes near
-a point, not the number of trips.
+search uses a shapely STRtree of those segments: its cost follows the
+segments near a point, not the number of trips or the length of the shapes.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pyproj import Transformer
 
 from fleet_processing.errors import UnusableFeedError
 from fleet_processing.plan import Floats, Ints, ShapeLine, TripInstance, TripPlan
-from fleet_processing.service_day import DayInstances, ServiceCalendar, zone
+from fleet_processing.service_day import DayInstances, Label, ServiceCalendar, zone
 from fleet_schemas.gtfs import Feed, Frequency, StopTime
 
 KEY_STRIDE_M = 1.0e8
@@ -73,14 +73,18 @@ class Network:
     stop_dist: Floats
     stop_arrival_s: Ints
     stop_departure_s: Ints
+    seg_shape: Ints
+    """index in ``shapes`` of every segment's shape"""
     tree: shapely.STRtree
+    tree_segments: Ints
+    """the segment index of every geometry in ``tree`` (zero-length segments are left out)"""
     plan_first_m: list[float]
     """metres along of every plan's first stop, and of its last (plain floats: read per bus per batch)"""
     plan_last_m: list[float]
     plan_sequences: list[list[int]]
     day_cache: dict[date, DayInstances] = field(default_factory=dict)
-    labels: dict[TripInstance, tuple[str, str]] = field(default_factory=dict)
-    """(start_date, start_time) of every instance of the cached days, formatted once"""
+    labels: dict[TripInstance, Label] = field(default_factory=dict)
+    """start date and time, plan and time base of every instance of the cached days, made once"""
     by_label: dict[tuple[str, str, str], TripInstance] = field(default_factory=dict)
     """(trip_id, start_date, start_time) -> instance, for the cached days"""
 
@@ -91,10 +95,14 @@ class Network:
         )
         return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
 
+    def segments_near(self, x: float, y: float, distance_m: float) -> Ints:
+        """Indices of the segments passing within ``distance_m`` of the point, in order."""
+        hits = self.tree.query(shapely.Point(x, y), predicate="dwithin", distance=distance_m)
+        return np.sort(self.tree_segments[np.asarray(hits, dtype=np.int64)])
+
     def shapes_near(self, x: float, y: float, distance_m: float) -> Ints:
         """Indices of the shapes passing within ``distance_m`` of the point."""
-        hits = self.tree.query(shapely.points(x, y), predicate="dwithin", distance=distance_m)
-        return np.asarray(hits, dtype=np.int64)
+        return np.unique(self.seg_shape[self.segments_near(x, y, distance_m)])
 
 
 def _projection(feed: Feed) -> Transformer:
@@ -196,6 +204,8 @@ def build_network(feed: Feed, *, operator: str, feed_id: int) -> Network:
     nxt = np.arange(len(cum)) + 1
     nxt[last] = last  # a shape's last vertex: a zero-length segment onto itself
     dx, dy = xy[nxt, 0] - xy[:, 0], xy[nxt, 1] - xy[:, 1]
+    real = np.flatnonzero((dx != 0) | (dy != 0)).astype(np.int64)
+    segments = np.stack([xy[real], xy[nxt[real]]], axis=1)
 
     stop_counts = np.array([len(p.stop_ids) for p in plans], dtype=np.int64)
     stop_dist = np.concatenate([p.stop_dist_m for p in plans]) if plans else np.zeros(0)
@@ -230,7 +240,9 @@ def build_network(feed: Feed, *, operator: str, feed_id: int) -> Network:
         stop_dist=stop_dist,
         stop_arrival_s=cat([p.arrival_s for p in plans]),
         stop_departure_s=cat([p.departure_s for p in plans]),
-        tree=shapely.STRtree([shapely.LineString(line.xy) for line in lines]),
+        seg_shape=owner.astype(np.int64),
+        tree=shapely.STRtree(shapely.linestrings(segments)),
+        tree_segments=real,
         plan_first_m=[float(p.stop_dist_m[0]) for p in plans],
         plan_last_m=[float(p.stop_dist_m[-1]) for p in plans],
         plan_sequences=[p.stop_sequences.tolist() for p in plans],

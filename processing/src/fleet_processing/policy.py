@@ -31,9 +31,13 @@ class ProgressPolicy(msgspec.Struct, frozen=True, kw_only=True):
     recent_s: float = 600.0
     """and no older than this"""
     confirm_fixes: int = 3
-    """consecutive fixes agreeing on the same best candidate before it is assigned"""
+    """fixes forward along a candidate's line before it is assigned (or, if doubtful, judged again)"""
     min_confidence: float = 0.2
-    """and its lead over the runner-up"""
+    """the confidence (lead over the runner-up) a candidate needs to be assigned"""
+    recheck_fixes: int = 6
+    """fixes a doubtful candidate (under ``min_confidence``) is followed along its line before it is judged
+    again: rivals on a shared road stay doubtful until the lines part, so judging them on every fix
+    would cost an inference per fix for nothing"""
     max_delay_s: float = 3_600.0
     """a trip whose schedule is further than this from the bus is not a candidate"""
     schedule_scale_s: float = 600.0

@@ -21,6 +21,7 @@ line ahead) make the progress jump there.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import operator
 from collections.abc import Sequence
@@ -88,7 +89,7 @@ class BusProgress(msgspec.Struct, array_like=True, gc=False):
     lost_since_ms: int = 0
     lost_along_m: float = 0.0
     streak: int = 0
-    """consecutive fixes that found the same best candidate"""
+    """fixes followed forward along the candidate's line since it was last judged"""
     recent: list[tuple[int, float, float, float]] = msgspec.field(default_factory=list)
     """(time_ms, lon, lat, accuracy_m) of the last fixes, while the trip is not known"""
     ended: str | None = None
@@ -96,6 +97,7 @@ class BusProgress(msgspec.Struct, array_like=True, gc=False):
 
 
 _SAVED_FIELDS = (
+    "confidence",
     "time_ms",
     "along_m",
     "off_m",
@@ -107,12 +109,14 @@ _SAVED_FIELDS = (
     "lost",
     "lost_since_ms",
     "lost_along_m",
-    "confidence",
     "streak",
 )
 _SAVED = operator.attrgetter(*_SAVED_FIELDS)
-_FIX = operator.attrgetter("time_ms", "lat", "lon")
-"""the numeric fields of a saved progress, in the order ``_Batch`` reads them into columns"""
+_TIME = operator.itemgetter(0)
+"""a recent fix's time"""
+_FIX = operator.attrgetter("time_ms", "lat", "lon", "accuracy_m")
+"""a fix's numbers; numpy reads a missing accuracy (None) as NaN"""
+"""the numeric fields of a saved progress, in their order in ``BusProgress``"""
 
 PROGRESS_ENCODER = msgspec.msgpack.Encoder()
 PROGRESS_DECODER = msgspec.msgpack.Decoder(BusProgress)
@@ -149,7 +153,7 @@ class Progressed(msgspec.Struct, frozen=True, gc=False):
     visits: list[StopVisit]
     """stops served (or passed) by these fixes"""
     stale: int = 0
-    """fixes older than the saved progress, left out"""
+    """fixes not newer than the saved progress (a redelivery, a late fix), left out"""
 
 
 @dataclass(slots=True)
@@ -170,13 +174,14 @@ class _Batch:
         self.active: dict[int, _Active] = {}
         saved: list[BusProgress] = []
         plans, states, bases = [], [], []
+        by_label, labels, feed_id = net.by_label, net.labels, net.feed_id
         for item in items:
             prev = item.previous
-            if prev is None or prev.feed_id != net.feed_id:
-                prev = BusProgress(net.feed_id, time_ms=prev.time_ms if prev else 0)
+            if prev is None or prev.feed_id != feed_id:
+                prev = BusProgress(feed_id, time_ms=prev.time_ms if prev else 0)
             saved.append(prev)
-            inst = None
-            if prev.trip_id is not None and prev.start_date is not None and prev.start_time is not None:
+            inst = by_label.get((prev.trip_id, prev.start_date, prev.start_time))  # type: ignore[arg-type]
+            if inst is None and prev.trip_id is not None and prev.start_date and prev.start_time:
                 inst = find_instance(net, prev.trip_id, prev.start_date, prev.start_time)
             self.inst.append(inst)
             if inst is None:
@@ -184,27 +189,22 @@ class _Batch:
                 states.append(UNASSIGNED)
                 bases.append(0)
             else:
-                plans.append(net.plan_index[inst.plan.trip_id])
+                label = labels[inst]
+                plans.append(label.plan)
                 states.append(STATE_CODES[prev.state])
-                bases.append(inst.origin_ms + inst.offset_s * 1000)
-        self.recent = [list(p.recent) for p in saved]
+                bases.append(label.base_ms)
+        self.recent = [p.recent for p in saved]
         self.ended = [p.ended for p in saved]
         self.state = np.array(states, dtype=np.int64)
         self.plan = np.array(plans, dtype=np.int64)
         self.base_ms = np.array(bases, dtype=np.int64)
         self.shape = net.plan_shape[self.plan] if net.plans else np.zeros(n, dtype=np.int64)
-        cols = np.array([_SAVED(p) for p in saved], dtype=np.float64).reshape(n, len(_SAVED_FIELDS)).T
-        (time, self.along, self.off, self.speed, self.delay, next_stop, arrived, left, lost, since) = cols[
-            :10
-        ]
-        self.lost_along, self.conf = cols[10].copy(), cols[11].copy()
-        self.time_ms, self.next_stop = time.astype(np.int64), next_stop.astype(np.int64)
-        self.arrived, self.left, self.lost = (
-            arrived.astype(np.int64),
-            left.astype(np.int64),
-            lost.astype(np.int64),
-        )
-        self.lost_since, self.streak = since.astype(np.int64), cols[12].astype(np.int64)
+        cols = np.array([_SAVED(p) for p in saved], dtype=np.float64).reshape(n, len(_SAVED_FIELDS)).T.copy()
+        self.conf, time, self.along, self.off, self.speed, self.delay = cols[:6]
+        ints = cols[6:].astype(np.int64)
+        self.next_stop, self.arrived, self.left, self.lost, self.lost_since = ints[:5]
+        self.lost_along, self.streak = cols[11], ints[6]
+        self.time_ms = time.astype(np.int64)
 
     # --- running instances, once per minute of fix time ------------------------------------------------
     def active_at(self, time_ms: int) -> _Active:
@@ -261,7 +261,7 @@ class _Batch:
         assert inst is not None
         plan = inst.plan
         base = int(self.base_ms[b])
-        start_date, start_time = self.net.labels[inst]
+        start_date, start_time, _, _ = self.net.labels[inst]
         self.visits[b].append(
             StopVisit(
                 operator=self.net.operator,
@@ -319,15 +319,15 @@ def _crossing_ms(d: float, a0: float, t0: int, a1: float, t1: int) -> int:
 
 
 class _Fixes:
-    """The batch's fixes as columns, projected once; fixes older than a bus's progress left out."""
+    """The batch's fixes as columns, projected once; fixes not newer than a bus's progress left out."""
 
     def __init__(self, net: Network, items: Sequence[BusFixes], policy: ProgressPolicy) -> None:
         points = [f for item in items for f in item.fixes]
         given = np.array([len(item.fixes) for item in items], dtype=np.int64)
         owner = np.repeat(np.arange(len(items)), given)
-        cols = np.array(list(map(_FIX, points)), dtype=np.float64).reshape(len(points), 3).T
-        since = np.array([p.previous.time_ms if p.previous else 0 for p in items], dtype=np.float64)
-        keep = cols[0] >= since[owner]
+        cols = np.array(list(map(_FIX, points)), dtype=np.float64).reshape(len(points), 4).T
+        since = np.array([p.previous.time_ms if p.previous else -1 for p in items], dtype=np.float64)
+        keep = cols[0] > since[owner]
         if not keep.all():
             points = list(itertools.compress(points, keep.tolist()))
             cols, owner = cols[:, keep], owner[keep]
@@ -342,24 +342,30 @@ class _Fixes:
         self.time = cols[0].astype(np.int64)
         self.lat, self.lon = cols[1], cols[2]
         self.x, self.y = net.project(self.lon, self.lat)
-        assumed = policy.assumed_accuracy_m
-        self.acc = np.array(
-            [assumed if f.accuracy_m is None else f.accuracy_m for f in points], dtype=np.float64
-        )
+        self.acc = np.where(np.isnan(cols[3]), policy.assumed_accuracy_m, cols[3])
         self.named = np.array([f.trip_id is not None for f in points], dtype=bool)
 
 
 def advance_batch(
     network: Network, items: Sequence[BusFixes], now_ms: int, policy: ProgressPolicy | None = None
 ) -> list[Progressed]:
-    """Advance every bus of the batch through its fixes; one ``Progressed`` per item, in the same order."""
+    """Advance every bus of the batch through its fixes; one ``Progressed`` per item, in the same order.
+
+    Everything is judged at each fix's own time, so a backlog replayed hours later gives the same
+    result as live; ``now_ms`` (the batch's clock) only bounds it, so a fix stamped in the future
+    cannot end a trip early.
+    """
     policy = policy or ProgressPolicy()
     work = _Batch(network, items, now_ms, policy)
     fixes = _Fixes(network, items, policy)
     for r in range(int(fixes.counts.max()) if len(items) else 0):
         buses = np.flatnonzero(fixes.counts > r)
         at = fixes.start[buses] + r
-        tracked = (work.state[buses] == ASSIGNED) & ~fixes.named[at]
+        state = work.state[buses]
+        followed = (state == ASSIGNED) | (
+            (state == CANDIDATE) & (work.streak[buses] < _judge_after(work, buses))
+        )
+        tracked = followed & ~fixes.named[at]
         others = ~tracked
         fast = [
             b
@@ -380,6 +386,8 @@ def _infer_step(work: _Batch, fixes: _Fixes, b: int, f: int) -> bool:
     named = point.trip_id
     if state == ASSIGNED and (named is None or (current is not None and named == current.plan.trip_id)):
         return False
+    if state == CANDIDATE and named is None and work.streak[b] < _judge_after(work, np.array([b]))[0]:
+        return False  # a candidate is followed along its line, and judged again after a few fixes
     t, x, y = point.time_ms, float(fixes.x[f]), float(fixes.y[f])
     acc = float(fixes.acc[f])
     if named is not None and named in net.plan_index:
@@ -392,7 +400,7 @@ def _infer_step(work: _Batch, fixes: _Fixes, b: int, f: int) -> bool:
     if state == ASSIGNED:
         return False  # the frame names a trip that is not running: keep the one the bus is on
     recent = [*work.recent[b], (t, point.lon, point.lat, acc)][-policy.recent_fixes :]
-    recent = [p for p in recent if p[0] >= t - policy.recent_s * 1000]
+    recent = recent[bisect.bisect_left(recent, t - policy.recent_s * 1000, key=_TIME) :]  # in time order
     work.recent[b] = recent
     work.time_ms[b] = t
     if not _moving(recent, policy):
@@ -408,13 +416,16 @@ def _infer_step(work: _Batch, fixes: _Fixes, b: int, f: int) -> bool:
         work.conf[b] = 0.0
         work.streak[b] = 0
         return True
-    known = work.inst[b]
-    work.streak[b] = work.streak[b] + 1 if known is guess.instance else 1
-    confirmed = work.streak[b] >= policy.confirm_fixes and guess.confidence >= policy.min_confidence
-    work.take(b, guess, ASSIGNED if confirmed else CANDIDATE, t)
-    if confirmed:
-        work.recent[b] = []
+    work.take(b, guess, CANDIDATE, t)
+    work.streak[b] = 0
     return True
+
+
+def _judge_after(work: _Batch, buses: Ints) -> Ints:
+    """Fixes a candidate is followed before it is judged again: few if confident, more if doubtful."""
+    policy = work.policy
+    sure = work.conf[buses] >= policy.min_confidence
+    return np.where(sure, policy.confirm_fixes, policy.recheck_fixes)
 
 
 def _moving(recent: list[tuple[int, float, float, float]], policy: ProgressPolicy) -> bool:
@@ -440,13 +451,15 @@ def _track(work: _Batch, fixes: _Fixes, b: Ints, f: Ints) -> None:
     a0, t0, shape = work.along[b], work.time_ms[b], work.shape[b]
     dt = np.maximum(t - t0, 0) / 1000.0
     reach = policy.max_speed_mps * dt
-    got, off = locate(net, shape, x, y, a0 - 2 * acc, a0 + reach + 2 * acc)
+    got, off = locate(net, shape, x, y, a0 - 2 * acc, a0 + reach + 2 * acc, acc)
     limit = policy.off_route_m + acc
     on_line = off <= limit
     a1 = np.where(on_line, np.maximum(a0, got), a0)
+    candidate = work.state[b] == CANDIDATE
     release = np.zeros(len(b), dtype=bool)
-    if not on_line.all():
-        a1, release = _lost(work, b[~on_line], fixes, f[~on_line], a1, ~on_line, limit, reach)
+    lost = ~on_line & ~candidate
+    if lost.any():
+        a1, release = _lost(work, b[lost], fixes, f[lost], a1, lost, limit, reach)
     work.lost[b[on_line]] = 0
     work.lost_since[b[on_line]] = 0
 
@@ -458,6 +471,9 @@ def _track(work: _Batch, fixes: _Fixes, b: Ints, f: Ints) -> None:
     lo, hi = scheduled_window(net, plan, a1, policy.stop_radius_m)
     work.delay[b] = delay_s(t, work.base_ms[b], lo, hi)
     work.along[b], work.off[b], work.time_ms[b] = a1, off, t
+    if candidate.any():
+        forward = on_line[candidate] & (got[candidate] > a0[candidate])
+        _confirm(work, b[candidate], forward, ~on_line[candidate], fixes, f[candidate])
 
     r = policy.stop_radius_m
     first, end = net.stop_start[plan], net.stop_start[plan + 1]
@@ -467,8 +483,8 @@ def _track(work: _Batch, fixes: _Fixes, b: Ints, f: Ints) -> None:
     near_line = on_line & (off <= r + acc)
     inside = near_line & (np.abs(a1 - d_ns) <= r)
     last_arrival_ms = work.base_ms[b] + net.stop_arrival_s[end - 1] * 1000
-    overdue = work.now_ms > last_arrival_ms + policy.release_after_s * 1000
-    events = np.flatnonzero((pending & (inside | (a1 > d_ns + r))) | release | overdue)
+    overdue = np.minimum(t, work.now_ms) > last_arrival_ms + policy.release_after_s * 1000
+    events = np.flatnonzero(((pending & (inside | (a1 > d_ns + r))) | release | overdue) & ~candidate)
     for k in events.tolist():
         bus, fix = int(b[k]), int(f[k])
         ended = work.serve_stops(
@@ -481,6 +497,31 @@ def _track(work: _Batch, fixes: _Fixes, b: Ints, f: Ints) -> None:
             )
 
 
+def _confirm(work: _Batch, cb: Ints, forward: Bools, off_line: Bools, fixes: _Fixes, cf: Ints) -> None:
+    """Candidates followed along their line: ``confirm_fixes`` fixes forward on it confirm a confident one
+    (a doubtful one is judged again), a fix off it drops it."""
+    policy = work.policy
+    work.streak[cb] = np.where(forward, work.streak[cb] + 1, work.streak[cb])
+    for bus, f in zip(cb.tolist(), cf.tolist(), strict=True):
+        point = fixes.points[f]
+        work.recent[bus] = [*work.recent[bus], (point.time_ms, point.lon, point.lat, float(fixes.acc[f]))][
+            -policy.recent_fixes :
+        ]
+    sure = (work.streak[cb] >= policy.confirm_fixes) & (work.conf[cb] >= policy.min_confidence)
+    for k in np.flatnonzero(sure).tolist():
+        bus = int(cb[k])
+        inst = work.inst[bus]
+        assert inst is not None
+        work.state[bus] = ASSIGNED
+        work.recent[bus] = []
+        stops = inst.plan.stop_dist_m + policy.stop_radius_m
+        work.next_stop[bus] = int(np.searchsorted(stops, work.along[bus], side="left"))
+        work.arrived[bus] = work.left[bus] = 0
+    for k in np.flatnonzero(off_line).tolist():
+        point = fixes.points[int(cf[k])]
+        work.release(int(cb[k]), point.time_ms, point.lon, point.lat, float(fixes.acc[cf[k]]), ended=False)
+
+
 def _lost(
     work: _Batch, lb: Ints, fixes: _Fixes, lf: Ints, a1: Floats, mask: Bools, limit: Floats, reach: Floats
 ) -> tuple[Floats, Bools]:
@@ -489,7 +530,13 @@ def _lost(
     shape, acc, t = work.shape[lb], fixes.acc[lf], fixes.time[lf]
     lim, far = limit[mask], reach[mask]
     ahead, off = locate(
-        net, shape, fixes.x[lf], fixes.y[lf], work.along[lb], net.seg_cum[net.vertex_start[shape + 1] - 1]
+        net,
+        shape,
+        fixes.x[lf],
+        fixes.y[lf],
+        work.along[lb],
+        net.seg_cum[net.vertex_start[shape + 1] - 1],
+        acc,
     )
     placed = off <= lim
     previous = work.lost_along[lb]
@@ -514,85 +561,34 @@ def _results(work: _Batch, fixes: _Fixes) -> list[Progressed]:
     net, policy = work.net, work.policy
     early, late = -policy.on_time_early_s, policy.on_time_late_s
     feed_id, labels = net.feed_id, net.labels
-    rows = zip(
-        work.state.tolist(),
-        work.plan.tolist(),
-        work.time_ms.tolist(),
-        work.conf.tolist(),
-        work.along.tolist(),
-        work.off.tolist(),
-        work.speed.tolist(),
-        work.delay.tolist(),
-        work.next_stop.tolist(),
-        work.arrived.tolist(),
-        work.left.tolist(),
-        work.lost.tolist(),
-        work.lost_since.tolist(),
-        work.lost_along.tolist(),
-        work.streak.tolist(),
-        work.inst,
-        work.recent,
-        work.ended,
-        work.bus,
-        work.visits,
-        fixes.stale,
+    numbers = zip(
+        *(
+            column.tolist()
+            for column in (
+                work.conf, work.time_ms, work.along, work.off, work.speed, work.delay, work.next_stop,
+                work.arrived, work.left, work.lost, work.lost_since, work.lost_along, work.streak,
+            )
+        ),
         strict=True,
-    )
+    )  # fmt: skip
+    rows = zip(
+        work.state.tolist(), work.plan.tolist(), numbers, work.inst, work.recent, work.ended, work.bus,
+        work.visits, fixes.stale, strict=True,
+    )  # fmt: skip
     out = []
-    for (
-        state,
-        p,
-        t,
-        conf,
-        along,
-        off,
-        speed,
-        delay,
-        ns,
-        arr,
-        left,
-        lost,
-        since,
-        lost_at,
-        streak,
-        inst,
-        recent,
-        ended,
-        bus,
-        visits,
-        stale,
-    ) in rows:
+    for state, p, nums, inst, recent, ended, bus, visits, stale in rows:
         if inst is None or state == UNASSIGNED:
-            progress = BusProgress(feed_id, "unassigned", time_ms=t, recent=recent, ended=ended)
+            progress = BusProgress(feed_id, "unassigned", time_ms=nums[1], recent=recent, ended=ended)
             out.append(
                 Progressed(bus, progress, None, None, None, None, None, None, UNASSIGNED_BLOCK, visits, stale)
             )
             continue
         plan = inst.plan
         name = STATES[state]
-        start_date, start_time = labels[inst]
-        progress = BusProgress(
-            feed_id,
-            name,
-            plan.trip_id,
-            start_date,
-            start_time,
-            conf,
-            t,
-            along,
-            off,
-            speed,
-            delay,
-            ns,
-            arr,
-            left,
-            lost,
-            since,
-            lost_at,
-            streak,
-            recent,
-            ended,
-        )
+        start_date, start_time, _, _ = labels[inst]
+        saved = (feed_id, name, plan.trip_id, start_date, start_time, *nums, recent, ended)
+        progress = BusProgress(*saved)
+        conf, _, along, off, speed, delay, ns = nums[:7]
         upcoming = ns < len(plan.stop_ids)
         calc = Calculated(
             state=name,

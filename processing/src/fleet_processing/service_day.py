@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -145,6 +145,17 @@ def expand(
     ]
 
 
+class Label(NamedTuple):
+    """What a batch needs of an instance, computed once per service day."""
+
+    start_date: str
+    start_time: str
+    plan: int
+    """index of its plan in the network"""
+    base_ms: int
+    """epoch ms its plan's times count from: the day's origin plus the frequency offset"""
+
+
 @dataclass(slots=True)
 class DayInstances:
     """Every instance of one service day, with their spans as arrays for overlap tests."""
@@ -177,10 +188,16 @@ def day_instances(network: Network, service_date: date) -> DayInstances:
     if len(network.day_cache) >= CACHED_DAYS:
         for gone in network.day_cache.pop(min(network.day_cache)).instances:
             label = network.labels.pop(gone)
-            network.by_label.pop((gone.plan.trip_id, *label), None)
+            network.by_label.pop((gone.plan.trip_id, label.start_date, label.start_time), None)
     for instance in instances:
-        label = network.labels[instance] = (instance.start_date, instance.start_time)
-        network.by_label[(instance.plan.trip_id, *label)] = instance
+        trip_id = instance.plan.trip_id
+        label = network.labels[instance] = Label(
+            instance.start_date,
+            instance.start_time,
+            network.plan_index[trip_id],
+            instance.origin_ms + instance.offset_s * 1000,
+        )
+        network.by_label[(trip_id, label.start_date, label.start_time)] = instance
     network.day_cache[service_date] = day
     return day
 

@@ -55,6 +55,7 @@ from fleet_processing.network import Network, build_network
 from fleet_processing.service_day import instances_between
 from fleet_schemas import DeviceKey, Frame, frames_subscription, frames_topic, seal
 from fleet_schemas.broker import BrokerUrl
+from fleet_store import sessions
 from fleet_store.devices import add_device
 from fleet_store.errors import FleetError
 from fleet_store.gtfs import active_feed_id, load_feed
@@ -474,7 +475,8 @@ class IngestBench:
     async def _sessions(self, group: str, processes: int) -> AsyncIterator[None]:
         """The processes' persistent sessions for a block, deleted after it whatever happens.
 
-        A session left behind would queue every later frame on the broker for a consumer that never returns.
+        A session left behind would queue every later frame on the broker for a consumer that never returns;
+        its row in ``ingest_sessions`` (which the processes write) would be listed as absent for ever.
         """
         client_ids = [f"{group}-{n}" for n in range(1, processes + 1)]
         try:
@@ -482,8 +484,13 @@ class IngestBench:
                 await open_session(self.urls.mqtt_url, client_id, group)
             yield
         finally:
-            for client_id in client_ids:
-                await forget_session(self.urls.mqtt_url, client_id, group)
+            conn = await asyncpg.connect(self.urls.database_url)
+            try:
+                for client_id in client_ids:
+                    await forget_session(self.urls.mqtt_url, client_id, group)
+                    await sessions.forget(conn, client_id)
+            finally:
+                await conn.close()
 
     def _start(
         self, group: str, processes: int, burst_s: float | None, *, trips: bool = True

@@ -22,7 +22,7 @@ import msgspec
 from fleet_ingest.assess import Accepted, BusKey
 from fleet_processing.eta import EtaRequest, SegmentHistory, predict_batch
 from fleet_processing.network import Network
-from fleet_processing.plan import TripInstance
+from fleet_processing.plan import TripInstance, TripPlan
 from fleet_processing.progress import (
     PROGRESS_DECODER,
     PROGRESS_ENCODER,
@@ -80,9 +80,8 @@ def follow(
             for bus, frames in buses.items()
         ]
         results = advance_batch(model.network, items, now_ms)
-        previous = {item.bus: item.previous for item in items}
         requests: list[EtaRequest] = []
-        predicted: list[Progressed] = []
+        predicted: list[tuple[BusProgress | None, Progressed]] = []
         for item, result in zip(items, results, strict=True):
             key = (operator, result.bus)
             progress[key] = PROGRESS_ENCODER.encode(result.progress)
@@ -92,15 +91,13 @@ def follow(
                 calculated[key] = result.calculated
             else:
                 requests.append(request)
-                predicted.append(result)
+                predicted.append((item.previous, result))
             etas += _released(model.network, operator, item.previous, result, now_ms)
-        for result, request, stops in zip(
+        for (before, result), request, stops in zip(
             predicted, requests, predict_batch(requests, model.history, now_ms), strict=True
         ):
             calculated[(operator, result.bus)] = _with_eta(result.calculated, stops)
-            etas.append(
-                _trip_update(model.network, operator, previous[result.bus], result, request, stops, now_ms)
-            )
+            etas.append(_trip_update(model.network, operator, before, result, request, stops, now_ms))
     return Followed(calculated, progress, etas, visits)
 
 
@@ -145,7 +142,18 @@ def _trip_update(
     now_ms: int,
 ) -> EtaUpdate:
     instance = request.instance
-    etas = _trip_etas(operator, result.bus, network.feed_id, instance, request, stops, now_ms)
+    etas = _trip_etas(
+        operator,
+        result.bus,
+        network.feed_id,
+        instance.plan,
+        instance.start_date,
+        instance.start_time,
+        request.time_ms,
+        request.delay_s,
+        stops,
+        now_ms,
+    )
     # The stops passed since the saved progress leave their boards (all before it, on a new trip).
     first = _first_upcoming(previous) if _same_instance(previous, instance) else 0
     return EtaUpdate(etas, instance.plan.stop_ids[first : request.next_stop])
@@ -172,22 +180,25 @@ def _trip_etas(
     operator: str,
     bus: str,
     feed_id: int,
-    instance: TripInstance,
-    request: EtaRequest,
+    plan: TripPlan,
+    start_date: str,
+    start_time: str,
+    time_ms: int,
+    delay_s: float,
     stops: list[StopEta],
     now_ms: int,
 ) -> TripEtas:
     return TripEtas(
         operator=operator,
-        trip_id=instance.plan.trip_id,
-        route_id=instance.plan.route_id,
-        start_date=instance.start_date,
-        start_time=instance.start_time,
+        trip_id=plan.trip_id,
+        route_id=plan.route_id,
+        start_date=start_date,
+        start_time=start_time,
         bus=bus,
         feed_id=feed_id,
-        time_ms=request.time_ms,
+        time_ms=time_ms,
         updated_ms=now_ms,
-        delay_s=request.delay_s,
+        delay_s=delay_s,
         stops=stops,
     )
 
@@ -202,17 +213,16 @@ def _released(
     if index is None or previous.start_date is None or previous.start_time is None:
         return []
     plan = network.plans[index]
-    etas = TripEtas(
-        operator=operator,
-        trip_id=previous.trip_id,
-        route_id=plan.route_id,
-        start_date=previous.start_date,
-        start_time=previous.start_time,
-        bus=result.bus,
-        feed_id=network.feed_id,
-        time_ms=result.progress.time_ms,
-        updated_ms=now_ms,
-        delay_s=previous.delay_s,
-        stops=[],
+    etas = _trip_etas(
+        operator,
+        result.bus,
+        network.feed_id,
+        plan,
+        previous.start_date,
+        previous.start_time,
+        result.progress.time_ms,
+        previous.delay_s,
+        [],
+        now_ms,
     )
     return [EtaUpdate(etas, plan.stop_ids[_first_upcoming(previous) :])]

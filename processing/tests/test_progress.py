@@ -260,3 +260,29 @@ def test_a_backlog_replayed_hours_later_gives_the_live_result() -> None:
         previous = result.progress
         replayed.append(result)
     assert [r.progress for r in replayed] == [r.progress for r in live]
+
+
+def _traced(results: list[Progressed]) -> list[tuple[object, ...]]:
+    return [
+        (
+            at.time_ms, at.instance.key if at.instance else None, at.state, round(at.along_m, 6),
+            round(at.deviation_m, 6), round(at.delay_s, 6), at.next_stop, at.arrived_ms, at.jumped,
+            at.visits,
+        )
+        for result in results
+        for at in result.trace
+    ]  # fmt: skip
+
+
+@settings(max_examples=20, deadline=None)
+@given(per_batch=st.integers(2, 40), seed=st.integers(0, 2**16), named=st.booleans())
+def test_trace_is_the_same_whatever_the_batch_split(per_batch: int, seed: int, named: bool) -> None:
+    rows = rows_of(FEED, "straight-1")
+    seconds = every(rows[0].departure_s - 60, rows[-1].arrival_s + 120, 10)
+    fixes, _ = drive(FEED, "straight-1", seconds, noise_m=10, accuracy_m=10, seed=seed, named=named)
+    one_by_one = _traced(run(NET, fixes, trace=True))
+    split = _traced(run(NET, fixes, per_batch=per_batch, trace=True))
+    assert len(one_by_one) == len(fixes)
+    assert split == one_by_one
+    visited = [v.stop_sequence for entry in one_by_one for v in entry[-1]]  # type: ignore[attr-defined]
+    assert visited == sorted(visited) and visited  # every stop served once, in order

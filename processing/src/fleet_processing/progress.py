@@ -130,6 +130,32 @@ class BusFixes(msgspec.Struct, frozen=True, array_like=True, gc=False):
     fixes: list[FixPoint]
 
 
+class TripAt(msgspec.Struct, frozen=True, gc=False):
+    """Where progress put a bus at one of its fixes.
+
+    What the trip detectors (``fleet_processing.trip_events``) read, fix after fix, so that their
+    events do not depend on how the fixes were split into batches.
+    """
+
+    time_ms: int
+    instance: TripInstance | None
+    """the trip instance the bus is on after this fix (None: unassigned, or released by this fix)"""
+    state: AssignmentState
+    along_m: float
+    deviation_m: float
+    """distance from the trip's line: to its window on the line while followed, to the rest of the line
+    ahead while lost (a detour that leaves the road)"""
+    delay_s: float
+    next_stop: int
+    """index in the trip of the first stop not yet served"""
+    arrived_ms: int
+    """when the bus came within the radius of ``next_stop`` (0: not there)"""
+    jumped: bool
+    """the progress jumped ahead to this fix after the bus was lost from its line"""
+    visits: tuple[StopVisit, ...]
+    """stops served or passed at this fix (of the instance before it, when this fix released it)"""
+
+
 class Progressed(msgspec.Struct, frozen=True, gc=False):
     """Where one bus is after its fixes of the batch.
 
@@ -154,6 +180,8 @@ class Progressed(msgspec.Struct, frozen=True, gc=False):
     """stops served (or passed) by these fixes"""
     stale: int = 0
     """fixes not newer than the saved progress (a redelivery, a late fix), left out"""
+    trace: tuple[TripAt, ...] = ()
+    """one entry per fix taken into account (the fixes after the ``stale`` first ones), when asked for"""
 
 
 @dataclass(slots=True)
@@ -205,6 +233,8 @@ class _Batch:
         self.next_stop, self.arrived, self.left, self.lost, self.lost_since = ints[:5]
         self.lost_along, self.streak = cols[11], ints[6]
         self.time_ms = time.astype(np.int64)
+        self.deviation = self.off.copy()
+        self.jumped = np.zeros(n, dtype=bool)
 
     # --- running instances, once per minute of fix time ------------------------------------------------
     def active_at(self, time_ms: int) -> _Active:
@@ -235,6 +265,7 @@ class _Batch:
         self.conf[b] = guess.confidence
         self.along[b] = max(guess.along_m, float(self.along[b])) if same else guess.along_m
         self.off[b], self.delay[b], self.time_ms[b] = guess.off_m, guess.delay_s, time_ms
+        self.deviation[b] = guess.off_m
         if not same:
             self.speed[b] = guess.speed_mps
         if not tracked:
@@ -250,7 +281,7 @@ class _Batch:
             self.ended[b] = inst.key
         self.inst[b] = None
         self.state[b] = UNASSIGNED
-        self.conf[b] = self.along[b] = self.off[b] = self.delay[b] = 0.0
+        self.conf[b] = self.along[b] = self.off[b] = self.delay[b] = self.deviation[b] = 0.0
         self.next_stop[b] = self.arrived[b] = self.left[b] = self.lost[b] = self.lost_since[b] = 0
         self.streak[b] = 0
         self.time_ms[b] = time_ms
@@ -346,18 +377,79 @@ class _Fixes:
         self.named = np.array([f.trip_id is not None for f in points], dtype=bool)
 
 
+class _Trace:
+    """The state of each bus after each of its fixes, as columns over the batch's kept fixes."""
+
+    def __init__(self, size: int) -> None:
+        self.state = np.zeros(size, dtype=np.int64)
+        self.along = np.zeros(size, dtype=np.float64)
+        self.deviation = np.zeros(size, dtype=np.float64)
+        self.delay = np.zeros(size, dtype=np.float64)
+        self.next_stop = np.zeros(size, dtype=np.int64)
+        self.arrived = np.zeros(size, dtype=np.int64)
+        self.jumped = np.zeros(size, dtype=bool)
+        self.visits = [0] * size
+        self.inst: list[TripInstance | None] = [None] * size
+
+    def record(self, work: _Batch, buses: Ints, at: Ints) -> None:
+        self.state[at] = work.state[buses]
+        self.along[at] = work.along[buses]
+        self.deviation[at] = work.deviation[buses]
+        self.delay[at] = work.delay[buses]
+        self.next_stop[at] = work.next_stop[buses]
+        self.arrived[at] = work.arrived[buses]
+        self.jumped[at] = work.jumped[buses]
+        work.jumped[buses] = False
+        for b, f in zip(buses.tolist(), at.tolist(), strict=True):
+            self.visits[f] = len(work.visits[b])
+            self.inst[f] = work.inst[b] if work.state[b] != UNASSIGNED else None
+
+    def entries(self, fixes: _Fixes, b: int, visits: list[StopVisit]) -> tuple[TripAt, ...]:
+        first = int(fixes.start[b])
+        span = range(first, first + int(fixes.counts[b]))
+        columns = (
+            self.state[first : span.stop].tolist(),
+            self.along[first : span.stop].tolist(),
+            self.deviation[first : span.stop].tolist(),
+            self.delay[first : span.stop].tolist(),
+            self.next_stop[first : span.stop].tolist(),
+            self.arrived[first : span.stop].tolist(),
+            self.jumped[first : span.stop].tolist(),
+        )
+        out = []
+        done = 0
+        for f, (state, along, deviation, delay, ns, arrived, jumped) in zip(
+            span, zip(*columns, strict=True), strict=True
+        ):
+            upto = self.visits[f]
+            out.append(
+                TripAt(
+                    int(fixes.time[f]), self.inst[f], STATES[state], along, deviation, delay, ns, arrived,
+                    jumped, tuple(visits[done:upto]),
+                )
+            )  # fmt: skip
+            done = upto
+        return tuple(out)
+
+
 def advance_batch(
-    network: Network, items: Sequence[BusFixes], now_ms: int, policy: ProgressPolicy | None = None
+    network: Network,
+    items: Sequence[BusFixes],
+    now_ms: int,
+    policy: ProgressPolicy | None = None,
+    *,
+    trace: bool = False,
 ) -> list[Progressed]:
     """Advance every bus of the batch through its fixes; one ``Progressed`` per item, in the same order.
 
     Everything is judged at each fix's own time, so a backlog replayed hours later gives the same
     result as live; ``now_ms`` (the batch's clock) only bounds it, so a fix stamped in the future
-    cannot end a trip early.
+    cannot end a trip early. With ``trace``, each result also says where the bus was at each fix.
     """
     policy = policy or ProgressPolicy()
     work = _Batch(network, items, now_ms, policy)
     fixes = _Fixes(network, items, policy)
+    recorder = _Trace(len(fixes.points)) if trace else None
     for r in range(int(fixes.counts.max()) if len(items) else 0):
         buses = np.flatnonzero(fixes.counts > r)
         at = fixes.start[buses] + r
@@ -375,7 +467,9 @@ def advance_batch(
         chosen = np.concatenate([buses[tracked], np.array(fast, dtype=np.int64)])
         if len(chosen):
             _track(work, fixes, chosen, fixes.start[chosen] + r)
-    return _results(work, fixes)
+        if recorder is not None:
+            recorder.record(work, buses, at)
+    return _results(work, fixes, recorder)
 
 
 def _infer_step(work: _Batch, fixes: _Fixes, b: int, f: int) -> bool:
@@ -458,8 +552,10 @@ def _track(work: _Batch, fixes: _Fixes, b: Ints, f: Ints) -> None:
     candidate = work.state[b] == CANDIDATE
     release = np.zeros(len(b), dtype=bool)
     lost = ~on_line & ~candidate
+    ahead_off: Floats = np.zeros(0)
+    jumped: Bools = np.zeros(0, dtype=bool)
     if lost.any():
-        a1, release = _lost(work, b[lost], fixes, f[lost], a1, lost, limit, reach)
+        a1, release, ahead_off, jumped = _lost(work, b[lost], fixes, f[lost], a1, lost, limit, reach)
     work.lost[b[on_line]] = 0
     work.lost_since[b[on_line]] = 0
 
@@ -471,6 +567,10 @@ def _track(work: _Batch, fixes: _Fixes, b: Ints, f: Ints) -> None:
     lo, hi = scheduled_window(net, plan, a1, policy.stop_radius_m)
     work.delay[b] = delay_s(t, work.base_ms[b], lo, hi)
     work.along[b], work.off[b], work.time_ms[b] = a1, off, t
+    work.deviation[b] = off
+    if lost.any():
+        work.deviation[b[lost]] = np.minimum(off[lost], ahead_off)
+        work.jumped[b[lost]] = jumped
     if candidate.any():
         forward = on_line[candidate] & (got[candidate] > a0[candidate])
         _confirm(work, b[candidate], forward, ~on_line[candidate], fixes, f[candidate])
@@ -524,8 +624,11 @@ def _confirm(work: _Batch, cb: Ints, forward: Bools, off_line: Bools, fixes: _Fi
 
 def _lost(
     work: _Batch, lb: Ints, fixes: _Fixes, lf: Ints, a1: Floats, mask: Bools, limit: Floats, reach: Floats
-) -> tuple[Floats, Bools]:
-    """Fixes off their window of the line: count them, and jump ahead when enough of them agree."""
+) -> tuple[Floats, Bools, Floats, Bools]:
+    """Fixes off their window of the line: count them, and jump ahead when enough of them agree.
+
+    Also returns, for these fixes, their distance from the line ahead and whether they made it jump.
+    """
     net, policy = work.net, work.policy
     shape, acc, t = work.shape[lb], fixes.acc[lf], fixes.time[lf]
     lim, far = limit[mask], reach[mask]
@@ -553,10 +656,10 @@ def _lost(
     out[np.flatnonzero(mask)[jump]] = ahead[jump]
     release = np.zeros(len(a1), dtype=bool)
     release[np.flatnonzero(mask)] = ~jump & (t - since >= policy.release_lost_s * 1000)
-    return out, release
+    return out, release, off, jump
 
 
-def _results(work: _Batch, fixes: _Fixes) -> list[Progressed]:
+def _results(work: _Batch, fixes: _Fixes, recorder: _Trace | None) -> list[Progressed]:
     """One ``Progressed`` per bus from the columns (plain Python values: no numpy scalar per field)."""
     net, policy = work.net, work.policy
     early, late = -policy.on_time_early_s, policy.on_time_late_s
@@ -576,11 +679,14 @@ def _results(work: _Batch, fixes: _Fixes) -> list[Progressed]:
         work.visits, fixes.stale, strict=True,
     )  # fmt: skip
     out = []
-    for state, p, nums, inst, recent, ended, bus, visits, stale in rows:
+    for index, (state, p, nums, inst, recent, ended, bus, visits, stale) in enumerate(rows):
+        trace = () if recorder is None else recorder.entries(fixes, index, visits)
         if inst is None or state == UNASSIGNED:
             progress = BusProgress(feed_id, "unassigned", time_ms=nums[1], recent=recent, ended=ended)
             out.append(
-                Progressed(bus, progress, None, None, None, None, None, None, UNASSIGNED_BLOCK, visits, stale)
+                Progressed(
+                    bus, progress, None, None, None, None, None, None, UNASSIGNED_BLOCK, visits, stale, trace
+                )
             )
             continue
         plan = inst.plan
@@ -605,5 +711,7 @@ def _results(work: _Batch, fixes: _Fixes) -> list[Progressed]:
             next_stop_sequence=net.plan_sequences[p][ns] if upcoming else None,
         )
         next_stop = ns if upcoming else None
-        out.append(Progressed(bus, progress, inst, along, off, delay, next_stop, speed, calc, visits, stale))
+        out.append(
+            Progressed(bus, progress, inst, along, off, delay, next_stop, speed, calc, visits, stale, trace)
+        )
     return out

@@ -109,14 +109,20 @@ def drive(
 
 
 def run(
-    net: Network, fixes: list[FixPoint], *, per_batch: int = 1, bus: str = "bus-1", roundtrip: bool = True
+    net: Network,
+    fixes: list[FixPoint],
+    *,
+    per_batch: int = 1,
+    bus: str = "bus-1",
+    roundtrip: bool = True,
+    trace: bool = False,
 ) -> list[Progressed]:
     """Feed ``fixes`` to ``advance_batch`` ``per_batch`` at a time, the state through msgpack in between."""
     out: list[Progressed] = []
     previous = None
     for k in range(0, len(fixes), per_batch):
         chunk = fixes[k : k + per_batch]
-        (result,) = advance_batch(net, [BusFixes(bus, previous, chunk)], chunk[-1].time_ms)
+        (result,) = advance_batch(net, [BusFixes(bus, previous, chunk)], chunk[-1].time_ms, trace=trace)
         previous = (
             PROGRESS_DECODER.decode(PROGRESS_ENCODER.encode(result.progress))
             if roundtrip

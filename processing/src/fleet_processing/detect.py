@@ -52,6 +52,7 @@ class BusState(msgspec.Struct, array_like=True, gc=False):
         return Observation(bus, self.time_ms, self.seq, self.lat, self.lon, self.speed_mps)
 
 
+DEFAULT_POLICY = DetectorPolicy()
 STATE_ENCODER = msgspec.msgpack.Encoder()
 STATE_DECODER = msgspec.msgpack.Decoder(BusState)
 
@@ -62,7 +63,7 @@ class DetectContext:
 
     operator: str
     fences: FenceIndex = EMPTY_INDEX
-    policy: DetectorPolicy = DetectorPolicy()
+    policy: DetectorPolicy = DEFAULT_POLICY
 
 
 def step(state: BusState, obs: Observation, ctx: DetectContext) -> tuple[BusState, list[Event]]:

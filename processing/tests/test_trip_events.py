@@ -71,6 +71,21 @@ def trip_drive(
     return fixes
 
 
+def assert_each_stop_once(events: list[Event]) -> None:
+    """Every stop from the one where the bus was assigned: arrived and departed once (the last only
+    arrived), or skipped once."""
+    sequences = [r.stop_sequence for r in ROWS]
+    seen: dict[int, list[str]] = {q: [] for q in sequences}
+    for e in events:
+        if e.kind.startswith("stop_"):
+            seen[e.details["stop_sequence"]].append(e.kind)
+    served = [q for q in sequences if seen[q]]
+    assert served == sequences[len(sequences) - len(served) :]
+    for q in served:
+        expected = ["stop_arrived"] if q == sequences[-1] else ["stop_arrived", "stop_departed"]
+        assert seen[q] in (expected, ["stop_skipped"]), (q, seen[q])
+
+
 def band_of(delay_s: float) -> str:
     return BANDS[bisect.bisect_right(POLICY.delay_bands_s, delay_s)]
 
@@ -190,6 +205,10 @@ def test_a_detour_beyond_the_corridor_gives_one_start_and_one_end(
     assert ended.details["duration_s"] == (first_back - first_out) / 1000
     assert abs(ended.details["max_distance_m"] - distance) <= 100
     assert kinds(events).count("trip_completed") == 1  # the trip goes on after the detour
+    assert_each_stop_once(events)
+    for skipped in of_kind(events, "stop_skipped"):  # passed while the bus was off its line
+        assert first_out <= skipped.details["at_ms"] <= skipped.time_ms
+        assert skipped.details["interpolated"]
 
 
 def test_a_deviation_open_when_the_trip_is_released_ends_with_it() -> None:
@@ -245,7 +264,8 @@ def test_the_events_are_the_same_whatever_the_batch_split(
     split = events_of(fixes, run(NET, fixes, per_batch=per_batch, trace=True))
     assert [e.key for e in split] == [e.key for e in one_by_one]
     assert split == one_by_one
-    assert "stop_departed" in kinds(one_by_one)
+    assert_each_stop_once(one_by_one)
+    assert "trip_completed" in kinds(one_by_one)
 
 
 def test_redelivered_fixes_raise_nothing_twice() -> None:

@@ -123,6 +123,8 @@ async def run_ingest(
         live_ttl_s=settings.live_ttl_s,
         burst_idle_s=burst_idle_s,
         filters=ingest_settings.filters,
+        detectors=ingest_settings.detectors,
+        sweep_s=ingest_settings.sweep_s,
     )
     pool = await open_pool(urls.database_url)
     redis_client = open_redis(urls.redis_url)
@@ -131,7 +133,7 @@ async def run_ingest(
             ingest = Ingest(
                 urls.mqtt_url,
                 pool,
-                LiveState(redis_client, settings.live_ttl_s),
+                LiveState(redis_client, settings.live_ttl_s, ingest_settings.state_ttl_s),
                 registry,
                 options,
                 boards=EtaBoards(redis_client, ingest_settings.eta_ttl_s),

@@ -29,13 +29,13 @@ from fleet_ingest.storage import (
     store_messages,
 )
 from fleet_schemas.live import LIVE_DECODER
+from fleet_store.events import outbox_key
 from fleet_store.live import (
     LiveState,
     OfflineWrite,
     Processing,
     ProcessingWrite,
     geo_key,
-    outbox_key,
     positions_channel,
 )
 from fleet_store.maintain import Retention, maintain, refresh_rollups
@@ -159,7 +159,7 @@ def test_live_position_moves_forward_only_and_is_published(redis_url: str) -> No
 
 
 def test_processing_state_is_written_only_at_the_version_it_was_read(redis_url: str) -> None:
-    async def scenario() -> tuple[list[set[tuple[str, str]]], list[Processing], int, list[bytes]]:
+    async def scenario() -> tuple[list[set[tuple[str, str]]], list[Processing], int, list[Any]]:
         client = aioredis.Redis.from_url(redis_url)
         live = LiveState(client, ttl_s=60)
         bus = ("op-a", "BUS-01")
@@ -186,7 +186,7 @@ def test_processing_state_is_written_only_at_the_version_it_was_read(redis_url: 
 
 
 def test_a_silent_bus_is_declared_offline_once_whoever_sweeps(redis_url: str) -> None:
-    async def scenario() -> tuple[list[int], int, list[Processing], list[bytes]]:
+    async def scenario() -> tuple[list[int], int, list[Processing], list[Any]]:
         client = aioredis.Redis.from_url(redis_url)
         live = LiveState(client, ttl_s=60)
         bus = ("op-a", "BUS-01")

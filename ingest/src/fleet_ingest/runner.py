@@ -21,6 +21,7 @@ from fleet_schemas import frames_subscription
 from fleet_schemas.backoff import sleep_unless_stopped
 from fleet_store.errors import ConfigError
 from fleet_store.etas import EtaBoards
+from fleet_store.events import EventOutbox
 from fleet_store.history import refresh_segment_times
 from fleet_store.live import LiveState
 from fleet_store.maintain import maintain, refresh_rollups
@@ -138,6 +139,7 @@ async def run_ingest(
                 options,
                 boards=EtaBoards(redis_client, ingest_settings.eta_ttl_s),
                 networks=Networks(ingest_settings.feed_refresh_s) if ingest_settings.trips else None,
+                outbox=EventOutbox(redis_client),
             )
             upkeep = asyncio.create_task(_maintenance(urls.database_url, settings, stop))
             try:

@@ -80,6 +80,14 @@ class Followed(msgspec.Struct, frozen=True):
     late: dict[BusKey, int]
     """per bus, fixes not newer than its state: stored in history, no event"""
 
+    def carried(self, saved: Mapping[BusKey, SavedBus]) -> dict[BusKey, SavedBus]:
+        """What Redis would hold after this batch's write, from what it held before (replays, benches)."""
+        out = dict(saved)
+        for key in self.progress.keys() | self.states.keys():
+            held = out.get(key, NOTHING_SAVED)
+            out[key] = SavedBus(self.progress.get(key, held.progress), self.states.get(key, held.state))
+        return out
+
     def only(self, buses: set[BusKey]) -> Followed:
         """The part of the output about ``buses`` (those whose write won the compare-and-set)."""
         return Followed(

@@ -46,6 +46,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from fleet_schemas.live import LIVE_DECODER, LIVE_ENCODER, LivePosition
+from fleet_store.events import outbox_key
 
 GEO_MAX_LAT = 85.05112878
 """Redis GEO sets cannot hold latitudes beyond this (Web Mercator)."""
@@ -191,10 +192,6 @@ def proc_key(operator: str, bus: str) -> str:
 
 def online_key(operator: str) -> str:
     return f"fleet:{{{operator}}}:online"
-
-
-def outbox_key(operator: str) -> str:
-    return f"fleet:{{{operator}}}:events:outbox"
 
 
 def positions_channel(operator: str) -> str:

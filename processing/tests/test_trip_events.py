@@ -9,6 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleet_devtools.synthetic_feed import METRES_PER_DEGREE
+from fleet_processing.detect import STATE_DECODER as BUS_DECODER
+from fleet_processing.detect import STATE_ENCODER as BUS_ENCODER
+from fleet_processing.detect import BusState, DetectContext, detect_bus
 from fleet_processing.detection import DetectorPolicy, Observation
 from fleet_processing.progress import FixPoint, Progressed, TripAt
 from fleet_processing.service_day import find_instance
@@ -266,6 +269,34 @@ def test_the_events_are_the_same_whatever_the_batch_split(
     assert split == one_by_one
     assert_each_stop_once(one_by_one)
     assert "trip_completed" in kinds(one_by_one)
+
+
+@settings(max_examples=20, deadline=None)
+@given(cuts=st.lists(st.tuples(st.integers(1, 30), st.integers(0, 10)), min_size=1, max_size=12))
+def test_redelivered_and_resplit_fixes_give_the_same_events_once(cuts: list[tuple[int, int]]) -> None:
+    """``detect_bus`` on batches that overlap (each opens with fixes of the one before, redelivered),
+    the bus's state through msgpack in between as through Redis: the events of one fix after another."""
+    fixes = trip_drive(late_s=400)
+    fixes = shifted(fixes, [3_000.0 if 20 <= k < 32 else 0.0 for k in range(len(fixes))])
+    traced = [at for r in run(NET, fixes, trace=True) for at in r.trace]
+    observations = [
+        Observation("bus-1", f.time_ms, k, f.lat, f.lon, trip=at)
+        for k, (f, at) in enumerate(zip(fixes, traced, strict=True))
+    ]
+    context = DetectContext("test", policy=POLICY)
+    _, expected, _ = detect_bus(BusState(), observations, context)
+    state, events, start, late, redelivered = BusState(), [], 0, 0, 0
+    for size, repeated in [*cuts, (len(observations), 0)]:
+        first = min(max(start - repeated, 0), len(observations))
+        redelivered += min(start, len(observations)) - first
+        state, found, skipped = detect_bus(state, observations[first : start + size], context)
+        state = BUS_DECODER.decode(BUS_ENCODER.encode(state))
+        events += found
+        late += skipped
+        start += size
+    assert events == expected
+    assert late == redelivered
+    assert {"deviation_started", "deviation_ended", "trip_completed"} <= set(kinds(expected))
 
 
 def test_redelivered_fixes_raise_nothing_twice() -> None:

@@ -134,24 +134,53 @@ def follow(
             etas += traced.etas
             visits += traced.visits
             traces = traced.traces
-        context = contexts.get(operator) or DetectContext(operator)
-        for bus, frames in buses.items():
-            key = (operator, bus)
-            before = load_state(saved.get(key, NOTHING_SAVED).state)
-            stale, trace = traces.get(bus, (len(frames), ()))
-            observations = [
-                Observation(
-                    bus, f.time_ms, f.seq, f.lat, f.lon, f.speed_mps, trace[i - stale] if i >= stale else None
-                )
-                for i, f in enumerate(frames)
-            ]
-            after, found, skipped = detect_bus(before, observations, context)
-            if skipped:
-                late[key] = skipped
-            if after is not before:
-                states[key] = STATE_ENCODER.encode(after)
-            events += found
+        detected = detect(contexts.get(operator) or DetectContext(operator), buses, traces, saved)
+        states |= detected.states
+        events += detected.events
+        late |= detected.late
     return Followed(calculated, progress, states, etas, visits, events, late)
+
+
+class Detected(msgspec.Struct, frozen=True):
+    """The detectors' output for one operator's buses of a batch (as in :class:`Followed`)."""
+
+    states: dict[BusKey, bytes]
+    events: list[Event]
+    late: dict[BusKey, int]
+
+
+def detect(
+    context: DetectContext,
+    buses: Mapping[str, list[Frame]],
+    traces: Mapping[str, tuple[int, tuple[TripAt, ...]]],
+    saved: Mapping[BusKey, SavedBus],
+) -> Detected:
+    """Every detector over each bus's frames (in time order), reading progress's trace where it has one.
+
+    ``traces``: per bus, how many of its first frames progress left out (stale) and where it put the
+    others; a bus without one (its operator has no feed) gets no trip detectors.
+    """
+    operator = context.operator
+    states: dict[BusKey, bytes] = {}
+    events: list[Event] = []
+    late: dict[BusKey, int] = {}
+    for bus, frames in buses.items():
+        key = (operator, bus)
+        before = load_state(saved.get(key, NOTHING_SAVED).state)
+        stale, trace = traces.get(bus, (len(frames), ()))
+        observations = [
+            Observation(
+                bus, f.time_ms, f.seq, f.lat, f.lon, f.speed_mps, trace[i - stale] if i >= stale else None
+            )
+            for i, f in enumerate(frames)
+        ]
+        after, found, skipped = detect_bus(before, observations, context)
+        if skipped:
+            late[key] = skipped
+        if after is not before:
+            states[key] = STATE_ENCODER.encode(after)
+        events += found
+    return Detected(states, events, late)
 
 
 class _Traced(msgspec.Struct, frozen=True):

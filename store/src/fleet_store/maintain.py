@@ -3,8 +3,9 @@
 ``fleet db maintain`` (and a periodic task of ``fleet ingest``) recomputes the
 1-minute rollups of the minutes ingest marked pending and the segment travel
 times of the stop visits not rolled up yet (``fleet_store.history``), then
-drops chunks (and stop visits) past their retention. Under the Timescale license it also turns on native
-compression of positions older than ``compress_after_days``.
+drops chunks (positions, rollups, rejections, events) and stop visits past
+their retention. Under the Timescale license it also turns on native
+compression of positions and events older than ``compress_after_days``.
 
 Only minutes that ended two minutes ago are rolled up: the current minute
 still gets frames, and refreshing it would make ingest transactions marking it
@@ -65,6 +66,7 @@ class Retention(msgspec.Struct, frozen=True):
     positions_days: int = 90
     rollups_days: int = 365
     rejected_days: int = 90
+    events_days: int = 365
     compress_after_days: int = 7
 
 
@@ -128,10 +130,15 @@ async def _compression(conn: asyncpg.Connection, retention: Retention) -> str:
         "ALTER TABLE positions SET (timescaledb.compress, timescaledb.compress_segmentby = 'device')"
     )
     await conn.execute(
-        "SELECT add_compression_policy('positions', $1::interval, if_not_exists => true)",
-        timedelta(days=retention.compress_after_days),
+        "ALTER TABLE events SET (timescaledb.compress, timescaledb.compress_segmentby = 'operator')"
     )
-    return f"positions compressed after {retention.compress_after_days} days"
+    for table in ("positions", "events"):
+        await conn.execute(
+            "SELECT add_compression_policy($1::regclass, $2::interval, if_not_exists => true)",
+            table,
+            timedelta(days=retention.compress_after_days),
+        )
+    return f"positions and events compressed after {retention.compress_after_days} days"
 
 
 async def maintain(database_url: str, retention: Retention | None = None) -> MaintenanceReport:
@@ -150,6 +157,7 @@ async def maintain(database_url: str, retention: Retention | None = None) -> Mai
             "positions": await _drop(conn, "positions", retention.positions_days),
             "positions_1m": await _drop(conn, "positions_1m", retention.rollups_days),
             "rejected_frames": await _drop(conn, "rejected_frames", retention.rejected_days),
+            "events": await _drop(conn, "events", retention.events_days),
         }
         await _forget_frame_ids(conn, retention.positions_days)
         compression = await _compression(conn, retention)

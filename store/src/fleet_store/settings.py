@@ -15,7 +15,8 @@ Each service adds its own (``fleet_ingest.settings`` for ``FLEET_INGEST_*``).
 | ``FLEET_RETENTION_POSITIONS_DAYS`` | ``90`` | detailed positions kept |
 | ``FLEET_RETENTION_ROLLUPS_DAYS`` | ``365`` | 1-minute rollups kept |
 | ``FLEET_RETENTION_REJECTED_DAYS`` | ``90`` | rejected frames kept |
-| ``FLEET_COMPRESS_AFTER_DAYS`` | ``7`` | positions compressed after (Timescale license only) |
+| ``FLEET_RETENTION_EVENTS_DAYS`` | ``365`` | detected events kept |
+| ``FLEET_COMPRESS_AFTER_DAYS`` | ``7`` | positions and events compressed after (Timescale license only) |
 
 A URL that is not set comes from the local stack (``fleet stack up`` writes them
 to ``$FLEET_STATE_DIR/stack.json``); set all three to use existing servers.
@@ -96,6 +97,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             positions_days=int(env_number(env, "RETENTION_POSITIONS_DAYS", 90)),
             rollups_days=int(env_number(env, "RETENTION_ROLLUPS_DAYS", 365)),
             rejected_days=int(env_number(env, "RETENTION_REJECTED_DAYS", 90)),
+            events_days=int(env_number(env, "RETENTION_EVENTS_DAYS", 365)),
             compress_after_days=int(env_number(env, "COMPRESS_AFTER_DAYS", 7)),
         ),
     )

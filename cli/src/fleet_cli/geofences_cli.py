@@ -18,15 +18,14 @@ import asyncpg
 import click
 import msgspec
 
+from fleet_ingest.fences import stored_fence
 from fleet_processing.errors import InvalidFenceError
 from fleet_processing.fence_geojson import fences_from_geojson, read_geojson
-from fleet_processing.geofences import Fence
 from fleet_schemas.errors import FleetSchemaError
 from fleet_schemas.topics import check_identifier
 from fleet_store import stackfile
 from fleet_store.errors import InvalidIdentifierError
 from fleet_store.geofences import (
-    StoredFence,
     delete_all_fences,
     delete_fences,
     import_fences,
@@ -100,7 +99,7 @@ def import_(settings: Settings, source: Path, operator: str | None, replace: boo
         _refuse(exc)
     _note(f"geofences: {source}: {len(fences):,} fences valid")
     counts = _on_database(
-        settings, lambda conn: import_fences(conn, owner, [_stored(f) for f in fences], replace=replace)
+        settings, lambda conn: import_fences(conn, owner, [stored_fence(f) for f in fences], replace=replace)
     )
     if as_json:
         click.echo(msgspec.json.encode(counts).decode())
@@ -121,19 +120,6 @@ def _named_operator(document: Any) -> str:
 def _refuse(error: InvalidFenceError) -> NoReturn:
     click.echo(f"error [{error.code}]: {error.located}", err=True)
     sys.exit(1)
-
-
-def _stored(fence: Fence) -> StoredFence:
-    return StoredFence(
-        operator=fence.operator,
-        fence_id=fence.fence_id,
-        name=fence.name,
-        kind=fence.kind,
-        geometry=fence.geometry or {},
-        properties=fence.properties or {},
-        dwell_s=fence.dwell_s,
-        speed_limit_mps=fence.speed_limit_mps,
-    )
 
 
 @geofences.command(name="list")

@@ -70,6 +70,20 @@ class Fences:
         metrics.FENCES_LOADED.set(sum(len(index) for index in self.indexes.values()))
 
 
+def stored_fence(fence: Fence) -> StoredFence:
+    """A parsed fence as the store keeps it (the drawing; ``build_index`` parses it back)."""
+    return StoredFence(
+        operator=fence.operator,
+        fence_id=fence.fence_id,
+        name=fence.name,
+        kind=fence.kind,
+        geometry=fence.geometry or {},
+        properties=fence.properties or {},
+        dwell_s=fence.dwell_s,
+        speed_limit_mps=fence.speed_limit_mps,
+    )
+
+
 def build_index(operator: str, rows: Sequence[StoredFence]) -> FenceIndex:
     """The index of an operator's stored fences, leaving out (and logging) any that no longer parse."""
     fences: list[Fence] = []

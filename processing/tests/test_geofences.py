@@ -309,13 +309,11 @@ def test_every_point_of_a_fence_and_within_a_cell_of_it_finds_it_in_its_cell() -
     index = index_of(drawn)
     for k in range(-600, 601):
         north = -50 + 130 * (k + 600) / 1200
-        lon, lat = at(10 * k, north)
-        assert index.overlaps(index.cell_of(lat, lon))
-        assert index.containing(index.cell_of(lat, lon), lon, lat) == {0}
-        for off in (-400, 400):  # within one cell (edge about 460 m) of it
-            lon, lat = at(10 * k, north + off)
-            assert index.holds(index.cell_of(lat, lon))
-            assert index.containing(index.cell_of(lat, lon), lon, lat) == set()
+        on = fix(0, 10 * k, north)
+        assert index.candidates(None, on) == ({0}, set())
+        left, right = fix(0, 10 * k, north - 400), fix(1, 10 * k, north + 400)  # within one cell (460 m)
+        assert index.holds(index.cell_of(left.lat, left.lon))
+        assert index.candidates(left, right) == (set(), {0})
 
 
 # --- parsing ---------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from one fence to another meets them.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -90,9 +90,13 @@ class FenceState(msgspec.Struct, array_like=True, gc=False):
     stays: list[FenceStay] = msgspec.field(default_factory=list)
 
 
-_Cell = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+_NONE: frozenset[int] = frozenset()
+_Bounds = tuple[float, float, float, float]
+"""west, south, east, north"""
+_Cell = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], _Bounds]
 """what one H3 cell knows: fences surely containing all of it, fences overlapping it (to test exactly),
-fences within one cell of it (only a segment leaving the cell may cross them)"""
+fences within one cell of it (only a segment leaving the cell may cross them), and the bounds of all
+those fences (a segment outside them crosses none)"""
 
 
 class FenceIndex:
@@ -114,7 +118,7 @@ class FenceIndex:
             if fence.fence_id in self.by_id:
                 raise DuplicateFenceIdError("two fences with this id in one index", fence_id=fence.fence_id)
             self.by_id[fence.fence_id] = k
-        self._bounds: tuple[tuple[float, float, float, float], ...] = tuple(
+        self._bounds: tuple[_Bounds, ...] = tuple(
             (float(w), float(s), float(e), float(n)) for w, s, e, n in (f.area.bounds for f in self.fences)
         )
         lists: dict[int, tuple[list[int], list[int], list[int]]] = {}
@@ -124,7 +128,8 @@ class FenceIndex:
                 for cell in cells:
                     lists.setdefault(cell, ([], [], []))[which].append(k)
         self._cells: dict[int, _Cell] = {
-            cell: (tuple(sure), tuple(overlap), tuple(ring)) for cell, (sure, overlap, ring) in lists.items()
+            cell: (tuple(sure), tuple(overlap), tuple(ring), self._union(sure + overlap + ring))
+            for cell, (sure, overlap, ring) in lists.items()
         }
         self.cells_held = sum(len(a) + len(b) + len(c) for a, b, c in lists.values())
         """(cell, fence) pairs in the index: its memory grows with this"""
@@ -143,24 +148,44 @@ class FenceIndex:
         self._last = (lat, lon, cell)
         return cell
 
-    def overlaps(self, cell: int) -> bool:
-        """Whether some fence overlaps ``cell`` (a point of it may be inside one)."""
-        entry = self._cells.get(cell)
-        return entry is not None and bool(entry[0] or entry[1])
-
     def holds(self, cell: int) -> bool:
         """Whether some fence is within one cell of ``cell``."""
         return cell in self._cells
 
-    def containing(self, cell: int, lon: float, lat: float) -> set[int]:
-        """The fences containing a point of ``cell`` (boundary included)."""
-        entry = self._cells.get(cell)
-        if entry is None:
-            return set()
-        sure, overlap, _ = entry
+    def candidates(self, previous: Observation | None, obs: Observation) -> tuple[Set[int], Set[int]]:
+        """(the fences containing ``obs``, the others the segment from ``previous`` may cross).
+
+        The second are only candidates (bounding boxes meet); ``_crossed`` tests them exactly.
+        """
+        cells = self._cells
+        before = None if previous is None else self.cell_of(previous.lat, previous.lon)  # first: cached
+        cell = self.cell_of(obs.lat, obs.lon)
+        entry = cells.get(cell)
+        inside = _NONE if entry is None else self._containing(entry, obs.lon, obs.lat)
+        if previous is None or before is None or (previous.lat == obs.lat and previous.lon == obs.lon):
+            return inside, _NONE
+        if before == cell:  # within one cell: only the fences overlapping it
+            if entry is None:
+                return inside, _NONE
+            return inside, self._crossable((entry,), False, previous, obs) - inside
+        if h3i.are_neighbor_cells(before, cell):
+            near = [e for e in (cells.get(before), entry) if e is not None]
+        elif haversine_m(previous.lat, previous.lon, obs.lat, obs.lon) > CROSSING_MAX_M:
+            return inside, _NONE
+        else:
+            near = [e for c in self._path(before, cell, previous, obs) if (e := cells.get(c)) is not None]
+        if not near:
+            return inside, _NONE
+        return inside, self._crossable(near, True, previous, obs) - inside
+
+    def _containing(self, entry: _Cell, lon: float, lat: float) -> Set[int]:
+        sure, overlap, _, _ = entry
+        if not overlap:
+            return set(sure) if sure else _NONE
         inside = set(sure)
+        bounds = self._bounds
         for k in overlap:
-            west, south, east, north = self._bounds[k]
+            west, south, east, north = bounds[k]
             if (
                 west <= lon <= east
                 and south <= lat <= north
@@ -169,27 +194,46 @@ class FenceIndex:
                 inside.add(k)
         return inside
 
-    def crossable(self, cells: tuple[int, ...], previous: Observation, obs: Observation) -> set[int]:
-        """The fences the segment from ``previous`` to ``obs``, through ``cells``, may cross."""
-        found: set[int] = set()
-        for cell in cells:
-            entry = self._cells.get(cell)
-            if entry is not None:
-                found.update(entry[0])
-                found.update(entry[1])
-                if len(cells) > 1:  # a segment within one cell meets only the fences overlapping it
-                    found.update(entry[2])
+    def _crossable(
+        self, entries: Sequence[_Cell], ring: bool, previous: Observation, obs: Observation
+    ) -> set[int]:
+        """The fences listed by ``entries`` (their ring too if ``ring``) whose bounds meet the segment's."""
         west, east = min(previous.lon, obs.lon), max(previous.lon, obs.lon)
         south, north = min(previous.lat, obs.lat), max(previous.lat, obs.lat)
         bounds = self._bounds
-        return {
-            k
-            for k in found
-            if bounds[k][0] <= east
-            and west <= bounds[k][2]
-            and bounds[k][1] <= north
-            and south <= bounds[k][3]
-        }
+        found: set[int] = set()
+        for entry in entries:
+            w, s, e, n = entry[3]
+            if w > east or west > e or s > north or south > n:
+                continue
+            for group in (entry[0], entry[1], entry[2]) if ring else (entry[0], entry[1]):
+                for k in group:
+                    w, s, e, n = bounds[k]
+                    if w <= east and west <= e and s <= north and south <= n:
+                        found.add(k)
+        return found
+
+    def _path(self, before: int, cell: int, previous: Observation, obs: Observation) -> list[int]:
+        try:
+            return list(h3i.grid_path_cells(before, cell))
+        except h3.H3BaseException:  # across a pentagon's distortion: sample the segment instead
+            steps = 1 + int(haversine_m(previous.lat, previous.lon, obs.lat, obs.lon) / 200.0)
+            return [
+                self.cell_of(
+                    previous.lat + (obs.lat - previous.lat) * s / steps,
+                    previous.lon + (obs.lon - previous.lon) * s / steps,
+                )
+                for s in range(steps + 1)
+            ]
+
+    def _union(self, fences: list[int]) -> _Bounds:
+        boxes = [self._bounds[k] for k in fences]
+        return (
+            min(b[0] for b in boxes),
+            min(b[1] for b in boxes),
+            max(b[2] for b in boxes),
+            max(b[3] for b in boxes),
+        )
 
 
 def _cover(
@@ -231,15 +275,9 @@ def fence_step(
     """
     if not index.fences:
         return (FenceState(), []) if state.stays else (state, [])
-    before = None if previous is None else index.cell_of(previous.lat, previous.lon)  # first: often cached
-    cell = index.cell_of(obs.lat, obs.lon)
-    overlapping = index.overlaps(cell)
-    path = (
-        () if previous is None or before is None else _path(previous, before, obs, cell, overlapping, index)
-    )
-    if not overlapping and not path and not state.stays:
+    inside, crossed = index.candidates(previous, obs)
+    if not inside and not crossed and not state.stays:  # the usual: near no fence, or in none, crossing none
         return state, []
-    inside = index.containing(cell, obs.lon, obs.lat)
     events: list[Event] = []
     kept: list[tuple[int, FenceStay]] = []
     stayed: set[int] = set()
@@ -252,8 +290,8 @@ def fence_step(
             kept.append((k, stay))
         else:
             events.append(_exited(operator, obs, index.fences[k], stay))
-    if path and previous is not None:
-        for k in sorted(index.crossable(path, previous, obs) - inside - stayed):
+    if crossed and previous is not None:
+        for k in sorted(crossed - stayed):
             events += _crossed(operator, previous, obs, index.fences[k])
     for k in sorted(inside - stayed):
         events.append(_fence_event(operator, obs, index.fences[k], "geofence_entered"))
@@ -268,39 +306,6 @@ def fence_step(
     ):
         return state, events
     return FenceState(stays), events
-
-
-def _path(
-    previous: Observation, before: int, obs: Observation, cell: int, overlapping: bool, index: FenceIndex
-) -> tuple[int, ...]:
-    """The cells the segment from the previous fix (in cell ``before``) runs through, when it may cross
-    a fence (else empty); ``overlapping``: whether a fence overlaps ``obs``'s cell."""
-    if before == cell:  # within one cell: only the fences overlapping it
-        moved = previous.lat != obs.lat or previous.lon != obs.lon
-        return (cell,) if overlapping and moved else ()
-    cells: tuple[int, ...]
-    if h3i.are_neighbor_cells(before, cell):
-        if not (index.holds(before) or index.holds(cell)):  # no fence within a cell of either
-            return ()
-        return (before, cell)
-    if haversine_m(previous.lat, previous.lon, obs.lat, obs.lon) > CROSSING_MAX_M:
-        return ()
-    try:
-        cells = tuple(h3i.grid_path_cells(before, cell))
-    except h3.H3BaseException:  # across a pentagon's distortion: sample the segment instead
-        cells = _sampled(previous, obs, index)
-    return cells if any(index.holds(c) for c in cells) else ()
-
-
-def _sampled(previous: Observation, obs: Observation, index: FenceIndex) -> tuple[int, ...]:
-    steps = 1 + int(haversine_m(previous.lat, previous.lon, obs.lat, obs.lon) / 200.0)
-    return tuple(
-        index.cell_of(
-            previous.lat + (obs.lat - previous.lat) * s / steps,
-            previous.lon + (obs.lon - previous.lon) * s / steps,
-        )
-        for s in range(steps + 1)
-    )
 
 
 def _details(fence: Fence, **more: Any) -> dict[str, Any]:

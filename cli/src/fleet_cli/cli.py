@@ -15,6 +15,7 @@ import click
 
 from fleet_cli import __version__
 from fleet_cli.devices_cli import devices
+from fleet_cli.geofences_cli import geofences
 from fleet_cli.gtfs_cli import gtfs
 from fleet_schemas.live import LivePosition
 from fleet_store import sessions, stackfile
@@ -177,6 +178,7 @@ def db_migrate(settings: Settings, sql_dir: Path | None) -> None:
 
 main.add_command(devices)
 main.add_command(gtfs)
+main.add_command(geofences)
 
 
 @main.command()

@@ -21,7 +21,8 @@ from one fence to another meets them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -89,19 +90,25 @@ class FenceState(msgspec.Struct, array_like=True, gc=False):
     stays: list[FenceStay] = msgspec.field(default_factory=list)
 
 
-_Cell = tuple[tuple[int, ...], tuple[int, ...]]
-"""what one H3 cell knows: fences surely containing any point of it, fences to test exactly"""
+_NONE: frozenset[int] = frozenset()
+_Bounds = tuple[float, float, float, float]
+"""west, south, east, north"""
+_Cell = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], _Bounds]
+"""what one H3 cell knows: fences surely containing all of it, fences overlapping it (to test exactly),
+fences within one cell of it (only a segment leaving the cell may cross them), and the bounds of all
+those fences (a segment outside them crosses none)"""
 
 
 class FenceIndex:
     """The fences of one operator with their H3 cover, for candidate lookup.
 
-    Each fence covers the cells that overlap it (h3 ``overlap`` containment) plus one ring around the
-    cells its boundary crosses, so a point within one cell of a fence finds it; cells fully inside and
-    not next to a boundary cell are "sure" (no exact test).
+    A fence lists the cells that overlap it (h3 ``overlap`` containment) and, for the crossing check,
+    one ring around the cells its boundary crosses, so a point within one cell of a fence finds it.
+    Overlapping cells not next to a boundary cell are "sure": every point of them is inside, untested.
+    A bounding-box comparison in plain Python turns most candidates away before any shapely call.
     """
 
-    __slots__ = ("_cells", "by_id", "cells_held", "fences", "resolution")
+    __slots__ = ("_bounds", "_cells", "_last", "by_id", "cells_held", "fences", "resolution")
 
     def __init__(self, fences: Sequence[Fence], resolution: int = RESOLUTION) -> None:
         self.fences: tuple[Fence, ...] = tuple(fences)
@@ -111,56 +118,128 @@ class FenceIndex:
             if fence.fence_id in self.by_id:
                 raise DuplicateFenceIdError("two fences with this id in one index", fence_id=fence.fence_id)
             self.by_id[fence.fence_id] = k
-        sure: dict[int, list[int]] = {}
-        near: dict[int, list[int]] = {}
+        self._bounds: tuple[_Bounds, ...] = tuple(
+            (float(w), float(s), float(e), float(n)) for w, s, e, n in (f.area.bounds for f in self.fences)
+        )
+        lists: dict[int, tuple[list[int], list[int], list[int]]] = {}
         for k, fence in enumerate(self.fences):
             shapely.prepare(fence.area)
-            inner, edge = _cover(fence.area, resolution)
-            for cell in inner:
-                sure.setdefault(cell, []).append(k)
-            for cell in edge:
-                near.setdefault(cell, []).append(k)
+            for which, cells in enumerate(_cover(fence.area, resolution)):
+                for cell in cells:
+                    lists.setdefault(cell, ([], [], []))[which].append(k)
         self._cells: dict[int, _Cell] = {
-            cell: (tuple(sure.get(cell, ())), tuple(near.get(cell, ()))) for cell in sure.keys() | near.keys()
+            cell: (tuple(sure), tuple(overlap), tuple(ring), self._union(sure + overlap + ring))
+            for cell, (sure, overlap, ring) in lists.items()
         }
-        self.cells_held = sum(len(v) for v in sure.values()) + sum(len(v) for v in near.values())
+        self.cells_held = sum(len(a) + len(b) + len(c) for a, b, c in lists.values())
         """(cell, fence) pairs in the index: its memory grows with this"""
+        self._last: tuple[float, float, int] = (math.nan, math.nan, 0)
+        """the last point looked up and its cell: a bus's fix is the next one's previous, so half the
+        lookups of a bus's run are found here (a cache: it changes no result)"""
 
     def __len__(self) -> int:
         return len(self.fences)
 
     def cell_of(self, lat: float, lon: float) -> int:
+        last = self._last
+        if last[0] == lat and last[1] == lon:
+            return last[2]
         cell: int = h3i.latlng_to_cell(lat, lon, self.resolution)
+        self._last = (lat, lon, cell)
         return cell
 
-    def containing(self, cell: int, lon: float, lat: float) -> set[int]:
-        """The fences containing a point of ``cell`` (boundary included)."""
-        entry = self._cells.get(cell)
-        if entry is None:
-            return set()
-        sure, maybe = entry
+    def holds(self, cell: int) -> bool:
+        """Whether some fence is within one cell of ``cell``."""
+        return cell in self._cells
+
+    def candidates(self, previous: Observation | None, obs: Observation) -> tuple[Set[int], Set[int]]:
+        """(the fences containing ``obs``, the others the segment from ``previous`` may cross).
+
+        The second are only candidates (bounding boxes meet); ``_crossed`` tests them exactly.
+        """
+        cells = self._cells
+        before = None if previous is None else self.cell_of(previous.lat, previous.lon)  # first: cached
+        cell = self.cell_of(obs.lat, obs.lon)
+        entry = cells.get(cell)
+        inside = _NONE if entry is None else self._containing(entry, obs.lon, obs.lat)
+        if previous is None or before is None or (previous.lat == obs.lat and previous.lon == obs.lon):
+            return inside, _NONE
+        if before == cell:  # within one cell: only the fences overlapping it
+            if entry is None:
+                return inside, _NONE
+            return inside, self._crossable((entry,), False, previous, obs) - inside
+        if h3i.are_neighbor_cells(before, cell):
+            near = [e for e in (cells.get(before), entry) if e is not None]
+        elif haversine_m(previous.lat, previous.lon, obs.lat, obs.lon) > CROSSING_MAX_M:
+            return inside, _NONE
+        else:
+            near = [e for c in self._path(before, cell, previous, obs) if (e := cells.get(c)) is not None]
+        if not near:
+            return inside, _NONE
+        return inside, self._crossable(near, True, previous, obs) - inside
+
+    def _containing(self, entry: _Cell, lon: float, lat: float) -> Set[int]:
+        sure, overlap, _, _ = entry
+        if not overlap:
+            return set(sure) if sure else _NONE
         inside = set(sure)
-        for k in maybe:
-            if shapely.intersects_xy(self.fences[k].area, lon, lat):
+        bounds = self._bounds
+        for k in overlap:
+            west, south, east, north = bounds[k]
+            if (
+                west <= lon <= east
+                and south <= lat <= north
+                and shapely.intersects_xy(self.fences[k].area, lon, lat)
+            ):
                 inside.add(k)
         return inside
 
-    def near(self, cells: Iterable[int]) -> set[int]:
-        """Every fence the cover of ``cells`` lists."""
+    def _crossable(
+        self, entries: Sequence[_Cell], ring: bool, previous: Observation, obs: Observation
+    ) -> set[int]:
+        """The fences listed by ``entries`` (their ring too if ``ring``) whose bounds meet the segment's."""
+        west, east = min(previous.lon, obs.lon), max(previous.lon, obs.lon)
+        south, north = min(previous.lat, obs.lat), max(previous.lat, obs.lat)
+        bounds = self._bounds
         found: set[int] = set()
-        for cell in cells:
-            entry = self._cells.get(cell)
-            if entry is not None:
-                found.update(entry[0])
-                found.update(entry[1])
+        for entry in entries:
+            w, s, e, n = entry[3]
+            if w > east or west > e or s > north or south > n:
+                continue
+            for group in (entry[0], entry[1], entry[2]) if ring else (entry[0], entry[1]):
+                for k in group:
+                    w, s, e, n = bounds[k]
+                    if w <= east and west <= e and s <= north and south <= n:
+                        found.add(k)
         return found
 
-    def holds(self, cell: int) -> bool:
-        return cell in self._cells
+    def _path(self, before: int, cell: int, previous: Observation, obs: Observation) -> list[int]:
+        try:
+            return list(h3i.grid_path_cells(before, cell))
+        except h3.H3BaseException:  # across a pentagon's distortion: sample the segment instead
+            steps = 1 + int(haversine_m(previous.lat, previous.lon, obs.lat, obs.lon) / 200.0)
+            return [
+                self.cell_of(
+                    previous.lat + (obs.lat - previous.lat) * s / steps,
+                    previous.lon + (obs.lon - previous.lon) * s / steps,
+                )
+                for s in range(steps + 1)
+            ]
+
+    def _union(self, fences: list[int]) -> _Bounds:
+        boxes = [self._bounds[k] for k in fences]
+        return (
+            min(b[0] for b in boxes),
+            min(b[1] for b in boxes),
+            max(b[2] for b in boxes),
+            max(b[3] for b in boxes),
+        )
 
 
-def _cover(area: shapely.Polygon | shapely.MultiPolygon, resolution: int) -> tuple[set[int], set[int]]:
-    """(sure cells, cells to test) of one fence."""
+def _cover(
+    area: shapely.Polygon | shapely.MultiPolygon, resolution: int
+) -> tuple[set[int], set[int], set[int]]:
+    """(sure, overlapping, ring) cells of one fence."""
     shape = h3i.geo_to_h3shape(area)
     overlap = set(h3i.h3shape_to_cells_experimental(shape, resolution, "overlap"))
     full = set(h3i.h3shape_to_cells_experimental(shape, resolution, "full"))
@@ -169,7 +248,8 @@ def _cover(area: shapely.Polygon | shapely.MultiPolygon, resolution: int) -> tup
     ring: set[int] = set()
     for cell in overlap - full:
         ring.update(h3i.grid_disk(cell, 1))
-    return full - ring, ring | overlap - (full - ring)
+    sure = full - ring
+    return sure, overlap - sure, ring - overlap
 
 
 def _vertices(area: shapely.Polygon | shapely.MultiPolygon) -> list[tuple[float, float]]:
@@ -195,11 +275,9 @@ def fence_step(
     """
     if not index.fences:
         return (FenceState(), []) if state.stays else (state, [])
-    cell = index.cell_of(obs.lat, obs.lon)
-    path = _path(previous, obs, cell, index)
-    if not state.stays and not path and not index.holds(cell):
+    inside, crossed = index.candidates(previous, obs)
+    if not inside and not crossed and not state.stays:  # the usual: near no fence, or in none, crossing none
         return state, []
-    inside = index.containing(cell, obs.lon, obs.lat)
     events: list[Event] = []
     kept: list[tuple[int, FenceStay]] = []
     stayed: set[int] = set()
@@ -212,8 +290,8 @@ def fence_step(
             kept.append((k, stay))
         else:
             events.append(_exited(operator, obs, index.fences[k], stay))
-    if path and previous is not None:
-        for k in sorted(index.near(path) - inside - stayed):
+    if crossed and previous is not None:
+        for k in sorted(crossed - stayed):
             events += _crossed(operator, previous, obs, index.fences[k])
     for k in sorted(inside - stayed):
         events.append(_fence_event(operator, obs, index.fences[k], "geofence_entered"))
@@ -228,36 +306,6 @@ def fence_step(
     ):
         return state, events
     return FenceState(stays), events
-
-
-def _path(previous: Observation | None, obs: Observation, cell: int, index: FenceIndex) -> tuple[int, ...]:
-    """The cells the segment from the previous fix runs through, when it may cross a fence (else empty)."""
-    if previous is None or (previous.lat == obs.lat and previous.lon == obs.lon):
-        return ()
-    before = index.cell_of(previous.lat, previous.lon)
-    if before == cell:
-        cells: tuple[int, ...] = (cell,)
-    elif h3i.are_neighbor_cells(before, cell):
-        cells = (before, cell)
-    elif haversine_m(previous.lat, previous.lon, obs.lat, obs.lon) > CROSSING_MAX_M:
-        return ()
-    else:
-        try:
-            cells = tuple(h3i.grid_path_cells(before, cell))
-        except h3.H3BaseException:  # across a pentagon's distortion: sample the segment instead
-            cells = _sampled(previous, obs, index)
-    return cells if any(index.holds(c) for c in cells) else ()
-
-
-def _sampled(previous: Observation, obs: Observation, index: FenceIndex) -> tuple[int, ...]:
-    steps = 1 + int(haversine_m(previous.lat, previous.lon, obs.lat, obs.lon) / 200.0)
-    return tuple(
-        index.cell_of(
-            previous.lat + (obs.lat - previous.lat) * s / steps,
-            previous.lon + (obs.lon - previous.lon) * s / steps,
-        )
-        for s in range(steps + 1)
-    )
 
 
 def _details(fence: Fence, **more: Any) -> dict[str, Any]:

@@ -178,19 +178,24 @@ def ingest(
 )
 @_json_option
 def processing(batches: int, as_json: bool) -> None:
-    """Trip progress on one core: fixes/s of projection + progress + delay, and with the ETAs too.
+    """Progress, ETAs and event detectors on one core: fixes/s, without fences and with 1,000 and 10,000.
 
     A demo-like feed (five Algerian intercity lines both ways, a departure
     every 30 minutes) and simulated buses with GPS noise; two batch shapes as
     ingest hands them: 500 buses with 4 fixes each, 2,000 buses with one.
-    Times advance_batch alone and ingest's trip step (the ETA of every
-    upcoming stop included) on the same fixes, no server. Target: at least
-    200,000 fixes/s for the trip step in both. Prints the error against the
-    simulated truth too, so a fast wrong answer shows.
+    Times, on the same fixes and no server: advance_batch alone; ingest's
+    processing step (progress, the ETA of every upcoming stop, deviation,
+    stops, delay, offline and geofence detectors) without fences, with 1,000
+    fences and with 10,000 (stations and speed zones on the lines, zones
+    scattered over Algeria); the detectors alone with each set. Targets: at
+    least 150,000 fixes/s for the step with 1,000 fences, 10,000 costing at
+    most 1.3 times as much (and 200,000 fixes/s for the step without fences).
+    Prints the error against the simulated truth too, so a fast wrong answer
+    shows. Exits 1 when a target is missed.
 
     \b
     Example:
-      fleet bench processing                 # about a minute
+      fleet bench processing                 # about three minutes
       fleet bench processing --batches 10 --json
     """
     from fleet_devtools.bench_processing import run_processing_bench, summary_text

@@ -1,16 +1,22 @@
-"""``fleet bench processing``: trip progress (projection, progress, delay) in fixes per second on one core.
+"""``fleet bench processing``: trip progress, ETAs and the event detectors in fixes per second on one core.
 
 Pure code, no server, timed in CPU seconds of the thread
 (``time.thread_time``: other processes sharing the core do not count) and
 in wall-clock seconds. A demo-like feed (``synthetic_feed.demo_like_feed``:
 five Algerian intercity lines both ways, a vertex every 200 m, a departure
 every 30 minutes) is built into a network, buses drive trips running at
-noon with a delay of their own and GPS noise, and ``advance_batch`` is timed
-on batches shaped as ingest hands them: many buses with a few fixes each,
-and many buses with one fix each. Between batches each bus's state goes
-through msgpack as it does through Redis (outside the timing, measured on
-its own). Buses warm up first, as in a running ingest, so the timed batches
-hold the usual mix: most buses assigned, a few dwelling or not yet sure.
+noon with a delay of their own and GPS noise, on batches shaped as ingest
+hands them: many buses with a few fixes each, and many buses with one fix
+each. Timed on the same fixes: ``advance_batch`` alone (with the per-fix
+trace the trip detectors read); ingest's processing step
+(``fleet_ingest.trips.follow``: progress, the ETA of every upcoming stop,
+every detector) without fences, with 1,000 fences and with 10,000
+(``bench_fences``), and the ratio of the last two; and the detectors alone
+(``fleet_ingest.trips.detect``) with each set. Each set of fences keeps its
+own detector states, as separate deployments would. Between batches each
+bus's state goes through msgpack as it does through Redis. Buses warm up
+first, as in a running ingest, so the timed batches hold the usual mix: most
+buses assigned, a few dwelling or not yet sure, some inside fences.
 Progress is checked against the truth (distance along and delay) so the
 figure is for right answers.
 """

@@ -275,20 +275,21 @@ def _trip_update(
     now_ms: int,
 ) -> EtaUpdate:
     instance = request.instance
+    start_date, start_time = _label(network, instance)
     etas = _trip_etas(
         operator,
         result.bus,
         network.feed_id,
         instance.plan,
-        instance.start_date,
-        instance.start_time,
+        start_date,
+        start_time,
         request.time_ms,
         request.delay_s,
         stops,
         now_ms,
     )
     # The stops passed since the saved progress leave their boards (all before it, on a new trip).
-    first = _first_upcoming(previous) if _same_instance(previous, instance) else 0
+    first = _first_upcoming(previous) if _same_instance(network, previous, instance) else 0
     return EtaUpdate(etas, instance.plan.stop_ids[first : request.next_stop])
 
 
@@ -299,14 +300,22 @@ def _first_upcoming(progress: BusProgress | None) -> int:
     return progress.next_stop + (1 if progress.stop_arrived_ms > 0 else 0)
 
 
-def _same_instance(progress: BusProgress | None, instance: TripInstance | None) -> bool:
+def _same_instance(network: Network, progress: BusProgress | None, instance: TripInstance | None) -> bool:
     return (
         progress is not None
         and instance is not None
         and progress.trip_id == instance.plan.trip_id
-        and progress.start_date == instance.start_date
-        and progress.start_time == instance.start_time
+        and (progress.start_date, progress.start_time) == _label(network, instance)
     )
+
+
+def _label(network: Network, instance: TripInstance) -> tuple[str, str]:
+    """(start_date, start_time) of an instance: the network's labels have them formatted once per day,
+    where ``TripInstance.start_date`` formats a date on every call (a tenth of the step's time)."""
+    label = network.labels.get(instance)
+    if label is None:  # its day was just evicted from the network's cache
+        return instance.start_date, instance.start_time
+    return label.start_date, label.start_time
 
 
 def _trip_etas(
@@ -340,7 +349,7 @@ def _released(
     network: Network, operator: str, previous: BusProgress | None, result: Progressed, now_ms: int
 ) -> list[EtaUpdate]:
     """A final, empty prediction for the trip the bus left (ended, or reassigned), off every board."""
-    if previous is None or previous.trip_id is None or _same_instance(previous, result.instance):
+    if previous is None or previous.trip_id is None or _same_instance(network, previous, result.instance):
         return []
     index = network.plan_index.get(previous.trip_id)
     if index is None or previous.start_date is None or previous.start_time is None:

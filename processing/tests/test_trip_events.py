@@ -233,6 +233,20 @@ def test_a_deviation_open_when_the_trip_is_released_ends_with_it() -> None:
     assert ended.details["started_ms"] == started.details["started_ms"] == gone[0].time_ms
 
 
+def test_a_bus_assigned_past_its_first_stop_starts_its_trip_there() -> None:
+    """Without a trip id the bus is assigned from its movement, after its first stop: it is under way."""
+    fixes = trip_drive(named=False)
+    events = events_of(fixes, run(NET, fixes, trace=True))
+    assigned, started = events[0], events[1]
+    assert (assigned.kind, started.kind) == ("trip_assigned", "trip_started")
+    assert started.time_ms == assigned.time_ms
+    assert assigned.subject == f"{TRIP}/{DAY.strftime('%Y%m%d')}/09:00:00"
+    first_stop = [e for e in events if e.details.get("stop_sequence") == ROWS[0].stop_sequence]
+    assert not first_stop  # passed before anyone knew which trip it was
+    assert_each_stop_once(events)
+    assert kinds(events).count("trip_started") == 1
+
+
 def test_a_bus_named_on_another_trip_is_reassigned() -> None:
     fixes = trip_drive()
     switch = fixes[0].time_ms + 200_000

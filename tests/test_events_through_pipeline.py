@@ -12,6 +12,7 @@ time with two ingest processes sharing the frames.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Iterator
@@ -149,7 +150,7 @@ def _drive(
         while not stop.is_set():
             life = asyncio.Event()  # the agent sets the event it runs with when it ends
             relay = asyncio.create_task(stop.wait())
-            relay.add_done_callback(lambda _, life=life: life.set())
+            relay.add_done_callback(functools.partial(_set, life))
             try:
                 await Agent(config, source).run(life)
             except DeviceRebooted:
@@ -176,6 +177,10 @@ def _drive(
         ingest.terminate(instance)
     records = [TRUTH_DECODER.decode(line) for line in truth_file.read_bytes().splitlines()]
     return Drive(ingest, operator_id, bus, records)
+
+
+def _set(event: asyncio.Event, _done: object) -> None:
+    event.set()
 
 
 def _events(database_url: str, operator: str, bus: str) -> list[dict[str, Any]]:

@@ -29,7 +29,15 @@ from fleet_ingest.storage import (
     store_messages,
 )
 from fleet_schemas.live import LIVE_DECODER
-from fleet_store.live import LiveState, geo_key, positions_channel
+from fleet_store.events import outbox_key
+from fleet_store.live import (
+    LiveState,
+    OfflineWrite,
+    Processing,
+    ProcessingWrite,
+    geo_key,
+    positions_channel,
+)
 from fleet_store.maintain import Retention, maintain, refresh_rollups
 from fleet_testing.frames import frame
 
@@ -117,7 +125,7 @@ def test_rejected_frames_keep_their_raw_bytes_and_reason(database_url: str) -> N
 
 async def _update(live: LiveState, *frames: Accepted) -> int:
     """Write accepted frames to the live state as ingest does, received at NOW_MS."""
-    return await live.update(live_positions(frames, NOW_MS), NOW_MS)
+    return (await live.update(live_positions(frames, NOW_MS), NOW_MS)).moved
 
 
 def test_live_position_moves_forward_only_and_is_published(redis_url: str) -> None:
@@ -150,20 +158,58 @@ def test_live_position_moves_forward_only_and_is_published(redis_url: str) -> No
     assert [LIVE_DECODER.decode(p[1:-1]).seq for p in published] == [5, 6]
 
 
-def test_trip_progress_is_kept_only_with_the_position_it_belongs_to(redis_url: str) -> None:
-    async def scenario() -> list[bytes | None]:
+def test_processing_state_is_written_only_at_the_version_it_was_read(redis_url: str) -> None:
+    async def scenario() -> tuple[list[set[tuple[str, str]]], list[Processing], int, list[Any]]:
         client = aioredis.Redis.from_url(redis_url)
         live = LiveState(client, ttl_s=60)
         bus = ("op-a", "BUS-01")
-        await live.update(live_positions([accepted(5)], NOW_MS), NOW_MS, {bus: b"at-5"})
-        await live.update(live_positions([accepted(4)], NOW_MS), NOW_MS, {bus: b"at-4"})  # older: ignored
-        held = await live.progress([bus, ("op-a", "BUS-02")])
-        await live.update(live_positions([accepted(6)], NOW_MS), NOW_MS)  # no progress: the last one stays
-        held += await live.progress([bus])
+        conflicts = []
+        for seq, write in [
+            (5, ProcessingWrite(0, b"p5", b"d5", [b'{"e":5}'])),
+            (6, ProcessingWrite(0, b"p6", b"d6", [b'{"e":6}'])),  # read before the first write: loses
+            (6, ProcessingWrite(1, b"p6", b"d6", [b'{"e":6}'])),  # read again: wins
+        ]:
+            updated = await live.update(live_positions([accepted(seq)], NOW_MS), NOW_MS, {bus: write})
+            conflicts.append(updated.conflicts)
+        held = await live.processing([bus, ("op-a", "BUS-02")])
+        position = await live.position(*bus)
+        outbox = await client.lrange(outbox_key("op-a"), 0, -1)
         await client.aclose()
-        return held
+        assert position is not None
+        return conflicts, held, position.seq, outbox
 
-    assert asyncio.run(scenario()) == [b"at-5", None, b"at-5"]
+    conflicts, held, seq, outbox = asyncio.run(scenario())
+    assert conflicts == [set(), {("op-a", "BUS-01")}, set()]
+    assert held == [Processing(2, b"p6", b"d6"), Processing()]
+    assert seq == 6
+    assert outbox == [b'{"e":5}', b'{"e":6}']  # the lost write queued nothing
+
+
+def test_a_silent_bus_is_declared_offline_once_whoever_sweeps(redis_url: str) -> None:
+    async def scenario() -> tuple[list[int], int, list[Processing], list[Any]]:
+        client = aioredis.Redis.from_url(redis_url)
+        live = LiveState(client, ttl_s=60)
+        bus = ("op-a", "BUS-01")
+        await live.update(
+            live_positions([accepted(5)], NOW_MS), NOW_MS, {bus: ProcessingWrite(0, None, b"s")}
+        )
+        early = await live.silent("op-a", NOW_MS - 1)
+        silent = await live.silent("op-a", NOW_MS + 1_000)
+        write = OfflineWrite("op-a", "BUS-01", silent[0].processing.version, b"off", b'{"offline":1}')
+        declared = list(
+            await asyncio.gather(*(live.declare_offline([write], NOW_MS + 1_000) for _ in range(3)))
+        )
+        held = await live.processing([bus])
+        outbox = await client.lrange(outbox_key("op-a"), 0, -1)
+        after = await live.silent("op-a", NOW_MS + 1_000)
+        await client.aclose()
+        return declared, len(early) + len(after), held, outbox
+
+    declared, others, held, outbox = asyncio.run(scenario())
+    assert sorted(declared) == [0, 0, 1]
+    assert others == 0  # not silent before its last update; not looked at again once offline
+    assert held == [Processing(2, None, b"off")]
+    assert outbox == [b'{"offline":1}']
 
 
 def test_polar_fix_updates_the_hash_but_not_the_geo_set(redis_url: str) -> None:

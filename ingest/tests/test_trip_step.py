@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fleet_ingest.assess import Accepted
-from fleet_ingest.trips import Followed, OperatorModel, follow
+from fleet_ingest.trips import Followed, OperatorModel, SavedBus, follow
+from fleet_processing.detect import STATE_DECODER
 from fleet_processing.eta import SegmentHistory
 from fleet_processing.progress import PROGRESS_DECODER, PROGRESS_ENCODER, FixPoint
 from fleet_schemas import Frame
@@ -43,12 +44,12 @@ def _accepted(fixes: list[FixPoint], first_seq: int) -> list[Accepted]:
 
 def _drive_batches(model: OperatorModel, fixes: list[FixPoint], per_batch: int) -> list[Followed]:
     """Each batch through ``follow`` with the progress the previous one saved, as Redis would hand it back."""
-    saved: bytes | None = None
+    saved = SavedBus()
     out = []
     for k in range(0, len(fixes), per_batch):
         chunk = fixes[k : k + per_batch]
-        followed = follow({OPERATOR: model}, _accepted(chunk, k), {KEY: saved}, chunk[-1].time_ms)
-        saved = followed.progress[KEY]
+        followed = follow({OPERATOR: model}, {}, _accepted(chunk, k), {KEY: saved}, chunk[-1].time_ms)
+        saved = SavedBus(followed.progress[KEY], followed.states[KEY])
         out.append(followed)
     return out
 
@@ -92,17 +93,19 @@ def test_the_trip_block_and_visits_follow_the_bus() -> None:
 def test_progress_saved_for_another_feed_version_or_unreadable_starts_over() -> None:
     feed, model = _model()
     fixes, _ = drive(feed, TRIP, every(8 * 3600 + 120, 8 * 3600 + 150, 5.0), named=True)
-    fresh = follow({OPERATOR: model}, _accepted(fixes, 0), {KEY: None}, fixes[-1].time_ms)
+    fresh = follow({OPERATOR: model}, {}, _accepted(fixes, 0), {}, fixes[-1].time_ms)
     other = PROGRESS_DECODER.decode(fresh.progress[KEY])
     other.feed_id = model.network.feed_id + 1
     other.along_m = 3_900.0
     for saved in (PROGRESS_ENCODER.encode(other), b"\xc1not msgpack"):
-        again = follow({OPERATOR: model}, _accepted(fixes, 0), {KEY: saved}, fixes[-1].time_ms)
+        again = follow({OPERATOR: model}, {}, _accepted(fixes, 0), {KEY: SavedBus(saved)}, fixes[-1].time_ms)
         assert again.calculated[KEY] == fresh.calculated[KEY]
 
 
-def test_buses_of_operators_without_a_feed_pass_through_untouched() -> None:
+def test_buses_of_operators_without_a_feed_get_no_trip_data_only_a_detector_state() -> None:
     feed, model = _model()
     fixes, _ = drive(feed, TRIP, every(8 * 3600, 8 * 3600 + 30, 5.0), named=True)
-    followed = follow({"another-operator": model}, _accepted(fixes, 0), {}, fixes[-1].time_ms)
-    assert followed == Followed({}, {}, [], [])
+    followed = follow({"another-operator": model}, {}, _accepted(fixes, 0), {}, fixes[-1].time_ms)
+    assert (followed.calculated, followed.progress, followed.etas, followed.visits) == ({}, {}, [], [])
+    state = STATE_DECODER.decode(followed.states[KEY])
+    assert (state.time_ms, state.lat, state.lon) == (fixes[-1].time_ms, fixes[-1].lat, fixes[-1].lon)

@@ -29,7 +29,7 @@ import numpy as np
 
 from fleet_devtools.synthetic_feed import demo_like_feed, fix_at, truth_along
 from fleet_ingest.assess import Accepted
-from fleet_ingest.trips import OperatorModel, follow
+from fleet_ingest.trips import OperatorModel, SavedBus, follow
 from fleet_processing.eta import SegmentHistory
 from fleet_processing.network import Network, build_network
 from fleet_processing.plan import TripInstance
@@ -163,14 +163,14 @@ def _scenario(
     fleet = _buses(feed, net, buses, start, rng)
     states: list[BusProgress | None] = [None] * buses
     models = {OPERATOR: OperatorModel(net, SegmentHistory(OPERATOR))}
-    saved: dict[tuple[str, str], bytes | None] = {}
+    saved: dict[tuple[str, str], SavedBus] = {}
     t = start - WARM_UP_S * 1000
     report(f"{name}: warming up {buses} buses ({WARM_UP_S // 60} simulated minutes, one fix each per batch)")
     while t < start:  # warm-up: one fix per bus per batch, not timed
         items = _batch(fleet, states, t, 1, rng)
         results = advance_batch(net, items, t)
         states = [PROGRESS_DECODER.decode(PROGRESS_ENCODER.encode(r.progress)) for r in results]
-        saved = follow(models, _accepted(items), saved, t).progress  # type: ignore[assignment]
+        saved = follow(models, {}, _accepted(items), saved, t).carried(saved)
         t += FIX_EVERY_S * 1000
     spent, wall, step_spent, rates = 0.0, 0.0, 0.0, []
     for n in range(batches):
@@ -185,7 +185,7 @@ def _scenario(
         rates.append(buses * per_bus / took)
         states = [PROGRESS_DECODER.decode(PROGRESS_ENCODER.encode(r.progress)) for r in results]
         began = time.thread_time()
-        saved = follow(models, kept, saved, t).progress  # type: ignore[assignment]
+        saved = follow(models, {}, kept, saved, t).carried(saved)
         step_spent += time.thread_time() - began
         if (n + 1) % 10 == 0:
             report(

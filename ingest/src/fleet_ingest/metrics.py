@@ -55,3 +55,16 @@ NETWORK_BUILD_SECONDS = Histogram(
     "Loading an active feed version and building its network",
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
+EVENTS = Counter(
+    "fleet_ingest_events_total", "Events detected and written with their bus's state, by kind", ["kind"]
+)
+FRAMES_LATE = Counter(
+    "fleet_ingest_frames_late_total",
+    "Accepted frames not newer than their bus's processed state: stored in history, no live event",
+)
+STATE_CONFLICTS = Counter(
+    "fleet_ingest_state_conflicts_total",
+    "Buses recomputed because another ingest process wrote their state between read and write",
+)
+EVENTS_STORED = Counter("fleet_ingest_events_stored_total", "Events newly stored in PostgreSQL and published")
+OFFLINE_SWEEPS = Counter("fleet_ingest_offline_sweeps_total", "Offline sweeps run by this process")

@@ -21,6 +21,7 @@ from fleet_schemas import frames_subscription
 from fleet_schemas.backoff import sleep_unless_stopped
 from fleet_store.errors import ConfigError
 from fleet_store.etas import EtaBoards
+from fleet_store.events import EventOutbox
 from fleet_store.history import refresh_segment_times
 from fleet_store.live import LiveState
 from fleet_store.maintain import maintain, refresh_rollups
@@ -123,6 +124,8 @@ async def run_ingest(
         live_ttl_s=settings.live_ttl_s,
         burst_idle_s=burst_idle_s,
         filters=ingest_settings.filters,
+        detectors=ingest_settings.detectors,
+        sweep_s=ingest_settings.sweep_s,
     )
     pool = await open_pool(urls.database_url)
     redis_client = open_redis(urls.redis_url)
@@ -131,11 +134,12 @@ async def run_ingest(
             ingest = Ingest(
                 urls.mqtt_url,
                 pool,
-                LiveState(redis_client, settings.live_ttl_s),
+                LiveState(redis_client, settings.live_ttl_s, ingest_settings.state_ttl_s),
                 registry,
                 options,
                 boards=EtaBoards(redis_client, ingest_settings.eta_ttl_s),
                 networks=Networks(ingest_settings.feed_refresh_s) if ingest_settings.trips else None,
+                outbox=EventOutbox(redis_client),
             )
             upkeep = asyncio.create_task(_maintenance(urls.database_url, settings, stop))
             try:

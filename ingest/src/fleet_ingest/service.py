@@ -1,8 +1,11 @@
 """``fleet ingest``: broker → checks → TimescaleDB + Redis → ack, at least once.
 
 One loop per process: take a micro-batch from the consumer (flushed by size
-or after ``flush_ms``), assess it (pure), commit it to PostgreSQL, update the
-live state in Redis, then PUBACK every message in it. A failed write is
+or after ``flush_ms``), assess it (pure), commit it to PostgreSQL, run the
+processing step (pure: progress, ETAs, detectors) from each bus's state in
+Redis, write positions, states and events back with a compare-and-set per
+bus (a bus another process advanced meanwhile is recomputed from the state
+that won), store and publish the events, then PUBACK every message in it. A failed write is
 retried with backoff and nothing is acked meanwhile; the consumer's receive
 maximum then stops the broker from sending more (backpressure), and the
 broker keeps the rest in the persistent session. SIGTERM finishes the batch
@@ -17,8 +20,9 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections import OrderedDict, defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from functools import partial
 from typing import Any, Literal, Protocol, TypeVar
 
 import asyncpg
@@ -28,19 +32,23 @@ import redis.exceptions
 
 from fleet_ingest import metrics
 from fleet_ingest.assess import Accepted, Assessment, BusKey, DeviceInfo, Incoming, assess
+from fleet_ingest.detectors import Detectors
 from fleet_ingest.feeds import Networks
 from fleet_ingest.live import live_positions, previous, with_trip_blocks
 from fleet_ingest.mqtt_consumer import BATCH_MAX_BYTES, Consumer, Message, MqttError
 from fleet_ingest.storage import Stored, prepare_connection, store_messages
-from fleet_ingest.trips import NOTHING_FOLLOWED, Followed, follow
+from fleet_ingest.trips import Followed, SavedBus, follow
+from fleet_processing.detect import STATE_ENCODER, load_state, went_offline
+from fleet_processing.detection import DetectorPolicy
 from fleet_processing.filters import BusTrack, FilterPolicy
 from fleet_schemas import DeviceKey, frames_subscription
 from fleet_schemas.backoff import Backoff, sleep_unless_stopped
+from fleet_schemas.events import EVENT_ENCODER
 from fleet_schemas.trips import StopVisit
 from fleet_store import sessions
 from fleet_store.etas import EtaBoards
 from fleet_store.history import write_visits
-from fleet_store.live import LiveState
+from fleet_store.live import LiveState, OfflineWrite, ProcessingWrite, Updated
 
 log = logging.getLogger("fleet_ingest.service")
 
@@ -49,6 +57,16 @@ T = TypeVar("T")
 
 class _Abandoned(Exception):
     """A batch given up unacked because the process stops while a store is down."""
+
+
+CAS_ROUNDS = 8
+"""rounds of recomputing the buses another process advanced meanwhile before writing them unchecked"""
+
+
+class Outbox(Protocol):
+    """Stores and publishes the events queued with the states (fleet_store.events.EventOutbox)."""
+
+    async def flush(self, pool: asyncpg.Pool, operators: Iterable[str]) -> int: ...
 
 
 class Registry(Protocol):
@@ -75,6 +93,9 @@ class IngestOptions(msgspec.Struct, frozen=True):
     burst_idle_s: float | None = None
     """exit after this long with nothing to do (tests and one-off drains); None runs until stopped"""
     filters: FilterPolicy = msgspec.field(default_factory=FilterPolicy)
+    detectors: DetectorPolicy = msgspec.field(default_factory=DetectorPolicy)
+    sweep_s: float = 15.0
+    """how often this process looks for buses gone silent (FLEET_INGEST_SWEEP_S)"""
 
 
 class _BusCache(Mapping[BusKey, BusTrack]):
@@ -113,6 +134,7 @@ class Ingest:
         options: IngestOptions,
         boards: EtaBoards | None = None,
         networks: Networks | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self._mqtt_url = mqtt_url
         self._pool = pool
@@ -121,6 +143,8 @@ class Ingest:
         self._options = options
         self._boards = boards
         self._networks = networks
+        self._outbox = outbox
+        self._detectors = Detectors(options.detectors)
         self._buses = _BusCache()
         self._stop = asyncio.Event()
         self.batches = 0
@@ -130,10 +154,12 @@ class Ingest:
         self._stop = stop
         await self._refresh_networks()
         upkeep = asyncio.create_task(self._upkeep(stop))
+        sweep = asyncio.create_task(self._sweep(stop))
         try:
             await self._connect_and_consume(stop)
         finally:
             upkeep.cancel()
+            sweep.cancel()
 
     async def _upkeep(self, stop: asyncio.Event) -> None:
         """Every 30 s: say this instance holds its session, drop expired buses, count the live ones."""
@@ -149,7 +175,8 @@ class Ingest:
             try:
                 await self._live.prune()
                 metrics.BUSES_LIVE.set(await self._live.buses_live())
-            except redis.exceptions.RedisError as exc:
+                await self._flush_events(await self._live.operators())  # left by a process that died
+            except (redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
                 log.warning("live-state upkeep failed", extra={"error": str(exc)})
             await sleep_unless_stopped(stop, 30.0)
 
@@ -261,13 +288,7 @@ class Ingest:
         stored = await self._retry("postgresql", lambda: self._store(batch_id, incoming, outcome))
         live = stored.kept(outcome.accepted)
         if live:
-            followed = await self._follow(live)
-            if followed.visits:
-                await self._retry("postgresql", lambda: self._store_visits(followed.visits))
-            await self._retry("redis", lambda: self._update_live(live, followed))
-            if followed.etas and self._boards is not None:
-                boards = self._boards
-                await self._retry("redis", lambda: boards.publish(followed.etas, int(time.time() * 1000)))
+            await self._process(live)
         self._buses.update(outcome.tracks)
         consumer.ack([m.packet_id for m in messages])
         self._count(messages, outcome, stored, live)
@@ -335,41 +356,148 @@ class Ingest:
                     raise _Abandoned(store) from exc
                 await sleep_unless_stopped(self._stop, delay)
 
-    async def _follow(self, kept: list[Accepted]) -> Followed:
-        """The trip step (pure, in fleet_processing) on the kept frames of buses whose operator has a feed.
+    async def _process(self, kept: list[Accepted]) -> None:
+        """Process the kept frames and write the result, bus by bus compare-and-set.
+
+        A bus another process wrote between our read and our write comes back
+        as a conflict: it is read again and its frames run again from the
+        state that won (those not newer than it are then late). After
+        ``CAS_ROUNDS`` rounds its position is written without the check, and
+        without events.
+        """
+        pending = kept
+        for _ in range(CAS_ROUNDS):
+            buses = sorted({(a.operator, a.frame.bus) for a in pending})
+            held = await self._retry("redis", partial(self._live.processing, buses))
+            saved = dict(zip(buses, held, strict=True))
+            followed = self._follow(pending, {k: SavedBus(h.progress, h.state) for k, h in saved.items()})
+            if followed is None:
+                await self._retry("redis", partial(self._update_live, pending, None, {}))
+                return
+            events: dict[BusKey, list[bytes]] = defaultdict(list)
+            for event in followed.events:
+                events[(event.operator, event.bus)].append(EVENT_ENCODER.encode(event))
+            writes = {
+                key: ProcessingWrite(
+                    saved[key].version,
+                    followed.progress.get(key),
+                    followed.states.get(key),
+                    events.get(key, ()),
+                )
+                for key in buses
+            }
+            updated = await self._retry("redis", partial(self._update_live, pending, followed, writes))
+            await self._publish(followed.only(set(buses) - updated.conflicts))
+            if not updated.conflicts:
+                return
+            metrics.STATE_CONFLICTS.inc(len(updated.conflicts))
+            pending = [a for a in pending if (a.operator, a.frame.bus) in updated.conflicts]
+        log.warning("buses still contended; written without events", extra={"buses": len(pending)})
+        await self._retry("redis", partial(self._update_live, pending, None, {}))
+
+    def _follow(self, kept: list[Accepted], saved: Mapping[BusKey, SavedBus]) -> Followed | None:
+        """The processing step (pure, in fleet_processing) on the kept frames.
 
         Its output is derived data: if it fails (a bug, a feed it cannot
         handle), the batch is still stored, acked and shown live without trip
-        data, and the failure is logged and counted, never a stalled stream.
+        data or events, and the failure is logged and counted, never a stalled stream.
         """
         models = self._networks.models if self._networks is not None else {}
-        buses = sorted({(a.operator, a.frame.bus) for a in kept if a.operator in models})
-        if not buses:
-            return NOTHING_FOLLOWED
-        saved = await self._retry("redis", lambda: self._live.progress(buses))
+        contexts = self._detectors.contexts({a.operator for a in kept})
         started = time.monotonic()
         try:
-            followed = follow(models, kept, dict(zip(buses, saved, strict=True)), int(time.time() * 1000))
+            followed = follow(models, contexts, kept, saved, int(time.time() * 1000))
         except Exception:
             metrics.PROCESSING_ERRORS.inc()
-            log.exception("trip step failed; batch stored without trip data", extra={"buses": len(buses)})
-            return NOTHING_FOLLOWED
+            log.exception(
+                "processing step failed; batch stored without trip data", extra={"buses": len(saved)}
+            )
+            return None
         metrics.PROCESSING_SECONDS.observe(time.monotonic() - started)
-        for calculated in followed.calculated.values():
-            metrics.BUSES_BY_TRIP_STATE.labels(calculated.state).inc()
         return followed
+
+    async def _publish(self, won: Followed) -> None:
+        """What the written buses' processing gave: visits to history, ETAs to the boards, events out."""
+        for calculated in won.calculated.values():
+            metrics.BUSES_BY_TRIP_STATE.labels(calculated.state).inc()
+        metrics.FRAMES_LATE.inc(sum(won.late.values()))
+        for event in won.events:
+            metrics.EVENTS.labels(event.kind).inc()
+        if won.visits:
+            await self._retry("postgresql", lambda: self._store_visits(won.visits))
+        if won.etas and self._boards is not None:
+            boards = self._boards
+            await self._retry("redis", lambda: boards.publish(won.etas, int(time.time() * 1000)))
+        if won.events:
+            operators = {e.operator for e in won.events}
+            await self._retry("postgresql", lambda: self._flush_events(operators))
+
+    async def _flush_events(self, operators: Iterable[str]) -> None:
+        if self._outbox is not None:
+            metrics.EVENTS_STORED.inc(await self._outbox.flush(self._pool, operators))
+
+    async def _sweep(self, stop: asyncio.Event) -> None:
+        """Every ``sweep_s``: declare offline the buses silent for the policy's ``offline_s``.
+
+        Any number of processes may sweep at once: each bus's ``bus_offline``
+        is written by one compare-and-set on its state, so only one wins.
+        """
+        while not stop.is_set():
+            await sleep_unless_stopped(stop, self._options.sweep_s)
+            if stop.is_set():
+                return
+            try:
+                await self._sweep_once(int(time.time() * 1000))
+            except (redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
+                log.warning("offline sweep failed; will retry", extra={"error": str(exc)})
+
+    async def _sweep_once(self, now_ms: int) -> int:
+        cutoff = now_ms - round(self._options.detectors.offline_s * 1000)
+        metrics.OFFLINE_SWEEPS.inc()
+        declared = 0
+        for operator in await self._live.operators():
+            silent = await self._live.silent(operator, cutoff)
+            if not silent:
+                continue
+            context = self._detectors.contexts([operator])[operator]
+            writes = []
+            for bus in silent:
+                result = went_offline(bus.bus, load_state(bus.processing.state), context)
+                if result is None:
+                    writes.append(OfflineWrite(operator, bus.bus, bus.processing.version))
+                else:
+                    state, event = result
+                    writes.append(
+                        OfflineWrite(
+                            operator,
+                            bus.bus,
+                            bus.processing.version,
+                            STATE_ENCODER.encode(state),
+                            EVENT_ENCODER.encode(event),
+                        )
+                    )
+            found = await self._live.declare_offline(writes, cutoff)
+            if found:
+                metrics.EVENTS.labels("bus_offline").inc(found)
+                await self._flush_events([operator])
+            declared += found
+        return declared
 
     async def _store_visits(self, visits: list[StopVisit]) -> None:
         async with self._pool.acquire() as conn:
             metrics.STOP_VISITS.inc(await write_visits(conn, visits))
 
-    async def _update_live(self, accepted: list[Accepted], followed: Followed) -> int:
+    async def _update_live(
+        self, accepted: list[Accepted], followed: Followed | None, writes: Mapping[BusKey, ProcessingWrite]
+    ) -> Updated:
         started = time.monotonic()
         now_ms = int(time.time() * 1000)
-        positions = with_trip_blocks(live_positions(accepted, now_ms), followed.calculated)
-        moved = await self._live.update(positions, now_ms, followed.progress)
+        positions = live_positions(accepted, now_ms)
+        if followed is not None:
+            positions = with_trip_blocks(positions, followed.calculated)
+        updated = await self._live.update(positions, now_ms, writes)
         metrics.REDIS_WRITE_SECONDS.observe(time.monotonic() - started)
-        return moved
+        return updated
 
     @staticmethod
     def _count(messages: list[Message], outcome: Assessment, stored: Stored, kept: list[Accepted]) -> None:

@@ -18,6 +18,14 @@ The servers, keys and retention every process shares are in
 | ``FLEET_INGEST_TRIPS`` | ``on`` | follow buses on their trips (progress, ETAs); ``off``: positions only |
 | ``FLEET_INGEST_FEED_REFRESH_S`` | ``30`` | how often the active feed versions are checked |
 | ``FLEET_INGEST_ETA_TTL_S`` | ``3600`` | trip ETAs and stop boards expire this long after their last update |
+| ``FLEET_INGEST_STATE_TTL_S`` | ``604800`` | a bus's progress and detector state expire after this |
+| ``FLEET_INGEST_OFFLINE_S`` | ``600`` | a bus silent this long gets ``bus_offline`` |
+| ``FLEET_INGEST_SWEEP_S`` | ``15`` | how often each process looks for silent buses |
+| ``FLEET_INGEST_DEVIATION_M`` | ``2000`` | off its trip's line further than this, a bus leaves its corridor |
+| ``FLEET_INGEST_DEVIATION_RETURN_M`` | ``1500`` | and is back under this |
+| ``FLEET_INGEST_DEVIATION_MIN_S`` | ``60`` | for at least this long before ``deviation_started`` |
+| ``FLEET_INGEST_DELAY_BANDS_S`` | ``-120,300,900,1800`` | lower limits of on time, 5, 15, 30 min late |
+| ``FLEET_INGEST_OVERSPEED_MIN_S`` | ``5`` | above a fence's speed limit this long raises ``overspeed`` |
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from collections.abc import Mapping
 
 import msgspec
 
+from fleet_processing.detection import DetectorPolicy
 from fleet_processing.filters import FilterPolicy
 from fleet_store.errors import ConfigError
 from fleet_store.settings import PREFIX, env_number
@@ -45,7 +54,10 @@ class IngestSettings(msgspec.Struct, frozen=True):
     trips: bool = True
     feed_refresh_s: float = 30.0
     eta_ttl_s: int = 3_600
+    state_ttl_s: int = 604_800
+    sweep_s: float = 15.0
     filters: FilterPolicy = msgspec.field(default_factory=FilterPolicy)
+    detectors: DetectorPolicy = msgspec.field(default_factory=DetectorPolicy)
 
 
 def load_ingest_settings(environ: Mapping[str, str] | None = None) -> IngestSettings:
@@ -61,6 +73,16 @@ def load_ingest_settings(environ: Mapping[str, str] | None = None) -> IngestSett
         trips=_switch(env, "INGEST_TRIPS", default=True),
         feed_refresh_s=env_number(env, "INGEST_FEED_REFRESH_S", 30.0),
         eta_ttl_s=int(env_number(env, "INGEST_ETA_TTL_S", 3_600)),
+        state_ttl_s=int(env_number(env, "INGEST_STATE_TTL_S", 604_800)) or 1,
+        sweep_s=env_number(env, "INGEST_SWEEP_S", 15.0) or 15.0,
+        detectors=DetectorPolicy(
+            deviation_leave_m=env_number(env, "INGEST_DEVIATION_M", 2_000.0),
+            deviation_return_m=env_number(env, "INGEST_DEVIATION_RETURN_M", 1_500.0),
+            deviation_min_s=env_number(env, "INGEST_DEVIATION_MIN_S", 60.0),
+            delay_bands_s=_bands(env),
+            overspeed_min_s=env_number(env, "INGEST_OVERSPEED_MIN_S", 5.0),
+            offline_s=env_number(env, "INGEST_OFFLINE_S", 600.0),
+        ),
         filters=FilterPolicy(
             future_tolerance_s=env_number(env, "INGEST_FUTURE_TOLERANCE_S", 120.0),
             horizon_s=env_number(env, "INGEST_HORIZON_DAYS", 30.0) * 86_400,
@@ -68,6 +90,22 @@ def load_ingest_settings(environ: Mapping[str, str] | None = None) -> IngestSett
             max_speed_mps=env_number(env, "INGEST_MAX_SPEED_MPS", 55.0),
         ),
     )
+
+
+def _bands(env: Mapping[str, str]) -> tuple[float, float, float, float]:
+    name = f"{PREFIX}INGEST_DELAY_BANDS_S"
+    raw = env.get(name, "").strip()
+    if not raw:
+        return DetectorPolicy().delay_bands_s
+    try:
+        limits = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        limits = ()
+    if len(limits) != 4 or list(limits) != sorted(set(limits)):
+        raise ConfigError(
+            f"{name}={raw!r}: expected four increasing numbers of seconds, as -120,300,900,1800"
+        )
+    return (limits[0], limits[1], limits[2], limits[3])
 
 
 def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:

@@ -1,25 +1,31 @@
-"""Ingest's trip step: the kept frames of a micro-batch become trip progress, ETAs and stop visits.
+"""Ingest's processing step: the kept frames of a micro-batch become trip progress, ETAs, visits and events.
 
 Pure translation around :mod:`fleet_processing`: the caller hands in each
 operator's run-time network and travel-time history (:class:`Networks` keeps
-them fresh), the saved progress of the batch's buses (from their Redis
-hashes) and the clock. Out come, per bus, the live position's ``calculated``
-block and the progress to save with it; per trip instance, the prediction for
-every upcoming stop and the stops it no longer comes to (off their boards);
-and the stop visits to store as history.
+them fresh), each operator's detector context (fences, thresholds), the saved
+progress and detector state of the batch's buses (from Redis) and the clock.
+Out come, per bus, the live position's ``calculated`` block, the progress and
+detector state to save with it and the events of its fixes; per trip
+instance, the prediction for every upcoming stop and the stops it no longer
+comes to (off their boards); and the stop visits to store as history.
 
+Every bus runs through the detectors (offline, fences); buses of an operator
+with a feed also through progress, whose per-fix trace the trip detectors read.
 Only the newest fix of each bus gets an ETA: the older ones of the same batch
 advance its progress and would be overwritten in the same write.
 """
 
 from __future__ import annotations
 
+import operator as op
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 import msgspec
 
 from fleet_ingest.assess import Accepted, BusKey
+from fleet_processing.detect import STATE_ENCODER, DetectContext, detect_bus, load_state
+from fleet_processing.detection import Observation
 from fleet_processing.eta import EtaRequest, SegmentHistory, predict_batch
 from fleet_processing.network import Network
 from fleet_processing.plan import TripInstance, TripPlan
@@ -30,8 +36,11 @@ from fleet_processing.progress import (
     BusProgress,
     FixPoint,
     Progressed,
+    TripAt,
     advance_batch,
 )
+from fleet_schemas.events import Event
+from fleet_schemas.frames import Frame
 from fleet_schemas.trips import Calculated, StopEta, StopVisit, TripEtas
 from fleet_store.etas import EtaUpdate
 
@@ -43,62 +52,158 @@ class OperatorModel(msgspec.Struct, frozen=True):
     history: SegmentHistory
 
 
+_FRAME_ORDER = op.attrgetter("time_ms", "seq")
+
+
+class SavedBus(msgspec.Struct, frozen=True):
+    """What Redis holds for one bus between batches (None: nothing yet)."""
+
+    progress: bytes | None = None
+    state: bytes | None = None
+
+
+NOTHING_SAVED = SavedBus()
+
+
 class Followed(msgspec.Struct, frozen=True):
-    """The trip step's output for one batch."""
+    """The processing step's output for one batch."""
 
     calculated: dict[BusKey, Calculated]
-    """the trip block of each bus's newest position"""
+    """the trip block of each bus's newest position (buses on a feed only)"""
     progress: dict[BusKey, bytes]
-    """each bus's progress to save with that position"""
+    """each bus's progress to save with that position (buses on a feed only)"""
+    states: dict[BusKey, bytes]
+    """each bus's detector state to save with it (every bus with a fix newer than its state)"""
     etas: list[EtaUpdate]
     visits: list[StopVisit]
+    events: list[Event]
+    late: dict[BusKey, int]
+    """per bus, fixes not newer than its state: stored in history, no event"""
 
+    def carried(self, saved: Mapping[BusKey, SavedBus]) -> dict[BusKey, SavedBus]:
+        """What Redis would hold after this batch's write, from what it held before (replays, benches)."""
+        out = dict(saved)
+        for key in self.progress.keys() | self.states.keys():
+            held = out.get(key, NOTHING_SAVED)
+            out[key] = SavedBus(self.progress.get(key, held.progress), self.states.get(key, held.state))
+        return out
 
-NOTHING_FOLLOWED = Followed({}, {}, [], [])
-"""The output for a batch with no bus on a feed: positions go live without a trip block."""
+    def only(self, buses: set[BusKey]) -> Followed:
+        """The part of the output about ``buses`` (those whose write won the compare-and-set)."""
+        return Followed(
+            {k: v for k, v in self.calculated.items() if k in buses},
+            {k: v for k, v in self.progress.items() if k in buses},
+            {k: v for k, v in self.states.items() if k in buses},
+            [e for e in self.etas if (e.etas.operator, e.etas.bus) in buses],
+            [v for v in self.visits if (v.operator, v.bus) in buses],
+            [e for e in self.events if (e.operator, e.bus) in buses],
+            {k: v for k, v in self.late.items() if k in buses},
+        )
 
 
 def follow(
     models: Mapping[str, OperatorModel],
+    contexts: Mapping[str, DetectContext],
     kept: Iterable[Accepted],
-    saved: Mapping[BusKey, bytes | None],
+    saved: Mapping[BusKey, SavedBus],
     now_ms: int,
 ) -> Followed:
-    """Advance every bus with a network through its kept frames; predict its trip's upcoming stops."""
-    by_operator: dict[str, dict[str, list[Accepted]]] = defaultdict(lambda: defaultdict(list))
+    """Advance every bus through its kept frames: progress and ETAs on a feed, detectors for all.
+
+    ``contexts`` lacking an operator means no fences and the default thresholds for it.
+    """
+    by_operator: dict[str, dict[str, list[Frame]]] = defaultdict(lambda: defaultdict(list))
     for accepted in kept:
-        if accepted.operator in models:
-            by_operator[accepted.operator][accepted.frame.bus].append(accepted)
+        by_operator[accepted.operator][accepted.frame.bus].append(accepted.frame)
+    calculated: dict[BusKey, Calculated] = {}
+    progress: dict[BusKey, bytes] = {}
+    states: dict[BusKey, bytes] = {}
+    etas: list[EtaUpdate] = []
+    visits: list[StopVisit] = []
+    events: list[Event] = []
+    late: dict[BusKey, int] = {}
+    for operator, buses in by_operator.items():
+        for frames in buses.values():
+            frames.sort(key=_FRAME_ORDER)
+        model = models.get(operator)
+        traces: dict[str, tuple[int, tuple[TripAt, ...]]] = {}
+        if model is not None:
+            traced = _follow_trips(model, operator, buses, saved, now_ms)
+            calculated |= traced.calculated
+            progress |= traced.progress
+            etas += traced.etas
+            visits += traced.visits
+            traces = traced.traces
+        context = contexts.get(operator) or DetectContext(operator)
+        for bus, frames in buses.items():
+            key = (operator, bus)
+            before = load_state(saved.get(key, NOTHING_SAVED).state)
+            stale, trace = traces.get(bus, (len(frames), ()))
+            observations = [
+                Observation(
+                    bus, f.time_ms, f.seq, f.lat, f.lon, f.speed_mps, trace[i - stale] if i >= stale else None
+                )
+                for i, f in enumerate(frames)
+            ]
+            after, found, skipped = detect_bus(before, observations, context)
+            if skipped:
+                late[key] = skipped
+            if after is not before:
+                states[key] = STATE_ENCODER.encode(after)
+            events += found
+    return Followed(calculated, progress, states, etas, visits, events, late)
+
+
+class _Traced(msgspec.Struct, frozen=True):
+    calculated: dict[BusKey, Calculated]
+    progress: dict[BusKey, bytes]
+    etas: list[EtaUpdate]
+    visits: list[StopVisit]
+    traces: dict[str, tuple[int, tuple[TripAt, ...]]]
+    """per bus, how many of its first fixes progress left out (stale) and the trace of the others"""
+
+
+def _follow_trips(
+    model: OperatorModel,
+    operator: str,
+    buses: Mapping[str, list[Frame]],
+    saved: Mapping[BusKey, SavedBus],
+    now_ms: int,
+) -> _Traced:
+    """Progress (with its per-fix trace) and ETAs of one operator's buses."""
     calculated: dict[BusKey, Calculated] = {}
     progress: dict[BusKey, bytes] = {}
     etas: list[EtaUpdate] = []
     visits: list[StopVisit] = []
-    for operator, buses in by_operator.items():
-        model = models[operator]
-        items = [
-            BusFixes(bus, _saved_progress(saved.get((operator, bus)), model.network.feed_id), _fixes(frames))
-            for bus, frames in buses.items()
-        ]
-        results = advance_batch(model.network, items, now_ms)
-        requests: list[EtaRequest] = []
-        predicted: list[tuple[BusProgress | None, Progressed]] = []
-        for item, result in zip(items, results, strict=True):
-            key = (operator, result.bus)
-            progress[key] = PROGRESS_ENCODER.encode(result.progress)
-            visits += result.visits
-            request = EtaRequest.from_progress(result, item.fixes[-1].time_ms)
-            if request is None:
-                calculated[key] = result.calculated
-            else:
-                requests.append(request)
-                predicted.append((item.previous, result))
-            etas += _released(model.network, operator, item.previous, result, now_ms)
-        for (before, result), request, stops in zip(
-            predicted, requests, predict_batch(requests, model.history, now_ms), strict=True
-        ):
-            calculated[(operator, result.bus)] = _with_eta(result.calculated, stops)
-            etas.append(_trip_update(model.network, operator, before, result, request, stops, now_ms))
-    return Followed(calculated, progress, etas, visits)
+    traces: dict[str, tuple[int, tuple[TripAt, ...]]] = {}
+    feed_id = model.network.feed_id
+    items = [
+        BusFixes(
+            bus, _saved_progress(saved.get((operator, bus), NOTHING_SAVED).progress, feed_id), _fixes(frames)
+        )
+        for bus, frames in buses.items()
+    ]
+    results = advance_batch(model.network, items, now_ms, trace=True)
+    requests: list[EtaRequest] = []
+    predicted: list[tuple[BusProgress | None, Progressed]] = []
+    for item, result in zip(items, results, strict=True):
+        key = (operator, result.bus)
+        progress[key] = PROGRESS_ENCODER.encode(result.progress)
+        visits += result.visits
+        traces[result.bus] = (result.stale, result.trace)
+        request = EtaRequest.from_progress(result, item.fixes[-1].time_ms)
+        if request is None:
+            calculated[key] = result.calculated
+        else:
+            requests.append(request)
+            predicted.append((item.previous, result))
+        etas += _released(model.network, operator, item.previous, result, now_ms)
+    for (before, result), request, stops in zip(
+        predicted, requests, predict_batch(requests, model.history, now_ms), strict=True
+    ):
+        calculated[(operator, result.bus)] = _with_eta(result.calculated, stops)
+        etas.append(_trip_update(model.network, operator, before, result, request, stops, now_ms))
+    return _Traced(calculated, progress, etas, visits, traces)
 
 
 def _saved_progress(raw: bytes | None, feed_id: int) -> BusProgress | None:
@@ -112,11 +217,10 @@ def _saved_progress(raw: bytes | None, feed_id: int) -> BusProgress | None:
     return saved if saved.feed_id == feed_id else None
 
 
-def _fixes(frames: list[Accepted]) -> list[FixPoint]:
-    ordered = sorted(frames, key=lambda a: (a.frame.time_ms, a.frame.seq))
+def _fixes(frames: list[Frame]) -> list[FixPoint]:
+    """A bus's frames (in time order) as progress reads them."""
     return [
-        FixPoint(f.time_ms, f.lat, f.lon, f.speed_mps, f.heading_deg, f.accuracy_m, f.trip_id)
-        for f in (a.frame for a in ordered)
+        FixPoint(f.time_ms, f.lat, f.lon, f.speed_mps, f.heading_deg, f.accuracy_m, f.trip_id) for f in frames
     ]
 
 

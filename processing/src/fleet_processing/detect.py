@@ -57,6 +57,16 @@ STATE_ENCODER = msgspec.msgpack.Encoder()
 STATE_DECODER = msgspec.msgpack.Decoder(BusState)
 
 
+def load_state(raw: bytes | None) -> BusState:
+    """A bus's saved state; a new one if there is none or it no longer decodes."""
+    if raw is None:
+        return BusState()
+    try:
+        return STATE_DECODER.decode(raw)
+    except msgspec.DecodeError:
+        return BusState()  # written by another version of fleet: start over, as for a new bus
+
+
 @dataclass(frozen=True, slots=True)
 class DetectContext:
     """What the detectors of one operator's buses need besides their state: fences and thresholds."""

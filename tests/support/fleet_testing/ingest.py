@@ -67,6 +67,8 @@ class IngestProcesses:
     running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     sessions: set[str] = field(default_factory=set)
     metrics_addr: str = ""
+    settings: dict[str, str] = field(default_factory=dict)
+    """more FLEET_INGEST_* settings for the processes of this test"""
 
     @property
     def kek(self) -> KeyEncryptionKey:
@@ -86,6 +88,7 @@ class IngestProcesses:
             "FLEET_INGEST_GROUP": self.group,
             "FLEET_INGEST_CLIENT_ID": self.group,
             "FLEET_LOG_LEVEL": "WARNING",
+            **self.settings,
         }
 
     async def open_sessions(self, *instances: str) -> None:

@@ -31,8 +31,8 @@ from fleet_schemas import DeviceKey, Frame, frames_topic, seal
 from fleet_store.events import read_events
 from fleet_store.gtfs import activate, write_feed
 from fleet_store.live import LiveState
+from fleet_store.mqtt import connect_client
 from fleet_testing.ingest import IngestProcesses, register_devices
-from fleet_testing.mqtt import publish_all
 from fleet_testing.trips import drive, every, line, network
 
 pytestmark = pytest.mark.stack
@@ -84,6 +84,7 @@ async def _publish_in_order(
     """Each coach's messages, twice each, the next one once the previous is live."""
     client = aioredis.Redis.from_url(ingest.redis_url)
     live = LiveState(client)
+    publisher = connect_client(ingest.urls.mqtt_url)
     try:
         for step in range(max(len(m) for _, _, m in coaches.values())):
             waiting: dict[str, int] = {}
@@ -93,7 +94,10 @@ async def _publish_in_order(
                     payload = seal(messages[step], key)
                     batch += [(frames_topic(operator, device), payload)] * 2
                     waiting[bus] = messages[step][-1].time_ms
-            await asyncio.to_thread(publish_all, ingest.urls.mqtt_url, batch)
+            for topic, payload in batch:
+                sent = publisher.publish(topic, payload, qos=1)
+                await asyncio.to_thread(sent.wait_for_publish, 10)
+                assert sent.is_published()
             deadline = time.monotonic() + 30
             while waiting:
                 assert time.monotonic() < deadline, f"ingest did not take {waiting}"
@@ -103,6 +107,8 @@ async def _publish_in_order(
                         del waiting[bus]
                 await asyncio.sleep(0.005)
     finally:
+        publisher.loop_stop()
+        publisher.disconnect()
         await client.aclose()
 
 
@@ -114,7 +120,7 @@ def test_reprocess_yields_the_live_events_of_two_ingest_processes_fed_every_mess
     (one, bus_one), (two, bus_two) = buses.items()
     feed, _ = network([line("straight", departures_s=[8 * H, 8 * H + 1_800])])
     first = drive(feed, "straight-0", every(7 * H + 59 * 60, 8 * H + 5 * 60, 5.0), seed=3)[0]
-    after_silence = drive(feed, "straight-0", every(8 * H + 16 * 60, 8 * H + 25 * 60, 5.0), seed=4)[0]
+    after_silence = drive(feed, "straight-0", every(8 * H + 16 * 60, 8 * H + 42 * 60, 5.0), seed=4)[0]
     second = drive(feed, "straight-1", every(8 * H + 28 * 60, 8 * H + 42 * 60, 5.0), late_s=120, seed=5)[0]
     coaches = {
         one: (bus_one, keys[0], _messages(one, bus_one, keys[0], first + after_silence)),
@@ -128,7 +134,8 @@ def test_reprocess_yields_the_live_events_of_two_ingest_processes_fed_every_mess
     ingest.wait("b")
 
     from_ms = first[0].time_ms
-    to_ms = second[-1].time_ms + 60_000  # before the sweep would call the coaches offline at the end
+    # both coaches stop at the same time: the range ends before the sweep would call them offline
+    to_ms = max(after_silence[-1].time_ms, second[-1].time_ms) + 60_000
 
     async def stored() -> list[tuple[str, str]]:
         conn = await asyncpg.connect(ingest.database_url)

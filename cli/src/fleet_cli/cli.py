@@ -16,6 +16,7 @@ import click
 from fleet_cli import __version__
 from fleet_cli.devices_cli import devices
 from fleet_cli.events_cli import events
+from fleet_cli.geofences_cli import geofences
 from fleet_cli.gtfs_cli import gtfs
 from fleet_cli.routes_cli import routes
 from fleet_schemas.live import LivePosition
@@ -180,6 +181,7 @@ def db_migrate(settings: Settings, sql_dir: Path | None) -> None:
 main.add_command(devices)
 main.add_command(gtfs)
 main.add_command(events)
+main.add_command(geofences)
 main.add_command(routes)
 
 

@@ -190,8 +190,9 @@ def reprocess_events(
 async def _reprocess(
     settings: Settings, operator: str, from_ms: int, to_ms: int, warmup_ms: int, dry_run: bool, replace: bool
 ) -> ReprocessReport:
+    from fleet_ingest.detectors import Detectors
     from fleet_ingest.feeds import Networks
-    from fleet_ingest.reprocess import operator_context, reprocess
+    from fleet_ingest.reprocess import reprocess
     from fleet_ingest.service import open_pool
     from fleet_ingest.settings import load_ingest_settings
 
@@ -207,8 +208,9 @@ async def _reprocess(
         model = networks.models.get(operator)
         if model is None:
             _note(f"reprocess: operator {operator} has no active feed: no trip events")
-        async with pool.acquire() as conn:
-            context = await operator_context(conn, operator, policy)
+        detectors = Detectors(policy)
+        await detectors.refresh(pool)
+        context = detectors.contexts([operator])[operator]
 
         def shown(done: int, total: int, found: int) -> None:
             share = f" ({done / total:.0%})" if total else ""

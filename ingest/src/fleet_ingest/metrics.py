@@ -68,3 +68,12 @@ STATE_CONFLICTS = Counter(
 )
 EVENTS_STORED = Counter("fleet_ingest_events_stored_total", "Events newly stored in PostgreSQL and published")
 OFFLINE_SWEEPS = Counter("fleet_ingest_offline_sweeps_total", "Offline sweeps run by this process")
+FENCES_LOADED = Gauge("fleet_ingest_fences_loaded", "Geofences in the indexes held, over every operator")
+FENCES_REFUSED = Counter(
+    "fleet_ingest_fences_refused_total",
+    "Stored geofences that no longer parse (left out of the index)",
+    ["reason"],
+)
+FENCE_INDEX_BUILD_SECONDS = Histogram(
+    "fleet_ingest_fence_index_build_seconds", "Building one operator's geofence index"
+)

@@ -43,11 +43,9 @@ import msgspec
 from fleet_ingest.assess import Accepted, BusKey
 from fleet_ingest.trips import OperatorModel, SavedBus, follow
 from fleet_processing.detect import DetectContext, load_state, went_offline
-from fleet_processing.detection import DetectorPolicy
 from fleet_schemas.events import Event
 from fleet_schemas.frames import Frame
 from fleet_store.events import delete_events, read_events, write_events
-from fleet_store.route_policies import load_route_policies
 
 PAGE_ROWS = 20_000
 """stored frames read and run per page"""
@@ -194,14 +192,6 @@ async def stored_frames(
         cursor = (last["bus"], last["time"], last["seq"], last["device"])
         if len(rows) < page_rows:
             return
-
-
-async def operator_context(
-    conn: asyncpg.pool.PoolConnectionProxy | asyncpg.Connection, operator: str, policy: DetectorPolicy
-) -> DetectContext:
-    """The operator's detector context as stored: the base thresholds with its per-route limits."""
-    by_route = {**policy.deviation_by_route, **await load_route_policies(conn, operator)}
-    return DetectContext(operator, policy=msgspec.structs.replace(policy, deviation_by_route=by_route))
 
 
 async def reprocess(

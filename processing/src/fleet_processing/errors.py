@@ -53,11 +53,16 @@ class InvalidFenceError(FleetProcessingError):
         self.feature = feature
         self.fence_id = fence_id
 
-    def __str__(self) -> str:
+    @property
+    def located(self) -> str:
+        """The message after where it is: ``feature 3 ('alger-depot'): …``."""
         where = "" if self.feature is None else f"feature {self.feature}"
         if self.fence_id is not None:
             where += f" ({self.fence_id!r})" if where else f"fence {self.fence_id!r}"
-        return f"{self.code}: {where}: {self.message}" if where else f"{self.code}: {self.message}"
+        return f"{where}: {self.message}" if where else self.message
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.located}"
 
 
 class BadGeoJsonError(InvalidFenceError):

@@ -66,7 +66,7 @@ _JSON = msgspec.json.Encoder()
 
 def fences_from_geojson(operator: str, data: bytes | str | Mapping[str, Any]) -> list[Fence]:
     """The fences of a GeoJSON FeatureCollection (bytes, text or decoded), or an ``InvalidFenceError``."""
-    document = _decode(data)
+    document = read_geojson(data)
     if not isinstance(document, Mapping) or document.get("type") != "FeatureCollection":
         raise BadGeoJsonError("the document is not a GeoJSON FeatureCollection")
     features = document.get("features")
@@ -120,7 +120,8 @@ def fence_from_feature(operator: str, feature: Any, number: int = 0) -> Fence:
     )
 
 
-def _decode(data: bytes | str | Mapping[str, Any]) -> Any:
+def read_geojson(data: bytes | str | Mapping[str, Any]) -> Any:
+    """The JSON document in ``data`` (a mapping is taken as decoded), or a BadGeoJsonError."""
     if isinstance(data, Mapping):
         return data
     try:

@@ -21,7 +21,8 @@ from one fence to another meets them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -89,19 +90,21 @@ class FenceState(msgspec.Struct, array_like=True, gc=False):
     stays: list[FenceStay] = msgspec.field(default_factory=list)
 
 
-_Cell = tuple[tuple[int, ...], tuple[int, ...]]
-"""what one H3 cell knows: fences surely containing any point of it, fences to test exactly"""
+_Cell = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+"""what one H3 cell knows: fences surely containing all of it, fences overlapping it (to test exactly),
+fences within one cell of it (only a segment leaving the cell may cross them)"""
 
 
 class FenceIndex:
     """The fences of one operator with their H3 cover, for candidate lookup.
 
-    Each fence covers the cells that overlap it (h3 ``overlap`` containment) plus one ring around the
-    cells its boundary crosses, so a point within one cell of a fence finds it; cells fully inside and
-    not next to a boundary cell are "sure" (no exact test).
+    A fence lists the cells that overlap it (h3 ``overlap`` containment) and, for the crossing check,
+    one ring around the cells its boundary crosses, so a point within one cell of a fence finds it.
+    Overlapping cells not next to a boundary cell are "sure": every point of them is inside, untested.
+    A bounding-box comparison in plain Python turns most candidates away before any shapely call.
     """
 
-    __slots__ = ("_cells", "by_id", "cells_held", "fences", "resolution")
+    __slots__ = ("_bounds", "_cells", "_last", "by_id", "cells_held", "fences", "resolution")
 
     def __init__(self, fences: Sequence[Fence], resolution: int = RESOLUTION) -> None:
         self.fences: tuple[Fence, ...] = tuple(fences)
@@ -111,56 +114,88 @@ class FenceIndex:
             if fence.fence_id in self.by_id:
                 raise DuplicateFenceIdError("two fences with this id in one index", fence_id=fence.fence_id)
             self.by_id[fence.fence_id] = k
-        sure: dict[int, list[int]] = {}
-        near: dict[int, list[int]] = {}
+        self._bounds: tuple[tuple[float, float, float, float], ...] = tuple(
+            (float(w), float(s), float(e), float(n)) for w, s, e, n in (f.area.bounds for f in self.fences)
+        )
+        lists: dict[int, tuple[list[int], list[int], list[int]]] = {}
         for k, fence in enumerate(self.fences):
             shapely.prepare(fence.area)
-            inner, edge = _cover(fence.area, resolution)
-            for cell in inner:
-                sure.setdefault(cell, []).append(k)
-            for cell in edge:
-                near.setdefault(cell, []).append(k)
+            for which, cells in enumerate(_cover(fence.area, resolution)):
+                for cell in cells:
+                    lists.setdefault(cell, ([], [], []))[which].append(k)
         self._cells: dict[int, _Cell] = {
-            cell: (tuple(sure.get(cell, ())), tuple(near.get(cell, ()))) for cell in sure.keys() | near.keys()
+            cell: (tuple(sure), tuple(overlap), tuple(ring)) for cell, (sure, overlap, ring) in lists.items()
         }
-        self.cells_held = sum(len(v) for v in sure.values()) + sum(len(v) for v in near.values())
+        self.cells_held = sum(len(a) + len(b) + len(c) for a, b, c in lists.values())
         """(cell, fence) pairs in the index: its memory grows with this"""
+        self._last: tuple[float, float, int] = (math.nan, math.nan, 0)
+        """the last point looked up and its cell: a bus's fix is the next one's previous, so half the
+        lookups of a bus's run are found here (a cache: it changes no result)"""
 
     def __len__(self) -> int:
         return len(self.fences)
 
     def cell_of(self, lat: float, lon: float) -> int:
+        last = self._last
+        if last[0] == lat and last[1] == lon:
+            return last[2]
         cell: int = h3i.latlng_to_cell(lat, lon, self.resolution)
+        self._last = (lat, lon, cell)
         return cell
+
+    def overlaps(self, cell: int) -> bool:
+        """Whether some fence overlaps ``cell`` (a point of it may be inside one)."""
+        entry = self._cells.get(cell)
+        return entry is not None and bool(entry[0] or entry[1])
+
+    def holds(self, cell: int) -> bool:
+        """Whether some fence is within one cell of ``cell``."""
+        return cell in self._cells
 
     def containing(self, cell: int, lon: float, lat: float) -> set[int]:
         """The fences containing a point of ``cell`` (boundary included)."""
         entry = self._cells.get(cell)
         if entry is None:
             return set()
-        sure, maybe = entry
+        sure, overlap, _ = entry
         inside = set(sure)
-        for k in maybe:
-            if shapely.intersects_xy(self.fences[k].area, lon, lat):
+        for k in overlap:
+            west, south, east, north = self._bounds[k]
+            if (
+                west <= lon <= east
+                and south <= lat <= north
+                and shapely.intersects_xy(self.fences[k].area, lon, lat)
+            ):
                 inside.add(k)
         return inside
 
-    def near(self, cells: Iterable[int]) -> set[int]:
-        """Every fence the cover of ``cells`` lists."""
+    def crossable(self, cells: tuple[int, ...], previous: Observation, obs: Observation) -> set[int]:
+        """The fences the segment from ``previous`` to ``obs``, through ``cells``, may cross."""
         found: set[int] = set()
         for cell in cells:
             entry = self._cells.get(cell)
             if entry is not None:
                 found.update(entry[0])
                 found.update(entry[1])
-        return found
+                if len(cells) > 1:  # a segment within one cell meets only the fences overlapping it
+                    found.update(entry[2])
+        west, east = min(previous.lon, obs.lon), max(previous.lon, obs.lon)
+        south, north = min(previous.lat, obs.lat), max(previous.lat, obs.lat)
+        bounds = self._bounds
+        return {
+            k
+            for k in found
+            if bounds[k][0] <= east
+            and west <= bounds[k][2]
+            and bounds[k][1] <= north
+            and south <= bounds[k][3]
+        }
 
-    def holds(self, cell: int) -> bool:
-        return cell in self._cells
 
-
-def _cover(area: shapely.Polygon | shapely.MultiPolygon, resolution: int) -> tuple[set[int], set[int]]:
-    """(sure cells, cells to test) of one fence."""
+def _cover(
+    area: shapely.Polygon | shapely.MultiPolygon, resolution: int
+) -> tuple[set[int], set[int], set[int]]:
+    """(sure, overlapping, ring) cells of one fence."""
     shape = h3i.geo_to_h3shape(area)
     overlap = set(h3i.h3shape_to_cells_experimental(shape, resolution, "overlap"))
     full = set(h3i.h3shape_to_cells_experimental(shape, resolution, "full"))
@@ -169,7 +204,8 @@ def _cover(area: shapely.Polygon | shapely.MultiPolygon, resolution: int) -> tup
     ring: set[int] = set()
     for cell in overlap - full:
         ring.update(h3i.grid_disk(cell, 1))
-    return full - ring, ring | overlap - (full - ring)
+    sure = full - ring
+    return sure, overlap - sure, ring - overlap
 
 
 def _vertices(area: shapely.Polygon | shapely.MultiPolygon) -> list[tuple[float, float]]:
@@ -195,9 +231,13 @@ def fence_step(
     """
     if not index.fences:
         return (FenceState(), []) if state.stays else (state, [])
+    before = None if previous is None else index.cell_of(previous.lat, previous.lon)  # first: often cached
     cell = index.cell_of(obs.lat, obs.lon)
-    path = _path(previous, obs, cell, index)
-    if not state.stays and not path and not index.holds(cell):
+    overlapping = index.overlaps(cell)
+    path = (
+        () if previous is None or before is None else _path(previous, before, obs, cell, overlapping, index)
+    )
+    if not overlapping and not path and not state.stays:
         return state, []
     inside = index.containing(cell, obs.lon, obs.lat)
     events: list[Event] = []
@@ -213,7 +253,7 @@ def fence_step(
         else:
             events.append(_exited(operator, obs, index.fences[k], stay))
     if path and previous is not None:
-        for k in sorted(index.near(path) - inside - stayed):
+        for k in sorted(index.crossable(path, previous, obs) - inside - stayed):
             events += _crossed(operator, previous, obs, index.fences[k])
     for k in sorted(inside - stayed):
         events.append(_fence_event(operator, obs, index.fences[k], "geofence_entered"))
@@ -230,22 +270,25 @@ def fence_step(
     return FenceState(stays), events
 
 
-def _path(previous: Observation | None, obs: Observation, cell: int, index: FenceIndex) -> tuple[int, ...]:
-    """The cells the segment from the previous fix runs through, when it may cross a fence (else empty)."""
-    if previous is None or (previous.lat == obs.lat and previous.lon == obs.lon):
+def _path(
+    previous: Observation, before: int, obs: Observation, cell: int, overlapping: bool, index: FenceIndex
+) -> tuple[int, ...]:
+    """The cells the segment from the previous fix (in cell ``before``) runs through, when it may cross
+    a fence (else empty); ``overlapping``: whether a fence overlaps ``obs``'s cell."""
+    if before == cell:  # within one cell: only the fences overlapping it
+        moved = previous.lat != obs.lat or previous.lon != obs.lon
+        return (cell,) if overlapping and moved else ()
+    cells: tuple[int, ...]
+    if h3i.are_neighbor_cells(before, cell):
+        if not (index.holds(before) or index.holds(cell)):  # no fence within a cell of either
+            return ()
+        return (before, cell)
+    if haversine_m(previous.lat, previous.lon, obs.lat, obs.lon) > CROSSING_MAX_M:
         return ()
-    before = index.cell_of(previous.lat, previous.lon)
-    if before == cell:
-        cells: tuple[int, ...] = (cell,)
-    elif h3i.are_neighbor_cells(before, cell):
-        cells = (before, cell)
-    elif haversine_m(previous.lat, previous.lon, obs.lat, obs.lon) > CROSSING_MAX_M:
-        return ()
-    else:
-        try:
-            cells = tuple(h3i.grid_path_cells(before, cell))
-        except h3.H3BaseException:  # across a pentagon's distortion: sample the segment instead
-            cells = _sampled(previous, obs, index)
+    try:
+        cells = tuple(h3i.grid_path_cells(before, cell))
+    except h3.H3BaseException:  # across a pentagon's distortion: sample the segment instead
+        cells = _sampled(previous, obs, index)
     return cells if any(index.holds(c) for c in cells) else ()
 
 

@@ -34,7 +34,14 @@ from fleet_processing.progress import FixPoint
 from fleet_schemas import Frame
 from fleet_schemas.events import Event
 from fleet_store.events import delete_events, read_events, write_events
-from fleet_testing.trips import ORIGIN_MS, drive, every, line, metres, network
+from fleet_testing.trips import (
+    ORIGIN_MS,
+    TWO_DEPARTURES,
+    coaches_on_the_straight_line,
+    line,
+    network,
+    straight_line_fences,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -45,36 +52,15 @@ TO_MS = ORIGIN_MS + 10 * H * 1000
 T = TypeVar("T")
 
 
-def _fences() -> FenceIndex:
-    (lat, lon), (s_lat, w_lon), (n_lat, e_lon) = metres([(2_000, -3_000), (500, -3_200), (1_500, -2_800)])
-    ring = [[w_lon, s_lat], [e_lon, s_lat], [e_lon, n_lat], [w_lon, n_lat], [w_lon, s_lat]]
-    geojson = {
-        "type": "FeatureCollection",
-        "features": [
-            {
-                "type": "Feature",
-                "properties": {"id": "station-mid", "kind": "station", "radius_m": 200, "dwell_s": 30},
-                "geometry": {"type": "Point", "coordinates": [lon, lat]},
-            },
-            {
-                "type": "Feature",
-                "properties": {"id": "town-40", "kind": "speed_zone", "speed_limit_kmh": 40},
-                "geometry": {"type": "Polygon", "coordinates": [ring]},
-            },
-        ],
-    }
-    return FenceIndex(fences_from_geojson(OPERATOR, geojson))
-
-
 def _setting() -> tuple[dict[str, OperatorModel], DetectContext, list[Accepted]]:
-    """The straight line with two departures and two fences on it; two buses driving it, one going silent."""
-    feed, net = network([line("straight", departures_s=[8 * H, 8 * H + 1_800])])
-    one = every(7 * H + 59 * 60, 8 * H + 5 * 60, 5.0) + every(8 * H + 16 * 60, 8 * H + 25 * 60, 5.0)
-    two = every(8 * H + 28 * 60, 8 * H + 42 * 60, 5.0)
-    frames = _frames("unit-1", "BUS-1", drive(feed, "straight-0", one, named=True)[0])
-    frames += _frames("unit-2", "BUS-2", drive(feed, "straight-1", two, late_s=120, seed=1)[0])
+    """The straight line with two departures and two fences on it; two coaches, one going silent."""
+    feed, net = network([line("straight", departures_s=TWO_DEPARTURES)])
+    one, two = coaches_on_the_straight_line(feed)
+    frames = _frames("unit-1", "BUS-1", one) + _frames("unit-2", "BUS-2", two)
     frames.sort(key=lambda a: a.frame.time_ms)
-    context = DetectContext(OPERATOR, fences=_fences())
+    context = DetectContext(
+        OPERATOR, fences=FenceIndex(fences_from_geojson(OPERATOR, straight_line_fences()))
+    )
     return {OPERATOR: OperatorModel(net, SegmentHistory(OPERATOR))}, context, frames
 
 

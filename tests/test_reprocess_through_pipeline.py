@@ -39,6 +39,7 @@ from fleet_testing.ingest import IngestProcesses, register_devices
 from fleet_testing.trips import (
     TWO_DEPARTURES,
     coaches_on_the_straight_line,
+    frames_of,
     line,
     network,
     straight_line_fences,
@@ -56,19 +57,7 @@ def _iso(ms: int) -> str:
 def _messages(device: str, bus: str, key: DeviceKey, fixes: list[FixPoint]) -> list[list[Frame]]:
     """The coach's frames in messages of 1 to 4, as an agent sends after a short outage."""
     rng = random.Random(device)
-    frames = [
-        Frame(
-            device=device,
-            bus=bus,
-            seq=n + 1,
-            time_ms=f.time_ms,
-            lat=f.lat,
-            lon=f.lon,
-            accuracy_m=f.accuracy_m,
-            speed_mps=12.0,
-        )
-        for n, f in enumerate(fixes)
-    ]
+    frames = frames_of(device, bus, fixes)
     out, k = [], 0
     while k < len(frames):
         size = rng.randint(1, 4)

@@ -31,13 +31,13 @@ from fleet_processing.eta import SegmentHistory
 from fleet_processing.fence_geojson import fences_from_geojson
 from fleet_processing.geofences import FenceIndex
 from fleet_processing.progress import FixPoint
-from fleet_schemas import Frame
 from fleet_schemas.events import Event
 from fleet_store.events import delete_events, read_events, write_events
 from fleet_testing.trips import (
     ORIGIN_MS,
     TWO_DEPARTURES,
     coaches_on_the_straight_line,
+    frames_of,
     line,
     network,
     straight_line_fences,
@@ -65,24 +65,7 @@ def _setting() -> tuple[dict[str, OperatorModel], DetectContext, list[Accepted]]
 
 
 def _frames(device: str, bus: str, fixes: list[FixPoint]) -> list[Accepted]:
-    return [
-        Accepted(
-            OPERATOR,
-            f"{device}-k1",
-            Frame(
-                device=device,
-                bus=bus,
-                seq=n + 1,
-                time_ms=f.time_ms,
-                lat=f.lat,
-                lon=f.lon,
-                accuracy_m=f.accuracy_m,
-                speed_mps=12.0,
-                trip_id=f.trip_id,
-            ),
-        )
-        for n, f in enumerate(fixes)
-    ]
+    return [Accepted(OPERATOR, f"{device}-k1", frame) for frame in frames_of(device, bus, fixes)]
 
 
 async def _live(

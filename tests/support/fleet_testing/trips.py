@@ -20,6 +20,7 @@ from fleet_processing.progress import (
     advance_batch,
 )
 from fleet_processing.service_day import origin_ms
+from fleet_schemas.frames import Frame
 from fleet_schemas.gtfs import Feed, StopTime
 
 DAY = date(2026, 12, 1)
@@ -172,3 +173,21 @@ def straight_line_fences() -> dict[str, Any]:
             {"type": "Feature", "properties": zone, "geometry": {"type": "Polygon", "coordinates": [ring]}},
         ],
     }
+
+
+def frames_of(device: str, bus: str, fixes: list[FixPoint], speed_mps: float = 12.0) -> list[Frame]:
+    """A device's frames of these fixes, sequences from 1, at the lines' speed (exact in a 4-byte float)."""
+    return [
+        Frame(
+            device=device,
+            bus=bus,
+            seq=n + 1,
+            time_ms=f.time_ms,
+            lat=f.lat,
+            lon=f.lon,
+            accuracy_m=f.accuracy_m,
+            speed_mps=speed_mps,
+            trip_id=f.trip_id,
+        )
+        for n, f in enumerate(fixes)
+    ]

@@ -12,6 +12,7 @@ buses' drives anywhere.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import uuid
 from collections.abc import Awaitable, Callable
@@ -20,9 +21,11 @@ from typing import Any, TypeVar
 import asyncpg
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fleet_ingest.assess import Accepted, BusKey
-from fleet_ingest.reprocess import ReprocessReport, reprocess
+from fleet_ingest.reprocess import Replay, ReprocessReport, compare, reprocess
 from fleet_ingest.service import open_pool
 from fleet_ingest.storage import store_batch
 from fleet_ingest.trips import OperatorModel, SavedBus, follow
@@ -223,3 +226,33 @@ def test_a_range_starting_mid_trip_is_right_with_its_warm_up_and_not_without(dat
     assert (len(warmed.missing), len(warmed.stored_not_recomputed), len(warmed.changed)) == (0, 0, 0)
     assert warmed.recomputed > 0
     assert "trip_assigned" in {e.kind for e in cold.missing}, "a cold start assigns the trip again"
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=400), min_size=1, max_size=12))
+def test_replay_in_pages_by_bus_gives_the_events_of_one_pass_in_arrival_order(sizes: list[int]) -> None:
+    models, context, frames = _setting()
+    whole = Replay(models, {OPERATOR: context})
+    whole.feed(frames)
+    by_bus = sorted(frames, key=lambda a: (a.frame.bus, a.frame.time_ms, a.frame.seq))
+    paged = Replay(models, {OPERATOR: context})
+    k = 0
+    for size in itertools.cycle(sizes):
+        if k >= len(by_bus):
+            break
+        paged.feed(by_bus[k : k + size])
+        k += size
+    assert sorted(e.key for e in paged.finish(TO_MS)) == sorted(e.key for e in whole.finish(TO_MS))
+    assert paged.finish(TO_MS) != [], "the drive raises events"
+
+
+def test_compare_splits_events_by_key_into_already_missing_extra_and_changed() -> None:
+    base = Event(operator=OPERATOR, bus="B", kind="bus_online", time_ms=1, cause_ms=1, cause_seq=1)
+    same, lost, gone = (msgspec.structs.replace(base, cause_seq=n) for n in (1, 2, 3))
+    moved = msgspec.structs.replace(base, cause_seq=4)
+    found = compare(
+        [same, lost, msgspec.structs.replace(moved, details={"silent_s": 1.0}), same], [same, gone, moved]
+    )
+    assert (found.recomputed, found.already) == (3, 1)
+    assert (found.missing, found.extra) == ([lost], [gone])
+    assert [e.details for e in found.changed] == [{"silent_s": 1.0}]

@@ -158,14 +158,22 @@ class FenceIndex:
         The second are only candidates (bounding boxes meet); ``_crossed`` tests them exactly.
         """
         cells = self._cells
-        before = None if previous is None else self.cell_of(previous.lat, previous.lon)  # first: cached
-        cell = self.cell_of(obs.lat, obs.lon)
+        last = self._last  # cell_of, inlined: this runs on every fix
+        before = None
+        if previous is not None:
+            if last[0] == previous.lat and last[1] == previous.lon:
+                before = last[2]
+            else:
+                before = h3i.latlng_to_cell(previous.lat, previous.lon, self.resolution)
+        cell: int = h3i.latlng_to_cell(obs.lat, obs.lon, self.resolution)
+        self._last = (obs.lat, obs.lon, cell)
         entry = cells.get(cell)
-        inside = _NONE if entry is None else self._containing(entry, obs.lon, obs.lat)
+        overlapped = entry is not None and bool(entry[0] or entry[1])
+        inside = self._containing(entry, obs.lon, obs.lat) if entry is not None and overlapped else _NONE
         if previous is None or before is None or (previous.lat == obs.lat and previous.lon == obs.lon):
             return inside, _NONE
         if before == cell:  # within one cell: only the fences overlapping it
-            if entry is None:
+            if entry is None or not overlapped:
                 return inside, _NONE
             return inside, self._crossable((entry,), False, previous, obs) - inside
         if h3i.are_neighbor_cells(before, cell):
@@ -180,8 +188,6 @@ class FenceIndex:
 
     def _containing(self, entry: _Cell, lon: float, lat: float) -> Set[int]:
         sure, overlap, _, _ = entry
-        if not overlap:
-            return set(sure) if sure else _NONE
         inside = set(sure)
         bounds = self._bounds
         for k in overlap:
@@ -197,9 +203,10 @@ class FenceIndex:
     def _crossable(
         self, entries: Sequence[_Cell], ring: bool, previous: Observation, obs: Observation
     ) -> set[int]:
-        """The fences listed by ``entries`` (their ring too if ``ring``) whose bounds meet the segment's."""
-        west, east = min(previous.lon, obs.lon), max(previous.lon, obs.lon)
-        south, north = min(previous.lat, obs.lat), max(previous.lat, obs.lat)
+        """The fences listed by ``entries`` (their ring too if ``ring``) whose bounds the segment meets."""
+        x0, y0, x1, y1 = previous.lon, previous.lat, obs.lon, obs.lat
+        west, east = min(x0, x1), max(x0, x1)
+        south, north = min(y0, y1), max(y0, y1)
         bounds = self._bounds
         found: set[int] = set()
         for entry in entries:
@@ -209,7 +216,13 @@ class FenceIndex:
             for group in (entry[0], entry[1], entry[2]) if ring else (entry[0], entry[1]):
                 for k in group:
                     w, s, e, n = bounds[k]
-                    if w <= east and west <= e and s <= north and south <= n:
+                    if (
+                        w <= east
+                        and west <= e
+                        and s <= north
+                        and south <= n
+                        and _meets(x0, y0, x1, y1, bounds[k])
+                    ):
                         found.add(k)
         return found
 
@@ -234,6 +247,27 @@ class FenceIndex:
             max(b[2] for b in boxes),
             max(b[3] for b in boxes),
         )
+
+
+def _meets(x0: float, y0: float, x1: float, y1: float, box: _Bounds) -> bool:
+    """Whether the segment (x0, y0)-(x1, y1) meets the box (Liang-Barsky clipping): a diagonal segment
+    whose bounds overlap a fence's may still pass beside it, and this is far cheaper than shapely."""
+    west, south, east, north = box
+    dx, dy = x1 - x0, y1 - y0
+    low, high = 0.0, 1.0
+    for p, q in ((-dx, x0 - west), (dx, east - x0), (-dy, y0 - south), (dy, north - y0)):
+        if p == 0:
+            if q < 0:
+                return False
+            continue
+        t = q / p
+        if p < 0:
+            low = max(low, t)
+        else:
+            high = min(high, t)
+        if low > high:
+            return False
+    return True
 
 
 def _cover(

@@ -316,6 +316,18 @@ def test_every_point_of_a_fence_and_within_a_cell_of_it_finds_it_in_its_cell() -
         assert index.candidates(left, right) == (set(), {0})
 
 
+def test_a_multipolygon_is_found_in_each_part_and_a_hole_is_outside() -> None:
+    def ring(west: float, south: float, east: float, north: float) -> list[list[float]]:
+        corners = [(west, south), (east, south), (east, north), (west, north), (west, south)]
+        return [list(at(e, n)) for e, n in corners]
+
+    parts = [[ring(0, 0, 3_000, 3_000), ring(1_000, 1_000, 2_000, 2_000)], [ring(10_000, 0, 10_300, 300)]]
+    index = index_of(feature("two", {"type": "MultiPolygon", "coordinates": parts}, "restricted"))
+    for east, north, inside in [(500, 500, True), (2_500, 2_900, True), (1_500, 1_500, False),
+                                (10_150, 150, True), (6_000, 150, False)]:  # fmt: skip
+        assert index.candidates(None, fix(0, east, north))[0] == ({0} if inside else set()), (east, north)
+
+
 # --- parsing ---------------------------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ time with two ingest processes sharing the frames.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from fleet_agent.schedule import instance_at, load_calendar, load_trip, running_
 from fleet_agent.simulator import (
     TRUTH_DECODER,
     Detour,
+    DeviceRebooted,
     Fault,
     Reboot,
     SimConfig,
@@ -143,10 +145,22 @@ def _drive(
     for instance in instances:
         ingest.start(instance, burst_s=None)
 
+    async def lifetimes(stop: asyncio.Event) -> None:
+        """The agent, started again after each simulated reboot (its outbox on disk, as on a bus)."""
+        while not stop.is_set():
+            life = asyncio.Event()  # the agent sets the event it runs with when it ends
+            relay = asyncio.create_task(stop.wait())
+            relay.add_done_callback(functools.partial(_set, life))
+            try:
+                await Agent(config, source).run(life)
+            except DeviceRebooted:
+                continue
+            finally:
+                relay.cancel()
+
     async def run() -> None:
-        agent = Agent(config, source)
         stop = asyncio.Event()
-        running = asyncio.create_task(agent.run(stop))
+        running = asyncio.create_task(lifetimes(stop))
         try:
             deadline = time.monotonic() + wall_s
             while time.monotonic() < deadline:
@@ -163,6 +177,10 @@ def _drive(
         ingest.terminate(instance)
     records = [TRUTH_DECODER.decode(line) for line in truth_file.read_bytes().splitlines()]
     return Drive(ingest, operator_id, bus, records)
+
+
+def _set(event: asyncio.Event, _done: object) -> None:
+    event.set()
 
 
 def _events(database_url: str, operator: str, bus: str) -> list[dict[str, Any]]:

@@ -15,8 +15,10 @@ import click
 
 from fleet_cli import __version__
 from fleet_cli.devices_cli import devices
+from fleet_cli.events_cli import events
 from fleet_cli.geofences_cli import geofences
 from fleet_cli.gtfs_cli import gtfs
+from fleet_cli.routes_cli import routes
 from fleet_schemas.live import LivePosition
 from fleet_store import sessions, stackfile
 from fleet_store.errors import ConfigError, FleetError
@@ -178,7 +180,9 @@ def db_migrate(settings: Settings, sql_dir: Path | None) -> None:
 
 main.add_command(devices)
 main.add_command(gtfs)
+main.add_command(events)
 main.add_command(geofences)
+main.add_command(routes)
 
 
 @main.command()

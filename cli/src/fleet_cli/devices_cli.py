@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import TypeVar
 import asyncpg
 import click
 
+from fleet_cli.params import Duration
 from fleet_schemas.keyfile import write_key_file
 from fleet_store import broker_accounts, dynsec, stackfile
 from fleet_store import devices as registry
@@ -22,23 +22,6 @@ from fleet_store.secretbox import load_key_encryption_key
 from fleet_store.settings import Settings
 
 T = TypeVar("T")
-
-
-_SECONDS_PER = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class _Duration(click.ParamType[timedelta]):
-    """``90s``, ``30m``, ``24h``, ``7d`` or plain seconds."""
-
-    name = "duration"
-
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
-        if isinstance(value, timedelta):
-            return value
-        match = re.fullmatch(r"(\d+)([smhd]?)", str(value).strip())
-        if match is None:
-            self.fail(f"{value!r} is not a duration such as 90s, 30m, 24h or 7d", param, ctx)
-        return timedelta(seconds=int(match[1]) * _SECONDS_PER[match[2] or "s"])
 
 
 def _note(line: str) -> None:
@@ -236,7 +219,7 @@ def show(settings: Settings, device: str) -> None:
 @click.argument("device")
 @click.option(
     "--grace",
-    type=_Duration(),
+    type=Duration(),
     default=registry.DEFAULT_GRACE,
     show_default=f"{registry.DEFAULT_GRACE.total_seconds() / 3600:g}h",
     help="how long the old key still verifies (frames signed before the device got the new key)",

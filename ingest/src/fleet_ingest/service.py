@@ -152,7 +152,7 @@ class Ingest:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` (or, in burst mode, until idle); reconnect to the broker on failure."""
         self._stop = stop
-        await self._refresh_networks()
+        await self._refresh_models()
         upkeep = asyncio.create_task(self._upkeep(stop))
         sweep = asyncio.create_task(self._sweep(stop))
         try:
@@ -171,7 +171,7 @@ class Ingest:
                 )
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("recording the session failed", extra={"error": str(exc)})
-            await self._refresh_networks()
+            await self._refresh_models()
             try:
                 await self._live.prune()
                 metrics.BUSES_LIVE.set(await self._live.buses_live())
@@ -180,14 +180,14 @@ class Ingest:
                 log.warning("live-state upkeep failed", extra={"error": str(exc)})
             await sleep_unless_stopped(stop, 30.0)
 
-    async def _refresh_networks(self) -> None:
-        """Follow the operators' active feeds; a failure keeps the networks held (retried next round)."""
-        if self._networks is None:
-            return
+    async def _refresh_models(self) -> None:
+        """Follow the active feeds, fences and route limits; a failure keeps what is held (retried later)."""
         try:
-            await self._networks.refresh(self._pool)
+            if self._networks is not None:
+                await self._networks.refresh(self._pool)
+            await self._detectors.refresh(self._pool)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("loading the active feeds failed; will retry", extra={"error": str(exc)})
+            log.warning("loading feeds or fences failed; will retry", extra={"error": str(exc)})
 
     async def _connect_and_consume(self, stop: asyncio.Event) -> None:
         backoff = Backoff(0.5, 15.0, stable_after_s=30.0)

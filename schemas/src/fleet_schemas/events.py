@@ -46,8 +46,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     ``details`` by kind (every field optional unless said):
 
-    * ``deviation_started``: ``distance_m`` (off the shape when it started), ``threshold_m``;
-      ``deviation_ended``: ``max_distance_m``, ``duration_s``, ``started_ms``;
+    * ``deviation_started``: ``distance_m`` (off the shape when it started), ``threshold_m``,
+      ``started_ms``; ``deviation_ended``: ``max_distance_m``, ``duration_s``, ``started_ms``,
+      ``reason`` (``returned``; or the trip ended with it: ``completed``, ``released``, ``reassigned``);
     * ``geofence_*`` and ``overspeed``: ``fence_id`` (also the subject), ``fence_kind``, ``name``;
       ``crossed`` true when the bus crossed the fence between two fixes with neither inside;
       ``geofence_exited`` and ``geofence_dwell``: ``entered_ms``, ``dwell_s``;
@@ -58,8 +59,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     * ``delay_changed``: ``band``, ``previous_band`` (:data:`DelayBand`), ``delay_s``;
     * ``bus_offline``: ``last_fix_ms``, ``silent_s`` (the timeout); ``bus_online``: ``silent_s``
       (how long it was silent), ``offline_ms``;
-    * ``trip_*``: ``route_id``; ``trip_unassigned``: ``reason`` (``lost``, ``reassigned``,
-      ``overdue``); ``trip_completed``: ``delay_s`` at the last stop.
+    * ``trip_*``: ``route_id``; ``trip_unassigned``: ``reason`` (``reassigned`` to another instance,
+      or ``released`` by progress: lost from its line, or overdue); ``trip_completed``: ``delay_s`` at
+      the last stop.
     """
 
     operator: str

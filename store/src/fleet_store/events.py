@@ -193,7 +193,7 @@ async def write_events(conn: Connection, events: Sequence[Event]) -> list[Event]
 
 async def read_events(
     conn: Connection,
-    operator: str,
+    operator: str | None,
     *,
     since_ms: int | None = None,
     until_ms: int | None = None,
@@ -201,14 +201,17 @@ async def read_events(
     kinds: Iterable[EventKind] | None = None,
     limit: int | None = DEFAULT_LIMIT,
 ) -> list[Event]:
-    """An operator's events with ``since_ms <= time_ms < until_ms``, newest first (``limit=None``: all)."""
-    where: list[str] = ["operator = $1"]
-    args: list[object] = [operator]
+    """Events with ``since_ms <= time_ms < until_ms``, newest first (``operator=None``: every
+    operator's; ``limit=None``: all)."""
+    where: list[str] = ["true"]
+    args: list[object] = []
 
     def bind(clause: str, value: object) -> None:
         args.append(value)
         where.append(clause.format(f"${len(args)}"))
 
+    if operator is not None:
+        bind("operator = {}", operator)
     if since_ms is not None:
         bind("time >= {}", _EPOCH + timedelta(milliseconds=since_ms))
     if until_ms is not None:
@@ -219,7 +222,7 @@ async def read_events(
         bind("kind = ANY({}::text[])", list(kinds))
     query = f"SELECT {_AS_JSON} AS event FROM events WHERE {' AND '.join(where)} ORDER BY time DESC, {_KEY}"
     if limit is not None:
-        bind("{}", limit)
+        args.append(limit)
         query += f" LIMIT ${len(args)}"
     rows = await conn.fetch(query, *args)
     return [EVENT_DECODER.decode(r["event"]) for r in rows]
@@ -279,8 +282,10 @@ class EventOutbox:
             kept.append(item)
         if bad:
             await self._reject(keys=[outbox_key(operator), rejected_key(operator)], args=bad)
-        async with pool.acquire() as conn:
-            new = await _store(conn, events, rows)
+        new: list[Event] = []
+        if rows:
+            async with pool.acquire() as conn:
+                new = await _store(conn, events, rows)
         if new:
             await self._client.publish(events_channel(operator), EVENT_ENCODER.encode(new))
         if kept:

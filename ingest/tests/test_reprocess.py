@@ -1,0 +1,256 @@
+"""``fleet events reprocess``'s engine against the real database: stored frames give the live events again.
+
+The live side here is ingest's own step on the frames in arrival order: both
+buses interleaved, in micro-batches of random sizes, some frames redelivered
+in a later batch, each bus's progress and detector state carried between
+batches as Redis holds them, frames stored through ``fleet_ingest.storage``
+and events through ``fleet_store.events``, and the offline sweep at the end.
+Replay then reads the frames back from PostgreSQL in pages that split the
+buses' drives anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+import msgspec
+import pytest
+
+from fleet_ingest.assess import Accepted, BusKey
+from fleet_ingest.reprocess import ReprocessReport, reprocess
+from fleet_ingest.service import open_pool
+from fleet_ingest.storage import store_batch
+from fleet_ingest.trips import OperatorModel, SavedBus, follow
+from fleet_processing.detect import DetectContext, load_state, went_offline
+from fleet_processing.eta import SegmentHistory
+from fleet_processing.fence_geojson import fences_from_geojson
+from fleet_processing.geofences import FenceIndex
+from fleet_processing.progress import FixPoint
+from fleet_schemas import Frame
+from fleet_schemas.events import Event
+from fleet_store.events import delete_events, read_events, write_events
+from fleet_testing.trips import ORIGIN_MS, drive, every, line, metres, network
+
+pytestmark = pytest.mark.stack
+
+OPERATOR = "op-r"
+H = 3_600
+FROM_MS = ORIGIN_MS + 7 * H * 1000 + 50 * 60_000
+TO_MS = ORIGIN_MS + 10 * H * 1000
+T = TypeVar("T")
+
+
+def _fences() -> FenceIndex:
+    (lat, lon), (s_lat, w_lon), (n_lat, e_lon) = metres([(2_000, -3_000), (500, -3_200), (1_500, -2_800)])
+    ring = [[w_lon, s_lat], [e_lon, s_lat], [e_lon, n_lat], [w_lon, n_lat], [w_lon, s_lat]]
+    geojson = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {"id": "station-mid", "kind": "station", "radius_m": 200, "dwell_s": 30},
+                "geometry": {"type": "Point", "coordinates": [lon, lat]},
+            },
+            {
+                "type": "Feature",
+                "properties": {"id": "town-40", "kind": "speed_zone", "speed_limit_kmh": 40},
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+            },
+        ],
+    }
+    return FenceIndex(fences_from_geojson(OPERATOR, geojson))
+
+
+def _setting() -> tuple[dict[str, OperatorModel], DetectContext, list[Accepted]]:
+    """The straight line with two departures and two fences on it; two buses driving it, one going silent."""
+    feed, net = network([line("straight", departures_s=[8 * H, 8 * H + 1_800])])
+    one = every(7 * H + 59 * 60, 8 * H + 5 * 60, 5.0) + every(8 * H + 16 * 60, 8 * H + 25 * 60, 5.0)
+    two = every(8 * H + 28 * 60, 8 * H + 42 * 60, 5.0)
+    frames = _frames("unit-1", "BUS-1", drive(feed, "straight-0", one, named=True)[0])
+    frames += _frames("unit-2", "BUS-2", drive(feed, "straight-1", two, late_s=120, seed=1)[0])
+    frames.sort(key=lambda a: a.frame.time_ms)
+    context = DetectContext(OPERATOR, fences=_fences())
+    return {OPERATOR: OperatorModel(net, SegmentHistory(OPERATOR))}, context, frames
+
+
+def _frames(device: str, bus: str, fixes: list[FixPoint]) -> list[Accepted]:
+    return [
+        Accepted(
+            OPERATOR,
+            f"{device}-k1",
+            Frame(
+                device=device,
+                bus=bus,
+                seq=n + 1,
+                time_ms=f.time_ms,
+                lat=f.lat,
+                lon=f.lon,
+                accuracy_m=f.accuracy_m,
+                speed_mps=12.0,
+                trip_id=f.trip_id,
+            ),
+        )
+        for n, f in enumerate(fixes)
+    ]
+
+
+async def _live(
+    pool: asyncpg.Pool, models: dict[str, OperatorModel], context: DetectContext, frames: list[Accepted]
+) -> int:
+    """What ingest did with the frames as they arrived; returns how many events it stored."""
+    rng = random.Random(11)
+    saved: dict[BusKey, SavedBus] = {}
+    stored = 0
+    k, previous = 0, list[Accepted]()
+    while k < len(frames):
+        size = rng.randint(1, 15)
+        batch = frames[k : k + size]
+        k += size
+        redelivered = [a for a in previous if rng.random() < 0.2]
+        batch = redelivered + batch
+        await store_batch(pool, uuid.uuid4(), batch, [])
+        now_ms = max(a.frame.time_ms for a in batch) + 1_500
+        followed = follow(models, {OPERATOR: context}, batch, saved, now_ms)
+        saved = followed.carried(saved)
+        async with pool.acquire() as conn:
+            stored += len(await write_events(conn, followed.events))
+        previous = batch
+    swept = []
+    for (_, bus), held in saved.items():
+        found = went_offline(bus, load_state(held.state), context)
+        if found is not None:
+            swept.append(found[1])
+    async with pool.acquire() as conn:
+        return stored + len(await write_events(conn, swept))
+
+
+def _on_pool(database_url: str, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    async def run() -> T:
+        pool = await open_pool(database_url)
+        try:
+            return await work(pool)
+        finally:
+            await pool.close()
+
+    return asyncio.run(run())
+
+
+def _replay(
+    pool: asyncpg.Pool, models: Any, context: DetectContext, **options: Any
+) -> Awaitable[ReprocessReport]:
+    return reprocess(pool, OPERATOR, FROM_MS, TO_MS, models=models, context=context, page_rows=17, **options)
+
+
+async def _stored(pool: asyncpg.Pool) -> list[Event]:
+    async with pool.acquire() as conn:
+        return await read_events(conn, OPERATOR, since_ms=FROM_MS, until_ms=TO_MS, limit=None)
+
+
+def _numbers(report: ReprocessReport) -> tuple[int, int, int, int, int, int, int]:
+    return (
+        report.recomputed,
+        report.already_stored,
+        len(report.missing),
+        len(report.stored_not_recomputed),
+        len(report.changed),
+        report.added,
+        report.deleted,
+    )
+
+
+def test_reprocess_yields_the_events_ingest_stored_and_nothing_new_on_a_second_run(database_url: str) -> None:
+    models, context, frames = _setting()
+
+    async def work(pool: asyncpg.Pool) -> tuple[int, list[Event], ReprocessReport, ReprocessReport]:
+        live = await _live(pool, models, context, frames)
+        first = await _replay(pool, models, context)
+        second = await _replay(pool, models, context)
+        return live, await _stored(pool), first, second
+
+    live, stored, first, second = _on_pool(database_url, work)
+    kinds = {e.kind for e in stored}
+    assert {"geofence_entered", "geofence_exited", "overspeed", "bus_offline", "bus_online"} <= kinds, kinds
+    assert {"trip_assigned", "stop_arrived", "stop_departed"} <= kinds, kinds
+    assert len(stored) == live
+    assert first.fixes == len(frames), "every frame stored once, redeliveries included"
+    assert _numbers(first) == (live, live, 0, 0, 0, 0, 0)
+    assert _numbers(second) == _numbers(first)
+    assert {e.kind for e in stored if e.bus == "BUS-2"} >= {"bus_offline"}, "the sweep's, at the range's end"
+
+
+def test_events_missing_from_the_store_are_added_back_and_only_those(database_url: str) -> None:
+    models, context, frames = _setting()
+
+    async def work(pool: asyncpg.Pool) -> tuple[list[Event], ReprocessReport, ReprocessReport, list[Event]]:
+        await _live(pool, models, context, frames)
+        before = await _stored(pool)
+        lost = before[::5]
+        async with pool.acquire() as conn:
+            await delete_events(conn, lost)
+        dry = await _replay(pool, models, context, dry_run=True)
+        fixed = await _replay(pool, models, context)
+        return before, dry, fixed, await _stored(pool)
+
+    before, dry, fixed, after = _on_pool(database_url, work)
+    lost = {e.key for e in before[::5]}
+    assert {e.key for e in dry.missing} == lost
+    assert dry.added == 0
+    assert {e.key for e in fixed.missing} == lost
+    assert fixed.added == len(lost)
+    assert after == before
+
+
+def test_replace_deletes_what_replay_does_not_find_and_rewrites_what_it_finds_otherwise(
+    database_url: str,
+) -> None:
+    models, context, frames = _setting()
+
+    async def work(pool: asyncpg.Pool) -> tuple[list[Event], ReprocessReport, ReprocessReport, list[Event]]:
+        await _live(pool, models, context, frames)
+        before = await _stored(pool)
+        altered = msgspec.structs.replace(before[0], details={"forged": True})
+        bogus = msgspec.structs.replace(before[1], kind="geofence_dwell", subject="nowhere")
+        async with pool.acquire() as conn:
+            await delete_events(conn, [before[0]])
+            await write_events(conn, [altered, bogus])
+        kept = await _replay(pool, models, context)
+        replaced = await _replay(pool, models, context, replace=True)
+        return before, kept, replaced, await _stored(pool)
+
+    before, kept, replaced, after = _on_pool(database_url, work)
+    n = len(before)
+    assert _numbers(kept) == (n, n - 1, 0, 1, 1, 0, 0), "without --replace nothing stored is touched"
+    assert _numbers(replaced) == (n, n - 1, 0, 1, 1, 1, 2)
+    assert after == before
+
+
+def test_a_range_starting_mid_trip_is_right_with_its_warm_up_and_not_without(database_url: str) -> None:
+    models, context, frames = _setting()
+    middle_ms = ORIGIN_MS + (8 * H + 3 * 60) * 1000
+
+    async def work(pool: asyncpg.Pool) -> tuple[ReprocessReport, ReprocessReport]:
+        await _live(pool, models, context, frames)
+
+        def replay(warmup_ms: int) -> Awaitable[ReprocessReport]:
+            return reprocess(
+                pool,
+                OPERATOR,
+                middle_ms,
+                TO_MS,
+                models=models,
+                context=context,
+                warmup_ms=warmup_ms,
+                dry_run=True,
+            )
+
+        return await replay(2 * H * 1000), await replay(0)
+
+    warmed, cold = _on_pool(database_url, work)
+    assert (len(warmed.missing), len(warmed.stored_not_recomputed), len(warmed.changed)) == (0, 0, 0)
+    assert warmed.recomputed > 0
+    assert "trip_assigned" in {e.kind for e in cold.missing}, "a cold start assigns the trip again"

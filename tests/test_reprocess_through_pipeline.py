@@ -1,0 +1,166 @@
+"""``fleet events reprocess`` gives exactly the live events of the real chain, duplicates and two processes.
+
+Two coaches drive a line of a synthetic feed (stored as the operator's
+active version). Their signed frames go through Mosquitto to two ``fleet
+ingest`` processes sharing the subscription, every message published twice.
+Each coach's next message is published once its previous one is live, so its
+frames are processed in order (the live rule: a frame older than the bus's
+state raises nothing, and replay cannot know which ones were), while the
+copies and the other coach's messages land on either process at any time.
+Then ``fleet events reprocess`` recomputes the range from PostgreSQL alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+import asyncpg
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+from click.testing import CliRunner
+
+from fleet_cli.cli import main
+from fleet_ingest.reprocess import ReprocessReport
+from fleet_processing.progress import FixPoint
+from fleet_schemas import DeviceKey, Frame, frames_topic, seal
+from fleet_store.events import read_events
+from fleet_store.gtfs import activate, write_feed
+from fleet_store.live import LiveState
+from fleet_testing.ingest import IngestProcesses, register_devices
+from fleet_testing.mqtt import publish_all
+from fleet_testing.trips import drive, every, line, network
+
+pytestmark = pytest.mark.stack
+
+H = 3_600
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def _messages(device: str, bus: str, key: DeviceKey, fixes: list[FixPoint]) -> list[list[Frame]]:
+    """The coach's frames in messages of 1 to 4, as an agent sends after a short outage."""
+    rng = random.Random(device)
+    frames = [
+        Frame(
+            device=device,
+            bus=bus,
+            seq=n + 1,
+            time_ms=f.time_ms,
+            lat=f.lat,
+            lon=f.lon,
+            accuracy_m=f.accuracy_m,
+            speed_mps=12.0,
+        )
+        for n, f in enumerate(fixes)
+    ]
+    out, k = [], 0
+    while k < len(frames):
+        size = rng.randint(1, 4)
+        out.append(frames[k : k + size])
+        k += size
+    return out
+
+
+async def _store_feed(database_url: str, operator: str) -> None:
+    feed, _ = network([line("straight", departures_s=[8 * H, 8 * H + 1_800])])
+    conn = await asyncpg.connect(database_url)
+    try:
+        feed_id = await write_feed(conn, operator, feed, source="synthetic", sha256="0" * 64, report={})
+        await activate(conn, operator, feed_id)
+    finally:
+        await conn.close()
+
+
+async def _publish_in_order(
+    ingest: IngestProcesses, operator: str, coaches: dict[str, tuple[str, DeviceKey, list[list[Frame]]]]
+) -> None:
+    """Each coach's messages, twice each, the next one once the previous is live."""
+    client = aioredis.Redis.from_url(ingest.redis_url)
+    live = LiveState(client)
+    try:
+        for step in range(max(len(m) for _, _, m in coaches.values())):
+            waiting: dict[str, int] = {}
+            batch: list[tuple[str, bytes]] = []
+            for device, (bus, key, messages) in coaches.items():
+                if step < len(messages):
+                    payload = seal(messages[step], key)
+                    batch += [(frames_topic(operator, device), payload)] * 2
+                    waiting[bus] = messages[step][-1].time_ms
+            await asyncio.to_thread(publish_all, ingest.urls.mqtt_url, batch)
+            deadline = time.monotonic() + 30
+            while waiting:
+                assert time.monotonic() < deadline, f"ingest did not take {waiting}"
+                for bus, t in list(waiting.items()):
+                    position = await live.position(operator, bus)
+                    if position is not None and position.time_ms >= t:
+                        del waiting[bus]
+                await asyncio.sleep(0.005)
+    finally:
+        await client.aclose()
+
+
+def test_reprocess_yields_the_live_events_of_two_ingest_processes_fed_every_message_twice(
+    ingest: IngestProcesses, operator_id: str
+) -> None:
+    asyncio.run(_store_feed(ingest.database_url, operator_id))
+    buses, keys = asyncio.run(register_devices(ingest.database_url, ingest.kek, operator_id, 2))
+    (one, bus_one), (two, bus_two) = buses.items()
+    feed, _ = network([line("straight", departures_s=[8 * H, 8 * H + 1_800])])
+    first = drive(feed, "straight-0", every(7 * H + 59 * 60, 8 * H + 5 * 60, 5.0), seed=3)[0]
+    after_silence = drive(feed, "straight-0", every(8 * H + 16 * 60, 8 * H + 25 * 60, 5.0), seed=4)[0]
+    second = drive(feed, "straight-1", every(8 * H + 28 * 60, 8 * H + 42 * 60, 5.0), late_s=120, seed=5)[0]
+    coaches = {
+        one: (bus_one, keys[0], _messages(one, bus_one, keys[0], first + after_silence)),
+        two: (bus_two, keys[1], _messages(two, bus_two, keys[1], second)),
+    }
+    asyncio.run(ingest.open_sessions("a", "b"))
+    ingest.start("a")
+    ingest.start("b")
+    asyncio.run(_publish_in_order(ingest, operator_id, coaches))
+    ingest.wait("a")
+    ingest.wait("b")
+
+    from_ms = first[0].time_ms
+    to_ms = second[-1].time_ms + 60_000  # before the sweep would call the coaches offline at the end
+
+    async def stored() -> list[tuple[str, str]]:
+        conn = await asyncpg.connect(ingest.database_url)
+        try:
+            found = await read_events(conn, operator_id, since_ms=from_ms, until_ms=to_ms, limit=None)
+        finally:
+            await conn.close()
+        return [(e.bus, e.kind) for e in found]
+
+    live = Counter(asyncio.run(stored()))
+    assert {(bus_one, "bus_offline"), (bus_one, "bus_online")} <= live.keys(), live
+    assert {(bus, "trip_assigned") for bus in (bus_one, bus_two)} <= live.keys(), live
+    assert {(bus, "stop_arrived") for bus in (bus_one, bus_two)} <= live.keys(), live
+
+    def reprocess(*options: str) -> ReprocessReport:
+        args = [
+            "events",
+            "reprocess",
+            "--operator",
+            operator_id,
+            "--from",
+            _iso(from_ms),
+            "--to",
+            _iso(to_ms),
+        ]
+        result = CliRunner().invoke(main, [*args, "--json", *options], env=ingest.env())
+        assert result.exit_code == 0, result.output
+        return msgspec.json.decode(result.stdout, type=ReprocessReport)
+
+    compared = reprocess("--dry-run")
+    assert compared.fixes == len(first) + len(after_silence) + len(second), "each frame stored once"
+    assert (compared.missing, compared.stored_not_recomputed, compared.changed) == ([], [], [])
+    assert compared.recomputed == compared.already_stored == sum(live.values())
+    again = reprocess()
+    assert (again.added, again.deleted, again.already_stored) == (0, 0, sum(live.values()))

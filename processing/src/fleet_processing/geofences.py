@@ -47,6 +47,9 @@ kilometre (a handful in a town, none on the open road), and consecutive fixes 10
 the same or a neighbouring cell, which keeps the crossing check to two lookups. Resolution 9 (edge 175 m)
 would multiply the cells of big zones by seven for fewer exact tests only in dense town centres."""
 
+METRES_PER_DEGREE = 111_320.0
+"""of latitude (and of longitude at the equator)"""
+
 CROSSING_MAX_M = 5_000.0
 """the longest segment between two fixes checked for crossed fences: beyond it (a bus silent for minutes)
 the straight line is no longer the road it took, and claiming it crossed a fence would be invented"""
@@ -276,7 +279,9 @@ def _cover(
     """(sure, overlapping, ring) cells of one fence."""
     shape = h3i.geo_to_h3shape(area)
     overlap = set(h3i.h3shape_to_cells_experimental(shape, resolution, "overlap"))
-    full = set(h3i.h3shape_to_cells_experimental(shape, resolution, "full"))
+    full: set[int] = set()
+    if _square_metres(area) > h3.average_hexagon_area(resolution, "m^2") / 3:  # else no cell fits inside
+        full = set(h3i.h3shape_to_cells_experimental(shape, resolution, "full"))
     for x, y in _vertices(area):  # belt and braces: h3 and shapely may round a sliver differently
         overlap.add(h3i.latlng_to_cell(y, x, resolution))
     ring: set[int] = set()
@@ -284,6 +289,12 @@ def _cover(
         ring.update(h3i.grid_disk(cell, 1))
     sure = full - ring
     return sure, overlap - sure, ring - overlap
+
+
+def _square_metres(area: shapely.Polygon | shapely.MultiPolygon) -> float:
+    """Roughly (planar, in degrees scaled at the centroid): only to skip covers that cannot exist."""
+    scale = METRES_PER_DEGREE**2 * math.cos(math.radians(area.centroid.y))
+    return float(area.area) * scale
 
 
 def _vertices(area: shapely.Polygon | shapely.MultiPolygon) -> list[tuple[float, float]]:

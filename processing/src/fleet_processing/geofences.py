@@ -336,8 +336,9 @@ def fence_step(
         else:
             events.append(_exited(operator, obs, index.fences[k], stay))
     if crossed and previous is not None:
+        segment = shapely.linestrings([(previous.lon, previous.lat), (obs.lon, obs.lat)])
         for k in sorted(crossed - stayed):
-            events += _crossed(operator, previous, obs, index.fences[k])
+            events += _crossed(operator, previous, obs, segment, index.fences[k])
     for k in sorted(inside - stayed):
         events.append(_fence_event(operator, obs, index.fences[k], "geofence_entered"))
         kept.append((k, FenceStay(index.fences[k].fence_id, obs.time_ms)))
@@ -372,9 +373,10 @@ def _exited(operator: str, obs: Observation, fence: Fence, stay: FenceStay) -> E
     )
 
 
-def _crossed(operator: str, previous: Observation, obs: Observation, fence: Fence) -> list[Event]:
-    """Enter and exit of a fence the segment from ``previous`` to ``obs`` crosses, if it does."""
-    segment = shapely.LineString([(previous.lon, previous.lat), (obs.lon, obs.lat)])
+def _crossed(
+    operator: str, previous: Observation, obs: Observation, segment: shapely.LineString, fence: Fence
+) -> list[Event]:
+    """Enter and exit of a fence the ``segment`` from ``previous`` to ``obs`` crosses, if it does."""
     if not shapely.intersects(fence.area, segment):
         return []
     part = shapely.get_coordinates(shapely.intersection(fence.area, segment))

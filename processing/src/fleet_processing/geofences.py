@@ -105,8 +105,11 @@ those fences (a segment outside them crosses none)"""
 class FenceIndex:
     """The fences of one operator with their H3 cover, for candidate lookup.
 
-    A fence lists the cells that overlap it (h3 ``overlap`` containment) and, for the crossing check,
-    one ring around the cells its boundary crosses, so a point within one cell of a fence finds it.
+    A fence lists the cells that overlap it (``h3shape_to_cells_experimental`` with ``overlap``
+    containment: ``polygon_to_cells``/``geo_to_cells`` keep only cells whose centre is inside, and miss a
+    station circle smaller than a cell or a corridor thinner than one) and, for the crossing check, one
+    ring (``grid_disk(c, 1)``) around the cells its boundary crosses, so a point within one cell of a
+    fence finds it.
     Overlapping cells not next to a boundary cell are "sure": every point of them is inside, untested.
     A bounding-box comparison in plain Python turns most candidates away before any shapely call.
     """

@@ -305,14 +305,18 @@ def test_a_fix_far_from_every_fence_returns_the_same_state_and_no_event() -> Non
     assert fence_step(state, None, fix(1, 100, 0), EMPTY_INDEX, "op", POLICY)[0] is state
 
 
-def test_a_stay_in_a_deleted_fence_ends_without_an_event() -> None:
-    state, _ = fold([fix(0, 0, 0)], index_of(circle("gone", 0, 0, 100), circle("kept", 0, 0, 300)))
-    after, events = fence_step(
-        state, fix(0, 0, 0), fix(1, 0, 1), index_of(circle("kept", 0, 0, 300)), "op", POLICY
-    )
+def test_a_stay_in_a_fence_the_index_lacks_is_kept_without_an_event() -> None:
+    """Deleted, or not loaded yet by this process: no exit, and no second enter once it is loaded."""
+    both = index_of(circle("new", 0, 0, 100), circle("kept", 0, 0, 300))
+    state, _ = fold([fix(0, 0, 0)], both)
+    older = index_of(circle("kept", 0, 0, 300))
+    after, events = fence_step(state, fix(0, 0, 0), fix(1, 0, 1), older, "op", POLICY)
     assert events == []
-    assert [s.fence_id for s in after.stays] == ["kept"]
-    assert fence_step(state, fix(0, 0, 0), fix(1, 0, 1), EMPTY_INDEX, "op", POLICY) == (FenceState(), [])
+    assert [s.fence_id for s in after.stays] == ["new", "kept"]
+    assert fence_step(after, fix(1, 0, 1), fix(2, 0, 2), EMPTY_INDEX, "op", POLICY) == (after, [])
+    again, events = fence_step(after, fix(1, 0, 1), fix(2, 0, 2), both, "op", POLICY)
+    assert events == []
+    assert again is after
 
 
 def test_a_segment_longer_than_the_crossing_limit_is_not_checked() -> None:

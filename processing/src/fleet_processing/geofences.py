@@ -321,20 +321,22 @@ def fence_step(
 ) -> tuple[FenceState, list[Event]]:
     """The fence events of ``obs``, given the fix before it (None for the bus's first).
 
-    A stay in a fence the index no longer has (the operator deleted it) ends without an event: the bus
-    did not leave it, it ceased to exist.
+    A stay in a fence the index does not have is kept as it is, without an event: the operator deleted
+    the fence (the bus did not leave it), or this process has not loaded it yet while another has (the
+    bus's next fix, in a process that has it, must not enter it again).
     """
     if not index.fences:
-        return (FenceState(), []) if state.stays else (state, [])
+        return state, []
     inside, crossed = index.candidates(previous, obs)
     if not inside and not crossed and not state.stays:  # the usual: near no fence, or in none, crossing none
         return state, []
     events: list[Event] = []
-    kept: list[tuple[int, FenceStay]] = []
+    kept: list[tuple[int | None, FenceStay]] = []
     stayed: set[int] = set()
     for stay in state.stays:
         k = index.by_id.get(stay.fence_id)
         if k is None:
+            kept.append((None, stay))
             continue
         stayed.add(k)
         if k in inside:
@@ -348,9 +350,10 @@ def fence_step(
     for k in sorted(inside - stayed):
         events.append(_fence_event(operator, obs, index.fences[k], "geofence_entered"))
         kept.append((k, FenceStay(index.fences[k].fence_id, obs.time_ms)))
-    stays: list[FenceStay] = []
-    for k, stay in kept:
-        stays.append(_inside(operator, obs, index.fences[k], stay, policy, events))
+    stays = [
+        stay if k is None else _inside(operator, obs, index.fences[k], stay, policy, events)
+        for k, stay in kept
+    ]
     if (
         not events
         and len(stays) == len(state.stays)

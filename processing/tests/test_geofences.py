@@ -462,6 +462,7 @@ SQUARE = [[3, 36], [3.01, 36], [3.01, 36.01], [3, 36.01], [3, 36]]
         (_with({"type": "Point", "coordinates": [3]}), "bad_coordinates", 0),
         (_with({"type": "Point", "coordinates": [181, 36]}), "coordinates_out_of_range", 0),
         (_with({"type": "Point", "coordinates": [3, 1e400]}), "coordinates_out_of_range", 0),
+        (_with({"type": "Point", "coordinates": [179.9, 0]}, radius_m=50_000), "coordinates_out_of_range", 0),
         (_with({"type": "Polygon", "coordinates": [SQUARE[:-1]]}, radius_m=...), "bad_coordinates", 0),
         (_with(BOWTIE, radius_m=...), "invalid_polygon", 0),
         (

@@ -239,11 +239,6 @@ class _Checked:
             raise self.fail(InvalidPolygonError, f"invalid polygon: {shapely.is_valid_reason(area)}")
         if area.is_empty or area.area == 0:
             raise self.fail(InvalidPolygonError, "the polygon has no area")
-        west, south, east, north = area.bounds
-        if west < -180 or east > 180 or south < -90 or north > 90:
-            raise self.fail(
-                CoordinatesOutOfRangeError, "the buffered fence crosses the antimeridian or a pole"
-            )
         self.not_too_wide(area)
         surface = abs(_GEOD.geometry_area_perimeter(area)[0])
         if surface > MAX_AREA_M2:

@@ -5,9 +5,10 @@
 -- rebuilds the fence from it with the same parser that validated it, so a
 -- circle's radius or a corridor's buffer is stored once, in its properties.
 -- The columns beside it are what a listing or a report reads without parsing.
--- A fence's version per operator is (count, max(updated_at)): a write that
--- changes nothing keeps updated_at (fleet_store.geofences), so ingest rebuilds
--- an operator's index only when a fence was added, changed or deleted.
+-- An operator's fence version is the count and a digest of (fence_id,
+-- updated_at) over its rows: a write that changes nothing keeps updated_at
+-- (fleet_store.geofences), so ingest rebuilds an operator's index only when a
+-- fence was added, changed or deleted.
 CREATE TABLE geofences (
     operator         text NOT NULL,
     fence_id         text NOT NULL,

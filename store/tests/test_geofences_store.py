@@ -89,6 +89,29 @@ def test_a_changed_fence_moves_the_version_and_replace_removes_the_others(databa
     ]
 
 
+def test_the_version_moves_for_a_change_committed_after_a_later_one(database_url: str) -> None:
+    """An import that began first but commits last writes the older updated_at: still seen."""
+
+    async def work() -> Any:
+        early, late = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+        try:
+            await import_fences(early, "op-a", [stored("a"), stored("b")])
+            slow = early.transaction()
+            await slow.start()
+            await import_fences(early, "op-a", [stored("a", name="changed first")])
+            await asyncio.sleep(0.01)
+            await import_fences(late, "op-a", [stored("b", name="changed second")])
+            between = (await fence_versions(late))["op-a"]
+            await slow.commit()
+            return between, (await fence_versions(late))["op-a"]
+        finally:
+            await early.close()
+            await late.close()
+
+    between, after = asyncio.run(work())
+    assert after != between
+
+
 def test_a_failed_import_stores_nothing(database_url: str) -> None:
     async def work(conn: asyncpg.Connection) -> Any:
         await import_fences(conn, "op-a", [stored("a")])

@@ -93,6 +93,8 @@ def import_(settings: Settings, source: Path, operator: str | None, replace: boo
     """
     try:
         document = read_geojson(source.read_bytes())
+        if isinstance(document, dict) and isinstance(document.get("features"), list):
+            _note(f"geofences: {source}: checking {len(document['features']):,} features")
         owner = _operator(operator if operator is not None else _named_operator(document))
         fences = fences_from_geojson(owner, document)
     except InvalidFenceError as exc:

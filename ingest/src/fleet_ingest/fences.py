@@ -2,7 +2,7 @@
 
 Like the feeds (``fleet_ingest.feeds``), fences live in PostgreSQL and every
 ingest process builds its own index from them: at start, then whenever an
-operator's fence version (count and newest ``updated_at``) moves, checked
+operator's fence version (``fleet_store.geofences.fence_versions``) moves, checked
 every ``refresh_s`` from ingest's upkeep loop. Building 10,000 fences takes
 seconds (buffering and H3 covers), so it runs in a worker thread and the
 previous index serves meanwhile.

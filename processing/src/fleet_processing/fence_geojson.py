@@ -185,7 +185,7 @@ class _Checked:
         if kind == "Point":
             if radius is None:
                 raise self.fail(BadFenceRadiusError, "a Point fence needs radius_m (a circle)")
-            area = _buffered(shapely.Point(self.position(coordinates)), radius)
+            area = self.unwrapped(_buffered(shapely.Point(self.position(coordinates)), radius))
         elif kind == "LineString":
             if buffer is None:
                 raise self.fail(BadFenceBufferError, "a LineString fence needs buffer_m (a corridor)")
@@ -193,7 +193,7 @@ class _Checked:
             if line.length == 0:
                 raise self.fail(BadCoordinatesError, "the LineString has no length")
             self.not_too_wide(line)
-            area = _buffered(line, buffer)
+            area = self.unwrapped(_buffered(line, buffer))
         elif kind == "Polygon":
             area = self.polygon(coordinates)
         elif kind == "MultiPolygon":
@@ -239,17 +239,23 @@ class _Checked:
             raise self.fail(InvalidPolygonError, f"invalid polygon: {shapely.is_valid_reason(area)}")
         if area.is_empty or area.area == 0:
             raise self.fail(InvalidPolygonError, "the polygon has no area")
-        west, south, east, north = area.bounds
-        if west < -180 or east > 180 or south < -90 or north > 90:
-            raise self.fail(
-                CoordinatesOutOfRangeError, "the buffered fence crosses the antimeridian or a pole"
-            )
         self.not_too_wide(area)
         surface = abs(_GEOD.geometry_area_perimeter(area)[0])
         if surface > MAX_AREA_M2:
             raise self.fail(
                 FenceTooLargeError, f"{surface / 1e6:.0f} km² is more than {MAX_AREA_M2 / 1e6:.0f} km²"
             )
+
+    def unwrapped(
+        self, area: shapely.Polygon | shapely.MultiPolygon
+    ) -> shapely.Polygon | shapely.MultiPolygon:
+        """A buffered fence, unless it came back wrapped across the antimeridian or over a pole."""
+        west, _, east, _ = area.bounds
+        if east - west > 180:
+            raise self.fail(
+                CoordinatesOutOfRangeError, "the circle or corridor crosses the antimeridian or a pole"
+            )
+        return area
 
     def not_too_wide(self, geometry: shapely.Geometry) -> None:
         west, south, east, north = geometry.bounds

@@ -41,11 +41,16 @@ FENCE_KINDS: tuple[FenceKind, ...] = FenceKind.__args__  # type: ignore[attr-def
 
 RESOLUTION = 8
 """H3 resolution of the cover: cells of about 0.74 km² (edge about 460 m). The smallest fences, station
-circles of 100-300 m, then touch one to three cells and a town-sized zone of 100 km² about 140, so even
-10,000 fences hold a few hundred thousand cells; a fix's cell lists only the fences within about a
-kilometre (a handful in a town, none on the open road), and consecutive fixes 10-30 s apart are mostly in
-the same or a neighbouring cell, which keeps the crossing check to two lookups. Resolution 9 (edge 175 m)
-would multiply the cells of big zones by seven for fewer exact tests only in dense town centres."""
+circles of 100-300 m, then touch one to three cells and a town-sized zone of 100 km² about 140; a fix's
+cell lists only the fences within about a kilometre (a handful in a town, none on the open road), and
+consecutive fixes 10-30 s apart are mostly in the same or a neighbouring cell, which keeps the crossing
+check to two lookups. Measured with 10,000 synthetic fences over northern Algeria and coaches on the demo
+lines (``fleet_devtools.synthetic_fences``): resolution 9 (edge 175 m) costs about 40 % more per fix, as
+a coach changes cell at nearly every fix, and holds twice the cells; resolution 7 (edge 1.2 km) about 10
+to 20 % more, as each cell lists more fences to test."""
+
+METRES_PER_DEGREE = 111_320.0
+"""of latitude (and of longitude at the equator)"""
 
 CROSSING_MAX_M = 5_000.0
 """the longest segment between two fixes checked for crossed fences: beyond it (a bus silent for minutes)
@@ -102,8 +107,11 @@ those fences (a segment outside them crosses none)"""
 class FenceIndex:
     """The fences of one operator with their H3 cover, for candidate lookup.
 
-    A fence lists the cells that overlap it (h3 ``overlap`` containment) and, for the crossing check,
-    one ring around the cells its boundary crosses, so a point within one cell of a fence finds it.
+    A fence lists the cells that overlap it (``h3shape_to_cells_experimental`` with ``overlap``
+    containment: ``polygon_to_cells``/``geo_to_cells`` keep only cells whose centre is inside, and miss a
+    station circle smaller than a cell or a corridor thinner than one) and, for the crossing check, one
+    ring (``grid_disk(c, 1)``) around the cells its boundary crosses, so a point within one cell of a
+    fence finds it.
     Overlapping cells not next to a boundary cell are "sure": every point of them is inside, untested.
     A bounding-box comparison in plain Python turns most candidates away before any shapely call.
     """
@@ -141,6 +149,7 @@ class FenceIndex:
         return len(self.fences)
 
     def cell_of(self, lat: float, lon: float) -> int:
+        """The H3 cell of a point at the index's resolution."""
         last = self._last
         if last[0] == lat and last[1] == lon:
             return last[2]
@@ -158,14 +167,22 @@ class FenceIndex:
         The second are only candidates (bounding boxes meet); ``_crossed`` tests them exactly.
         """
         cells = self._cells
-        before = None if previous is None else self.cell_of(previous.lat, previous.lon)  # first: cached
-        cell = self.cell_of(obs.lat, obs.lon)
+        last = self._last  # cell_of, inlined: this runs on every fix
+        before = None
+        if previous is not None:
+            if last[0] == previous.lat and last[1] == previous.lon:
+                before = last[2]
+            else:
+                before = h3i.latlng_to_cell(previous.lat, previous.lon, self.resolution)
+        cell: int = h3i.latlng_to_cell(obs.lat, obs.lon, self.resolution)
+        self._last = (obs.lat, obs.lon, cell)
         entry = cells.get(cell)
-        inside = _NONE if entry is None else self._containing(entry, obs.lon, obs.lat)
+        overlapped = entry is not None and bool(entry[0] or entry[1])
+        inside = self._containing(entry, obs.lon, obs.lat) if entry is not None and overlapped else _NONE
         if previous is None or before is None or (previous.lat == obs.lat and previous.lon == obs.lon):
             return inside, _NONE
         if before == cell:  # within one cell: only the fences overlapping it
-            if entry is None:
+            if entry is None or not overlapped:
                 return inside, _NONE
             return inside, self._crossable((entry,), False, previous, obs) - inside
         if h3i.are_neighbor_cells(before, cell):
@@ -180,8 +197,6 @@ class FenceIndex:
 
     def _containing(self, entry: _Cell, lon: float, lat: float) -> Set[int]:
         sure, overlap, _, _ = entry
-        if not overlap:
-            return set(sure) if sure else _NONE
         inside = set(sure)
         bounds = self._bounds
         for k in overlap:
@@ -197,9 +212,10 @@ class FenceIndex:
     def _crossable(
         self, entries: Sequence[_Cell], ring: bool, previous: Observation, obs: Observation
     ) -> set[int]:
-        """The fences listed by ``entries`` (their ring too if ``ring``) whose bounds meet the segment's."""
-        west, east = min(previous.lon, obs.lon), max(previous.lon, obs.lon)
-        south, north = min(previous.lat, obs.lat), max(previous.lat, obs.lat)
+        """The fences listed by ``entries`` (their ring too if ``ring``) whose bounds the segment meets."""
+        x0, y0, x1, y1 = previous.lon, previous.lat, obs.lon, obs.lat
+        west, east = min(x0, x1), max(x0, x1)
+        south, north = min(y0, y1), max(y0, y1)
         bounds = self._bounds
         found: set[int] = set()
         for entry in entries:
@@ -209,7 +225,13 @@ class FenceIndex:
             for group in (entry[0], entry[1], entry[2]) if ring else (entry[0], entry[1]):
                 for k in group:
                     w, s, e, n = bounds[k]
-                    if w <= east and west <= e and s <= north and south <= n:
+                    if (
+                        w <= east
+                        and west <= e
+                        and s <= north
+                        and south <= n
+                        and _meets(x0, y0, x1, y1, bounds[k])
+                    ):
                         found.add(k)
         return found
 
@@ -236,13 +258,36 @@ class FenceIndex:
         )
 
 
+def _meets(x0: float, y0: float, x1: float, y1: float, box: _Bounds) -> bool:
+    """Whether the segment (x0, y0)-(x1, y1) meets the box (Liang-Barsky clipping): a diagonal segment
+    whose bounds overlap a fence's may still pass beside it, and this is far cheaper than shapely."""
+    west, south, east, north = box
+    dx, dy = x1 - x0, y1 - y0
+    low, high = 0.0, 1.0
+    for p, q in ((-dx, x0 - west), (dx, east - x0), (-dy, y0 - south), (dy, north - y0)):
+        if p == 0:
+            if q < 0:
+                return False
+            continue
+        t = q / p
+        if p < 0:
+            low = max(low, t)
+        else:
+            high = min(high, t)
+        if low > high:
+            return False
+    return True
+
+
 def _cover(
     area: shapely.Polygon | shapely.MultiPolygon, resolution: int
 ) -> tuple[set[int], set[int], set[int]]:
     """(sure, overlapping, ring) cells of one fence."""
     shape = h3i.geo_to_h3shape(area)
     overlap = set(h3i.h3shape_to_cells_experimental(shape, resolution, "overlap"))
-    full = set(h3i.h3shape_to_cells_experimental(shape, resolution, "full"))
+    full: set[int] = set()
+    if _square_metres(area) > h3.average_hexagon_area(resolution, "m^2") / 3:  # else no cell fits inside
+        full = set(h3i.h3shape_to_cells_experimental(shape, resolution, "full"))
     for x, y in _vertices(area):  # belt and braces: h3 and shapely may round a sliver differently
         overlap.add(h3i.latlng_to_cell(y, x, resolution))
     ring: set[int] = set()
@@ -250,6 +295,12 @@ def _cover(
         ring.update(h3i.grid_disk(cell, 1))
     sure = full - ring
     return sure, overlap - sure, ring - overlap
+
+
+def _square_metres(area: shapely.Polygon | shapely.MultiPolygon) -> float:
+    """Roughly (planar, in degrees scaled at the centroid): only to skip covers that cannot exist."""
+    scale = METRES_PER_DEGREE**2 * math.cos(math.radians(area.centroid.y))
+    return float(area.area) * scale
 
 
 def _vertices(area: shapely.Polygon | shapely.MultiPolygon) -> list[tuple[float, float]]:
@@ -270,20 +321,22 @@ def fence_step(
 ) -> tuple[FenceState, list[Event]]:
     """The fence events of ``obs``, given the fix before it (None for the bus's first).
 
-    A stay in a fence the index no longer has (the operator deleted it) ends without an event: the bus
-    did not leave it, it ceased to exist.
+    A stay in a fence the index does not have is kept as it is, without an event: the operator deleted
+    the fence (the bus did not leave it), or this process has not loaded it yet while another has (the
+    bus's next fix, in a process that has it, must not enter it again).
     """
     if not index.fences:
-        return (FenceState(), []) if state.stays else (state, [])
+        return state, []
     inside, crossed = index.candidates(previous, obs)
     if not inside and not crossed and not state.stays:  # the usual: near no fence, or in none, crossing none
         return state, []
     events: list[Event] = []
-    kept: list[tuple[int, FenceStay]] = []
+    kept: list[tuple[int | None, FenceStay]] = []
     stayed: set[int] = set()
     for stay in state.stays:
         k = index.by_id.get(stay.fence_id)
         if k is None:
+            kept.append((None, stay))
             continue
         stayed.add(k)
         if k in inside:
@@ -291,14 +344,16 @@ def fence_step(
         else:
             events.append(_exited(operator, obs, index.fences[k], stay))
     if crossed and previous is not None:
+        segment = shapely.linestrings([(previous.lon, previous.lat), (obs.lon, obs.lat)])
         for k in sorted(crossed - stayed):
-            events += _crossed(operator, previous, obs, index.fences[k])
+            events += _crossed(operator, previous, obs, segment, index.fences[k])
     for k in sorted(inside - stayed):
         events.append(_fence_event(operator, obs, index.fences[k], "geofence_entered"))
         kept.append((k, FenceStay(index.fences[k].fence_id, obs.time_ms)))
-    stays: list[FenceStay] = []
-    for k, stay in kept:
-        stays.append(_inside(operator, obs, index.fences[k], stay, policy, events))
+    stays = [
+        stay if k is None else _inside(operator, obs, index.fences[k], stay, policy, events)
+        for k, stay in kept
+    ]
     if (
         not events
         and len(stays) == len(state.stays)
@@ -327,9 +382,10 @@ def _exited(operator: str, obs: Observation, fence: Fence, stay: FenceStay) -> E
     )
 
 
-def _crossed(operator: str, previous: Observation, obs: Observation, fence: Fence) -> list[Event]:
-    """Enter and exit of a fence the segment from ``previous`` to ``obs`` crosses, if it does."""
-    segment = shapely.LineString([(previous.lon, previous.lat), (obs.lon, obs.lat)])
+def _crossed(
+    operator: str, previous: Observation, obs: Observation, segment: shapely.LineString, fence: Fence
+) -> list[Event]:
+    """Enter and exit of a fence the ``segment`` from ``previous`` to ``obs`` crosses, if it does."""
     if not shapely.intersects(fence.area, segment):
         return []
     part = shapely.get_coordinates(shapely.intersection(fence.area, segment))

@@ -7,9 +7,11 @@ every fence of the file is upserted, and with ``replace`` the operator's
 fences not in the file are deleted, so a failed import changes nothing.
 
 A write that changes nothing (the same file imported twice) keeps the row's
-``updated_at``, so :func:`fence_versions` (count and newest ``updated_at`` per
-operator) moves only when a fence was added, changed or deleted, and ingest
-rebuilds an operator's index only then.
+``updated_at``, so :func:`fence_versions` (per operator, the count and an XOR
+of a hash of each fence's id and ``updated_at``) moves only when a fence was
+added, changed or deleted, and ingest rebuilds an operator's index only then.
+Not the newest ``updated_at``: a transaction that began earlier but commits
+later writes an older one, and a change hidden behind it would never be seen.
 """
 
 from __future__ import annotations
@@ -69,8 +71,8 @@ class FenceVersion(msgspec.Struct, frozen=True, array_like=True):
     """Moves whenever one of an operator's fences is added, changed or deleted."""
 
     count: int
-    updated_us: int
-    """the newest ``updated_at``, in microseconds (two writes within a millisecond still differ)"""
+    digest: int
+    """XOR of a 64-bit hash of each fence's (id, updated_at): any changed row changes it"""
 
 
 _UPSERT = """
@@ -168,7 +170,8 @@ async def delete_all_fences(conn: Connection, operator: str) -> int:
 async def fence_versions(conn: Connection) -> dict[str, FenceVersion]:
     """Each operator with fences and its version, cheap enough to ask every few seconds."""
     rows = await conn.fetch(
-        "SELECT operator, count(*) AS n, (extract(epoch FROM max(updated_at)) * 1e6)::bigint AS us"
+        "SELECT operator, count(*) AS n,"
+        " bit_xor(hashtextextended(fence_id || '@' || updated_at::text, 0)) AS digest"
         " FROM geofences GROUP BY operator"
     )
-    return {r["operator"]: FenceVersion(r["n"], r["us"]) for r in rows}
+    return {r["operator"]: FenceVersion(r["n"], r["digest"]) for r in rows}

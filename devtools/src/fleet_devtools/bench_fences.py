@@ -1,16 +1,15 @@
-"""Fences for ``fleet bench processing``: where an intercity operator draws them, in any number.
+"""Fences for ``fleet bench processing``: on the lines where buses meet them, then many more around.
 
 The same fences begin every set: a station circle around each stop of the
 feed and speed zones (corridors at 60 km/h, slower than the coaches) along
-every line, so buses enter, dwell in, leave and speed through some. Scattered
-zones (depots, restricted areas, checkpoints, circles of 100 m to 1 km) fill
-the set to the count asked for, uniformly over Algeria's extent, as an
-operator with thousands of fences has them all over the country, most far
-from any one bus; a larger set still puts more of them near the lines (ten
-times the scattered fences, ten times as many on a bus's way), so the bench's
-cost ratio includes the extra fences buses really meet. Built through the
-GeoJSON importer (``fence_from_feature``), so they are the fences ingest
-would hold; the same seed gives the same fences.
+every line, so buses enter, dwell in, leave and speed through some. The
+geofence bench's mix (``synthetic_fences``: station circles, depots,
+corridors and restricted squares spread evenly over the demo lines' region)
+fills the set to the count asked for, so a set ten times larger is ten
+times denser where the buses drive: the bench's cost ratio includes the
+extra fences buses really meet. Built through the GeoJSON importer
+(``fence_from_feature``), so they are the fences ingest would hold; the same
+count gives the same fences.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from fleet_devtools.synthetic_feed import point_at
+from fleet_devtools.synthetic_fences import synthetic_fences
 from fleet_processing.fence_geojson import fence_from_feature
 from fleet_processing.geofences import Fence
 from fleet_schemas.gtfs import Feed
@@ -31,24 +31,13 @@ ZONE_EVERY_M = 25_000.0
 ZONE_LENGTH_M = 3_000.0
 ZONE_HALF_WIDTH_M = 150.0
 ZONE_LIMIT_KMH = 60.0
-SCATTER_LAT = (19.0, 37.0)
-SCATTER_LON = (-8.7, 12.0)
-"""Algeria's extent (the demo-like lines run in its north)"""
-SCATTERED_KINDS = ("depot", "restricted", "border")
+SEED = 5
 
 
-def bench_fences(
-    feed: Feed, operator: str, count: int, *, seed: int = 5, report: Callable[[str], None]
-) -> list[Fence]:
-    """``count`` fences: the feed's stations and speed zones first, then scattered zones."""
+def bench_fences(feed: Feed, operator: str, count: int, *, report: Callable[[str], None]) -> list[Fence]:
+    """``count`` fences: the feed's stations and speed zones first, then ``synthetic_fences``."""
     features = _stations(feed) + _speed_zones(feed)
-    rng = np.random.default_rng(seed)
-    for k in range(max(count - len(features), 0)):
-        lat, lon = rng.uniform(*SCATTER_LAT), rng.uniform(*SCATTER_LON)
-        kind = SCATTERED_KINDS[k % len(SCATTERED_KINDS)]
-        features.append(
-            _feature(f"zone-{k}", kind, "Point", [lon, lat], radius_m=float(rng.uniform(100, 1_000)))
-        )
+    features += synthetic_fences(max(count - len(features), 0), SEED)["features"]
     fences = []
     for number, feature in enumerate(features[:count]):
         fences.append(fence_from_feature(operator, feature, number))
@@ -68,7 +57,7 @@ def _feature(fence_id: str, kind: str, geometry: str, coordinates: Any, **proper
 def _stations(feed: Feed) -> list[dict[str, Any]]:
     return [
         _feature(
-            f"station-{s.stop_id}", "station", "Point", [s.lon, s.lat], radius_m=STATION_RADIUS_M, dwell_s=900
+            f"stop-{s.stop_id}", "station", "Point", [s.lon, s.lat], radius_m=STATION_RADIUS_M, dwell_s=900
         )
         for s in feed.stops
     ]
@@ -77,9 +66,8 @@ def _stations(feed: Feed) -> list[dict[str, Any]]:
 def _speed_zones(feed: Feed) -> list[dict[str, Any]]:
     zones = []
     for shape in feed.shapes:
-        for k, start in enumerate(
-            np.arange(ZONE_EVERY_M / 2, shape.dist_m[-1] - ZONE_LENGTH_M, ZONE_EVERY_M)
-        ):
+        starts = np.arange(ZONE_EVERY_M / 2, shape.dist_m[-1] - ZONE_LENGTH_M, ZONE_EVERY_M)
+        for k, start in enumerate(starts):
             line = [
                 list(point_at(shape, float(d))[::-1]) for d in np.linspace(start, start + ZONE_LENGTH_M, 16)
             ]

@@ -30,6 +30,7 @@ demo: sync  ## local stack up, migrated, demo feed imported; coaches on its trip
 	$(UV) run fleet db migrate
 	$(UV) run fleet demo
 	$(UV) run fleet gtfs import $(DEMO_FEED) --operator demo-dz --keep 2
+	$(UV) run fleet geofences import $(DEMO_FEED)/geofences.geojson --operator demo-dz --replace
 	@# The demo's ingest session is removed afterwards: left on the broker it
 	@# would queue every frame published later for a consumer that never returns.
 	$(UV) run fleet ingest --instance demo --burst 5 & ingest=$$!; \
@@ -38,6 +39,7 @@ demo: sync  ## local stack up, migrated, demo feed imported; coaches on its trip
 	  status=$$?; wait $$ingest || status=$$?; \
 	  $(UV) run fleet ingest --instance demo --forget; exit $$status
 	$(UV) run fleet live --operator demo-dz
+	$(UV) run fleet events list --operator demo-dz --since 1h --limit 20
 
 stack-down:
 	$(UV) run fleet stack down

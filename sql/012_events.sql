@@ -6,8 +6,9 @@
 -- refused by the unique key (fleet_store.events writes with ON CONFLICT DO
 -- NOTHING). The key holds time, as a hypertable's unique keys must. Chunks of
 -- a week (events are far sparser than positions); `fleet db maintain` drops
--- chunks past FLEET_RETENTION_EVENTS_DAYS, and compresses them (segmented by
--- operator) under the Timescale license, as it does positions.
+-- chunks past FLEET_RETENTION_EVENTS_DAYS. They are not compressed: with a
+-- unique key TimescaleDB compresses only when every key column is in
+-- segmentby/orderby, and reprocess writes into old ranges.
 CREATE TABLE events (
     operator     text NOT NULL,
     bus          text NOT NULL,

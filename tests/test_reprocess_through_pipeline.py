@@ -25,15 +25,25 @@ import redis.asyncio as aioredis
 from click.testing import CliRunner
 
 from fleet_cli.cli import main
+from fleet_ingest.fences import stored_fence
 from fleet_ingest.reprocess import ReprocessReport
+from fleet_processing.fence_geojson import fences_from_geojson
 from fleet_processing.progress import FixPoint
 from fleet_schemas import DeviceKey, Frame, frames_topic, seal
 from fleet_store.events import read_events
+from fleet_store.geofences import import_fences
 from fleet_store.gtfs import activate, write_feed
 from fleet_store.live import LiveState
+from fleet_store.mqtt import connect_client
 from fleet_testing.ingest import IngestProcesses, register_devices
-from fleet_testing.mqtt import publish_all
-from fleet_testing.trips import drive, every, line, network
+from fleet_testing.trips import (
+    TWO_DEPARTURES,
+    coaches_on_the_straight_line,
+    frames_of,
+    line,
+    network,
+    straight_line_fences,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -47,19 +57,7 @@ def _iso(ms: int) -> str:
 def _messages(device: str, bus: str, key: DeviceKey, fixes: list[FixPoint]) -> list[list[Frame]]:
     """The coach's frames in messages of 1 to 4, as an agent sends after a short outage."""
     rng = random.Random(device)
-    frames = [
-        Frame(
-            device=device,
-            bus=bus,
-            seq=n + 1,
-            time_ms=f.time_ms,
-            lat=f.lat,
-            lon=f.lon,
-            accuracy_m=f.accuracy_m,
-            speed_mps=12.0,
-        )
-        for n, f in enumerate(fixes)
-    ]
+    frames = frames_of(device, bus, fixes)
     out, k = [], 0
     while k < len(frames):
         size = rng.randint(1, 4)
@@ -68,12 +66,14 @@ def _messages(device: str, bus: str, key: DeviceKey, fixes: list[FixPoint]) -> l
     return out
 
 
-async def _store_feed(database_url: str, operator: str) -> None:
-    feed, _ = network([line("straight", departures_s=[8 * H, 8 * H + 1_800])])
+async def _store_feed_and_fences(database_url: str, operator: str) -> None:
+    feed, _ = network([line("straight", departures_s=TWO_DEPARTURES)])
+    fences = [stored_fence(f) for f in fences_from_geojson(operator, straight_line_fences())]
     conn = await asyncpg.connect(database_url)
     try:
         feed_id = await write_feed(conn, operator, feed, source="synthetic", sha256="0" * 64, report={})
         await activate(conn, operator, feed_id)
+        await import_fences(conn, operator, fences)
     finally:
         await conn.close()
 
@@ -84,6 +84,7 @@ async def _publish_in_order(
     """Each coach's messages, twice each, the next one once the previous is live."""
     client = aioredis.Redis.from_url(ingest.redis_url)
     live = LiveState(client)
+    publisher = connect_client(ingest.urls.mqtt_url)
     try:
         for step in range(max(len(m) for _, _, m in coaches.values())):
             waiting: dict[str, int] = {}
@@ -93,7 +94,10 @@ async def _publish_in_order(
                     payload = seal(messages[step], key)
                     batch += [(frames_topic(operator, device), payload)] * 2
                     waiting[bus] = messages[step][-1].time_ms
-            await asyncio.to_thread(publish_all, ingest.urls.mqtt_url, batch)
+            for topic, payload in batch:
+                sent = publisher.publish(topic, payload, qos=1)
+                await asyncio.to_thread(sent.wait_for_publish, 10)
+                assert sent.is_published()
             deadline = time.monotonic() + 30
             while waiting:
                 assert time.monotonic() < deadline, f"ingest did not take {waiting}"
@@ -103,21 +107,21 @@ async def _publish_in_order(
                         del waiting[bus]
                 await asyncio.sleep(0.005)
     finally:
+        publisher.loop_stop()
+        publisher.disconnect()
         await client.aclose()
 
 
 def test_reprocess_yields_the_live_events_of_two_ingest_processes_fed_every_message_twice(
     ingest: IngestProcesses, operator_id: str
 ) -> None:
-    asyncio.run(_store_feed(ingest.database_url, operator_id))
+    asyncio.run(_store_feed_and_fences(ingest.database_url, operator_id))
     buses, keys = asyncio.run(register_devices(ingest.database_url, ingest.kek, operator_id, 2))
     (one, bus_one), (two, bus_two) = buses.items()
-    feed, _ = network([line("straight", departures_s=[8 * H, 8 * H + 1_800])])
-    first = drive(feed, "straight-0", every(7 * H + 59 * 60, 8 * H + 5 * 60, 5.0), seed=3)[0]
-    after_silence = drive(feed, "straight-0", every(8 * H + 16 * 60, 8 * H + 25 * 60, 5.0), seed=4)[0]
-    second = drive(feed, "straight-1", every(8 * H + 28 * 60, 8 * H + 42 * 60, 5.0), late_s=120, seed=5)[0]
+    feed, _ = network([line("straight", departures_s=TWO_DEPARTURES)])
+    first, second = coaches_on_the_straight_line(feed)
     coaches = {
-        one: (bus_one, keys[0], _messages(one, bus_one, keys[0], first + after_silence)),
+        one: (bus_one, keys[0], _messages(one, bus_one, keys[0], first)),
         two: (bus_two, keys[1], _messages(two, bus_two, keys[1], second)),
     }
     asyncio.run(ingest.open_sessions("a", "b"))
@@ -128,7 +132,8 @@ def test_reprocess_yields_the_live_events_of_two_ingest_processes_fed_every_mess
     ingest.wait("b")
 
     from_ms = first[0].time_ms
-    to_ms = second[-1].time_ms + 60_000  # before the sweep would call the coaches offline at the end
+    # both coaches stop at the same time: the range ends before the sweep would call them offline
+    to_ms = max(first[-1].time_ms, second[-1].time_ms) + 60_000
 
     async def stored() -> list[tuple[str, str]]:
         conn = await asyncpg.connect(ingest.database_url)
@@ -142,6 +147,8 @@ def test_reprocess_yields_the_live_events_of_two_ingest_processes_fed_every_mess
     assert {(bus_one, "bus_offline"), (bus_one, "bus_online")} <= live.keys(), live
     assert {(bus, "trip_assigned") for bus in (bus_one, bus_two)} <= live.keys(), live
     assert {(bus, "stop_arrived") for bus in (bus_one, bus_two)} <= live.keys(), live
+    assert {(bus, "overspeed") for bus in (bus_one, bus_two)} <= live.keys(), live
+    assert {(bus, "geofence_dwell") for bus in (bus_one, bus_two)} <= live.keys(), live
 
     def reprocess(*options: str) -> ReprocessReport:
         args = [
@@ -159,7 +166,7 @@ def test_reprocess_yields_the_live_events_of_two_ingest_processes_fed_every_mess
         return msgspec.json.decode(result.stdout, type=ReprocessReport)
 
     compared = reprocess("--dry-run")
-    assert compared.fixes == len(first) + len(after_silence) + len(second), "each frame stored once"
+    assert compared.fixes == len(first) + len(second), "each frame stored once"
     assert (compared.missing, compared.stored_not_recomputed, compared.changed) == ([], [], [])
     assert compared.recomputed == compared.already_stored == sum(live.values())
     again = reprocess()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -10,6 +14,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from fleet_cli.cli import main
+from fleet_ingest.assess import Accepted
+from fleet_ingest.service import open_pool
+from fleet_ingest.storage import store_batch
+from fleet_schemas import Frame
 from fleet_schemas.events import EVENTS_DECODER, Event
 from fleet_store.events import write_events
 from fleet_store.route_policies import RoutePolicy
@@ -121,3 +129,50 @@ def test_routes_deviation_set_list_and_clear(
     ]
     assert "back to the default" in cleared.stdout
     assert after.stdout == ""
+
+
+def _frames_with_a_silence(operator: str) -> list[Accepted]:
+    """A bus heard every 10 s from 11:06:40, silent 15 minutes from 11:11:30 (longer than the offline
+    timeout), then heard again until 11:31:30."""
+    seconds = [*range(0, 300, 10), *range(1_200, 1_500, 10)]
+    return [
+        Accepted(
+            operator,
+            "unit-9-k1",
+            Frame(device="unit-9", bus="BUS-9", seq=n + 1, time_ms=T0_MS + s * 1_000, lat=36.7, lon=3.05),
+        )
+        for n, s in enumerate(seconds)
+    ]
+
+
+def test_events_reprocess_reports_then_adds_what_is_missing_for_an_operator_without_a_feed(
+    stack_urls: ServiceUrls, database_url: str, tmp_path: Path
+) -> None:
+    async def store(pool: asyncpg.Pool) -> None:
+        await store_batch(pool, uuid.uuid4(), _frames_with_a_silence("op-c"), [])
+
+    async def run(work: Callable[[asyncpg.Pool], Awaitable[None]]) -> None:
+        pool = await open_pool(database_url)
+        try:
+            await work(pool)
+        finally:
+            await pool.close()
+
+    asyncio.run(run(store))
+    span = ["--operator", "op-c", "--from", "2026-11-18T11:00", "--to", "2026-11-18T11:40"]
+    dry = _fleet(stack_urls, database_url, tmp_path, "events", "reprocess", *span, "--dry-run")
+    applied = _fleet(stack_urls, database_url, tmp_path, "events", "reprocess", *span)
+    again = _fleet(stack_urls, database_url, tmp_path, "events", "reprocess", *span, "--json")
+    listed = _fleet(stack_urls, database_url, tmp_path, "events", "list", "--operator", "op-c")
+    backwards = _fleet(stack_urls, database_url, tmp_path, "events", "reprocess", "--operator", "op-c",
+                       "--from", "1h", "--to", "2h")  # fmt: skip
+    assert dry.exit_code == 0, dry.output
+    assert "60 fixes replayed" in dry.stdout
+    assert re.search(r"^  missing +2  not added \(--dry-run\)$", dry.stdout, re.MULTILINE), dry.stdout
+    assert "operator op-c has no active feed" in dry.stderr
+    assert re.search(r"^  missing +2  added$", applied.stdout, re.MULTILINE), applied.stdout
+    report = msgspec.json.decode(again.stdout)
+    assert (report["recomputed"], report["already_stored"], report["added"]) == (2, 2, 0)
+    assert [line.split()[3] for line in listed.stdout.splitlines()] == ["bus_online", "bus_offline"]
+    assert backwards.exit_code == 2
+    assert "--to must be after --from" in backwards.stderr

@@ -12,6 +12,7 @@ buses' drives anywhere.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import uuid
 from collections.abc import Awaitable, Callable
@@ -20,9 +21,11 @@ from typing import Any, TypeVar
 import asyncpg
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fleet_ingest.assess import Accepted, BusKey
-from fleet_ingest.reprocess import ReprocessReport, reprocess
+from fleet_ingest.reprocess import Replay, ReprocessReport, compare, reprocess
 from fleet_ingest.service import open_pool
 from fleet_ingest.storage import store_batch
 from fleet_ingest.trips import OperatorModel, SavedBus, follow
@@ -31,10 +34,17 @@ from fleet_processing.eta import SegmentHistory
 from fleet_processing.fence_geojson import fences_from_geojson
 from fleet_processing.geofences import FenceIndex
 from fleet_processing.progress import FixPoint
-from fleet_schemas import Frame
 from fleet_schemas.events import Event
 from fleet_store.events import delete_events, read_events, write_events
-from fleet_testing.trips import ORIGIN_MS, drive, every, line, metres, network
+from fleet_testing.trips import (
+    ORIGIN_MS,
+    TWO_DEPARTURES,
+    coaches_on_the_straight_line,
+    frames_of,
+    line,
+    network,
+    straight_line_fences,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -45,58 +55,20 @@ TO_MS = ORIGIN_MS + 10 * H * 1000
 T = TypeVar("T")
 
 
-def _fences() -> FenceIndex:
-    (lat, lon), (s_lat, w_lon), (n_lat, e_lon) = metres([(2_000, -3_000), (500, -3_200), (1_500, -2_800)])
-    ring = [[w_lon, s_lat], [e_lon, s_lat], [e_lon, n_lat], [w_lon, n_lat], [w_lon, s_lat]]
-    geojson = {
-        "type": "FeatureCollection",
-        "features": [
-            {
-                "type": "Feature",
-                "properties": {"id": "station-mid", "kind": "station", "radius_m": 200, "dwell_s": 30},
-                "geometry": {"type": "Point", "coordinates": [lon, lat]},
-            },
-            {
-                "type": "Feature",
-                "properties": {"id": "town-40", "kind": "speed_zone", "speed_limit_kmh": 40},
-                "geometry": {"type": "Polygon", "coordinates": [ring]},
-            },
-        ],
-    }
-    return FenceIndex(fences_from_geojson(OPERATOR, geojson))
-
-
 def _setting() -> tuple[dict[str, OperatorModel], DetectContext, list[Accepted]]:
-    """The straight line with two departures and two fences on it; two buses driving it, one going silent."""
-    feed, net = network([line("straight", departures_s=[8 * H, 8 * H + 1_800])])
-    one = every(7 * H + 59 * 60, 8 * H + 5 * 60, 5.0) + every(8 * H + 16 * 60, 8 * H + 25 * 60, 5.0)
-    two = every(8 * H + 28 * 60, 8 * H + 42 * 60, 5.0)
-    frames = _frames("unit-1", "BUS-1", drive(feed, "straight-0", one, named=True)[0])
-    frames += _frames("unit-2", "BUS-2", drive(feed, "straight-1", two, late_s=120, seed=1)[0])
+    """The straight line with two departures and two fences on it; two coaches, one going silent."""
+    feed, net = network([line("straight", departures_s=TWO_DEPARTURES)])
+    one, two = coaches_on_the_straight_line(feed)
+    frames = _frames("unit-1", "BUS-1", one) + _frames("unit-2", "BUS-2", two)
     frames.sort(key=lambda a: a.frame.time_ms)
-    context = DetectContext(OPERATOR, fences=_fences())
+    context = DetectContext(
+        OPERATOR, fences=FenceIndex(fences_from_geojson(OPERATOR, straight_line_fences()))
+    )
     return {OPERATOR: OperatorModel(net, SegmentHistory(OPERATOR))}, context, frames
 
 
 def _frames(device: str, bus: str, fixes: list[FixPoint]) -> list[Accepted]:
-    return [
-        Accepted(
-            OPERATOR,
-            f"{device}-k1",
-            Frame(
-                device=device,
-                bus=bus,
-                seq=n + 1,
-                time_ms=f.time_ms,
-                lat=f.lat,
-                lon=f.lon,
-                accuracy_m=f.accuracy_m,
-                speed_mps=12.0,
-                trip_id=f.trip_id,
-            ),
-        )
-        for n, f in enumerate(fixes)
-    ]
+    return [Accepted(OPERATOR, f"{device}-k1", frame) for frame in frames_of(device, bus, fixes)]
 
 
 async def _live(
@@ -254,3 +226,33 @@ def test_a_range_starting_mid_trip_is_right_with_its_warm_up_and_not_without(dat
     assert (len(warmed.missing), len(warmed.stored_not_recomputed), len(warmed.changed)) == (0, 0, 0)
     assert warmed.recomputed > 0
     assert "trip_assigned" in {e.kind for e in cold.missing}, "a cold start assigns the trip again"
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=400), min_size=1, max_size=12))
+def test_replay_in_pages_by_bus_gives_the_events_of_one_pass_in_arrival_order(sizes: list[int]) -> None:
+    models, context, frames = _setting()
+    whole = Replay(models, {OPERATOR: context})
+    whole.feed(frames)
+    by_bus = sorted(frames, key=lambda a: (a.frame.bus, a.frame.time_ms, a.frame.seq))
+    paged = Replay(models, {OPERATOR: context})
+    k = 0
+    for size in itertools.cycle(sizes):
+        if k >= len(by_bus):
+            break
+        paged.feed(by_bus[k : k + size])
+        k += size
+    assert sorted(e.key for e in paged.finish(TO_MS)) == sorted(e.key for e in whole.finish(TO_MS))
+    assert paged.finish(TO_MS) != [], "the drive raises events"
+
+
+def test_compare_splits_events_by_key_into_already_missing_extra_and_changed() -> None:
+    base = Event(operator=OPERATOR, bus="B", kind="bus_online", time_ms=1, cause_ms=1, cause_seq=1)
+    same, lost, gone = (msgspec.structs.replace(base, cause_seq=n) for n in (1, 2, 3))
+    moved = msgspec.structs.replace(base, cause_seq=4)
+    found = compare(
+        [same, lost, msgspec.structs.replace(moved, details={"silent_s": 1.0}), same], [same, gone, moved]
+    )
+    assert (found.recomputed, found.already) == (3, 1)
+    assert (found.missing, found.extra) == ([lost], [gone])
+    assert [e.details for e in found.changed] == [{"silent_s": 1.0}]

@@ -28,7 +28,6 @@ from fleet_store.route_policies import (
     InvalidRoutePolicyError,
     clear_route_policy,
     list_route_policies,
-    load_route_policies,
     set_route_policy,
 )
 from fleet_testing.database import run_on
@@ -301,7 +300,10 @@ def test_route_policies_are_set_replaced_listed_and_cleared(database_url: str) -
         await set_route_policy(conn, "op-a", "R2", 1_000.0, 800.0)
         await set_route_policy(conn, "op-a", "R1", 2_500.0, 2_000.0)
         await set_route_policy(conn, "op-b", "R1", 900.0, 600.0)
-        loaded = await load_route_policies(conn, "op-a")
+        loaded = {
+            p.route_id: (p.deviation_leave_m, p.deviation_return_m)
+            for p in await list_route_policies(conn, "op-a")
+        }
         listed = [f"{p.operator}/{p.route_id}" for p in await list_route_policies(conn)]
         cleared = await clear_route_policy(conn, "op-a", "R2")
         again = await clear_route_policy(conn, "op-a", "R2")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import click
 import msgspec
 
+from fleet_cli.database import run_on_database
 from fleet_cli.params import Duration, Moment
 from fleet_schemas.errors import FleetSchemaError
 from fleet_schemas.events import EVENT_ENCODER, EVENT_KINDS, Event, EventKind
@@ -23,17 +23,9 @@ from fleet_store.settings import Settings
 if TYPE_CHECKING:
     from fleet_ingest.reprocess import ReprocessReport
 
-T = TypeVar("T")
-
 
 def _note(line: str) -> None:
     click.echo(line, err=True)
-
-
-def _on_database(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    from fleet_cli.cli import on_database
-
-    return asyncio.run(on_database(stackfile.resolve_urls(settings).database_url, work))
 
 
 def check_operator(operator: str) -> str:
@@ -112,7 +104,7 @@ def list_events(
       fleet events list --operator sogral --bus B-104 --kind deviation_started --kind deviation_ended
       fleet events list --since 2026-12-01T06:00 --until 2026-12-01T12:00 --limit 1000 --json
     """
-    found = _on_database(
+    found = run_on_database(
         settings,
         lambda conn: read_events(
             conn, operator, since_ms=since_ms, until_ms=until_ms, bus=bus, kinds=kinds or None, limit=limit

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
-import asyncpg
 import click
 import msgspec
 
-from fleet_store import stackfile
+from fleet_cli.database import run_on_database
 from fleet_store.route_policies import (
     check_limits,
     clear_route_policy,
@@ -18,14 +13,6 @@ from fleet_store.route_policies import (
     set_route_policy,
 )
 from fleet_store.settings import Settings
-
-T = TypeVar("T")
-
-
-def _on_database(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    from fleet_cli.cli import on_database
-
-    return asyncio.run(on_database(stackfile.resolve_urls(settings).database_url, work))
 
 
 @click.group(name="routes")
@@ -69,7 +56,7 @@ def set_deviation(settings: Settings, operator: str, route_id: str, leave_m: flo
       fleet routes deviation set --operator sogral --route R-ALG-ORN --leave-m 3000 --return-m 2200
     """
     check_limits(leave_m, return_m)
-    _on_database(settings, lambda conn: set_route_policy(conn, operator, route_id, leave_m, return_m))
+    run_on_database(settings, lambda conn: set_route_policy(conn, operator, route_id, leave_m, return_m))
     click.echo(f"route {route_id} of {operator}: deviation from {leave_m:g} m, back under {return_m:g} m")
 
 
@@ -84,7 +71,7 @@ def list_deviation(settings: Settings, operator: str | None, as_json: bool) -> N
     Example:
       fleet routes deviation list --operator sogral --json
     """
-    policies = _on_database(settings, lambda conn: list_route_policies(conn, operator))
+    policies = run_on_database(settings, lambda conn: list_route_policies(conn, operator))
     if as_json:
         click.echo(msgspec.json.encode(policies).decode())
         return
@@ -107,7 +94,7 @@ def clear_deviation(settings: Settings, operator: str, route_id: str) -> None:
     Example:
       fleet routes deviation clear --operator sogral --route R-ALG-ORN
     """
-    cleared = _on_database(settings, lambda conn: clear_route_policy(conn, operator, route_id))
+    cleared = run_on_database(settings, lambda conn: clear_route_policy(conn, operator, route_id))
     click.echo(
         f"route {route_id} of {operator}: " + ("back to the default" if cleared else "had no thresholds")
     )

@@ -41,6 +41,7 @@ import asyncpg
 import msgspec
 
 from fleet_ingest.assess import Accepted, BusKey
+from fleet_ingest.storage import POSITION_COLUMNS
 from fleet_ingest.trips import OperatorModel, SavedBus, follow
 from fleet_processing.detect import DetectContext, load_state, went_offline
 from fleet_schemas.events import Event
@@ -53,25 +54,8 @@ DEFAULT_WARMUP_MS = 2 * 3_600_000
 """replay starts this long before the range, so each bus's state is found before it counts"""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_FRAME_COLUMNS = (
-    "device",
-    "bus",
-    "seq",
-    "lat",
-    "lon",
-    "accuracy_m",
-    "speed_mps",
-    "heading_deg",
-    "altitude_m",
-    "satellites",
-    "hdop",
-    "ignition",
-    "door_open",
-    "passengers",
-    "fuel_pct",
-    "trip_id",
-    "source",
-)
+_FRAME_COLUMNS = tuple(c for c in POSITION_COLUMNS if c not in ("time", "operator", "key_id"))
+"""the position columns a Frame has a field for"""
 # Built from the constant names above, never from input.
 _PAGE = f"""
 SELECT {", ".join(_FRAME_COLUMNS)}, key_id, (extract(epoch FROM time) * 1000)::bigint AS time_ms, time

@@ -5,7 +5,10 @@
 times of the stop visits not rolled up yet (``fleet_store.history``), then
 drops chunks (positions, rollups, rejections, events) and stop visits past
 their retention. Under the Timescale license it also turns on native
-compression of positions and events older than ``compress_after_days``.
+compression of positions older than ``compress_after_days``. Events stay
+uncompressed: they are few, and their unique key would have to be all in
+``segmentby``/``orderby``, with every reprocess insert or delete in an old
+range decompressing the segments it touches.
 
 Only minutes that ended two minutes ago are rolled up: the current minute
 still gets frames, and refreshing it would make ingest transactions marking it
@@ -130,15 +133,10 @@ async def _compression(conn: asyncpg.Connection, retention: Retention) -> str:
         "ALTER TABLE positions SET (timescaledb.compress, timescaledb.compress_segmentby = 'device')"
     )
     await conn.execute(
-        "ALTER TABLE events SET (timescaledb.compress, timescaledb.compress_segmentby = 'operator')"
+        "SELECT add_compression_policy('positions', $1::interval, if_not_exists => true)",
+        timedelta(days=retention.compress_after_days),
     )
-    for table in ("positions", "events"):
-        await conn.execute(
-            "SELECT add_compression_policy($1::regclass, $2::interval, if_not_exists => true)",
-            table,
-            timedelta(days=retention.compress_after_days),
-        )
-    return f"positions and events compressed after {retention.compress_after_days} days"
+    return f"positions compressed after {retention.compress_after_days} days"
 
 
 async def maintain(database_url: str, retention: Retention | None = None) -> MaintenanceReport:

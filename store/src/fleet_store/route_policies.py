@@ -1,9 +1,9 @@
 """Per-route corridor thresholds (``route_policies``, migration 012).
 
 An intercity route through mountains or a town with a ring road may need a
-wider (or narrower) corridor than the detector's default. Ingest loads an
-operator's rows into ``DetectorPolicy.deviation_by_route``; ``fleet routes
-deviation`` sets, lists and clears them. The database checks the hysteresis
+wider (or narrower) corridor than the detector's default. Ingest loads the
+rows into ``DetectorPolicy.deviation_by_route`` (``fleet_ingest.detectors``);
+``fleet routes deviation`` sets, lists and clears them. The database checks the hysteresis
 too, but the error here says what is wrong in words.
 """
 
@@ -80,11 +80,3 @@ async def list_route_policies(conn: Connection, operator: str | None = None) -> 
         operator,
     )
     return [RoutePolicy(**dict(r)) for r in rows]
-
-
-async def load_route_policies(conn: Connection, operator: str) -> dict[str, tuple[float, float]]:
-    """One operator's overrides as ``DetectorPolicy.deviation_by_route`` takes them."""
-    return {
-        p.route_id: (p.deviation_leave_m, p.deviation_return_m)
-        for p in await list_route_policies(conn, operator)
-    }

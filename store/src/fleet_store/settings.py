@@ -16,7 +16,7 @@ Each service adds its own (``fleet_ingest.settings`` for ``FLEET_INGEST_*``).
 | ``FLEET_RETENTION_ROLLUPS_DAYS`` | ``365`` | 1-minute rollups kept |
 | ``FLEET_RETENTION_REJECTED_DAYS`` | ``90`` | rejected frames kept |
 | ``FLEET_RETENTION_EVENTS_DAYS`` | ``365`` | detected events kept |
-| ``FLEET_COMPRESS_AFTER_DAYS`` | ``7`` | positions and events compressed after (Timescale license only) |
+| ``FLEET_COMPRESS_AFTER_DAYS`` | ``7`` | positions compressed after (Timescale license only) |
 
 A URL that is not set comes from the local stack (``fleet stack up`` writes them
 to ``$FLEET_STATE_DIR/stack.json``); set all three to use existing servers.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from datetime import date
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from fleet_processing.progress import (
     advance_batch,
 )
 from fleet_processing.service_day import origin_ms
+from fleet_schemas.frames import Frame
 from fleet_schemas.gtfs import Feed, StopTime
 
 DAY = date(2026, 12, 1)
@@ -134,3 +136,58 @@ def run(
 
 def every(start_s: float, end_s: float, step_s: float) -> list[float]:
     return list(np.arange(start_s, end_s, step_s))
+
+
+TWO_DEPARTURES = [8 * 3600, 8 * 3600 + 1800]
+"""the straight line's departures in the replay scenarios"""
+
+
+def coaches_on_the_straight_line(feed: Feed) -> tuple[list[FixPoint], list[FixPoint]]:
+    """Two coaches on the straight line (``TWO_DEPARTURES``), a fix every 5 s, both stopping at 08:42.
+
+    The first drives ``straight-0`` and goes silent 11 minutes mid-trip (longer than the offline
+    timeout), then sits at the terminus; the second drives ``straight-1`` 2 minutes late.
+    """
+    before = drive(feed, "straight-0", every(7 * 3600 + 59 * 60, 8 * 3600 + 5 * 60, 5.0), seed=3)[0]
+    after = drive(feed, "straight-0", every(8 * 3600 + 16 * 60, 8 * 3600 + 42 * 60, 5.0), seed=4)[0]
+    late = drive(feed, "straight-1", every(8 * 3600 + 28 * 60, 8 * 3600 + 42 * 60, 5.0), late_s=120, seed=5)[
+        0
+    ]
+    return before + after, late
+
+
+def straight_line_fences() -> dict[str, Any]:
+    """GeoJSON fences on the straight line: a station circle (dwell 30 s) and a 40 km/h zone."""
+    (lat, lon), (s_lat, w_lon), (n_lat, e_lon) = metres([(2_000, -3_000), (500, -3_200), (1_500, -2_800)])
+    ring = [[w_lon, s_lat], [e_lon, s_lat], [e_lon, n_lat], [w_lon, n_lat], [w_lon, s_lat]]
+    station = {"id": "station-mid", "kind": "station", "radius_m": 200, "dwell_s": 30}
+    zone = {"id": "town-40", "kind": "speed_zone", "speed_limit_kmh": 40}
+    return {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": station,
+                "geometry": {"type": "Point", "coordinates": [lon, lat]},
+            },
+            {"type": "Feature", "properties": zone, "geometry": {"type": "Polygon", "coordinates": [ring]}},
+        ],
+    }
+
+
+def frames_of(device: str, bus: str, fixes: list[FixPoint], speed_mps: float = 12.0) -> list[Frame]:
+    """A device's frames of these fixes, sequences from 1, at the lines' speed (exact in a 4-byte float)."""
+    return [
+        Frame(
+            device=device,
+            bus=bus,
+            seq=n + 1,
+            time_ms=f.time_ms,
+            lat=f.lat,
+            lon=f.lon,
+            accuracy_m=f.accuracy_m,
+            speed_mps=speed_mps,
+            trip_id=f.trip_id,
+        )
+        for n, f in enumerate(fixes)
+    ]

@@ -18,11 +18,10 @@ import asyncpg
 import click
 import msgspec
 
+from fleet_cli.events_cli import check_operator
 from fleet_ingest.fences import stored_fence
 from fleet_processing.errors import InvalidFenceError
 from fleet_processing.fence_geojson import fences_from_geojson, read_geojson
-from fleet_schemas.errors import FleetSchemaError
-from fleet_schemas.topics import check_identifier
 from fleet_store import stackfile
 from fleet_store.errors import InvalidIdentifierError
 from fleet_store.geofences import (
@@ -44,13 +43,6 @@ def _on_database(settings: Settings, work: Callable[[asyncpg.Connection], Awaita
     from fleet_cli.cli import on_database
 
     return asyncio.run(on_database(stackfile.resolve_urls(settings).database_url, work))
-
-
-def _operator(operator: str) -> str:
-    try:
-        return check_identifier(operator, "operator")
-    except FleetSchemaError as exc:
-        raise InvalidIdentifierError(exc.message) from exc
 
 
 @click.group(name="geofences")
@@ -95,7 +87,7 @@ def import_(settings: Settings, source: Path, operator: str | None, replace: boo
         document = read_geojson(source.read_bytes())
         if isinstance(document, dict) and isinstance(document.get("features"), list):
             _note(f"geofences: {source}: checking {len(document['features']):,} features")
-        owner = _operator(operator if operator is not None else _named_operator(document))
+        owner = check_operator(operator if operator is not None else _named_operator(document))
         fences = fences_from_geojson(owner, document)
     except InvalidFenceError as exc:
         _refuse(exc)

@@ -195,6 +195,23 @@ def test_frequency_based_trips_are_assigned_the_instance_running() -> None:
     assert (final.state, final.trip_id, final.start_time) == ("assigned", "freq-0", "08:40:00")
 
 
+def test_a_bus_still_naming_the_frequency_trip_it_completed_is_not_assigned_again_at_its_end() -> None:
+    """After the 08:40 run the driver's app still names the trip: the 08:50 run also fits the terminus,
+    but nothing of it is left to drive there (it would end at once, then the 08:40 one again...)."""
+    feed, net = network(
+        [line("straight", name="freq", departures_s=[], frequency=(8 * HOUR, 10 * HOUR, 600))]
+    )
+    rows = rows_of(feed, "freq-0")
+    end = rows[-1].arrival_s + 2400
+    fixes, _ = drive(feed, "freq-0", every(end - 300, end + 300, 10), offset_s=2400, noise_m=5, named=True)
+    results = run(net, fixes)
+    ended = [
+        k for k, r in enumerate(results) if any(v.stop_sequence == rows[-1].stop_sequence for v in r.visits)
+    ]
+    assert len(ended) == 1
+    assert {r.calculated.state for r in results[ended[0] :]} == {"unassigned"}
+
+
 def test_one_wild_fix_does_not_move_the_progress_but_fixes_that_agree_do() -> None:
     rows = rows_of(FEED, "straight-1")
     start = rows[0].departure_s + 30

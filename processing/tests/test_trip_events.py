@@ -247,6 +247,25 @@ def test_a_bus_assigned_past_its_first_stop_starts_its_trip_there() -> None:
     assert kinds(events).count("trip_started") == 1
 
 
+def test_a_frequency_based_trip_has_its_stops_scheduled_from_its_own_start() -> None:
+    """The 08:40 departure of a line every 10 minutes: stop delays count from 08:40, not the template's."""
+    feed, net = network(
+        [line("straight", name="freq", departures_s=[], frequency=(8 * 3600, 10 * 3600, 600))]
+    )
+    rows = rows_of(feed, "freq-0")
+    offset, late = 2_400, 200
+    seconds = every(rows[0].departure_s + offset - 60, rows[-1].arrival_s + offset + late + 120, 10)
+    fixes, _ = drive(feed, "freq-0", seconds, offset_s=offset, late_s=late, noise_m=10, named=True)
+    events = events_of(fixes, run(net, fixes, trace=True))
+    assert {e.start_time for e in events} == {"08:40:00"}
+    assert {e.subject.split("#")[0] for e in events} == {f"freq-0/{DAY.strftime('%Y%m%d')}/08:40:00"}
+    stops = [e for e in events if e.kind in ("stop_arrived", "stop_departed")]
+    assert len(stops) == 2 * len(rows) - 1
+    for e in stops[1:]:  # the first arrival is when the coach pulled in, before its time
+        assert abs(e.details["delay_s"] - late) <= 20
+    assert kinds(events).count("trip_completed") == 1
+
+
 def test_a_bus_named_on_another_trip_is_reassigned() -> None:
     fixes = trip_drive()
     switch = fixes[0].time_ms + 200_000

@@ -487,8 +487,9 @@ def _infer_step(work: _Batch, fixes: _Fixes, b: int, f: int) -> bool:
     if named is not None and named in net.plan_index:
         ended = work.ended[b]
         options = [o for o in work.active_at(t).by_trip.get(named, []) if o[1].key != ended]
-        if options:
-            work.take(b, place(net, options, t, x, y, policy), ASSIGNED, t)
+        placed = place(net, options, t, x, y, policy) if options else None
+        if placed is not None and not _at_its_end(placed, policy):
+            work.take(b, placed, ASSIGNED, t)
             work.recent[b] = []
             return True
     if state == ASSIGNED:
@@ -513,6 +514,13 @@ def _infer_step(work: _Batch, fixes: _Fixes, b: int, f: int) -> bool:
     work.take(b, guess, CANDIDATE, t)
     work.streak[b] = 0
     return True
+
+
+def _at_its_end(guess: Guess, policy: ProgressPolicy) -> bool:
+    """Whether a guess puts the bus at or past its trip's last stop, with nothing left to drive: a frame
+    naming a frequency-based trip the bus has just completed fits the next departure there, which would be
+    completed at once, then the one before, and so on at every fix."""
+    return guess.along_m >= float(guess.instance.plan.stop_dist_m[-1]) - policy.stop_radius_m
 
 
 def _judge_after(work: _Batch, buses: Ints) -> Ints:

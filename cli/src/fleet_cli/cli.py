@@ -19,6 +19,7 @@ from fleet_cli.events_cli import events
 from fleet_cli.geofences_cli import geofences
 from fleet_cli.gtfs_cli import gtfs
 from fleet_cli.routes_cli import routes
+from fleet_cli.serve_cli import serve
 from fleet_schemas.live import LivePosition
 from fleet_store import sessions, stackfile
 from fleet_store.errors import ConfigError, FleetError
@@ -183,6 +184,7 @@ main.add_command(gtfs)
 main.add_command(events)
 main.add_command(geofences)
 main.add_command(routes)
+main.add_command(serve)
 
 
 @main.command()

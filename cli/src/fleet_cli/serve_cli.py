@@ -1,0 +1,46 @@
+"""``fleet serve``: the HTTP API, websocket fan-out and GTFS-realtime feeds of one node."""
+
+from __future__ import annotations
+
+import click
+
+from fleet_store import stackfile
+from fleet_store.settings import Settings
+
+
+@click.command()
+@click.option("--addr", help="host:port to listen on (default FLEET_SERVE_ADDR, 127.0.0.1:8080)")
+@click.pass_obj
+def serve(settings: Settings, addr: str | None) -> None:
+    """Serve /v1 (HTTP API and /v1/live websocket), /gtfs-rt and /healthz, /readyz.
+
+    Stateless: run as many as the load needs behind a load balancer; every
+    node reads the same Redis and PostgreSQL. SIGTERM finishes the requests
+    in hand and closes the websockets.
+
+    \b
+    Example:
+      fleet serve
+      FLEET_SERVE_ADDR=0.0.0.0:8080 fleet serve
+      fleet serve --addr 127.0.0.1:9000
+    """
+    import uvicorn
+
+    from fleet_schemas.logs import configure_logging
+    from fleet_serve.app import create_app
+    from fleet_serve.settings import load_serve_settings
+
+    configure_logging(settings.log_level)
+    env = None if addr is None else {"FLEET_SERVE_ADDR": addr}
+    serve_settings = load_serve_settings(env)
+    urls = stackfile.resolve_urls(settings)
+    app = create_app(serve_settings, urls.redis_url, urls.database_url)
+    uvicorn.run(
+        app,
+        host=serve_settings.host,
+        port=serve_settings.port,
+        log_config=None,
+        access_log=False,
+        ws="websockets",
+        timeout_graceful_shutdown=10,
+    )

@@ -1,0 +1,79 @@
+"""Settings of ``fleet serve`` alone, read once from ``FLEET_SERVE_*`` and ``FLEET_TOKEN_*``.
+
+The servers every process shares (PostgreSQL, Redis) come from
+:mod:`fleet_store.settings`.
+
+| variable | default | meaning |
+|---|---|---|
+| ``FLEET_SERVE_ADDR`` | ``127.0.0.1:8080`` | where the HTTP and websocket server listens |
+| ``FLEET_TOKEN_KEYS`` | (none) | signing keys ``kid=base64secret,…``: the first signs, all verify |
+| ``FLEET_TOKEN_ISSUER`` | ``fleet`` | the ``iss`` claim tokens carry and must carry |
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Mapping
+
+import msgspec
+
+from fleet_store.errors import ConfigError
+from fleet_store.settings import PREFIX
+
+MIN_KEY_BYTES = 32
+"""HS256 keys shorter than the hash output weaken it (RFC 7518 section 3.2)"""
+
+
+class TokenKey(msgspec.Struct, frozen=True):
+    """One HS256 signing key and its id (the JWT ``kid`` header), for rotation."""
+
+    kid: str
+    secret: bytes
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"TokenKey(kid={self.kid!r})"
+
+
+class ServeSettings(msgspec.Struct, frozen=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token_keys: tuple[TokenKey, ...] = ()
+    issuer: str = "fleet"
+
+
+def load_serve_settings(environ: Mapping[str, str] | None = None) -> ServeSettings:
+    """Read the serve variables once into a typed ServeSettings."""
+    env = os.environ if environ is None else environ
+    addr = env.get(f"{PREFIX}SERVE_ADDR", "127.0.0.1:8080")
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{PREFIX}SERVE_ADDR={addr!r}: expected host:port, as 127.0.0.1:8080")
+    return ServeSettings(
+        host=host,
+        port=int(port),
+        token_keys=parse_token_keys(env.get(f"{PREFIX}TOKEN_KEYS", "")),
+        issuer=env.get(f"{PREFIX}TOKEN_ISSUER", "fleet"),
+    )
+
+
+def parse_token_keys(raw: str) -> tuple[TokenKey, ...]:
+    """``kid=base64secret,…``; errors name the key id, never the secret."""
+    keys: list[TokenKey] = []
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        kid, sep, encoded = part.partition("=")
+        if not sep or not kid:
+            raise ConfigError(f"{PREFIX}TOKEN_KEYS: each key is kid=base64secret (key {len(keys) + 1})")
+        try:
+            secret = base64.b64decode(encoded, validate=True)
+        except binascii.Error as exc:
+            raise ConfigError(f"{PREFIX}TOKEN_KEYS: key {kid!r} is not base64") from exc
+        if len(secret) < MIN_KEY_BYTES:
+            raise ConfigError(
+                f"{PREFIX}TOKEN_KEYS: key {kid!r} has {len(secret)} bytes, needs {MIN_KEY_BYTES}"
+            )
+        if any(k.kid == kid for k in keys):
+            raise ConfigError(f"{PREFIX}TOKEN_KEYS: key id {kid!r} given twice")
+        keys.append(TokenKey(kid, secret))
+    return tuple(keys)

@@ -33,6 +33,7 @@ import jwt
 import msgspec
 from litestar import Request
 from litestar.di import NamedDependency
+from litestar.openapi.spec import SecurityScheme
 from redis.exceptions import RedisError
 
 from fleet_serve.errors import ApiError, Forbidden, Unauthorized
@@ -223,6 +224,15 @@ async def request_claims(request: Request[Any, Any, Any], services: ServicesDep)
 
 ClaimsDep: TypeAlias = NamedDependency[Claims]
 """How a handler asks for the verified claims: ``claims: ClaimsDep``."""
+
+SECURITY_SCHEME = SecurityScheme(
+    type="http",
+    scheme="bearer",
+    bearer_format="JWT",
+    description="a token from `fleet tokens issue` or POST /v1/passenger-tokens (or ?token=)",
+)
+SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
+"""what a handler taking ClaimsDep declares (``security=SECURITY``) so the OpenAPI says it"""
 
 
 def require(

@@ -33,18 +33,27 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-async def revoke(pool: asyncpg.Pool, client: aioredis.Redis, jti: str, expires_at_ms: int) -> bool:
-    """Refuse the token ``jti`` from now on, everywhere; True if it was not revoked before."""
+async def revoke(
+    db: asyncpg.Pool | asyncpg.Connection, client: aioredis.Redis, jti: str, expires_at_ms: int
+) -> bool:
+    """Refuse the token ``jti`` from now on, everywhere; True if it was not revoked before.
+
+    Revoked twice, the later expiry is kept (a revocation by jti alone, whose
+    expiry is a guess, never shortens one made with the token).
+    """
     expires_at = datetime.fromtimestamp(expires_at_ms / 1000, UTC)
-    row = await pool.fetchrow(
-        "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2)"
-        " ON CONFLICT (jti) DO NOTHING RETURNING jti",
+    row = await db.fetchrow(
+        "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti)"
+        " DO UPDATE SET expires_at = greatest(revoked_tokens.expires_at, EXCLUDED.expires_at)"
+        " RETURNING expires_at, (xmax = 0) AS inserted",
         jti,
         expires_at,
     )
-    if expires_at_ms > _ms(datetime.now(UTC)):
-        await client.set(revoked_key(jti), b"1", pxat=expires_at_ms)
-    return row is not None
+    assert row is not None  # an upsert always returns its row
+    kept_until_ms = _ms(row["expires_at"])
+    if kept_until_ms > _ms(datetime.now(UTC)):
+        await client.set(revoked_key(jti), b"1", pxat=kept_until_ms)
+    return bool(row["inserted"])
 
 
 async def is_revoked(pool: asyncpg.Pool, client: aioredis.Redis, jti: str) -> bool:

@@ -34,12 +34,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from google.transit import gtfs_realtime_pb2 as rt
 
 from fleet_schemas.gtfs import Feed
 from fleet_schemas.live import LivePosition
 from fleet_schemas.trips import StopEta, TripEtas
+from fleet_serve.errors import ApiError
 
 GTFS_RT_VERSION = "2.0"
 STALE_MS = 65_000
@@ -48,6 +52,31 @@ FUTURE_MS = 60_000
 """data further ahead of the clock than this is not published (validator E050)"""
 TRIP_BUFFER_M = 200.0
 """a vehicle further than this off its trip's shape is deviating (validator E029)"""
+
+
+class FeedDecodeError(ApiError):
+    """Bytes that are not a GTFS-realtime FeedMessage (or lack its required header)."""
+
+    code = "gtfsrt_malformed"
+
+
+def decode(data: bytes) -> rt.FeedMessage:
+    """Parse a FeedMessage: what our tests read our feeds and the real samples with."""
+    message = rt.FeedMessage()
+    try:
+        message.ParseFromString(data)
+    except DecodeError as exc:
+        raise FeedDecodeError(f"not a GTFS-realtime FeedMessage: {exc}") from None
+    if not message.IsInitialized():
+        missing = ", ".join(message.FindInitializationErrors())
+        raise FeedDecodeError(f"a GTFS-realtime FeedMessage lacks required fields: {missing}")
+    return message
+
+
+def to_json(message: rt.FeedMessage) -> dict[str, Any]:
+    """The protobuf JSON mapping (camelCase names, 64-bit integers as strings), for ``?format=json``."""
+    document: dict[str, Any] = json_format.MessageToDict(message)
+    return document
 
 
 @dataclass(frozen=True, slots=True)

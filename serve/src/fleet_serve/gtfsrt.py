@@ -1,0 +1,141 @@
+"""``/gtfs-rt/{operator}/vehicle-positions`` and ``/trip-updates``: the live state as GTFS-realtime.
+
+Each request reads the operator's live buses and their trips' predictions
+from Redis and builds the feed (:mod:`fleet_serve.gtfsrt_build`), so every
+node answers the same bytes for the same state. The ids the feeds must agree
+with (trips and their routes, stops) are read from PostgreSQL once per static
+feed version and kept per process: the active version is looked up on every
+request, one indexed query, so an import shows at the next fetch.
+
+Who may fetch: transit apps fetch GTFS-realtime openly, without a token, so
+an operator listed in ``FLEET_SERVE_PUBLIC_FEEDS`` (or ``*``) publishes its
+feeds to anyone; any other operator's feeds need a ``booking`` (or
+``manager``) token covering it, as its positions and ETAs do on ``/v1``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+import msgspec
+from google.transit import gtfs_realtime_pb2 as rt
+from litestar import Request, Response, get
+from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import PathParameter, QueryParameter
+
+from fleet_schemas.live import LivePosition
+from fleet_schemas.trips import TripEtas
+from fleet_serve import gtfsrt_build
+from fleet_serve.auth import SECURITY, bearer_token, require, verify_token
+from fleet_serve.errors import NotFound
+from fleet_serve.gtfsrt_build import StaticIds
+from fleet_serve.services import Services, ServicesDep
+from fleet_store import gtfs
+
+PROTOBUF = "application/x-protobuf"
+MAX_AGE_S = 5
+"""how long a client or proxy may reuse an answer (ingest writes about once a second)"""
+CACHED_VERSIONS = 16
+"""static feed versions whose ids a process keeps (a few per operator across an import)"""
+
+Format = Annotated[
+    Literal["protobuf", "json"],
+    QueryParameter(name="format", description="`json` for people debugging (protobuf's JSON mapping)"),
+]
+Operator = Annotated[str, PathParameter(max_length=128, description="the operator's id, as in its tokens")]
+_RESPONSES = {200: ResponseSpec(data_container=bytes, media_type=PROTOBUF, description="a FeedMessage")}
+_SECURITY = [*SECURITY, {}]
+"""a token, or none for an operator whose feeds are public"""
+
+Builder = Callable[[list[LivePosition], list[TripEtas], StaticIds, int], rt.FeedMessage]
+
+
+@get(
+    "/gtfs-rt/{operator:str}/vehicle-positions",
+    tags=["gtfs-realtime"],
+    security=_SECURITY,
+    responses=_RESPONSES,
+    media_type=PROTOBUF,
+)
+async def vehicle_positions(
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    state: State,
+    operator: Operator,
+    output: Format = "protobuf",
+) -> Response[bytes]:
+    """GTFS-realtime VehiclePositions of the operator's buses heard in the last 65 s."""
+    return await _feed(request, services, state, operator, output, gtfsrt_build.vehicle_positions)
+
+
+@get(
+    "/gtfs-rt/{operator:str}/trip-updates",
+    tags=["gtfs-realtime"],
+    security=_SECURITY,
+    responses=_RESPONSES,
+    media_type=PROTOBUF,
+)
+async def trip_updates(
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    state: State,
+    operator: Operator,
+    output: Format = "protobuf",
+) -> Response[bytes]:
+    """GTFS-realtime TripUpdates: the upcoming stops, with ETAs and uncertainty, of the trips driven now."""
+    return await _feed(
+        request,
+        services,
+        state,
+        operator,
+        output,
+        lambda _, etas, ids, now: gtfsrt_build.trip_updates(etas, ids, now),
+    )
+
+
+async def _feed(
+    request: Request[Any, Any, Any],
+    services: Services,
+    state: State,
+    operator: str,
+    output: str,
+    build: Builder,
+) -> Response[bytes]:
+    public = services.settings.feeds_public(operator)
+    if not public:
+        require(await verify_token(services, bearer_token(request)), "booking", operator=operator)
+    ids = await _static_ids(services, state, operator)
+    positions = await services.live.buses(operator)
+    trip_ids = [p.calculated.trip_id for p in positions if p.calculated is not None and p.calculated.trip_id]
+    etas = await services.boards.trips(operator, trip_ids)
+    message = build(positions, etas, ids, int(time.time() * 1000))
+    headers = {"Cache-Control": f"{'public' if public else 'private'}, max-age={MAX_AGE_S}"}
+    if output == "json":
+        body = msgspec.json.encode(gtfsrt_build.to_json(message))
+        return Response(body, media_type="application/json", headers=headers)
+    return Response(message.SerializeToString(), media_type=PROTOBUF, headers=headers)
+
+
+async def _static_ids(services: Services, state: State, operator: str) -> StaticIds:
+    """The active version's ids, from this process's cache once read."""
+    cache: OrderedDict[int, StaticIds] = state.setdefault("gtfsrt_ids", OrderedDict())
+    async with services.pool.acquire() as conn:
+        feed_id = await gtfs.active_feed_id(conn, operator)
+        if feed_id is None:
+            raise NotFound(f"operator {operator!r} has no active GTFS feed", code="feed_not_found")
+        ids = cache.get(feed_id)
+        if ids is None:
+            routes = await gtfs.trip_routes(conn, feed_id)
+            ids = StaticIds(feed_id, routes, await gtfs.stop_ids(conn, feed_id))
+    cache[feed_id] = ids
+    cache.move_to_end(feed_id)
+    while len(cache) > CACHED_VERSIONS:
+        cache.popitem(last=False)
+    return ids
+
+
+ROUTES = [vehicle_positions, trip_updates]

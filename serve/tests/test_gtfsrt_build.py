@@ -27,16 +27,22 @@ IDS = StaticIds(
 BUSES = st.sampled_from(["b1", "b2", "b3", "b4"])
 TRIPS = st.sampled_from(["t1", "t2", "t3", "t-unknown"])
 """mostly known trips, and one the static feed does not have (E003)"""
-STOPS = st.sampled_from(["s1", "s2", "s3", "s4", "s1", "s2", "s-unknown"])
+STOPS = st.sampled_from(["s1", "s2", "s3", "s4"] * 4 + ["s-unknown"])
+"""known stops, and now and then one the static feed does not have (E011)"""
 TIMES = st.integers(NOW_MS - 2 * STALE_MS, NOW_MS + 90_000)
 """fix times from stale to past E050's 60 s ahead"""
 
 
 @st.composite
-def stop_etas(draw: st.DrawFn) -> StopEta:
-    arrival = draw(st.integers(NOW_MS - 60_000, NOW_MS + 7_200_000))
+def stop_etas(draw: st.DrawFn, ordered: bool) -> StopEta:
+    """``ordered``: arrivals follow the sequence a minute apart, give or take 1.5 s (ties in seconds)."""
+    sequence = draw(st.integers(0, 12))
+    if ordered:
+        arrival = NOW_MS + sequence * 60_000 + draw(st.integers(-1_500, 1_500))
+    else:
+        arrival = draw(st.integers(NOW_MS - 60_000, NOW_MS + 7_200_000))
     return StopEta(
-        stop_sequence=draw(st.integers(0, 12)),
+        stop_sequence=sequence,
         stop_id=draw(STOPS),
         scheduled_arrival_ms=arrival + draw(st.integers(-900_000, 900_000)),
         scheduled_departure_ms=arrival + draw(st.integers(-900_000, 900_000)),
@@ -61,7 +67,7 @@ def trip_etas(draw: st.DrawFn) -> TripEtas:
         time_ms=time_ms,
         updated_ms=time_ms + draw(st.integers(0, 3_000)),
         delay_s=draw(st.floats(-600, 3_600)),
-        stops=draw(st.lists(stop_etas(), max_size=8)),
+        stops=draw(st.lists(stop_etas(draw(st.booleans())), max_size=8)),
     )
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 import redis.asyncio as aioredis
 from click.testing import CliRunner
+from litestar import Litestar
 from litestar.testing import TestClient
 
 from fleet_cli.cli import main
@@ -25,6 +26,8 @@ from fleet_store.etas import EtaBoards, EtaUpdate
 from fleet_store.live import LiveState
 
 pytestmark = pytest.mark.stack
+
+Client = TestClient[Litestar]
 
 TRIP = "ALG-ORN-out-0600"
 """a demo trip: ALG-CAR(1) BLI(2) CHL(3) REL(4) ORN(5)"""
@@ -87,7 +90,7 @@ async def _write(redis_url: str, positions: list[LivePosition], updates: list[Et
 
 
 @pytest.fixture
-def client(redis_url: str, database_url: str, operator_id: str) -> Iterator[TestClient]:  # type: ignore[type-arg]
+def client(redis_url: str, database_url: str, operator_id: str) -> Iterator[Client]:
     """A serve app over an operator with the demo feed imported, two buses on the trip and one elsewhere."""
     imported = CliRunner().invoke(
         main,
@@ -108,8 +111,8 @@ def client(redis_url: str, database_url: str, operator_id: str) -> Iterator[Test
 
 
 def test_a_trip_answers_every_upcoming_stop_of_each_running_instance(
-    client: TestClient,
-    operator_id: str,  # type: ignore[type-arg]
+    client: Client,
+    operator_id: str,
 ) -> None:
     answer = client.get(f"/v1/operators/{operator_id}/trips/{TRIP}/etas")
     assert answer.status_code == 200
@@ -122,8 +125,8 @@ def test_a_trip_answers_every_upcoming_stop_of_each_running_instance(
 
 
 def test_a_trip_stop_eta_gives_each_instance_still_coming_to_it(
-    client: TestClient,
-    operator_id: str,  # type: ignore[type-arg]
+    client: Client,
+    operator_id: str,
 ) -> None:
     rel = client.get(f"/v1/operators/{operator_id}/trips/{TRIP}/stops/REL/eta").json()
     assert sorted((e["bus"], e["eta"]["stop_sequence"]) for e in rel["etas"]) == [("b1", 4), ("b2", 4)]
@@ -133,8 +136,8 @@ def test_a_trip_stop_eta_gives_each_instance_still_coming_to_it(
 
 
 def test_a_stop_board_lists_the_next_arrivals_soonest_first(
-    client: TestClient,
-    operator_id: str,  # type: ignore[type-arg]
+    client: Client,
+    operator_id: str,
 ) -> None:
     board = client.get(f"/v1/operators/{operator_id}/stops/REL/arrivals").json()
     lines = [(a["bus"], a["start_date"]) for a in board["arrivals"]]
@@ -147,8 +150,8 @@ def test_a_stop_board_lists_the_next_arrivals_soonest_first(
 
 
 def test_a_bus_answers_its_live_state_with_its_calculated_block(
-    client: TestClient,
-    operator_id: str,  # type: ignore[type-arg]
+    client: Client,
+    operator_id: str,
 ) -> None:
     bus = client.get(f"/v1/operators/{operator_id}/buses/b1").json()
     assert (bus["lat"], bus["lon"], bus["device"]) == (36.20, 1.80, "dev-b1")
@@ -157,8 +160,8 @@ def test_a_bus_answers_its_live_state_with_its_calculated_block(
 
 
 def test_buses_near_a_point_come_nearest_first_within_the_radius(
-    client: TestClient,
-    operator_id: str,  # type: ignore[type-arg]
+    client: Client,
+    operator_id: str,
 ) -> None:
     url = f"/v1/operators/{operator_id}/buses"
     near = client.get(url, params={"near": "36.2001,1.8001", "radius_m": 5_000}).json()
@@ -169,8 +172,8 @@ def test_buses_near_a_point_come_nearest_first_within_the_radius(
 
 
 def test_answers_carry_cache_control_and_an_etag_that_gives_304(
-    client: TestClient,
-    operator_id: str,  # type: ignore[type-arg]
+    client: Client,
+    operator_id: str,
 ) -> None:
     url = f"/v1/operators/{operator_id}/trips/{TRIP}/etas"
     first = client.get(url)
@@ -200,10 +203,10 @@ def test_answers_carry_cache_control_and_an_etag_that_gives_304(
     ],
 )
 def test_unknown_trips_stops_and_buses_answer_404_in_the_error_shape(
-    client: TestClient,
+    client: Client,
     operator_id: str,
     path: str,
-    code: str,  # type: ignore[type-arg]
+    code: str,
 ) -> None:
     answer = client.get(f"/v1/operators/{operator_id}{path}")
     assert answer.status_code == 404
@@ -226,9 +229,9 @@ def test_unknown_trips_stops_and_buses_answer_404_in_the_error_shape(
     ],
 )
 def test_bad_near_parameters_answer_400_in_the_error_shape(
-    client: TestClient,
+    client: Client,
     operator_id: str,
-    query: dict[str, str],  # type: ignore[type-arg]
+    query: dict[str, str],
 ) -> None:
     answer = client.get(f"/v1/operators/{operator_id}/buses", params=query)
     assert answer.status_code == 400
@@ -236,8 +239,8 @@ def test_bad_near_parameters_answer_400_in_the_error_shape(
 
 
 def test_ids_with_control_characters_answer_400_not_500(
-    client: TestClient,
-    operator_id: str,  # type: ignore[type-arg]
+    client: Client,
+    operator_id: str,
 ) -> None:
     assert client.get(f"/v1/operators/{operator_id}/stops/a%00b/arrivals").status_code == 400
     assert client.get("/v1/operators/-bad-/buses/b1").status_code == 400

@@ -8,20 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis.asyncio as aioredis
-from click.testing import CliRunner
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from fleet_cli.cli import main
-from fleet_devtools.demo_feed import feed_dir
 from fleet_schemas.live import LivePosition
 from fleet_schemas.trips import Calculated, StopEta, TripEtas
-from fleet_serve.app import create_app
-from fleet_serve.settings import ServeSettings
 from fleet_store.etas import EtaBoards, EtaUpdate
 from fleet_store.live import LiveState
 
@@ -90,24 +84,17 @@ async def _write(redis_url: str, positions: list[LivePosition], updates: list[Et
 
 
 @pytest.fixture
-def client(redis_url: str, database_url: str, operator_id: str) -> Iterator[Client]:
-    """A serve app over an operator with the demo feed imported, two buses on the trip and one elsewhere."""
-    imported = CliRunner().invoke(
-        main,
-        ["gtfs", "import", str(feed_dir()), "--operator", operator_id],
-        env={"FLEET_DATABASE_URL": database_url},
-    )
-    assert imported.exit_code == 0, imported.output
-    first = _etas(operator_id, "b1", "20261201", [_stop(3, "CHL", 10), _stop(4, "REL", 50)])
-    second = _etas(operator_id, "b2", "20261130", [_stop(4, "REL", 5), _stop(5, "ORN", 90)])
+def operator_id(feed_operator: str, redis_url: str) -> str:
+    """The demo feed's operator with two buses on the trip and one elsewhere, written to Redis."""
+    first = _etas(feed_operator, "b1", "20261201", [_stop(3, "CHL", 10), _stop(4, "REL", 50)])
+    second = _etas(feed_operator, "b2", "20261130", [_stop(4, "REL", 5), _stop(5, "ORN", 90)])
     positions = [
-        _position(operator_id, "b1", 36.20, 1.80),  # near Chlef
-        _position(operator_id, "b2", 35.74, 0.56),  # near Relizane
-        _position(operator_id, "b3", 36.21, 1.81),  # about 1.4 km from b1
+        _position(feed_operator, "b1", 36.20, 1.80),  # near Chlef
+        _position(feed_operator, "b2", 35.74, 0.56),  # near Relizane
+        _position(feed_operator, "b3", 36.21, 1.81),  # about 1.4 km from b1
     ]
     asyncio.run(_write(redis_url, positions, [EtaUpdate(first), EtaUpdate(second)]))
-    with TestClient(create_app(ServeSettings(), redis_url, database_url)) as test_client:
-        yield test_client
+    return feed_operator
 
 
 def test_a_trip_answers_every_upcoming_stop_of_each_running_instance(

@@ -22,7 +22,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
-from fleet_serve import booking, health
+from fleet_serve import analyst, booking, health
 from fleet_serve.errors import EXCEPTION_HANDLERS
 from fleet_serve.services import Services, close_services, open_services
 from fleet_serve.settings import ServeSettings
@@ -43,6 +43,7 @@ ROUTERS: list[Any] = [
     openapi_document,
     *health.ROUTES,
     *booking.ROUTES,
+    *analyst.ROUTES,
 ]
 """every module's ``ROUTES``: one line per module"""
 

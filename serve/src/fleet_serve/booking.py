@@ -14,12 +14,12 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, get
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from fleet_schemas.live import LivePosition
 from fleet_schemas.trips import StopArrival, StopEta, TripEtas
 from fleet_serve.caching import cached
-from fleet_serve.errors import ApiError, NotFound
+from fleet_serve.errors import ApiError, NotFound, error_responses
 from fleet_serve.params import BusId, OperatorId, StopId, TripId
 from fleet_serve.services import Services, ServicesDep
 from fleet_store import gtfs
@@ -29,6 +29,7 @@ MAX_RADIUS_M = 100_000.0
 """a GEOSEARCH wider than this is a map query, not a booking one"""
 
 _TAGS = ["booking"]
+_ERRORS = error_responses(400, 404)
 
 
 class TripEtasAnswer(msgspec.Struct, frozen=True, kw_only=True):
@@ -78,7 +79,7 @@ class NearbyAnswer(msgspec.Struct, frozen=True, kw_only=True):
     """live buses within the radius, nearest first"""
 
 
-@get("/v1/operators/{operator:str}/trips/{trip_id:str}/etas", tags=_TAGS)
+@get("/v1/operators/{operator:str}/trips/{trip_id:str}/etas", tags=_TAGS, responses=_ERRORS)
 async def trip_etas(
     request: Request[Any, Any, Any], services: ServicesDep, operator: OperatorId, trip_id: TripId
 ) -> Response[TripEtasAnswer]:
@@ -89,7 +90,9 @@ async def trip_etas(
     return cached(request, TripEtasAnswer(operator=operator, trip_id=trip_id, instances=instances))
 
 
-@get("/v1/operators/{operator:str}/trips/{trip_id:str}/stops/{stop_id:str}/eta", tags=_TAGS)
+@get(
+    "/v1/operators/{operator:str}/trips/{trip_id:str}/stops/{stop_id:str}/eta", tags=_TAGS, responses=_ERRORS
+)
 async def trip_stop_eta(
     request: Request[Any, Any, Any],
     services: ServicesDep,
@@ -120,13 +123,13 @@ async def trip_stop_eta(
     return cached(request, answer)
 
 
-@get("/v1/operators/{operator:str}/stops/{stop_id:str}/arrivals", tags=_TAGS)
+@get("/v1/operators/{operator:str}/stops/{stop_id:str}/arrivals", tags=_TAGS, responses=_ERRORS)
 async def stop_arrivals(
     request: Request[Any, Any, Any],
     services: ServicesDep,
     operator: OperatorId,
     stop_id: StopId,
-    limit: Annotated[int, Parameter(ge=1, le=100, description="at most this many arrivals")] = 20,
+    limit: Annotated[int, QueryParameter(ge=1, le=100, description="at most this many arrivals")] = 20,
 ) -> Response[BoardAnswer]:
     """The arrivals board of a stop: the next buses coming, with their ETA and its p10/p90."""
     arrivals = await services.boards.board(operator, stop_id, limit)
@@ -137,7 +140,7 @@ async def stop_arrivals(
     return cached(request, BoardAnswer(operator=operator, stop_id=stop_id, arrivals=arrivals))
 
 
-@get("/v1/operators/{operator:str}/buses/{bus:str}", tags=_TAGS)
+@get("/v1/operators/{operator:str}/buses/{bus:str}", tags=_TAGS, responses=_ERRORS)
 async def bus_state(
     request: Request[Any, Any, Any], services: ServicesDep, operator: OperatorId, bus: BusId
 ) -> Response[LivePosition]:
@@ -148,14 +151,16 @@ async def bus_state(
     return cached(request, position)
 
 
-@get("/v1/operators/{operator:str}/buses", tags=_TAGS)
+@get("/v1/operators/{operator:str}/buses", tags=_TAGS, responses=_ERRORS)
 async def buses_near(
     request: Request[Any, Any, Any],
     services: ServicesDep,
     operator: OperatorId,
-    near: Annotated[str, Parameter(description="the point, as lat,lon in degrees (WGS84)")],
-    radius_m: Annotated[float, Parameter(gt=0, le=MAX_RADIUS_M, description="search radius, m")] = 1_000.0,
-    limit: Annotated[int, Parameter(ge=1, le=500, description="at most this many buses")] = 50,
+    near: Annotated[str, QueryParameter(description="the point, as lat,lon in degrees (WGS84)")],
+    radius_m: Annotated[
+        float, QueryParameter(gt=0, le=MAX_RADIUS_M, description="search radius, m")
+    ] = 1_000.0,
+    limit: Annotated[int, QueryParameter(ge=1, le=500, description="at most this many buses")] = 50,
 ) -> Response[NearbyAnswer]:
     """Live buses within ``radius_m`` of a point, nearest first (Redis GEOSEARCH)."""
     lat, lon = parse_point(near)

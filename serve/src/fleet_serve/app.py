@@ -23,7 +23,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components
 
-from fleet_serve import gtfsrt, health, passenger_tokens
+from fleet_serve import analyst, booking, gtfsrt, health, passenger_tokens
 from fleet_serve.auth import SECURITY_SCHEME, request_claims
 from fleet_serve.errors import EXCEPTION_HANDLERS
 from fleet_serve.services import Services, close_services, open_services
@@ -45,6 +45,8 @@ ROUTERS: list[Any] = [
     openapi_document,
     *health.ROUTES,
     *passenger_tokens.ROUTES,
+    *booking.ROUTES,
+    *analyst.ROUTES,
     *gtfsrt.ROUTES,
 ]
 """every module's ``ROUTES``: one line per module"""

@@ -277,3 +277,28 @@ def _from_record(struct: type[msgspec.Struct], record: asyncpg.Record) -> Any:
     if struct is Calendar:
         values["days"] = tuple(values["days"])
     return struct(**values)
+
+
+async def has_trip(conn: Connection, operator: str, trip_id: str) -> bool:
+    """Whether ``trip_id`` is in the operator's active feed (an API's 404 against an empty prediction)."""
+    found: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM gtfs_feeds f JOIN gtfs_trips t ON t.feed_id = f.id"
+        " WHERE f.operator = $1 AND f.state = 'active' AND t.trip_id = $2)",
+        operator,
+        trip_id,
+    )
+    return found
+
+
+async def has_stop(conn: Connection, operator: str, stop_id: str, trip_id: str | None = None) -> bool:
+    """Whether ``stop_id`` is in the operator's active feed (and, given ``trip_id``, served by that trip)."""
+    found: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM gtfs_feeds f JOIN gtfs_stops s ON s.feed_id = f.id"
+        " WHERE f.operator = $1 AND f.state = 'active' AND s.stop_id = $2 AND ($3::text IS NULL"
+        " OR EXISTS (SELECT 1 FROM gtfs_stop_times st"
+        " WHERE st.feed_id = f.id AND st.trip_id = $3 AND st.stop_id = $2)))",
+        operator,
+        stop_id,
+        trip_id,
+    )
+    return found

@@ -288,3 +288,12 @@ def test_a_bad_format_answers_400_in_the_error_shape(client: TestClient[Any]) ->
     answer = client.get(VEHICLES, params={"format": "xml"})
     assert answer.status_code == 400
     assert answer.json()["error"]["code"] == "invalid_request"
+
+
+def test_a_client_holding_the_current_feed_gets_304(client: TestClient[Any]) -> None:
+    first = client.get(TRIPS)
+    assert first.headers["cache-control"] == "public, max-age=5"
+    again = client.get(TRIPS, headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304
+    assert again.content == b""
+    assert client.get(TRIPS, params={"format": "json"}).headers["etag"] != first.headers["etag"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -25,14 +26,25 @@ from google.transit import gtfs_realtime_pb2 as rt
 from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import PathParameter, QueryParameter
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Schema,
+)
+from litestar.params import QueryParameter
+from litestar.status_codes import HTTP_304_NOT_MODIFIED
 
 from fleet_schemas.live import LivePosition
 from fleet_schemas.trips import TripEtas
 from fleet_serve import gtfsrt_build
 from fleet_serve.auth import SECURITY, bearer_token, require, verify_token
-from fleet_serve.errors import NotFound
+from fleet_serve.caching import etag_of, matches
+from fleet_serve.errors import NotFound, error_responses
 from fleet_serve.gtfsrt_build import StaticIds
+from fleet_serve.params import OperatorId
 from fleet_serve.services import Services, ServicesDep
 from fleet_store import gtfs
 
@@ -46,8 +58,30 @@ Format = Annotated[
     Literal["protobuf", "json"],
     QueryParameter(name="format", description="`json` for people debugging (protobuf's JSON mapping)"),
 ]
-Operator = Annotated[str, PathParameter(max_length=128, description="the operator's id, as in its tokens")]
-_RESPONSES = {200: ResponseSpec(data_container=bytes, media_type=PROTOBUF, description="a FeedMessage")}
+_RESPONSES = {
+    200: ResponseSpec(bytes, generate_examples=False, media_type=PROTOBUF, description="a FeedMessage"),
+    **error_responses(400, 401, 403, 404),
+}
+
+
+@dataclass
+class _FeedOperation(Operation):
+    """Documents the 200 as binary protobuf and its second form, ``?format=json`` (a ResponseSpec has one
+    media type)."""
+
+    def __post_init__(self) -> None:
+        answer = (self.responses or {}).get("200")
+        if isinstance(answer, OpenAPIResponse) and answer.content is not None:
+            answer.content[PROTOBUF] = OpenAPIMediaType(
+                schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+            )
+            answer.content["application/json"] = OpenAPIMediaType(
+                schema=Schema(
+                    type=OpenAPIType.OBJECT, description="the FeedMessage in protobuf's JSON mapping"
+                )
+            )
+
+
 _SECURITY = [*SECURITY, {}]
 """a token, or none for an operator whose feeds are public"""
 
@@ -60,12 +94,13 @@ Builder = Callable[[list[LivePosition], list[TripEtas], StaticIds, int], rt.Feed
     security=_SECURITY,
     responses=_RESPONSES,
     media_type=PROTOBUF,
+    operation_class=_FeedOperation,
 )
 async def vehicle_positions(
     request: Request[Any, Any, Any],
     services: ServicesDep,
     state: State,
-    operator: Operator,
+    operator: OperatorId,
     output: Format = "protobuf",
 ) -> Response[bytes]:
     """GTFS-realtime VehiclePositions of the operator's buses heard in the last 65 s."""
@@ -78,12 +113,13 @@ async def vehicle_positions(
     security=_SECURITY,
     responses=_RESPONSES,
     media_type=PROTOBUF,
+    operation_class=_FeedOperation,
 )
 async def trip_updates(
     request: Request[Any, Any, Any],
     services: ServicesDep,
     state: State,
-    operator: Operator,
+    operator: OperatorId,
     output: Format = "protobuf",
 ) -> Response[bytes]:
     """GTFS-realtime TripUpdates: the upcoming stops, with ETAs and uncertainty, of the trips driven now."""
@@ -113,11 +149,15 @@ async def _feed(
     trip_ids = [p.calculated.trip_id for p in positions if p.calculated is not None and p.calculated.trip_id]
     etas = await services.boards.trips(operator, trip_ids)
     message = build(positions, etas, ids, int(time.time() * 1000))
-    headers = {"Cache-Control": f"{'public' if public else 'private'}, max-age={MAX_AGE_S}"}
     if output == "json":
-        body = msgspec.json.encode(gtfsrt_build.to_json(message))
-        return Response(body, media_type="application/json", headers=headers)
-    return Response(message.SerializeToString(), media_type=PROTOBUF, headers=headers)
+        body, media_type = msgspec.json.encode(gtfsrt_build.to_json(message)), "application/json"
+    else:
+        body, media_type = message.SerializeToString(), PROTOBUF
+    etag = etag_of(body)  # the same on every node for the same state: the header comes from the content
+    headers = {"ETag": etag, "Cache-Control": f"{'public' if public else 'private'}, max-age={MAX_AGE_S}"}
+    if matches(request.headers.get("if-none-match"), etag):
+        return Response(b"", status_code=HTTP_304_NOT_MODIFIED, headers=headers, media_type=media_type)
+    return Response(body, media_type=media_type, headers=headers)
 
 
 async def _static_ids(services: Services, state: State, operator: str) -> StaticIds:

@@ -79,28 +79,8 @@ async def _write_live_state(database_url: str, redis_url: str) -> Scene:
         _position(f"bus-{n}", trip.trip_id, rows[trip.trip_id], now_ms - 3_000 * n)
         for n, trip in enumerate(trips)
     ]
-    positions.append(
-        LivePosition(
-            operator=OPERATOR,
-            bus="bus-idle",
-            device="d-idle",
-            seq=1,
-            time_ms=now_ms - 1_000,
-            lat=36.7,
-            lon=3.1,
-        )
-    )
-    positions.append(  # heard 70 s ago: not in the feeds (W008)
-        LivePosition(
-            operator=OPERATOR,
-            bus="bus-stale",
-            device="d-stale",
-            seq=1,
-            time_ms=now_ms - 70_000,
-            lat=36.7,
-            lon=3.0,
-        )
-    )
+    positions.append(_parked("bus-idle", now_ms - 1_000))
+    positions.append(_parked("bus-stale", now_ms - 70_000))  # heard 70 s ago: not in the feeds (W008)
     etas = [
         _etas(p, trip.route_id, rows[trip.trip_id], feed_id, now_ms)
         for p, trip in zip(positions, trips, strict=False)
@@ -113,6 +93,13 @@ async def _write_live_state(database_url: str, redis_url: str) -> Scene:
         await client.aclose()
     ids = StaticIds.from_feed(feed_id, feed)
     return Scene(ids, positions, etas, now_ms)
+
+
+def _parked(bus: str, time_ms: int) -> LivePosition:
+    """A bus with no trip."""
+    return LivePosition(
+        operator=OPERATOR, bus=bus, device=f"d-{bus}", seq=1, time_ms=time_ms, lat=36.7, lon=3.1
+    )
 
 
 def _position(bus: str, trip_id: str, rows: list[StopTime], time_ms: int) -> LivePosition:

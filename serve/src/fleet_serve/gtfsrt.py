@@ -25,6 +25,7 @@ import msgspec
 from google.transit import gtfs_realtime_pb2 as rt
 from litestar import Request, Response, get
 from litestar.datastructures import State
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
     OpenAPIFormat,
@@ -88,49 +89,45 @@ _SECURITY = [*SECURITY, {}]
 Builder = Callable[[list[LivePosition], list[TripEtas], StaticIds, int], rt.FeedMessage]
 
 
-@get(
-    "/gtfs-rt/{operator:str}/vehicle-positions",
-    tags=["gtfs-realtime"],
-    security=_SECURITY,
-    responses=_RESPONSES,
-    media_type=PROTOBUF,
-    operation_class=_FeedOperation,
-)
-async def vehicle_positions(
-    request: Request[Any, Any, Any],
-    services: ServicesDep,
-    state: State,
-    operator: OperatorId,
-    output: Format = "protobuf",
-) -> Response[bytes]:
-    """GTFS-realtime VehiclePositions of the operator's buses heard in the last 65 s."""
-    return await _feed(request, services, state, operator, output, gtfsrt_build.vehicle_positions)
+_ROUTE: dict[str, Any] = {
+    "tags": ["gtfs-realtime"],
+    "security": _SECURITY,
+    "responses": _RESPONSES,
+    "media_type": PROTOBUF,
+    "operation_class": _FeedOperation,
+}
 
 
-@get(
-    "/gtfs-rt/{operator:str}/trip-updates",
-    tags=["gtfs-realtime"],
-    security=_SECURITY,
-    responses=_RESPONSES,
-    media_type=PROTOBUF,
-    operation_class=_FeedOperation,
+def _route(kind: str, build: Builder, description: str) -> HTTPRouteHandler:
+    """The handler of one feed (both take the same parameters and differ only in the builder)."""
+
+    async def handler(
+        request: Request[Any, Any, Any],
+        services: ServicesDep,
+        state: State,
+        operator: OperatorId,
+        output: Format = "protobuf",
+    ) -> Response[bytes]:
+        return await _feed(request, services, state, operator, output, build)
+
+    handler.__name__ = handler.__qualname__ = kind.replace("-", "_")
+    return get(f"/gtfs-rt/{{operator:str}}/{kind}", description=description, **_ROUTE)(handler)
+
+
+def _trip_updates(_: list[LivePosition], etas: list[TripEtas], ids: StaticIds, now_ms: int) -> rt.FeedMessage:
+    return gtfsrt_build.trip_updates(etas, ids, now_ms)
+
+
+vehicle_positions = _route(
+    "vehicle-positions",
+    gtfsrt_build.vehicle_positions,
+    "GTFS-realtime VehiclePositions of the operator's buses heard in the last 65 s.",
 )
-async def trip_updates(
-    request: Request[Any, Any, Any],
-    services: ServicesDep,
-    state: State,
-    operator: OperatorId,
-    output: Format = "protobuf",
-) -> Response[bytes]:
-    """GTFS-realtime TripUpdates: the upcoming stops, with ETAs and uncertainty, of the trips driven now."""
-    return await _feed(
-        request,
-        services,
-        state,
-        operator,
-        output,
-        lambda _, etas, ids, now: gtfsrt_build.trip_updates(etas, ids, now),
-    )
+trip_updates = _route(
+    "trip-updates",
+    _trip_updates,
+    "GTFS-realtime TripUpdates: the upcoming stops, with ETAs and uncertainty, of the trips driven now.",
+)
 
 
 async def _feed(

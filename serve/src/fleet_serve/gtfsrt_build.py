@@ -102,9 +102,18 @@ class StaticIds:
 class _Pairing:
     """Which trip instance each bus is published with, the same in both feeds (E047, E052)."""
 
-    trips: dict[str, TripEtas]
+    trips: dict[str, _Published]
     """bus → its newest fresh, publishable prediction (one bus per trip_id as well)"""
+    bus_of_trip: dict[str, str]
+    """trip_id → the bus it is published with"""
     events_ms: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Published:
+    etas: TripEtas
+    stop_times: list[tuple[StopEta, int, int | None]]
+    """what ``_stop_times`` keeps of its stops"""
 
 
 def vehicle_positions(
@@ -127,37 +136,37 @@ def vehicle_positions(
 def trip_updates(etas: Iterable[TripEtas], ids: StaticIds, now_ms: int) -> rt.FeedMessage:
     """The TripUpdates feed: one entity per trip instance a fresh bus drives, its upcoming stops."""
     pairing = _pair(etas, ids, now_ms)
-    entities = [_trip_entity(trip, ids) for _, trip in sorted(pairing.trips.items())]
+    entities = [_trip_entity(published, ids) for _, published in sorted(pairing.trips.items())]
     return _message(entities, pairing.events_ms, now_ms)
 
 
 def _pair(etas: Iterable[TripEtas], ids: StaticIds, now_ms: int) -> _Pairing:
     """Keep each bus's newest fresh prediction of a known trip, and each trip_id's newest bus."""
     events: list[int] = []
-    by_bus: dict[str, TripEtas] = {}
+    by_bus: dict[str, _Published] = {}
     for trip in etas:
         fresh, event = _freshness(trip.time_ms, trip.updated_ms, now_ms)
         if event is not None:
             events.append(event)
-        if not fresh or not _publishable(trip, ids):
+        if not fresh or trip.trip_id not in ids.route_of_trip:
             continue
         held = by_bus.get(trip.bus)
-        if held is None or _recency(trip) > _recency(held):
-            by_bus[trip.bus] = trip
-    by_trip: dict[str, TripEtas] = {}
-    for trip in by_bus.values():
-        held = by_trip.get(trip.trip_id)
-        if held is None or _recency(trip) > _recency(held):
-            by_trip[trip.trip_id] = trip
-    return _Pairing({trip.bus: trip for trip in by_trip.values()}, events)
+        if held is None or _recency(trip) > _recency(held.etas):
+            stop_times = _stop_times(trip.stops, ids)
+            if stop_times:
+                by_bus[trip.bus] = _Published(trip, stop_times)
+    by_trip: dict[str, _Published] = {}
+    for published in by_bus.values():
+        held = by_trip.get(published.etas.trip_id)
+        if held is None or _recency(published.etas) > _recency(held.etas):
+            by_trip[published.etas.trip_id] = published
+    return _Pairing(
+        {p.etas.bus: p for p in by_trip.values()}, {t: p.etas.bus for t, p in by_trip.items()}, events
+    )
 
 
 def _recency(trip: TripEtas) -> tuple[int, int, str]:
     return (trip.time_ms, trip.updated_ms, trip.bus)
-
-
-def _publishable(trip: TripEtas, ids: StaticIds) -> bool:
-    return ids.route_of_trip.get(trip.trip_id) is not None and bool(_stop_times(trip.stops, ids))
 
 
 def _freshness(time_ms: int, updated_ms: int | None, now_ms: int) -> tuple[bool, int | None]:
@@ -227,14 +236,15 @@ def _driven_trip(position: LivePosition, pairing: _Pairing, ids: StaticIds) -> _
     ):
         return None
     instance = _Instance(calculated.trip_id, calculated.start_date, calculated.start_time)
-    predicted = pairing.trips.get(position.bus)
-    if predicted is not None:
+    published = pairing.trips.get(position.bus)
+    if published is not None:
+        predicted = published.etas
         return (
             instance
             if _Instance(predicted.trip_id, predicted.start_date, predicted.start_time) == instance
             else None
         )
-    if any(trip.trip_id == instance.trip_id for trip in pairing.trips.values()):
+    if instance.trip_id in pairing.bus_of_trip:
         return None
     return instance
 
@@ -249,14 +259,15 @@ def _describe_trip(
     descriptor.schedule_relationship = rt.TripDescriptor.SCHEDULED
 
 
-def _trip_entity(trip: TripEtas, ids: StaticIds) -> rt.FeedEntity:
+def _trip_entity(published: _Published, ids: StaticIds) -> rt.FeedEntity:
+    trip = published.etas
     entity = rt.FeedEntity(id=f"{trip.trip_id}/{trip.start_date}/{trip.start_time}")
     update = entity.trip_update
     _describe_trip(update.trip, trip.trip_id, ids.route_of_trip[trip.trip_id], trip)
     update.vehicle.id = trip.bus
     update.timestamp = trip.time_ms // 1000
     update.delay = round(trip.delay_s)
-    for stop, arrival_s, departure_s in _stop_times(trip.stops, ids):
+    for stop, arrival_s, departure_s in published.stop_times:
         stu = update.stop_time_update.add(stop_sequence=stop.stop_sequence, stop_id=stop.stop_id)
         uncertainty = max(0, round((stop.arrival_late_ms - stop.arrival_early_ms) / 2000))
         stu.arrival.time = arrival_s
@@ -266,7 +277,6 @@ def _trip_entity(trip: TripEtas, ids: StaticIds) -> rt.FeedEntity:
             stu.departure.time = departure_s
             stu.departure.delay = round((stop.departure_ms - stop.scheduled_departure_ms) / 1000)
             stu.departure.uncertainty = uncertainty
-        stu.schedule_relationship = rt.TripUpdate.StopTimeUpdate.SCHEDULED
     return entity
 
 

@@ -28,7 +28,7 @@ from fleet_schemas.trips import Calculated, StopEta, TripEtas
 from fleet_serve.app import create_app
 from fleet_serve.auth import Role, issue_token
 from fleet_serve.gtfsrt_build import StaticIds, decode, to_json
-from fleet_serve.settings import ServeSettings, TokenKey
+from fleet_serve.settings import ServeSettings, TokenKey, load_serve_settings
 from fleet_store import gtfs
 from fleet_store.etas import EtaBoards, EtaUpdate
 from fleet_store.live import LiveState
@@ -284,3 +284,12 @@ def test_a_client_holding_the_current_feed_gets_304(client: TestClient[Any]) -> 
     assert again.status_code == 304
     assert again.content == b""
     assert client.get(TRIPS, params={"format": "json"}).headers["etag"] != first.headers["etag"]
+
+
+def test_public_feeds_are_read_from_the_environment() -> None:
+    assert not load_serve_settings({}).feeds_public(OPERATOR)
+    listed = load_serve_settings({"FLEET_SERVE_PUBLIC_FEEDS": " sogral, tassili ,"})
+    assert listed.public_feeds == {"sogral", "tassili"}
+    assert listed.feeds_public("tassili")
+    assert not listed.feeds_public("other")
+    assert load_serve_settings({"FLEET_SERVE_PUBLIC_FEEDS": "*"}).feeds_public("other")

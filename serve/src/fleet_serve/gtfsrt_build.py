@@ -4,6 +4,8 @@ From one operator's live positions, its trip predictions (``TripEtas``) and
 the ids of its active static feed, build the VehiclePositions and
 TripUpdates ``FeedMessage``s (``gtfs-realtime-bindings``). Nothing here reads
 a clock, Redis or PostgreSQL: ``now_ms`` and the records come as arguments.
+``decode`` and ``to_json`` are the one parsing path, for our feeds (tests,
+``?format=json``) and for real producers' samples alike.
 
 What is left out rather than published wrong (MobilityData's
 gtfs-realtime-validator rules in brackets):

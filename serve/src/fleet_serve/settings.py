@@ -8,6 +8,7 @@ The servers every process shares (PostgreSQL, Redis) come from
 | ``FLEET_SERVE_ADDR`` | ``127.0.0.1:8080`` | where the HTTP and websocket server listens |
 | ``FLEET_TOKEN_KEYS`` | (none) | signing keys ``kid=base64secret,…``: the first signs, all verify |
 | ``FLEET_TOKEN_ISSUER`` | ``fleet`` | the ``iss`` claim tokens carry and must carry |
+| ``FLEET_SERVE_PUBLIC_FEEDS`` | (none) | operators whose GTFS-rt feeds need no token (``a,b``; ``*``: all) |
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ class ServeSettings(msgspec.Struct, frozen=True):
     port: int = 8080
     token_keys: tuple[TokenKey, ...] = ()
     issuer: str = "fleet"
+    public_feeds: frozenset[str] = frozenset()
+    """operators whose GTFS-realtime feeds anyone may fetch (``*``: every operator)"""
+
+    def feeds_public(self, operator: str) -> bool:
+        return operator in self.public_feeds or "*" in self.public_feeds
 
 
 def load_serve_settings(environ: Mapping[str, str] | None = None) -> ServeSettings:
@@ -55,6 +61,9 @@ def load_serve_settings(environ: Mapping[str, str] | None = None) -> ServeSettin
         port=int(port),
         token_keys=parse_token_keys(env.get(f"{PREFIX}TOKEN_KEYS", "")),
         issuer=env.get(f"{PREFIX}TOKEN_ISSUER", "fleet"),
+        public_feeds=frozenset(
+            filter(None, (op.strip() for op in env.get(f"{PREFIX}SERVE_PUBLIC_FEEDS", "").split(",")))
+        ),
     )
 
 

@@ -1,10 +1,11 @@
 """Signed API tokens (JWT) and what each role may read.
 
-A token is a JWT signed with HS256 by the first key of ``FLEET_TOKEN_KEYS``;
-its ``kid`` header names the key, and every configured key verifies, so a key
-rotates by being added first, then removed after the longest token lifetime.
-The key decides the algorithm, never the token's header (no ``alg`` confusion,
-no ``none``). Verification (PyJWT) requires ``exp``, ``iat``, ``iss`` (the
+A token is a JWT signed by the first key of ``FLEET_TOKEN_KEYS``, HS256 or
+EdDSA (Ed25519) by the key's kind; its ``kid`` header names the key, and every
+configured key verifies, so a key rotates by being added first, then removed
+after the longest token lifetime. The key decides the algorithm, never the
+token's header (no ``alg`` confusion, no ``none``, no HS256 token "signed"
+with an Ed25519 public key). Verification (PyJWT) requires ``exp``, ``iat``, ``iss`` (the
 configured issuer), ``jti``, ``role`` and ``operators``, with a few seconds of
 leeway for clocks apart; then the claims are decoded into :class:`Claims`
 (msgspec: a bad role or a passenger without trip or bus is refused), and the
@@ -27,10 +28,12 @@ from __future__ import annotations
 
 import secrets
 import time
+from functools import cache
 from typing import Any, Literal, TypeAlias, get_args
 
 import jwt
 import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from litestar import Request
 from litestar.di import NamedDependency
 from litestar.openapi.spec import SecurityScheme
@@ -38,14 +41,14 @@ from redis.exceptions import RedisError
 
 from fleet_serve.errors import ApiError, Forbidden, Unauthorized
 from fleet_serve.services import Services, ServicesDep
-from fleet_serve.settings import ServeSettings
+from fleet_serve.settings import KeyKind, ServeSettings, TokenKey
 from fleet_store import tokens
 from fleet_store.errors import ConfigError
 
 Role = Literal["manager", "booking", "passenger", "analyst"]
 ROLES: tuple[Role, ...] = get_args(Role)
 
-ALGORITHM = "HS256"
+ALGORITHMS: dict[KeyKind, str] = {"hs256": "HS256", "ed25519": "EdDSA", "ed25519-public": "EdDSA"}
 LEEWAY_S = 5
 """clock difference tolerated between the issuer and a serve node"""
 
@@ -97,6 +100,26 @@ class _Payload(msgspec.Struct, frozen=True, kw_only=True):
     bus: str | None = None
 
 
+@cache
+def _verifying_key(key: TokenKey) -> bytes | Ed25519PublicKey:
+    if key.kind == "hs256":
+        return key.secret
+    if key.kind == "ed25519":
+        return Ed25519PrivateKey.from_private_bytes(key.secret).public_key()
+    return Ed25519PublicKey.from_public_bytes(key.secret)
+
+
+def _signing_key(key: TokenKey) -> bytes | Ed25519PrivateKey:
+    if key.kind == "hs256":
+        return key.secret
+    if key.kind == "ed25519":
+        return Ed25519PrivateKey.from_private_bytes(key.secret)
+    raise ConfigError(
+        f"token key {key.kid!r} is a public key: it verifies only; make a secret or private key first"
+        " in FLEET_TOKEN_KEYS to sign"
+    )
+
+
 def issue_token(
     settings: ServeSettings,
     *,
@@ -114,6 +137,7 @@ def issue_token(
     if not 0 < ttl_s <= MAX_TTL_S[role]:
         raise ValueError(f"a {role} token lives 1 s to {MAX_TTL_S[role]} s, not {ttl_s} s")
     key = settings.token_keys[0]
+    signing_key = _signing_key(key)
     iat = int(time.time()) if now_s is None else now_s
     claims = Claims(
         sub=sub,
@@ -138,7 +162,7 @@ def issue_token(
         bus=bus,
     )
     body = {k: v for k, v in msgspec.to_builtins(payload).items() if v is not None}
-    token = jwt.encode(body, key.secret, algorithm=ALGORITHM, headers={"kid": key.kid})
+    token = jwt.encode(body, signing_key, algorithm=ALGORITHMS[key.kind], headers={"kid": key.kid})
     return token, claims
 
 
@@ -154,8 +178,8 @@ def decode_token(settings: ServeSettings, token: str) -> Claims:
     try:
         body = jwt.decode(
             token,
-            key.secret,
-            algorithms=[ALGORITHM],
+            _verifying_key(key),
+            algorithms=[ALGORITHMS[key.kind]],
             issuer=settings.issuer,
             leeway=LEEWAY_S,
             options={"require": REQUIRED, "verify_aud": False},

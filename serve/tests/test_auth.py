@@ -31,6 +31,7 @@ from fleet_serve.auth import (
 from fleet_serve.errors import Forbidden, Unauthorized
 from fleet_serve.settings import ServeSettings, TokenKey
 from fleet_store import tokens
+from fleet_store.maintain import maintain
 
 OLD = TokenKey("k2025", b"o" * 32)
 NEW = TokenKey("k2026", b"n" * 32)
@@ -314,11 +315,13 @@ async def _rows(database_url: str) -> int:
 
 
 @pytest.mark.stack
-def test_purging_drops_only_revocations_of_expired_tokens(client: TestClient[Any], database_url: str) -> None:
+def test_maintenance_drops_only_revocations_of_expired_tokens(
+    client: TestClient[Any], database_url: str
+) -> None:
     live = issue_token(SETTINGS, role="booking", operators=("sonelgaz",), ttl_s=600, sub="b")[1]
     gone = msgspec.structs.replace(live, jti="gone", exp=int(time.time()) - 10)
     client.blocking_portal.call(_revoke, client, live)
     client.blocking_portal.call(_revoke, client, gone)
-    services = client.app.state.services
-    assert client.blocking_portal.call(tokens.purge_expired, services.pool) == 1
+    assert client.blocking_portal.call(_rows, database_url) == 2
+    client.blocking_portal.call(maintain, database_url)
     assert client.blocking_portal.call(_rows, database_url) == 1

@@ -31,12 +31,16 @@ import time
 from functools import cache
 from typing import Any, Literal, TypeAlias, get_args
 
+import asyncpg
 import jwt
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
+from litestar.enums import ScopeType
+from litestar.exceptions import WebSocketException
 from litestar.openapi.spec import SecurityScheme
+from litestar.types import Scope
 from redis.exceptions import RedisError
 
 from fleet_serve.errors import ApiError, Forbidden, Unauthorized
@@ -214,11 +218,11 @@ def decode_token(settings: ServeSettings, token: str) -> Claims:
 
 
 async def verify_token(services: Services, token: str) -> Claims:
-    """:func:`decode_token`, then refuse a revoked jti (401); 503 when the revocations cannot be read."""
+    """:func:`decode_token`, then refuse a revoked jti (401); 503 when Redis or PostgreSQL cannot say."""
     claims = decode_token(services.settings, token)
     try:
         revoked = await tokens.is_revoked(services.pool, services.redis, claims.jti)
-    except (RedisError, OSError) as exc:
+    except (RedisError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         raise ApiError(
             "token revocations cannot be checked now", code="auth_unavailable", status=503
         ) from exc
@@ -227,23 +231,37 @@ async def verify_token(services: Services, token: str) -> Claims:
     return claims
 
 
-def bearer_token(request: Request[Any, Any, Any]) -> str:
+def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     """The token of ``Authorization: Bearer …``, else of ``?token=`` (browsers' websockets); 401 if none."""
-    header = request.headers.get("authorization")
+    header = connection.headers.get("authorization")
     if header is not None:
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise Unauthorized("the Authorization header must be 'Bearer <token>'", code="token_missing")
         return value.strip()
-    query = request.query_params.get("token")
+    query = connection.query_params.get("token")
     if not query:
         raise Unauthorized("a token is required (Authorization: Bearer, or ?token=)", code="token_missing")
     return str(query)
 
 
-async def request_claims(request: Request[Any, Any, Any], services: ServicesDep) -> Claims:
-    """The Litestar dependency behind :data:`ClaimsDep`."""
-    return await verify_token(services, bearer_token(request))
+async def request_claims(scope: Scope, services: ServicesDep) -> Claims:
+    """The dependency behind :data:`ClaimsDep`; read from the scope, so websocket handlers take it too.
+
+    On a websocket a refusal closes with 4000 + its HTTP status (4401, 4503)
+    and ``code: message`` as the reason (Litestar would say 4500 otherwise).
+    """
+    try:
+        return await verify_token(services, bearer_token(ASGIConnection(scope)))
+    except ApiError as exc:
+        if scope["type"] != ScopeType.WEBSOCKET:
+            raise
+        raise WebSocketException(detail=close_reason(exc), code=4000 + exc.status) from None
+
+
+def close_reason(exc: ApiError) -> str:
+    """A websocket close reason for a refusal: ``code: message``, cut to the 123 bytes a close frame holds."""
+    return f"{exc.code}: {exc.message}".encode()[:123].decode(errors="ignore")
 
 
 ClaimsDep: TypeAlias = NamedDependency[Claims]

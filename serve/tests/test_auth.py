@@ -13,7 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
-from litestar import get
+from litestar import WebSocket, get, websocket
+from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath, FromQuery
 from litestar.testing import TestClient
 
@@ -31,6 +32,7 @@ from fleet_serve.auth import (
 from fleet_serve.errors import Forbidden, Unauthorized
 from fleet_serve.settings import ServeSettings, TokenKey
 from fleet_store import tokens
+from fleet_store.maintain import maintain
 
 OLD = TokenKey("k2025", b"o" * 32)
 NEW = TokenKey("k2026", b"n" * 32)
@@ -314,11 +316,41 @@ async def _rows(database_url: str) -> int:
 
 
 @pytest.mark.stack
-def test_purging_drops_only_revocations_of_expired_tokens(client: TestClient[Any], database_url: str) -> None:
+def test_maintenance_drops_only_revocations_of_expired_tokens(
+    client: TestClient[Any], database_url: str
+) -> None:
     live = issue_token(SETTINGS, role="booking", operators=("sonelgaz",), ttl_s=600, sub="b")[1]
     gone = msgspec.structs.replace(live, jti="gone", exp=int(time.time()) - 10)
     client.blocking_portal.call(_revoke, client, live)
     client.blocking_portal.call(_revoke, client, gone)
-    services = client.app.state.services
-    assert client.blocking_portal.call(tokens.purge_expired, services.pool) == 1
+    assert client.blocking_portal.call(_rows, database_url) == 2
+    client.blocking_portal.call(maintain, database_url)
     assert client.blocking_portal.call(_rows, database_url) == 1
+
+
+@websocket("/test/socket")
+async def _socket(socket: WebSocket[Any, Any, Any], claims: ClaimsDep) -> None:
+    await socket.accept()
+    await socket.send_json({"sub": claims.sub})
+    await socket.close()
+
+
+@pytest.mark.stack
+def test_a_websocket_takes_the_same_claims_and_closes_on_a_refused_token_with_4401(
+    redis_url: str, database_url: str
+) -> None:
+    token, claims = issue_token(SETTINGS, role="passenger", operators=("sogral",), ttl_s=60, sub="p", bus="b")
+    expired = _forge(_body(iat=1_000, exp=2_000))
+    with TestClient(create_app(SETTINGS, redis_url, database_url, routes=[_socket])) as client:
+        with client.websocket_connect(f"/test/socket?token={token}") as socket:
+            assert socket.receive_json() == {"sub": "p"}
+        client.blocking_portal.call(_revoke, client, claims)
+        for refused, code in ((expired, "token_expired"), (token, "token_revoked"), ("", "token_missing")):
+            with (
+                pytest.raises(WebSocketDisconnect) as closed,
+                client.websocket_connect(f"/test/socket?token={refused}") as socket,
+            ):
+                socket.receive_json()
+            assert closed.value.code == 4401
+            assert closed.value.detail.startswith(f"{code}: ")
+            assert not refused or refused not in closed.value.detail

@@ -19,6 +19,7 @@ from litestar.params import JSONBody
 from fleet_serve.auth import MAX_TTL_S, SECURITY, ClaimsDep, issue_token, require
 from fleet_serve.errors import ApiError
 from fleet_serve.services import ServicesDep
+from fleet_store.errors import ConfigError
 
 Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")]
 
@@ -49,15 +50,18 @@ async def passenger_token(
     require(claims, "booking", operator=data.operator)
     if (data.trip_id is None) == (data.bus is None):
         raise ApiError("give one of trip_id and bus", code="invalid_request")
-    token, issued = issue_token(
-        services.settings,
-        role="passenger",
-        operators=(data.operator,),
-        ttl_s=data.ttl_s,
-        sub=f"{claims.sub} via {claims.jti}",
-        trip_id=data.trip_id,
-        bus=data.bus,
-    )
+    try:
+        token, issued = issue_token(
+            services.settings,
+            role="passenger",
+            operators=(data.operator,),
+            ttl_s=data.ttl_s,
+            sub=f"{claims.sub} via {claims.jti}",
+            trip_id=data.trip_id,
+            bus=data.bus,
+        )
+    except ConfigError as exc:  # this node holds only public keys
+        raise ApiError(exc.message, code="cannot_sign", status=503) from None
     return PassengerToken(token, issued.jti, data.operator, issued.trip_id, issued.bus, issued.exp * 1000)
 
 

@@ -21,8 +21,10 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components
 
-from fleet_serve import analyst, booking, health
+from fleet_serve import analyst, booking, health, passenger_tokens
+from fleet_serve.auth import SECURITY_SCHEME, request_claims
 from fleet_serve.errors import EXCEPTION_HANDLERS
 from fleet_serve.services import Services, close_services, open_services
 from fleet_serve.settings import ServeSettings
@@ -42,6 +44,7 @@ def openapi_document(request: Request[Any, Any, Any]) -> dict[str, Any]:
 ROUTERS: list[Any] = [
     openapi_document,
     *health.ROUTES,
+    *passenger_tokens.ROUTES,
     *booking.ROUTES,
     *analyst.ROUTES,
 ]
@@ -63,13 +66,17 @@ def create_app(
 
     return Litestar(
         route_handlers=[*ROUTERS, *routes],
-        dependencies={"services": Provide(_services, sync_to_thread=False)},
+        dependencies={
+            "services": Provide(_services, sync_to_thread=False),
+            "claims": Provide(request_claims),
+        },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(
             title="fleet",
             version=API_VERSION,
             path=OPENAPI_DIR,
             render_plugins=[JsonRenderPlugin(path="/openapi.json")],
+            components=Components(security_schemes={"bearer": SECURITY_SCHEME}),
         ),
         lifespan=[lifespan],
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +21,13 @@ from fleet_store.history import refresh_segment_times, write_visits
 pytestmark = pytest.mark.stack
 
 Client = TestClient[Litestar]
+
+
+@pytest.fixture(autouse=True)
+def _analyst_token(client: Client, operator_id: str, token_for: Callable[..., str]) -> None:
+    """Every request here carries a analyst token of the test's operator, unless it says otherwise."""
+    client.headers["Authorization"] = "Bearer " + token_for("analyst", operator_id)
+
 
 DAY = datetime(2026, 11, 24, tzinfo=UTC)
 DAY_MS = int(DAY.timestamp() * 1000)
@@ -111,7 +118,8 @@ def test_a_day_of_1_hz_fixes_streams_as_csv_row_by_row(
     asyncio.run(_copy(database_url, [_fix(operator_id, "b1", s) for s in range(86_400)]))
     query = f"from={DAY_MS}&to={DAY_MS + 24 * HOUR_MS}&format=csv"
     path = f"/v1/operators/{operator_id}/buses/b1/track"
-    start, chunks = client.blocking_portal.call(_asgi_get, client.app, path, query)
+    authorization = client.headers["Authorization"].encode()
+    start, chunks = client.blocking_portal.call(_asgi_get, client.app, path, query, authorization)
     assert start["status"] == 200
     assert dict(start["headers"])[b"content-type"].startswith(b"text/csv")
     lines = b"".join(chunks).decode().splitlines()
@@ -123,7 +131,9 @@ def test_a_day_of_1_hz_fixes_streams_as_csv_row_by_row(
     assert len(chunks) > 100  # sent in many ASGI messages as rows are read, not built whole
 
 
-async def _asgi_get(app: Litestar, path: str, query: str) -> tuple[dict[str, Any], list[bytes]]:
+async def _asgi_get(
+    app: Litestar, path: str, query: str, authorization: bytes
+) -> tuple[dict[str, Any], list[bytes]]:
     """The response start and every body message, as the server would send them (the test client
     joins them into one body, which would hide whether the answer streams)."""
     scope = {
@@ -136,7 +146,7 @@ async def _asgi_get(app: Litestar, path: str, query: str) -> tuple[dict[str, Any
         "raw_path": path.encode(),
         "query_string": query.encode(),
         "root_path": "",
-        "headers": [(b"host", b"testserver")],
+        "headers": [(b"host", b"testserver"), (b"authorization", authorization)],
         "client": ("127.0.0.1", 1),
         "server": ("testserver", 80),
         "state": {},
@@ -224,11 +234,15 @@ def test_events_filter_by_bus_route_kind_and_time(
     assert seqs(bus="b0", kind="overspeed", route="r0") == {0, 12}
 
 
-def test_a_bad_or_foreign_cursor_answers_400(client: Client, database_url: str, operator_id: str) -> None:
+def test_a_bad_or_foreign_cursor_answers_400(
+    client: Client, database_url: str, operator_id: str, token_for: Callable[..., str]
+) -> None:
     asyncio.run(
         _store_events(database_url, [_event("other-op", i, "b1", "overspeed", "r") for i in range(3)])
     )
-    foreign = client.get("/v1/operators/other-op/events", params={"limit": 1}).json()["next_cursor"]
+    other = {"Authorization": "Bearer " + token_for("analyst", "other-op")}
+    foreign = client.get("/v1/operators/other-op/events", params={"limit": 1}, headers=other)
+    foreign = foreign.json()["next_cursor"]
     assert foreign
     url = f"/v1/operators/{operator_id}/events"
     for cursor in (foreign, "not-a-cursor", "W10", "eyJhIjoxfQ"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from click.testing import CliRunner
@@ -12,7 +12,8 @@ from litestar.testing import TestClient
 from fleet_cli.cli import main
 from fleet_devtools.demo_feed import feed_dir
 from fleet_serve.app import create_app
-from fleet_serve.settings import ServeSettings
+from fleet_serve.auth import Role, issue_token
+from fleet_serve.settings import ServeSettings, TokenKey
 
 Client = TestClient[Litestar]
 """(each test module names it too: with importlib imports, tests cannot import conftest)"""
@@ -30,8 +31,26 @@ def feed_operator(database_url: str, operator_id: str) -> str:
     return operator_id
 
 
+SETTINGS = ServeSettings(token_keys=(TokenKey("test", b"t" * 32),), issuer="fleet-test")
+
+IssueToken = Callable[..., str]
+
+
+@pytest.fixture
+def token_for() -> IssueToken:
+    """Sign a token with the test key: ``token_for("booking", "op", trip_id=…)``."""
+
+    def issue(role: Role, *operators: str, trip_id: str | None = None, bus: str | None = None) -> str:
+        token, _ = issue_token(
+            SETTINGS, role=role, operators=operators, ttl_s=600, sub="test", trip_id=trip_id, bus=bus
+        )
+        return token
+
+    return issue
+
+
 @pytest.fixture
 def client(redis_url: str, database_url: str) -> Iterator[Client]:
-    """A serve app over the test Redis and PostgreSQL."""
-    with TestClient(create_app(ServeSettings(), redis_url, database_url)) as test_client:
+    """A serve app over the test Redis and PostgreSQL, verifying tokens of :func:`token_for`."""
+    with TestClient(create_app(SETTINGS, redis_url, database_url)) as test_client:
         yield test_client

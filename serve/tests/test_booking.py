@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -22,6 +23,13 @@ from fleet_store.live import LiveState
 pytestmark = pytest.mark.stack
 
 Client = TestClient[Litestar]
+
+
+@pytest.fixture(autouse=True)
+def _booking_token(client: Client, operator_id: str, token_for: Callable[..., str]) -> None:
+    """Every request here carries a booking token of the test's operator, unless it says otherwise."""
+    client.headers["Authorization"] = "Bearer " + token_for("booking", operator_id)
+
 
 TRIP = "ALG-ORN-out-0600"
 """a demo trip: ALG-CAR(1) BLI(2) CHL(3) REL(4) ORN(5)"""

@@ -23,6 +23,7 @@ from litestar.response import Stream
 
 from fleet_schemas.events import Event, EventKind
 from fleet_schemas.frames import EARLIEST_FIX_MS, LATEST_FIX_MS, TEXT_PATTERN
+from fleet_serve.auth import SECURITY, ClaimsDep, require
 from fleet_serve.caching import HISTORY_MAX_AGE_S, cached
 from fleet_serve.errors import ApiError, NotFound, error_responses
 from fleet_serve.params import BusFilter, BusId, OperatorId, RouteFilter, StopQuery
@@ -39,7 +40,7 @@ CSV_CHUNK_ROWS = 500
 CSV_HEADER = "time_ms,lat,lon,speed_mps,heading_deg\n"
 
 _TAGS = ["analyst"]
-_ERRORS = error_responses(400, 404)
+_ERRORS = error_responses(400, 401, 403, 404)
 
 
 class LineString(msgspec.Struct, frozen=True, kw_only=True):
@@ -87,10 +88,11 @@ class TravelTimes(msgspec.Struct, frozen=True, kw_only=True):
     """the hours of week (0: Monday 00:00 UTC) with observations, in order"""
 
 
-@get("/v1/operators/{operator:str}/buses/{bus:str}/track", tags=_TAGS, responses=_ERRORS)
+@get("/v1/operators/{operator:str}/buses/{bus:str}/track", tags=_TAGS, responses=_ERRORS, security=SECURITY)
 async def bus_track(
     request: Request[Any, Any, Any],
     services: ServicesDep,
+    claims: ClaimsDep,
     operator: OperatorId,
     bus: BusId,
     from_ms: Annotated[int, QueryParameter(name="from", ge=EARLIEST_FIX_MS, le=LATEST_FIX_MS)],
@@ -102,6 +104,7 @@ async def bus_track(
     ``format=csv`` answers ``text/csv``, a header ``time_ms,lat,lon,speed_mps,heading_deg`` and one
     row per fix, oldest first, streamed as they are read.
     """
+    require(claims, "analyst", operator=operator)
     if not from_ms < to_ms <= from_ms + MAX_TRACK_MS:
         raise ApiError(
             f"from={from_ms}, to={to_ms}: expected from < to, at most {MAX_TRACK_MS // 3_600_000} h apart",
@@ -154,10 +157,11 @@ def _cell(value: float | None) -> str:
     return "" if value is None else repr(value)
 
 
-@get("/v1/operators/{operator:str}/events", tags=_TAGS, responses=_ERRORS)
+@get("/v1/operators/{operator:str}/events", tags=_TAGS, responses=_ERRORS, security=SECURITY)
 async def events(
     request: Request[Any, Any, Any],
     services: ServicesDep,
+    claims: ClaimsDep,
     operator: OperatorId,
     bus: BusFilter = None,
     route: RouteFilter = None,
@@ -170,6 +174,7 @@ async def events(
     limit: Annotated[int, QueryParameter(ge=1, le=1_000)] = 100,
 ) -> Response[EventsPage]:
     """Events of an operator by bus, route, kind and time range (``from`` ≤ time < ``to``), newest first."""
+    require(claims, "analyst", operator=operator)
     after = decode_cursor(cursor, operator) if cursor is not None else None
     async with services.pool.acquire() as conn:
         found = await read_events(
@@ -211,14 +216,16 @@ def decode_cursor(cursor: str, operator: str) -> EventKey:
     return key
 
 
-@get("/v1/operators/{operator:str}/distance", tags=_TAGS, responses=_ERRORS)
+@get("/v1/operators/{operator:str}/distance", tags=_TAGS, responses=_ERRORS, security=SECURITY)
 async def distance(
     request: Request[Any, Any, Any],
     services: ServicesDep,
+    claims: ClaimsDep,
     operator: OperatorId,
     day: Annotated[date, QueryParameter(description="UTC day, YYYY-MM-DD")],
 ) -> Response[DistanceDay]:
     """The distance each bus drove on a UTC day (sum of great-circle steps between its fixes)."""
+    require(claims, "analyst", operator=operator)
     if not date(2000, 1, 1) <= day < date(2100, 1, 1):
         raise ApiError(f"day={day.isoformat()}: expected a day from 2000 to 2099", code="invalid_day")
     async with services.pool.acquire() as conn:
@@ -226,15 +233,17 @@ async def distance(
     return cached(request, DistanceDay(operator=operator, day=day, buses=buses), HISTORY_MAX_AGE_S)
 
 
-@get("/v1/operators/{operator:str}/travel-times", tags=_TAGS, responses=_ERRORS)
+@get("/v1/operators/{operator:str}/travel-times", tags=_TAGS, responses=_ERRORS, security=SECURITY)
 async def travel_times(
     request: Request[Any, Any, Any],
     services: ServicesDep,
+    claims: ClaimsDep,
     operator: OperatorId,
     from_stop: StopQuery,
     to_stop: StopQuery,
 ) -> Response[TravelTimes]:
     """Stop-to-stop travel times by hour of week (count, mean, variance, latest): what the ETA learns."""
+    require(claims, "analyst", operator=operator)
     async with services.pool.acquire() as conn:
         hours = await segment_times_between(conn, operator, from_stop, to_stop)
         for stop_id in () if hours else (from_stop, to_stop):

@@ -12,6 +12,7 @@ websockets and a dependency system in the box.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -86,3 +87,12 @@ def create_app(
 def _services(state: State) -> Services:
     services: Services = state.services
     return services
+
+
+def openapi_text() -> str:
+    """The OpenAPI document as committed in ``serve/openapi.json`` (keys sorted, so diffs stay small).
+
+    Built without connecting anywhere: the document depends on the routes alone.
+    """
+    document = create_app(ServeSettings(), "redis://unused", "postgresql://unused").openapi_schema.to_schema()
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

@@ -18,6 +18,7 @@ from litestar.params import QueryParameter
 
 from fleet_schemas.live import LivePosition
 from fleet_schemas.trips import StopArrival, StopEta, TripEtas
+from fleet_serve.auth import SECURITY, ClaimsDep, require
 from fleet_serve.caching import cached
 from fleet_serve.errors import ApiError, NotFound, error_responses
 from fleet_serve.params import BusId, OperatorId, StopId, TripId
@@ -29,7 +30,7 @@ MAX_RADIUS_M = 100_000.0
 """a GEOSEARCH wider than this is a map query, not a booking one"""
 
 _TAGS = ["booking"]
-_ERRORS = error_responses(400, 404)
+_ERRORS = error_responses(400, 401, 403, 404)
 
 
 class TripEtasAnswer(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,11 +80,18 @@ class NearbyAnswer(msgspec.Struct, frozen=True, kw_only=True):
     """live buses within the radius, nearest first"""
 
 
-@get("/v1/operators/{operator:str}/trips/{trip_id:str}/etas", tags=_TAGS, responses=_ERRORS)
+@get(
+    "/v1/operators/{operator:str}/trips/{trip_id:str}/etas", tags=_TAGS, responses=_ERRORS, security=SECURITY
+)
 async def trip_etas(
-    request: Request[Any, Any, Any], services: ServicesDep, operator: OperatorId, trip_id: TripId
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    claims: ClaimsDep,
+    operator: OperatorId,
+    trip_id: TripId,
 ) -> Response[TripEtasAnswer]:
     """Every upcoming stop of each running instance of a trip: ETA, p10 and p90 of the arrival."""
+    require(claims, "booking", "passenger", operator=operator, trip_id=trip_id)
     instances = await services.boards.trip(operator, trip_id)
     if not instances:
         await _known_trip(services, operator, trip_id)
@@ -91,16 +99,21 @@ async def trip_etas(
 
 
 @get(
-    "/v1/operators/{operator:str}/trips/{trip_id:str}/stops/{stop_id:str}/eta", tags=_TAGS, responses=_ERRORS
+    "/v1/operators/{operator:str}/trips/{trip_id:str}/stops/{stop_id:str}/eta",
+    tags=_TAGS,
+    responses=_ERRORS,
+    security=SECURITY,
 )
 async def trip_stop_eta(
     request: Request[Any, Any, Any],
     services: ServicesDep,
+    claims: ClaimsDep,
     operator: OperatorId,
     trip_id: TripId,
     stop_id: StopId,
 ) -> Response[StopEtaAnswer]:
     """When each running instance of a trip reaches one of its stops (empty: none is still coming)."""
+    require(claims, "booking", "passenger", operator=operator, trip_id=trip_id)
     etas = [
         InstanceStopEta(
             start_date=instance.start_date,
@@ -123,15 +136,22 @@ async def trip_stop_eta(
     return cached(request, answer)
 
 
-@get("/v1/operators/{operator:str}/stops/{stop_id:str}/arrivals", tags=_TAGS, responses=_ERRORS)
+@get(
+    "/v1/operators/{operator:str}/stops/{stop_id:str}/arrivals",
+    tags=_TAGS,
+    responses=_ERRORS,
+    security=SECURITY,
+)
 async def stop_arrivals(
     request: Request[Any, Any, Any],
     services: ServicesDep,
+    claims: ClaimsDep,
     operator: OperatorId,
     stop_id: StopId,
     limit: Annotated[int, QueryParameter(ge=1, le=100, description="at most this many arrivals")] = 20,
 ) -> Response[BoardAnswer]:
     """The arrivals board of a stop: the next buses coming, with their ETA and its p10/p90."""
+    require(claims, "booking", operator=operator)
     arrivals = await services.boards.board(operator, stop_id, limit)
     if not arrivals:
         async with services.pool.acquire() as conn:
@@ -140,21 +160,31 @@ async def stop_arrivals(
     return cached(request, BoardAnswer(operator=operator, stop_id=stop_id, arrivals=arrivals))
 
 
-@get("/v1/operators/{operator:str}/buses/{bus:str}", tags=_TAGS, responses=_ERRORS)
+@get("/v1/operators/{operator:str}/buses/{bus:str}", tags=_TAGS, responses=_ERRORS, security=SECURITY)
 async def bus_state(
-    request: Request[Any, Any, Any], services: ServicesDep, operator: OperatorId, bus: BusId
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    claims: ClaimsDep,
+    operator: OperatorId,
+    bus: BusId,
 ) -> Response[LivePosition]:
-    """A bus's live position and its ``calculated`` block (trip, progress, delay, next stop)."""
+    """A bus's live position and its ``calculated`` block (trip, progress, delay, next stop).
+
+    A passenger reads it with a token for this bus, or for the trip the bus is driving now.
+    """
     position = await services.live.position(operator, bus)
+    driving = position.calculated.trip_id if position is not None and position.calculated else None
+    require(claims, "booking", "passenger", operator=operator, bus=bus, trip_id=driving)
     if position is None:
         raise NotFound(f"bus {bus!r} of {operator!r} has no live position", code="bus_not_found")
     return cached(request, position)
 
 
-@get("/v1/operators/{operator:str}/buses", tags=_TAGS, responses=_ERRORS)
+@get("/v1/operators/{operator:str}/buses", tags=_TAGS, responses=_ERRORS, security=SECURITY)
 async def buses_near(
     request: Request[Any, Any, Any],
     services: ServicesDep,
+    claims: ClaimsDep,
     operator: OperatorId,
     near: Annotated[str, QueryParameter(description="the point, as lat,lon in degrees (WGS84)")],
     radius_m: Annotated[
@@ -163,6 +193,7 @@ async def buses_near(
     limit: Annotated[int, QueryParameter(ge=1, le=500, description="at most this many buses")] = 50,
 ) -> Response[NearbyAnswer]:
     """Live buses within ``radius_m`` of a point, nearest first (Redis GEOSEARCH)."""
+    require(claims, "booking", operator=operator)
     lat, lon = parse_point(near)
     buses = await _nearby(services, operator, lat, lon, radius_m, limit)
     answer = NearbyAnswer(operator=operator, lat=lat, lon=lon, radius_m=radius_m, buses=buses)

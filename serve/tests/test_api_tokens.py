@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
+
+from fleet_serve.auth import LEEWAY_S, decode_token, issue_token
+from fleet_serve.errors import Unauthorized
+from fleet_serve.settings import ServeSettings, TokenKey
 
 pytestmark = pytest.mark.stack
 
@@ -90,3 +95,13 @@ def test_a_passenger_reads_its_trip_and_nothing_else(
     bus = {"Authorization": "Bearer " + token_for("passenger", feed_operator, bus="b1")}
     assert client.get(f"{url}/buses/b1", headers=bus).json()["error"]["code"] == "bus_not_found"
     assert client.get(f"{url}/buses/b2", headers=bus).status_code == 403
+
+
+def test_a_remembered_token_is_refused_once_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = ServeSettings(token_keys=(TokenKey("k", b"k" * 32),))
+    token, claims = issue_token(settings, role="booking", operators=("op",), ttl_s=60, sub="t")
+    assert decode_token(settings, token) == claims  # verified, and now remembered
+    monkeypatch.setattr(time, "time", lambda: claims.exp + LEEWAY_S + 1.0)
+    with pytest.raises(Unauthorized) as refused:
+        decode_token(settings, token)
+    assert refused.value.code == "token_expired"

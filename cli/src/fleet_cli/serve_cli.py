@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
 from fleet_store import stackfile
 from fleet_store.settings import Settings
+
+if TYPE_CHECKING:
+    from litestar import Litestar
+
+    from fleet_serve.settings import ServeSettings
 
 
 @click.command()
@@ -33,8 +38,6 @@ def serve(settings: Settings, addr: str | None, openapi_file: TextIO | None) -> 
       fleet serve --addr 127.0.0.1:9000
       fleet serve --openapi serve/openapi.json   # after changing the API
     """
-    import uvicorn
-
     from fleet_schemas.logs import configure_logging
     from fleet_serve.app import create_app
     from fleet_serve.settings import load_serve_settings
@@ -48,13 +51,25 @@ def serve(settings: Settings, addr: str | None, openapi_file: TextIO | None) -> 
     env = None if addr is None else {"FLEET_SERVE_ADDR": addr}
     serve_settings = load_serve_settings(env)
     urls = stackfile.resolve_urls(settings)
-    app = create_app(serve_settings, urls.redis_url, urls.database_url)
+    run_app(create_app(serve_settings, urls.redis_url, urls.database_url), serve_settings)
+
+
+def run_app(app: Litestar, serve_settings: ServeSettings) -> None:
+    """Serve ``app`` as ``fleet serve`` does: one uvicorn process (uvloop, httptools), graceful stop.
+
+    uvloop and httptools named, not left to ``auto``: without them uvicorn falls back to asyncio's
+    loop and the pure-Python h11 parser, and a node answers a few times fewer requests.
+    """
+    import uvicorn
+
     uvicorn.run(
         app,
         host=serve_settings.host,
         port=serve_settings.port,
         log_config=None,
         access_log=False,
+        loop="uvloop",
+        http="httptools",
         ws="websockets",
         timeout_graceful_shutdown=10,
     )

@@ -274,3 +274,51 @@ def eta(
         )
     )
     _finish(result, summary_text(result), passed=result.passed, as_json=as_json)
+
+
+@bench.command(name="api")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=1),
+    default=10.0,
+    show_default=True,
+    help="seconds of each wrk round",
+)
+@click.option(
+    "--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="rounds per endpoint"
+)
+@click.option(
+    "--connections",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="wrk keep-alive connections",
+)
+@_json_option
+@click.pass_obj
+def api(settings: Settings, duration: float, rounds: int, connections: int, as_json: bool) -> None:
+    """The trip-ETA endpoint on one `fleet serve` process vs a bare endpoint of the same server.
+
+    Writes two running instances of a trip to the stack's Redis, starts the
+    app as `fleet serve` runs it with one extra constant route, and loads
+    both with wrk (apt-get install wrk) in alternating rounds, each request
+    with a booking token. Targets: at least 5,000 requests/s, p99 under
+    20 ms, and at least 70 % of the bare endpoint's requests/s.
+
+    \b
+    Example:
+      fleet bench api                          # about a minute
+      fleet bench api --duration 5 --rounds 2 --json
+    """
+    from fleet_devtools.bench_api import run_api_bench, summary_text
+
+    urls = stackfile.resolve_urls(settings)
+    result = run_api_bench(
+        urls.redis_url,
+        urls.database_url,
+        connections=connections,
+        duration_s=duration,
+        rounds=rounds,
+        report=_progress,
+    )
+    _finish(result, summary_text(result), passed=result.passed, as_json=as_json)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Literal, TypeAlias, get_args
 
 import asyncpg
@@ -170,8 +170,25 @@ def issue_token(
     return token, claims
 
 
+VERIFIED_CACHE = 4_096
+"""tokens whose signature and claims this process remembers having verified"""
+
+
 def decode_token(settings: ServeSettings, token: str) -> Claims:
-    """Check signature, key, times, issuer and claims (not revocation); raises Unauthorized."""
+    """Check signature, key, times, issuer and claims (not revocation); raises Unauthorized.
+
+    A token verified before is not verified again (PyJWT spends about half a millisecond per HS256
+    token, the booking API's whole budget): what a token says never changes, only the clock moves,
+    so a remembered one is checked for expiry alone. Refusals are not remembered.
+    """
+    claims = _verified(settings, token)
+    if claims.exp + LEEWAY_S < time.time():
+        raise Unauthorized("the token has expired", code="token_expired")
+    return claims
+
+
+@lru_cache(maxsize=VERIFIED_CACHE)
+def _verified(settings: ServeSettings, token: str) -> Claims:
     try:
         kid = jwt.get_unverified_header(token).get("kid")
     except jwt.DecodeError:

@@ -2,7 +2,8 @@
 
 Every answer is read from Redis as ingest left it (``fleet_store.etas``,
 ``fleet_store.live``), with a short ``Cache-Control`` and a strong ``ETag``
-(:mod:`fleet_serve.caching`). PostgreSQL is asked only when Redis has
+(:mod:`fleet_serve.caching`); a trip's predictions are held a quarter second
+per process (:mod:`fleet_serve.hot`), the hot read. PostgreSQL is asked only when Redis has
 nothing, to tell a trip or stop that exists but has no running instance
 (200, empty) from one the active feed does not know (404).
 """
@@ -92,7 +93,7 @@ async def trip_etas(
 ) -> Response[TripEtasAnswer]:
     """Every upcoming stop of each running instance of a trip: ETA, p10 and p90 of the arrival."""
     require(claims, "booking", "passenger", operator=operator, trip_id=trip_id)
-    instances = await services.boards.trip(operator, trip_id)
+    instances = await _trip(services, operator, trip_id)
     if not instances:
         await _known_trip(services, operator, trip_id)
     return cached(request, TripEtasAnswer(operator=operator, trip_id=trip_id, instances=instances))
@@ -123,7 +124,7 @@ async def trip_stop_eta(
             updated_ms=instance.updated_ms,
             eta=stop,
         )
-        for instance in await services.boards.trip(operator, trip_id)
+        for instance in await _trip(services, operator, trip_id)
         for stop in instance.stops
         if stop.stop_id == stop_id
     ]
@@ -235,6 +236,10 @@ async def _nearby(
         for (_, distance), state in zip(found, states, strict=True)
         if state is not None  # its hash expired; the GEO set is pruned of it later
     ]
+
+
+async def _trip(services: Services, operator: str, trip_id: str) -> list[TripEtas]:
+    return await services.trips.get((operator, trip_id), lambda: services.boards.trip(operator, trip_id))
 
 
 async def _known_trip(services: Services, operator: str, trip_id: str) -> None:

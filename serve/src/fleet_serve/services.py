@@ -7,13 +7,15 @@ node answers any request).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 import asyncpg
 import redis.asyncio as aioredis
 from litestar.di import NamedDependency
 
+from fleet_schemas.trips import TripEtas
+from fleet_serve.hot import MicroCache
 from fleet_serve.settings import ServeSettings
 from fleet_store.etas import EtaBoards
 from fleet_store.live import LiveState
@@ -26,6 +28,8 @@ class Services:
     pool: asyncpg.Pool
     live: LiveState
     boards: EtaBoards
+    trips: MicroCache[tuple[str, str], list[TripEtas]] = field(default_factory=MicroCache)
+    """trip predictions by (operator, trip_id), held a quarter second (:mod:`fleet_serve.hot`)"""
 
 
 ServicesDep: TypeAlias = NamedDependency[Services]

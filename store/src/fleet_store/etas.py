@@ -88,6 +88,17 @@ end
 return #written
 """
 
+_READ_TRIP = """
+local out = {}
+for _, instance in ipairs(redis.call('ZREVRANGE', KEYS[1], 0, -1)) do
+  local etas = redis.call('HGET', ARGV[1] .. instance, 'etas')
+  if etas then out[#out + 1] = etas end
+end
+return out
+"""
+"""a trip's instances and their predictions in one round trip (the booking API's hot path); the
+instance hashes are named from the index, in the operator's slot like every key here"""
+
 
 def trip_key(operator: str, instance: str) -> str:
     return f"fleet:{{{operator}}}:eta:trip:{instance}"
@@ -127,6 +138,7 @@ class EtaBoards:
         self._client = client
         self._ttl_s = ttl_s
         self._publish = client.register_script(_PUBLISH)
+        self._read_trip = client.register_script(_READ_TRIP)
 
     async def publish(self, updates: Sequence[EtaUpdate], now_ms: int) -> int:
         """Write each instance's prediction where it is newer than Redis's; return how many were."""
@@ -175,7 +187,8 @@ class EtaBoards:
 
     async def trip(self, operator: str, trip_id: str) -> list[TripEtas]:
         """The current predictions of every instance of ``trip_id``, most recently updated first."""
-        return await self.trips(operator, [trip_id])
+        raws = await self._read_trip(keys=[trip_index_key(operator, trip_id)], args=[trip_key(operator, "")])
+        return [TRIP_ETAS_DECODER.decode(raw) for raw in raws]
 
     async def trips(self, operator: str, trip_ids: Iterable[str]) -> list[TripEtas]:
         """Every instance of each trip (each trip's most recently updated first), in two round trips."""

@@ -9,8 +9,9 @@ with an Ed25519 public key). Verification (PyJWT) requires ``exp``, ``iat``, ``i
 configured issuer), ``jti``, ``role`` and ``operators``, with a few seconds of
 leeway for clocks apart; then the claims are decoded into :class:`Claims`
 (msgspec: a bad role or a passenger without trip or bus is refused), and the
-``jti`` is checked against the revocations (:mod:`fleet_store.tokens`, one
-Redis round trip).
+``jti`` is checked against the revocations (:mod:`fleet_store.tokens`: in
+memory, kept current from Redis; a Redis round trip only while that copy is
+not live).
 
 Roles, and what :func:`require` lets through:
 
@@ -46,7 +47,6 @@ from redis.exceptions import RedisError
 from fleet_serve.errors import ApiError, Forbidden, Unauthorized
 from fleet_serve.services import Services, ServicesDep
 from fleet_serve.settings import KeyKind, ServeSettings, TokenKey
-from fleet_store import tokens
 from fleet_store.errors import ConfigError
 
 Role = Literal["manager", "booking", "passenger", "analyst"]
@@ -221,7 +221,7 @@ async def verify_token(services: Services, token: str) -> Claims:
     """:func:`decode_token`, then refuse a revoked jti (401); 503 when Redis or PostgreSQL cannot say."""
     claims = decode_token(services.settings, token)
     try:
-        revoked = await tokens.is_revoked(services.pool, services.redis, claims.jti)
+        revoked = await services.revocations.is_revoked(claims.jti)
     except (RedisError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         raise ApiError(
             "token revocations cannot be checked now", code="auth_unavailable", status=503

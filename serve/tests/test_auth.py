@@ -87,6 +87,15 @@ def test_an_expired_token_is_refused_past_the_leeway() -> None:
     assert decode_token(SETTINGS, _forge(_body(iat=now - 3600, exp=now - 1))).jti == "j1"
 
 
+def test_a_token_verified_once_is_still_refused_once_it_expires() -> None:
+    token, claims = issue_token(SETTINGS, role="booking", operators=("sonelgaz",), ttl_s=60, sub="b")
+    assert decode_token(SETTINGS, token) == claims
+    assert decode_token(SETTINGS, token, now_s=claims.exp + LEEWAY_S - 1) == claims
+    with pytest.raises(Unauthorized) as refused:
+        decode_token(SETTINGS, token, now_s=claims.exp + LEEWAY_S)
+    assert refused.value.code == "token_expired"
+
+
 def test_a_token_issued_in_the_future_is_not_valid_yet() -> None:
     now = int(time.time())
     assert _code(_forge(_body(iat=now + 600, exp=now + 1200))) == "token_not_yet_valid"

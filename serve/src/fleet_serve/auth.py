@@ -2,16 +2,15 @@
 
 A token is a JWT signed by the first key of ``FLEET_TOKEN_KEYS``, HS256 or
 EdDSA (Ed25519) by the key's kind; its ``kid`` header names the key, and every
-configured key verifies, so a key rotates by being added first, then removed
-after the longest token lifetime. The key decides the algorithm, never the
-token's header (no ``alg`` confusion, no ``none``, no HS256 token "signed"
-with an Ed25519 public key). Verification (PyJWT) requires ``exp``, ``iat``, ``iss`` (the
-configured issuer), ``jti``, ``role`` and ``operators``, with a few seconds of
-leeway for clocks apart; then the claims are decoded into :class:`Claims`
-(msgspec: a bad role or a passenger without trip or bus is refused), and the
-``jti`` is checked against the revocations (:mod:`fleet_store.tokens`: in
-memory, kept current from Redis; a Redis round trip only while that copy is
-not live).
+configured key verifies, so keys rotate (README, "Tokens and roles"). The key
+decides the algorithm, never the token's header (no ``alg`` confusion, no
+``none``, no HS256 token "signed" with an Ed25519 public key). Verification
+(PyJWT) requires ``exp``, ``iat``, ``iss`` (the configured issuer), ``jti``,
+``role`` and ``operators``, with a few seconds of leeway for clocks apart;
+then the claims are decoded into :class:`Claims` (msgspec: a bad role or a
+passenger without trip or bus is refused), and the ``jti`` is checked
+against the revocations (:mod:`fleet_store.tokens`: in memory, kept current
+from Redis; a Redis round trip only while that copy is not live).
 
 Roles, and what :func:`require` lets through:
 

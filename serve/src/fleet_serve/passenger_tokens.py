@@ -17,7 +17,7 @@ from litestar import post
 from litestar.params import JSONBody
 
 from fleet_serve.auth import MAX_TTL_S, SECURITY, ClaimsDep, issue_token, require
-from fleet_serve.errors import ApiError
+from fleet_serve.errors import ApiError, error_responses
 from fleet_serve.services import ServicesDep
 from fleet_store.errors import ConfigError
 
@@ -42,7 +42,13 @@ class PassengerToken(msgspec.Struct, frozen=True):
     expires_at_ms: int
 
 
-@post("/v1/passenger-tokens", tags=["tokens"], security=SECURITY, status_code=201)
+@post(
+    "/v1/passenger-tokens",
+    tags=["tokens"],
+    security=SECURITY,
+    status_code=201,
+    responses=error_responses(400, 401, 403),
+)
 async def passenger_token(
     data: JSONBody[PassengerTokenRequest], claims: ClaimsDep, services: ServicesDep
 ) -> PassengerToken:

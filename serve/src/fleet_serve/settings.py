@@ -8,6 +8,7 @@ The servers every process shares (PostgreSQL, Redis) come from
 | ``FLEET_SERVE_ADDR`` | ``127.0.0.1:8080`` | where the HTTP and websocket server listens |
 | ``FLEET_TOKEN_KEYS`` | (none) | token keys ``kid=[kind:]base64,…``: the first signs, all verify |
 | ``FLEET_TOKEN_ISSUER`` | ``fleet`` | the ``iss`` claim tokens carry and must carry |
+| ``FLEET_SERVE_PUBLIC_FEEDS`` | (none) | operators whose GTFS-rt feeds need no token (``a,b``; ``*``: all) |
 
 A token key's kind says its algorithm: ``hs256`` (the default, a shared
 secret of 32 bytes or more), ``ed25519`` (a 32-byte Ed25519 private key seed:
@@ -56,6 +57,11 @@ class ServeSettings(msgspec.Struct, frozen=True):
     port: int = 8080
     token_keys: tuple[TokenKey, ...] = ()
     issuer: str = "fleet"
+    public_feeds: frozenset[str] = frozenset()
+    """operators whose GTFS-realtime feeds anyone may fetch (``*``: every operator)"""
+
+    def feeds_public(self, operator: str) -> bool:
+        return operator in self.public_feeds or "*" in self.public_feeds
 
 
 def load_serve_settings(environ: Mapping[str, str] | None = None) -> ServeSettings:
@@ -70,6 +76,9 @@ def load_serve_settings(environ: Mapping[str, str] | None = None) -> ServeSettin
         port=int(port),
         token_keys=parse_token_keys(env.get(f"{PREFIX}TOKEN_KEYS", "")),
         issuer=env.get(f"{PREFIX}TOKEN_ISSUER", "fleet"),
+        public_feeds=frozenset(
+            filter(None, (op.strip() for op in env.get(f"{PREFIX}SERVE_PUBLIC_FEEDS", "").split(",")))
+        ),
     )
 
 

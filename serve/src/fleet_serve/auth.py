@@ -2,15 +2,15 @@
 
 A token is a JWT signed by the first key of ``FLEET_TOKEN_KEYS``, HS256 or
 EdDSA (Ed25519) by the key's kind; its ``kid`` header names the key, and every
-configured key verifies, so a key rotates by being added first, then removed
-after the longest token lifetime. The key decides the algorithm, never the
-token's header (no ``alg`` confusion, no ``none``, no HS256 token "signed"
-with an Ed25519 public key). Verification (PyJWT) requires ``exp``, ``iat``, ``iss`` (the
-configured issuer), ``jti``, ``role`` and ``operators``, with a few seconds of
-leeway for clocks apart; then the claims are decoded into :class:`Claims`
-(msgspec: a bad role or a passenger without trip or bus is refused), and the
-``jti`` is checked against the revocations (:mod:`fleet_store.tokens`, one
-Redis round trip).
+configured key verifies, so keys rotate (README, "Tokens and roles"). The key
+decides the algorithm, never the token's header (no ``alg`` confusion, no
+``none``, no HS256 token "signed" with an Ed25519 public key). Verification
+(PyJWT) requires ``exp``, ``iat``, ``iss`` (the configured issuer), ``jti``,
+``role`` and ``operators``, with a few seconds of leeway for clocks apart;
+then the claims are decoded into :class:`Claims` (msgspec: a bad role or a
+passenger without trip or bus is refused), and the ``jti`` is checked
+against the revocations (:mod:`fleet_store.tokens`: in memory, kept current
+from Redis; a Redis round trip only while that copy is not live).
 
 Roles, and what :func:`require` lets through:
 
@@ -46,7 +46,6 @@ from redis.exceptions import RedisError
 from fleet_serve.errors import ApiError, Forbidden, Unauthorized
 from fleet_serve.services import Services, ServicesDep
 from fleet_serve.settings import KeyKind, ServeSettings, TokenKey
-from fleet_store import tokens
 from fleet_store.errors import ConfigError
 
 Role = Literal["manager", "booking", "passenger", "analyst"]
@@ -170,25 +169,27 @@ def issue_token(
     return token, claims
 
 
-VERIFIED_CACHE = 4_096
-"""tokens whose signature and claims this process remembers having verified"""
+VERIFIED_CACHE = 8_192
+"""tokens whose signature and claims were checked, kept so a repeated token costs a lookup, not ~60 µs"""
 
 
-def decode_token(settings: ServeSettings, token: str) -> Claims:
+def decode_token(settings: ServeSettings, token: str, now_s: float | None = None) -> Claims:
     """Check signature, key, times, issuer and claims (not revocation); raises Unauthorized.
 
-    A token verified before is not verified again (PyJWT spends about half a millisecond per HS256
-    token, the booking API's whole budget): what a token says never changes, only the clock moves,
-    so a remembered one is checked for expiry alone. Refusals are not remembered.
+    A token verified before is not checked again but for its expiry (at
+    ``now_s``, default now): its bytes, hence its signature and claims, are
+    the same, and the keys of a process do not change.
     """
     claims = _verified(settings, token)
-    if claims.exp + LEEWAY_S < time.time():
+    now = time.time() if now_s is None else now_s
+    if now >= claims.exp + LEEWAY_S:
         raise Unauthorized("the token has expired", code="token_expired")
     return claims
 
 
 @lru_cache(maxsize=VERIFIED_CACHE)
 def _verified(settings: ServeSettings, token: str) -> Claims:
+    """What PyJWT and the claims' types accept; only successes are cached (lru_cache keeps no exception)."""
     try:
         kid = jwt.get_unverified_header(token).get("kid")
     except jwt.DecodeError:
@@ -238,7 +239,7 @@ async def verify_token(services: Services, token: str) -> Claims:
     """:func:`decode_token`, then refuse a revoked jti (401); 503 when Redis or PostgreSQL cannot say."""
     claims = decode_token(services.settings, token)
     try:
-        revoked = await tokens.is_revoked(services.pool, services.redis, claims.jti)
+        revoked = await services.revocations.is_revoked(claims.jti)
     except (RedisError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         raise ApiError(
             "token revocations cannot be checked now", code="auth_unavailable", status=503

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import msgspec
+import redis.exceptions
 from google.transit import gtfs_realtime_pb2 as rt
 from litestar import Request, Response, get
 from litestar.datastructures import State
@@ -109,7 +110,7 @@ def _route(kind: str, build: Builder, description: str) -> HTTPRouteHandler:
         operator: OperatorId,
         output: Format = "protobuf",
     ) -> Response[bytes]:
-        return await _feed(request, services, state, operator, output, build)
+        return await _feed(request, services, state, operator, output, build, kind)
 
     handler.__name__ = handler.__qualname__ = kind.replace("-", "_")
     return get(f"/gtfs-rt/{{operator:str}}/{kind}", description=description, **_ROUTE)(handler)
@@ -138,6 +139,7 @@ async def _feed(
     operator: str,
     output: str,
     build: Builder,
+    kind: str,
 ) -> Response[bytes]:
     public = services.settings.feeds_public(operator)
     if not public:
@@ -148,18 +150,47 @@ async def _feed(
     etas = await services.boards.trips(operator, trip_ids)
     # in a worker thread: a TripUpdates feed of 2,000 buses takes over 100 ms to build, and the
     # event loop keeps serving the websockets meanwhile (they share the GIL, in slices)
-    body, media_type = await asyncio.to_thread(_encoded, build, positions, etas, ids, output)
-    etag = etag_of(body)  # the same on every node for the same state: the header comes from the content
+    message = await asyncio.to_thread(build, positions, etas, ids, int(time.time() * 1000))
+    message.header.timestamp = await _stamp(services, operator, kind, message)
+    body, media_type = _encoded(message, output)
+    etag = etag_of(body)  # the same on every node for the same state: the header is shared
     headers = {"ETag": etag, "Cache-Control": f"{'public' if public else 'private'}, max-age={MAX_AGE_S}"}
     if matches(request.headers.get("if-none-match"), etag):
         return Response(b"", status_code=HTTP_304_NOT_MODIFIED, headers=headers, media_type=media_type)
     return Response(body, media_type=media_type, headers=headers)
 
 
-def _encoded(
-    build: Builder, positions: list[LivePosition], etas: list[TripEtas], ids: StaticIds, output: str
-) -> tuple[bytes, str]:
-    message = build(positions, etas, ids, int(time.time() * 1000))
+async def _stamp(services: Services, operator: str, kind: str, message: rt.FeedMessage) -> int:
+    """The header to serve: ``gtfsrt_build.stamp`` against the last one served, kept in Redis.
+
+    An optimistic transaction (WATCH), so two nodes serving a change at once agree on its header.
+    """
+    key = f"fleet:{{{operator}}}:gtfsrt:{kind}"
+    digest = gtfsrt_build.content_digest(message)
+    async with services.redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                await pipe.watch(key)
+                raw_digest, raw_ts = await pipe.hmget(key, "digest", "ts")
+                held = None if raw_digest is None or raw_ts is None else (_text(raw_digest), int(raw_ts))
+                header = gtfsrt_build.stamp(held, digest, int(message.header.timestamp))
+                if held == (digest, header):
+                    await pipe.unwatch()  # type: ignore[no-untyped-call]
+                    return header
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.hset(key, mapping={"digest": digest, "ts": header})
+                pipe.expire(key, STAMP_TTL_S)
+                await pipe.execute()
+                return header
+            except redis.exceptions.WatchError:
+                continue
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _encoded(message: rt.FeedMessage, output: str) -> tuple[bytes, str]:
     if output == "json":
         return msgspec.json.encode(gtfsrt_build.to_json(message)), "application/json"
     return message.SerializeToString(), PROTOBUF
@@ -182,5 +213,8 @@ async def _static_ids(services: Services, state: State, operator: str) -> Static
         cache.popitem(last=False)
     return ids
 
+
+STAMP_TTL_S = 86_400
+"""a feed's last header is kept this long after it was served"""
 
 ROUTES = [vehicle_positions, trip_updates]

@@ -1,4 +1,4 @@
-"""GTFS-realtime feeds from the live state: pure, so the validator's rules are proved on it alone.
+r"""GTFS-realtime feeds from the live state: pure, so the validator's rules are proved on it alone.
 
 From one operator's live positions, its trip predictions (``TripEtas``) and
 the ids of its active static feed, build the VehiclePositions and
@@ -30,10 +30,18 @@ stale, the moment it left the feed (its fix time + 65 s). That moment is
 what moves the header when a vehicle drops out with no other change. With
 nothing fresh at all, it is ``now - 65 s``, so it is never older than W008
 allows; with fresh content, that floor never exceeds the content's own times.
+
+That candidate alone cannot make the header move on every change: a vehicle
+dropping out while a newer update is in the feed changes the content and
+not the newest event. So the served header is :func:`stamp`\ ed against the
+last one served for that feed, which ``fleet_serve.gtfsrt`` keeps in Redis
+(shared by every node): the same content keeps its header, other content
+gets one later than it [E017], and none is ever lower [E018].
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -309,6 +317,24 @@ def _stop_times(stops: Sequence[StopEta], ids: StaticIds) -> list[tuple[StopEta,
         last_sequence = stop.stop_sequence
         last_s = arrival_s if departure_s is None else departure_s
     return chosen
+
+
+def content_digest(message: rt.FeedMessage) -> str:
+    """A digest of the entities alone (the header is what gets stamped)."""
+    digest = hashlib.sha256()
+    for entity in message.entity:
+        digest.update(entity.SerializeToString(deterministic=True))
+    return digest.hexdigest()
+
+
+def stamp(held: tuple[str, int] | None, digest: str, candidate_s: int) -> int:
+    """The header for content ``digest`` given the last one served (digest, header) for the feed."""
+    if held is None:
+        return candidate_s
+    held_digest, held_s = held
+    if held_digest == digest:
+        return max(held_s, candidate_s)
+    return max(held_s + 1, candidate_s)
 
 
 def _message(entities: Sequence[rt.FeedEntity], events_ms: Sequence[int], now_ms: int) -> rt.FeedMessage:

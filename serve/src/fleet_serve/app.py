@@ -23,6 +23,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
 from fleet_serve import health
+from fleet_serve.auth import request_claims
 from fleet_serve.errors import EXCEPTION_HANDLERS
 from fleet_serve.services import Services, close_services, open_services
 from fleet_serve.settings import ServeSettings
@@ -58,7 +59,10 @@ def create_app(
 
     return Litestar(
         route_handlers=[*ROUTERS, *routes],
-        dependencies={"services": Provide(_services, sync_to_thread=False)},
+        dependencies={
+            "services": Provide(_services, sync_to_thread=False),
+            "claims": Provide(request_claims),
+        },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(
             title="fleet",

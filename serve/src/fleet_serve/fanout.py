@@ -231,34 +231,36 @@ class Outgoing:
 
     def __init__(self, message: ServerMessage) -> None:
         self.message = message
-        self._json: bytes | None = None
+        self._json: str | None = None
         self._msgpack: bytes | None = None
 
-    def encoded(self, fmt: Format) -> bytes:
-        if fmt == "json":
-            if self._json is None:
-                self._json = _JSON.encode(self.message)
-            return self._json
+    def json(self) -> str:
+        """JSON as text (what a websocket text frame carries), decoded from msgspec's bytes once."""
+        if self._json is None:
+            self._json = _JSON.encode(self.message).decode()
+        return self._json
+
+    def msgpack(self) -> bytes:
         if self._msgpack is None:
             self._msgpack = _MSGPACK.encode(self.message)
         return self._msgpack
 
     def __len__(self) -> int:
         """Its size in JSON: what the queue's byte budget counts."""
-        return len(self.encoded("json"))
+        return len(self.json())
 
 
-def frame(items: list[Outgoing], fmt: Format) -> bytes:
-    """One websocket frame of queued messages: the message alone, or an array of them.
+def frame(items: list[Outgoing], fmt: Format) -> str | bytes:
+    """One websocket frame of queued messages (text for JSON): the message alone, or an array of them.
 
     The array is joined from each message's own encoding (msgpack: an array
     header then the elements), so nothing is encoded again per client.
     """
-    if len(items) == 1:
-        return items[0].encoded(fmt)
     if fmt == "json":
-        return b"[" + b",".join(item.encoded("json") for item in items) + b"]"
-    return _msgpack_array_header(len(items)) + b"".join(item.encoded("msgpack") for item in items)
+        return items[0].json() if len(items) == 1 else "[" + ",".join(item.json() for item in items) + "]"
+    if len(items) == 1:
+        return items[0].msgpack()
+    return _msgpack_array_header(len(items)) + b"".join(item.msgpack() for item in items)
 
 
 def _msgpack_array_header(n: int) -> bytes:
@@ -288,6 +290,7 @@ class ClientQueue:
         self._bytes = 0
         self._serial = 0
         self.snapshot: Outgoing | None = None
+        self._replies: list[Outgoing] = []
         self.paused = False
         """True between a new filter and its snapshot: nothing drains until :meth:`start`"""
         self.full_since_ms: int | None = None
@@ -313,6 +316,10 @@ class ClientQueue:
         self._bytes += size
         return True
 
+    def reply(self, item: Outgoing) -> None:
+        """An answer to the client's own message (``subscribed``, ``error``): first out, even while paused."""
+        self._replies.append(item)
+
     def start(self, snapshot: Outgoing) -> None:
         """The new filter's snapshot, sent before anything queued; draining resumes."""
         self.snapshot = snapshot
@@ -327,13 +334,17 @@ class ClientQueue:
         self.full_since_ms = None
 
     def drain(self, now_ms: int) -> list[Outgoing]:
-        """Everything queued, oldest first (the snapshot first), and empty; in flight from ``now_ms``."""
+        """Replies, then the snapshot, then the deltas oldest first, and empty; in flight from ``now_ms``.
+
+        While paused (a new filter waiting for its snapshot) only the replies.
+        """
+        items, self._replies = self._replies, []
         if self.paused:
-            return []
-        items = list(self._items.values())
+            return items
         if self.snapshot is not None:
-            items.insert(0, self.snapshot)
+            items.append(self.snapshot)
             self.snapshot = None
+        items += self._items.values()
         self._items.clear()
         self._bytes = 0
         self.full_since_ms = None
@@ -355,7 +366,7 @@ class ClientQueue:
         return self._bytes
 
     def __len__(self) -> int:
-        return len(self._items) + (self.snapshot is not None)
+        return len(self._items) + len(self._replies) + (self.snapshot is not None)
 
     def keys(self) -> Iterator[Hashable]:
         return iter(self._items)
@@ -533,7 +544,7 @@ class Fanout:
     def covers_position(self, f: Filter, p: LivePosition) -> bool:
         if p.operator != f.operator:
             return False
-        trip = _trip_of(p)
+        trip = trip_of(p)
         match f.kind:
             case "bus":
                 return p.bus == f.bus
@@ -597,7 +608,7 @@ class Fanout:
         for p in positions:
             self.stats.updates += 1
             op, bus = p.operator, p.bus
-            trip = _trip_of(p)
+            trip = trip_of(p)
             targets = self._keyed(op, bus, trip, self.route_of(op, trip))
             boxed = self._boxes.at(op, p.lon, p.lat)
             before = self._where.get((op, bus))
@@ -677,7 +688,7 @@ class Fanout:
         return {client for client in self.clients.values() if self._overdue(client, now_ms)}
 
 
-def _trip_of(p: LivePosition) -> str | None:
+def trip_of(p: LivePosition) -> str | None:
     """The trip a position is on: processing's assignment first, else what the device said."""
     if p.calculated is not None and p.calculated.trip_id is not None:
         return p.calculated.trip_id

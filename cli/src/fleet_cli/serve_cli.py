@@ -42,5 +42,8 @@ def serve(settings: Settings, addr: str | None) -> None:
         log_config=None,
         access_log=False,
         ws="websockets",
+        ws_ping_interval=serve_settings.live_ping_s,
+        ws_ping_timeout=serve_settings.live_ping_s,
+        ws_per_message_deflate=serve_settings.live_deflate,
         timeout_graceful_shutdown=10,
     )

@@ -22,7 +22,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
-from fleet_serve import health
+from fleet_serve import health, live
 from fleet_serve.auth import request_claims
 from fleet_serve.errors import EXCEPTION_HANDLERS
 from fleet_serve.services import Services, close_services, open_services
@@ -40,7 +40,7 @@ def openapi_document(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return document
 
 
-ROUTERS: list[Any] = [openapi_document, *health.ROUTES]
+ROUTERS: list[Any] = [openapi_document, *health.ROUTES, *live.ROUTES]
 """every module's ``ROUTES``: one line per module"""
 
 

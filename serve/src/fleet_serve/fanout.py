@@ -574,13 +574,15 @@ class Fanout:
                 return True
 
     def snapshot(self, f: Filter, positions: Iterable[LivePosition], etas: Iterable[TripEtas]) -> Outgoing:
-        """The snapshot message of what ``f`` covers among the state read from Redis."""
-        return Outgoing(
-            Snapshot(
-                [p for p in positions if self.covers_position(f, p)],
-                [e for e in etas if self.covers_etas(f, e)],
-            )
-        )
+        """The snapshot message of what ``f`` covers among the state read from Redis.
+
+        Where its buses are is remembered when no update has said it yet (a bus
+        the client holds must get its ``gone`` when it leaves the box).
+        """
+        covered = [p for p in positions if self.covers_position(f, p)]
+        for p in covered:
+            self._where.setdefault((p.operator, p.bus), (p.lon, p.lat))
+        return Outgoing(Snapshot(covered, [e for e in etas if self.covers_etas(f, e)]))
 
     # ------------------------------------------------------------ routing
 

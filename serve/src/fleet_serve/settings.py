@@ -8,6 +8,11 @@ The servers every process shares (PostgreSQL, Redis) come from
 | ``FLEET_SERVE_ADDR`` | ``127.0.0.1:8080`` | where the HTTP and websocket server listens |
 | ``FLEET_TOKEN_KEYS`` | (none) | signing keys ``kid=base64secret,…``: the first signs, all verify |
 | ``FLEET_TOKEN_ISSUER`` | ``fleet`` | the ``iss`` claim tokens carry and must carry |
+| ``FLEET_LIVE_QUEUE_BYTES`` | ``1048576`` | what a websocket client may have queued (JSON bytes) |
+| ``FLEET_LIVE_SLOW_S`` | ``5`` | a client behind (queue full or a send not done) this long is closed 3008 |
+| ``FLEET_LIVE_PING_S`` | ``20`` | websocket ping interval, and the deadline for its pong |
+| ``FLEET_LIVE_AUTH_S`` | ``10`` | how long a new websocket has to send its token |
+| ``FLEET_LIVE_DEFLATE`` | ``0`` | ``1``: offer per-message deflate (CPU per client: each compresses) |
 """
 
 from __future__ import annotations
@@ -41,6 +46,11 @@ class ServeSettings(msgspec.Struct, frozen=True):
     port: int = 8080
     token_keys: tuple[TokenKey, ...] = ()
     issuer: str = "fleet"
+    live_queue_bytes: int = 1 << 20
+    live_slow_s: float = 5.0
+    live_ping_s: float = 20.0
+    live_auth_s: float = 10.0
+    live_deflate: bool = False
 
 
 def load_serve_settings(environ: Mapping[str, str] | None = None) -> ServeSettings:
@@ -55,7 +65,32 @@ def load_serve_settings(environ: Mapping[str, str] | None = None) -> ServeSettin
         port=int(port),
         token_keys=parse_token_keys(env.get(f"{PREFIX}TOKEN_KEYS", "")),
         issuer=env.get(f"{PREFIX}TOKEN_ISSUER", "fleet"),
+        live_queue_bytes=int(_positive(env, "LIVE_QUEUE_BYTES", 1 << 20)),
+        live_slow_s=_positive(env, "LIVE_SLOW_S", 5.0),
+        live_ping_s=_positive(env, "LIVE_PING_S", 20.0),
+        live_auth_s=_positive(env, "LIVE_AUTH_S", 10.0),
+        live_deflate=_flag(env, "LIVE_DEFLATE"),
     )
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(f"{PREFIX}{name}", "0")
+    if raw not in ("0", "1"):
+        raise ConfigError(f"{PREFIX}{name}={raw!r}: expected 0 or 1")
+    return raw == "1"
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(f"{PREFIX}{name}")
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"{PREFIX}{name}={raw!r}: expected a positive number, as {default:g}")
+    return value
 
 
 def parse_token_keys(raw: str) -> tuple[TokenKey, ...]:

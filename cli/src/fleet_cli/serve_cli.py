@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from fleet_store import stackfile
@@ -31,7 +33,7 @@ def serve(settings: Settings, addr: str | None) -> None:
     from fleet_serve.settings import load_serve_settings
 
     configure_logging(settings.log_level)
-    env = None if addr is None else {"FLEET_SERVE_ADDR": addr}
+    env = None if addr is None else {**os.environ, "FLEET_SERVE_ADDR": addr}
     serve_settings = load_serve_settings(env)
     urls = stackfile.resolve_urls(settings)
     app = create_app(serve_settings, urls.redis_url, urls.database_url)

@@ -72,6 +72,8 @@ log = logging.getLogger("fleet_serve.live")
 
 PATTERNS = ("fleet:*:positions", "fleet:*:etas", "fleet:*:events")
 CLOSE_TRY_LATER = 1013
+REDIS_READS = 16
+"""connecting clients' token checks and snapshots in flight at once (the Redis pool holds 100)"""
 LIVE_ROLES: tuple[Role, ...] = ("booking", "passenger")
 """who may follow buses (and managers, whom :func:`require` always admits)"""
 METRES_PER_DEGREE = 6_371_008.8 * math.pi / 180
@@ -103,6 +105,8 @@ class LiveHub:
         self._ids = itertools.count(1)
         self._reader: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
+        self.reads = asyncio.Semaphore(REDIS_READS)
+        """bounds the Redis reads of connecting clients, so a reconnect storm queues instead of failing"""
         self._counted = (0, 0)
         """(updates, dropped) of the fan-out's stats already added to the metrics"""
 
@@ -304,7 +308,8 @@ class _Session:
 
     async def _refusal(self, token: str) -> tuple[int, str] | None:
         try:
-            claims = await verify_token(self.hub.services, token)
+            async with self.hub.reads:
+                claims = await verify_token(self.hub.services, token)
             require(claims, *LIVE_ROLES, trip_id=claims.trip_id, bus=claims.bus)
         except ApiError as exc:
             if exc.status == 401:
@@ -382,7 +387,8 @@ class _Session:
     async def _snapshot(self, f: Filter) -> None:
         assert self.client is not None
         try:
-            snapshot = await self.hub.snapshot(f)
+            async with self.hub.reads:
+                snapshot = await self.hub.snapshot(f)
         except (RedisError, OSError) as exc:
             log.warning("live snapshot failed: %s", exc)
             self.close(CLOSE_TRY_LATER, "redis_unavailable")

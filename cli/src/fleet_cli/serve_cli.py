@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import click
@@ -30,9 +31,11 @@ def serve(settings: Settings, addr: str | None) -> None:
 
     from fleet_schemas.logs import configure_logging
     from fleet_serve.app import create_app
+    from fleet_serve.live import HideTokens
     from fleet_serve.settings import load_serve_settings
 
     configure_logging(settings.log_level)
+    logging.getLogger("uvicorn.error").addFilter(HideTokens())
     env = None if addr is None else {**os.environ, "FLEET_SERVE_ADDR": addr}
     serve_settings = load_serve_settings(env)
     urls = stackfile.resolve_urls(settings)

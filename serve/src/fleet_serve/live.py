@@ -31,6 +31,7 @@ import contextlib
 import itertools
 import logging
 import math
+import re
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -88,6 +89,21 @@ SLOW = Counter("fleet_ws_slow_disconnects_total", "clients closed with 3008 (slo
 UPDATES = Counter("fleet_ws_updates_total", "positions, ETAs and events read from the live channels")
 BAD_UPDATES = Counter("fleet_ws_bad_updates_total", "live-channel messages that did not decode", ["code"])
 REFUSED = Counter("fleet_ws_refused_total", "connections closed for their token or role", ["code"])
+
+
+_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]+")
+
+
+class HideTokens(logging.Filter):
+    """Blank ``?token=`` in log lines: uvicorn logs each websocket's path and query when it opens."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            record.args = tuple(_TOKEN_IN_URL.sub(r"\1…", a) if isinstance(a, str) else a for a in args)
+        if isinstance(record.msg, str) and "token=" in record.msg:
+            record.msg = _TOKEN_IN_URL.sub(r"\1…", record.msg)
+        return True
 
 
 def _now_ms() -> int:

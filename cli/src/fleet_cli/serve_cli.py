@@ -32,7 +32,7 @@ def serve(settings: Settings, addr: str | None) -> None:
     from fleet_schemas.logs import configure_logging
     from fleet_serve.app import create_app
     from fleet_serve.live import HideTokens
-    from fleet_serve.settings import load_serve_settings
+    from fleet_serve.settings import load_serve_settings, uvicorn_options
 
     configure_logging(settings.log_level)
     logging.getLogger("uvicorn.error").addFilter(HideTokens())
@@ -40,15 +40,4 @@ def serve(settings: Settings, addr: str | None) -> None:
     serve_settings = load_serve_settings(env)
     urls = stackfile.resolve_urls(settings)
     app = create_app(serve_settings, urls.redis_url, urls.database_url)
-    uvicorn.run(
-        app,
-        host=serve_settings.host,
-        port=serve_settings.port,
-        log_config=None,
-        access_log=False,
-        ws="websockets",
-        ws_ping_interval=serve_settings.live_ping_s,
-        ws_ping_timeout=serve_settings.live_ping_s,
-        ws_per_message_deflate=serve_settings.live_deflate,
-        timeout_graceful_shutdown=10,
-    )
+    uvicorn.run(app, host=serve_settings.host, port=serve_settings.port, **uvicorn_options(serve_settings))

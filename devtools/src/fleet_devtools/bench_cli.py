@@ -322,17 +322,9 @@ def fanout(
       fleet bench fanout                          # 10,000 clients, about 3 minutes
       fleet bench fanout --clients 2000 --duration 20 --json
     """
-    from fleet_devtools.bench_fanout import run_fanout_bench, summary_text
+    from fleet_devtools.bench_fanout import FanoutOptions, run_fanout_bench, summary_text
 
     urls = stackfile.resolve_urls(settings)
-    result = run_fanout_bench(
-        urls.redis_url,
-        urls.database_url,
-        _progress,
-        clients=clients,
-        buses=buses,
-        seconds=seconds,
-        slow_share=slow_share,
-        workers=workers,
-    )
+    options = FanoutOptions(clients, buses, seconds, slow_share, workers)
+    result = run_fanout_bench(urls.redis_url, urls.database_url, _progress, options)
     _finish(result, summary_text(result), passed=result.passed, as_json=as_json)

@@ -68,6 +68,17 @@ class BenchError(Exception):
     pass
 
 
+class FanoutOptions(msgspec.Struct, frozen=True):
+    clients: int
+    buses: int
+    seconds: float
+    """measured in each phase, after the warm-up"""
+    slow_share: float
+    workers: int
+    """client processes"""
+    seed: int = 1
+
+
 class ClientSpec(msgspec.Struct, frozen=True):
     kind: Kind
     subscribe: dict[str, Any]
@@ -133,6 +144,11 @@ class _Msg(msgspec.Struct):
 
 
 _FRAME = msgspec.json.Decoder(_Msg | list[_Msg])
+
+
+def _messages(raw: str | bytes) -> list[_Msg]:
+    decoded = _FRAME.decode(raw)
+    return decoded if isinstance(decoded, list) else [decoded]
 
 
 def bus_name(i: int) -> str:
@@ -225,6 +241,9 @@ async def _client(
             f"{url}?token={spec.token}", compression=None, open_timeout=120, ping_interval=None, max_size=None
         )
         await ws.send(msgspec.json.encode(subscribe))
+        if not bare:
+            while not any(m.type == "snapshot" for m in _messages(await ws.recv())):
+                pass
     connected[0] += 1
     try:
         while not stop.is_set():
@@ -233,8 +252,7 @@ async def _client(
             except TimeoutError:
                 continue
             now = time.time() * 1000
-            decoded = _FRAME.decode(raw)
-            for m in decoded if isinstance(decoded, list) else [decoded]:
+            for m in _messages(raw):
                 p = m.position
                 if p is not None and lo <= p.seq <= hi:
                     delays.append(now - p.received_ms)
@@ -356,25 +374,14 @@ def _wait_http(url: str, timeout_s: float = 60) -> None:
 
 
 class _Run:
-    def __init__(
-        self,
-        redis_url: str,
-        database_url: str,
-        report: Callable[[str], None],
-        *,
-        clients: int,
-        buses: int,
-        seconds: float,
-        slow_share: float,
-        workers: int,
-        seed: int,
-    ) -> None:
-        self.redis_url, self.database_url, self.report = redis_url, database_url, report
-        self.buses, self.seconds, self.workers = buses, seconds, workers
+    def __init__(self, redis_url: str, report: Callable[[str], None], options: FanoutOptions) -> None:
+        self.redis_url, self.report = redis_url, report
+        self.buses, self.seconds, self.workers = options.buses, options.seconds, options.workers
         key = TokenKey("bench", secrets.token_bytes(32))
         self.settings = ServeSettings(token_keys=(key,), issuer="fleet-bench")
         self.key_text = f"bench={base64.b64encode(key.secret).decode()}"
-        self.specs = plan_clients(self.settings, clients, buses, slow_share, random.Random(seed))  # noqa: S311 (a reproducible mix)
+        rng = random.Random(options.seed)  # noqa: S311 (a reproducible mix)
+        self.specs = plan_clients(self.settings, options.clients, options.buses, options.slow_share, rng)
         self.round = 0
 
     def _positions(self, tick: int, seq: int, now_ms: int) -> list[LivePosition]:
@@ -513,15 +520,16 @@ def _figures(name: str, results: list[ClientResult], updates_per_s: float, secon
     fast = [r for r in results if not r.slow]
     for kind in KINDS:
         group = [r for r in fast if r.kind == kind]
-        delays = np.array([d for r in group for d in r.delays_ms]) if group else np.array([0.0])
+        delays = np.array([d for r in group for d in r.delays_ms])
+        p50, p99, top = np.percentile(delays, [50, 99, 100]) if delays.size else (math.nan,) * 3
         kinds.append(
             KindFigures(
                 kind=kind,
                 clients=len(group),
                 messages_per_s=round(sum(r.received for r in group) / seconds, 1),
-                p50_ms=round(float(np.percentile(delays, 50)), 1),
-                p99_ms=round(float(np.percentile(delays, 99)), 1),
-                max_ms=round(float(delays.max()), 1),
+                p50_ms=round(float(p50), 1),
+                p99_ms=round(float(p99), 1),
+                max_ms=round(float(top), 1),
                 complete_share=round(sum(r.complete for r in group) / max(1, len(group)), 4),
             )
         )
@@ -539,28 +547,10 @@ def _figures(name: str, results: list[ClientResult], updates_per_s: float, secon
 
 
 def run_fanout_bench(
-    redis_url: str,
-    database_url: str,
-    report: Callable[[str], None],
-    *,
-    clients: int,
-    buses: int,
-    seconds: float,
-    slow_share: float,
-    workers: int,
-    seed: int = 1,
+    redis_url: str, database_url: str, report: Callable[[str], None], options: FanoutOptions
 ) -> FanoutBench:
-    run = _Run(
-        redis_url,
-        database_url,
-        report,
-        clients=clients,
-        buses=buses,
-        seconds=seconds,
-        slow_share=slow_share,
-        workers=workers,
-        seed=seed,
-    )
+    """Both phases, fleet serve then the bare loop, on the same clients and the same updates."""
+    run = _Run(redis_url, report, options)
     port = _free_port()
     env = {
         **os.environ,
@@ -593,16 +583,14 @@ def run_fanout_bench(
         bare_server.terminate()
         bare_server.join(10)
     report(_phase_line(bare))
-    return _verdict(fleet, bare, clients, buses, seconds)
+    return _verdict(fleet, bare, options)
 
 
 def _kind(p: PhaseFigures, kind: str) -> KindFigures:
     return next(k for k in p.kinds if k.kind == kind)
 
 
-def _verdict(
-    fleet: PhaseFigures, bare: PhaseFigures, clients: int, buses: int, seconds: float
-) -> FanoutBench:
+def _verdict(fleet: PhaseFigures, bare: PhaseFigures, options: FanoutOptions) -> FanoutBench:
     one_bus = max(_kind(fleet, "bus").p99_ms, _kind(fleet, "trip").p99_ms)
     fast_complete = min(k.complete_share for k in fleet.kinds if k.clients)
     targets = [
@@ -612,7 +600,14 @@ def _verdict(
     ]
     ratio = fleet.delivered_per_s / bare.delivered_per_s if bare.delivered_per_s else float("nan")
     return FanoutBench(
-        clients, buses, seconds, fleet, bare, round(ratio, 3), targets, all(t.passed for t in targets)
+        options.clients,
+        options.buses,
+        options.seconds,
+        fleet,
+        bare,
+        round(ratio, 3),
+        targets,
+        all(t.passed for t in targets),
     )
 
 

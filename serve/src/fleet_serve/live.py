@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import math
@@ -121,6 +122,7 @@ class LiveHub:
         self._ids = itertools.count(1)
         self._reader: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
+        self._fleet_reads: dict[str, tuple[float, asyncio.Future[list[LivePosition]]]] = {}
         self.reads = asyncio.Semaphore(REDIS_READS)
         """bounds the Redis reads of connecting clients, so a reconnect storm queues instead of failing"""
         self._counted = (0, 0)
@@ -196,8 +198,8 @@ class LiveHub:
         DROPPED.inc(stats.dropped - dropped)
         self._counted = (stats.updates, stats.dropped)
 
-    async def snapshot(self, f: Filter) -> Outgoing:
-        """What ``f`` covers now, read from Redis (after the client is indexed, so nothing falls between)."""
+    async def snapshot(self, f: Filter, since: float) -> Outgoing:
+        """What ``f`` covers now, read from Redis after ``since`` (monotonic: when the client was indexed)."""
         live, boards = self.services.live, self.services.boards
         positions: list[LivePosition]
         if f.bus is not None:
@@ -210,7 +212,7 @@ class LiveHub:
         elif f.bbox is not None:
             positions = await self._in_box(f.operator, f.bbox)
         else:
-            positions = await live.buses(f.operator)
+            positions = await self._operator_buses(f.operator, since)
         positions = [p for p in positions if self.fanout.covers_position(f, p)]
         etas: list[TripEtas] = []
         if f.bbox is None:
@@ -219,6 +221,28 @@ class LiveHub:
             for trip in sorted(trips):
                 etas += await boards.trip(f.operator, trip)
         return self.fanout.snapshot(f, positions, etas)
+
+    async def _operator_buses(self, operator: str, since: float) -> list[LivePosition]:
+        """Every live bus of ``operator``, from a read started at or after ``since``, shared.
+
+        Route and operator clients need the whole fleet; a read that began
+        after a client was indexed holds everything it could have missed, so
+        the clients subscribing meanwhile share it instead of each reading
+        the fleet again.
+        """
+        held = self._fleet_reads.get(operator)
+        if held is None or held[0] < since:
+            held = (time.monotonic(), asyncio.ensure_future(self.services.live.buses(operator)))
+            self._fleet_reads[operator] = held
+            held[1].add_done_callback(functools.partial(self._forget_read, operator, held))
+        return await asyncio.shield(held[1])
+
+    def _forget_read(
+        self, operator: str, read: tuple[float, asyncio.Future[list[LivePosition]]], _: object
+    ) -> None:
+        """A finished read serves nobody who subscribes later; drop it unless a newer one replaced it."""
+        if self._fleet_reads.get(operator) is read:
+            del self._fleet_reads[operator]
 
     async def _in_box(self, operator: str, bbox: tuple[float, float, float, float]) -> list[LivePosition]:
         """GEOSEARCH BYBOX over a box in metres that holds the degrees box (filtered exactly after)."""
@@ -385,14 +409,14 @@ class _Session:
             self._send_error(exc.code, exc.message)
             return
         self.hub.fanout.subscribe(self.client, f)
-        self._start(self._snapshot(f))
+        self._start(self._snapshot(f, time.monotonic()))
 
     def resubscribe(self) -> None:
         """After the live channels were lost: the same filter again, and a fresh snapshot."""
         if self.client is not None and self.client.filter is not None:
             f = self.client.filter
             self.hub.fanout.subscribe(self.client, f)
-            self._start(self._snapshot(f))
+            self._start(self._snapshot(f, time.monotonic()))
 
     def _start(self, work: Coroutine[Any, Any, None]) -> None:
         for task in self._snapshots:
@@ -400,11 +424,11 @@ class _Session:
         task = asyncio.ensure_future(work)
         self._snapshots = {task}
 
-    async def _snapshot(self, f: Filter) -> None:
+    async def _snapshot(self, f: Filter, since: float) -> None:
         assert self.client is not None
         try:
             async with self.hub.reads:
-                snapshot = await self.hub.snapshot(f)
+                snapshot = await self.hub.snapshot(f, since)
         except (RedisError, OSError) as exc:
             log.warning("live snapshot failed: %s", exc)
             self.close(CLOSE_TRY_LATER, "redis_unavailable")

@@ -21,6 +21,7 @@ import base64
 import binascii
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import msgspec
 
@@ -112,3 +113,16 @@ def parse_token_keys(raw: str) -> tuple[TokenKey, ...]:
             raise ConfigError(f"{PREFIX}TOKEN_KEYS: key id {kid!r} given twice")
         keys.append(TokenKey(kid, secret))
     return tuple(keys)
+
+
+def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
+    """How uvicorn runs ``fleet serve`` (the command and the tests' server alike), host and port aside."""
+    return {
+        "log_config": None,
+        "access_log": False,
+        "ws": "websockets",
+        "ws_ping_interval": settings.live_ping_s,
+        "ws_ping_timeout": settings.live_ping_s,
+        "ws_per_message_deflate": settings.live_deflate,
+        "timeout_graceful_shutdown": 10,
+    }

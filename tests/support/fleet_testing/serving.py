@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import uvicorn
 from litestar import Litestar
 
-from fleet_serve.settings import ServeSettings
+from fleet_serve.settings import ServeSettings, uvicorn_options
 
 STARTUP_S = 30.0
 """give up (and fail) if the server is not listening by then"""
@@ -29,16 +29,7 @@ def serving(app: Litestar, settings: ServeSettings) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        log_config=None,
-        access_log=False,
-        ws="websockets",
-        ws_ping_interval=settings.live_ping_s,
-        ws_ping_timeout=settings.live_ping_s,
-        ws_per_message_deflate=settings.live_deflate,
-        timeout_graceful_shutdown=5,
-    )
+    config = uvicorn.Config(app, **uvicorn_options(settings))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
     thread.start()

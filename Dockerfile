@@ -1,4 +1,4 @@
-# The fleet server processes (fleet ingest, and later fleet serve), for compose.yaml.
+# The fleet server processes (fleet ingest and fleet serve), for compose.yaml.
 FROM python:3.11-slim
 RUN pip install --no-cache-dir uv
 WORKDIR /app
@@ -8,6 +8,7 @@ COPY device-agent device-agent
 COPY processing processing
 COPY store store
 COPY ingest ingest
+COPY serve serve
 COPY cli cli
 COPY devtools devtools
 COPY sql sql

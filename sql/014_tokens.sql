@@ -7,8 +7,8 @@
 -- restarted without persistence) the marker key fleet:tokens:revocations-loaded
 -- is gone too, and the next node that checks a token reloads the copy from
 -- here before answering (fleet_store.tokens). A row is useless once the token
--- has expired (expired tokens are refused anyway); `purge_expired` deletes
--- those rows.
+-- has expired (expired tokens are refused anyway); `fleet db maintain`
+-- deletes those rows.
 CREATE TABLE revoked_tokens (
     jti         text PRIMARY KEY,
     revoked_at  timestamptz NOT NULL DEFAULT now(),

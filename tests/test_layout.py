@@ -16,7 +16,9 @@ def _table_folders(readme: str) -> set[str]:
 
 def test_the_readme_layout_table_matches_the_folders() -> None:
     listed = _table_folders((REPO / "README.md").read_text())
-    present = {p.name for p in REPO.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    present = {
+        p.name for p in REPO.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))
+    }  # hidden state and bytecode caches are not layout
     assert listed, "no layout table found in the README"
     assert sorted(present - listed) == [], "folders missing from the README's layout table"
     assert sorted(listed - present) == [], "folders in the README's layout table that do not exist"

@@ -1,7 +1,7 @@
 """A production install of ``fleet`` pulls in no agent and no development tools.
 
 Checked on the installed distributions' metadata, the same requirements pip
-follows for ``pip install ./schemas ./processing ./store ./ingest ./cli``.
+follows for ``pip install ./schemas ./processing ./store ./ingest ./serve ./cli``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def test_the_fleet_command_requires_neither_the_agent_nor_devtools() -> None:
     assert _fleet_closure("fleet-cli") == {
         "fleet-cli",
         "fleet-ingest",
+        "fleet-serve",
         "fleet-store",
         "fleet-processing",
         "fleet-schemas",

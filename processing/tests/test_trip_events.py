@@ -17,9 +17,10 @@ from fleet_processing.progress import FixPoint, Progressed, TripAt
 from fleet_processing.service_day import find_instance
 from fleet_processing.trip_events import BANDS, TripEventsState, trip_step
 from fleet_schemas.events import Event
+from fleet_schemas.gtfs import StopTime
 from fleet_testing.trips import DAY, drive, every, line, network, rows_of, run
 
-FEED, NET = network([line("straight"), line("loop")])
+FEED, NET = network([line("straight"), line("loop"), line("out-and-back"), line("figure-eight")])
 TWINS = network([line("straight"), line("straight", name="twin", departures_s=[9 * 3600 + 600])])[1]
 """the same road driven by a second line ten minutes later: a bus may be told it drives that one"""
 POLICY = DetectorPolicy()
@@ -74,10 +75,10 @@ def trip_drive(
     return fixes
 
 
-def assert_each_stop_once(events: list[Event]) -> None:
+def assert_each_stop_once(events: list[Event], rows: list[StopTime] = ROWS) -> None:
     """Every stop from the one where the bus was assigned: arrived and departed once (the last only
     arrived), or skipped once."""
-    sequences = [r.stop_sequence for r in ROWS]
+    sequences = [r.stop_sequence for r in rows]
     seen: dict[int, list[str]] = {q: [] for q in sequences}
     for e in events:
         if e.kind.startswith("stop_"):
@@ -127,6 +128,37 @@ def test_a_late_bus_arrives_and_departs_each_stop_once_with_its_delay(
         assert (change.details["previous_band"], change.details["band"]) == ("on_time", band_of(late))
     assert not of_kind(events, "deviation_started")
     assert {e.trip_id for e in events} == {TRIP}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.sampled_from(["loop", "out-and-back", "figure-eight"]),
+    accuracy=st.floats(5, 25),
+    step=st.floats(5, 30),
+    late=st.floats(-60, 900),
+    seed=st.integers(0, 2**16),
+    named=st.booleans(),
+)
+def test_lines_back_to_their_start_or_crossing_themselves_serve_each_stop_once(
+    shape: str, accuracy: float, step: float, late: float, seed: int, named: bool
+) -> None:
+    """A loop, a road driven there and back, a figure of eight: a bus named on its trip from the start
+    serves every stop (one unnamed, every stop from where it was recognised), once, and never leaves
+    its corridor."""
+    trip = f"{shape}-1"
+    rows = rows_of(FEED, trip)
+    seconds = every(rows[0].departure_s - 30 + late, rows[-1].arrival_s + late + 120, step)
+    fixes, _ = drive(
+        FEED, trip, seconds, late_s=late, noise_m=accuracy, accuracy_m=accuracy, seed=seed, named=named
+    )
+    events = events_of(fixes, run(NET, fixes, trace=True))
+    assert_each_stop_once(events, rows)
+    served = {e.details["stop_sequence"] for e in events if e.kind.startswith("stop_")}
+    if named:
+        assert served == {r.stop_sequence for r in rows}
+    lifecycle = [e.kind for e in events if e.kind.startswith("trip_")]
+    assert lifecycle == ["trip_assigned", "trip_started", "trip_completed"]
+    assert not of_kind(events, "deviation_started")
 
 
 def test_a_stop_passed_between_two_fixes_is_arrived_and_departed_interpolated() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +14,8 @@ import pytest
 import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
-from litestar import get
+from litestar import WebSocket, get, websocket
+from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath, FromQuery
 from litestar.testing import TestClient
 
@@ -31,6 +33,7 @@ from fleet_serve.auth import (
 from fleet_serve.errors import Forbidden, Unauthorized
 from fleet_serve.settings import ServeSettings, TokenKey
 from fleet_store import tokens
+from fleet_store.maintain import maintain
 
 OLD = TokenKey("k2025", b"o" * 32)
 NEW = TokenKey("k2026", b"n" * 32)
@@ -82,6 +85,15 @@ def test_an_expired_token_is_refused_past_the_leeway() -> None:
     now = int(time.time())
     assert _code(_forge(_body(iat=now - 3600, exp=now - LEEWAY_S - 5))) == "token_expired"
     assert decode_token(SETTINGS, _forge(_body(iat=now - 3600, exp=now - 1))).jti == "j1"
+
+
+def test_a_token_verified_once_is_still_refused_once_it_expires() -> None:
+    token, claims = issue_token(SETTINGS, role="booking", operators=("sonelgaz",), ttl_s=60, sub="b")
+    assert decode_token(SETTINGS, token) == claims
+    assert decode_token(SETTINGS, token, now_s=claims.exp + LEEWAY_S - 1) == claims
+    with pytest.raises(Unauthorized) as refused:
+        decode_token(SETTINGS, token, now_s=claims.exp + LEEWAY_S)
+    assert refused.value.code == "token_expired"
 
 
 def test_a_token_issued_in_the_future_is_not_valid_yet() -> None:
@@ -258,8 +270,19 @@ def test_http_refuses_a_revoked_token_on_every_node(redis_url: str, database_url
     with TestClient(app_a) as node_a, TestClient(app_b) as node_b:
         assert _get(node_b, token).status_code == 200
         node_a.blocking_portal.call(_revoke, node_a, claims)
-        assert _refusal(_get(node_a, token)) == (401, "token_revoked")
-        assert _refusal(_get(node_b, token)) == (401, "token_revoked")
+        for node in (node_a, node_b):  # each learns it from the channel, within milliseconds
+            node.blocking_portal.call(_learned, node, claims.jti)
+            assert _refusal(_get(node, token)) == (401, "token_revoked")
+
+
+async def _learned(node: TestClient[Any], jti: str) -> None:
+    """Wait (bounded) until the node's watcher holds the revocation."""
+    watcher = node.app.state.services.revocations
+    for _ in range(3_000):
+        if watcher.live and await watcher.is_revoked(jti):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"node never learned of {jti}")
 
 
 async def _revoke(node: TestClient[Any], claims: Claims) -> None:
@@ -271,6 +294,7 @@ async def _revoke(node: TestClient[Any], claims: Claims) -> None:
 def test_a_revocation_survives_redis_losing_its_copy(client: TestClient[Any], redis_url: str) -> None:
     token, claims = issue_token(SETTINGS, role="booking", operators=("sonelgaz",), ttl_s=600, sub="b")
     client.blocking_portal.call(_revoke, client, claims)
+    client.blocking_portal.call(_learned, client, claims.jti)
     client.blocking_portal.call(_flush, redis_url)
     assert _refusal(_get(client, token)) == (401, "token_revoked")
     other, _ = issue_token(SETTINGS, role="booking", operators=("sonelgaz",), ttl_s=600, sub="b")
@@ -314,11 +338,42 @@ async def _rows(database_url: str) -> int:
 
 
 @pytest.mark.stack
-def test_purging_drops_only_revocations_of_expired_tokens(client: TestClient[Any], database_url: str) -> None:
+def test_maintenance_drops_only_revocations_of_expired_tokens(
+    client: TestClient[Any], database_url: str
+) -> None:
     live = issue_token(SETTINGS, role="booking", operators=("sonelgaz",), ttl_s=600, sub="b")[1]
     gone = msgspec.structs.replace(live, jti="gone", exp=int(time.time()) - 10)
     client.blocking_portal.call(_revoke, client, live)
     client.blocking_portal.call(_revoke, client, gone)
-    services = client.app.state.services
-    assert client.blocking_portal.call(tokens.purge_expired, services.pool) == 1
+    assert client.blocking_portal.call(_rows, database_url) == 2
+    client.blocking_portal.call(maintain, database_url)
     assert client.blocking_portal.call(_rows, database_url) == 1
+
+
+@websocket("/test/socket")
+async def _socket(socket: WebSocket[Any, Any, Any], claims: ClaimsDep) -> None:
+    await socket.accept()
+    await socket.send_json({"sub": claims.sub})
+    await socket.close()
+
+
+@pytest.mark.stack
+def test_a_websocket_takes_the_same_claims_and_closes_on_a_refused_token_with_4401(
+    redis_url: str, database_url: str
+) -> None:
+    token, claims = issue_token(SETTINGS, role="passenger", operators=("sogral",), ttl_s=60, sub="p", bus="b")
+    expired = _forge(_body(iat=1_000, exp=2_000))
+    with TestClient(create_app(SETTINGS, redis_url, database_url, routes=[_socket])) as client:
+        with client.websocket_connect(f"/test/socket?token={token}") as socket:
+            assert socket.receive_json() == {"sub": "p"}
+        client.blocking_portal.call(_revoke, client, claims)
+        client.blocking_portal.call(_learned, client, claims.jti)
+        for refused, code in ((expired, "token_expired"), (token, "token_revoked"), ("", "token_missing")):
+            with (
+                pytest.raises(WebSocketDisconnect) as closed,
+                client.websocket_connect(f"/test/socket?token={refused}") as socket,
+            ):
+                socket.receive_json()
+            assert closed.value.code == 4401
+            assert closed.value.detail.startswith(f"{code}: ")
+            assert not refused or refused not in closed.value.detail

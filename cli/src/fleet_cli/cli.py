@@ -20,6 +20,7 @@ from fleet_cli.geofences_cli import geofences
 from fleet_cli.gtfs_cli import gtfs
 from fleet_cli.routes_cli import routes
 from fleet_cli.serve_cli import serve
+from fleet_cli.tokens_cli import tokens_group
 from fleet_schemas.live import LivePosition
 from fleet_store import sessions, stackfile
 from fleet_store.errors import ConfigError, FleetError
@@ -185,6 +186,7 @@ main.add_command(events)
 main.add_command(geofences)
 main.add_command(routes)
 main.add_command(serve)
+main.add_command(tokens_group)
 
 
 @main.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TextIO
 
 import click
 
@@ -13,8 +14,14 @@ from fleet_store.settings import Settings
 
 @click.command()
 @click.option("--addr", help="host:port to listen on (default FLEET_SERVE_ADDR, 127.0.0.1:8080)")
+@click.option(
+    "--openapi",
+    "openapi_file",
+    type=click.File("w"),
+    help="write the OpenAPI document to this file ('-': stdout) and exit, serving nothing",
+)
 @click.pass_obj
-def serve(settings: Settings, addr: str | None) -> None:
+def serve(settings: Settings, addr: str | None, openapi_file: TextIO | None) -> None:
     """Serve /v1 (HTTP API and /v1/live websocket), /gtfs-rt and /healthz, /readyz.
 
     Stateless: run as many as the load needs behind a load balancer; every
@@ -26,6 +33,7 @@ def serve(settings: Settings, addr: str | None) -> None:
       fleet serve
       FLEET_SERVE_ADDR=0.0.0.0:8080 fleet serve
       fleet serve --addr 127.0.0.1:9000
+      fleet serve --openapi serve/openapi.json   # after changing the API
     """
     import uvicorn
 
@@ -34,6 +42,11 @@ def serve(settings: Settings, addr: str | None) -> None:
     from fleet_serve.live import HideTokens
     from fleet_serve.settings import load_serve_settings, uvicorn_options
 
+    if openapi_file is not None:
+        from fleet_serve.app import openapi_text
+
+        openapi_file.write(openapi_text())
+        return
     configure_logging(settings.log_level)
     logging.getLogger("uvicorn.error").addFilter(HideTokens())
     env = None if addr is None else {**os.environ, "FLEET_SERVE_ADDR": addr}

@@ -167,8 +167,11 @@ def place(
     whole = np.array([net.shapes[shape].length_m])
     along, off = locate(net, np.array([shape]), np.array([x]), np.array([y]), np.zeros(1), whole)
     runs = near_runs(net, x, y, float(off[0]) + policy.near_m).get(shape) or [float(along[0])]
+    # Where a line comes back to its start, a bus there is leaving (placed at the end, it would be done).
+    end = float(options[0][1].plan.stop_dist_m[-1]) - policy.stop_radius_m
+    before_end = [at for at in runs if at < end]
     best: Guess | None = None
-    for at in runs:
+    for at in before_end or runs:
         late, fit = _schedule_scores(net, options, at, time_ms, policy)
         k = int(np.argmin(np.abs(late)))
         if best is None or abs(late[k]) < abs(best.delay_s):

@@ -12,6 +12,7 @@ websockets and a dependency system in the box.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,9 +22,10 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components
 
-from fleet_serve import health, live
-from fleet_serve.auth import request_claims
+from fleet_serve import analyst, booking, gtfsrt, health, live, passenger_tokens
+from fleet_serve.auth import SECURITY_SCHEME, request_claims
 from fleet_serve.errors import EXCEPTION_HANDLERS
 from fleet_serve.services import Services, close_services, open_services
 from fleet_serve.settings import ServeSettings
@@ -40,7 +42,15 @@ def openapi_document(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return document
 
 
-ROUTERS: list[Any] = [openapi_document, *health.ROUTES, *live.ROUTES]
+ROUTERS: list[Any] = [
+    openapi_document,
+    *health.ROUTES,
+    *passenger_tokens.ROUTES,
+    *booking.ROUTES,
+    *analyst.ROUTES,
+    *gtfsrt.ROUTES,
+    *live.ROUTES,
+]
 """every module's ``ROUTES``: one line per module"""
 
 
@@ -69,6 +79,7 @@ def create_app(
             version=API_VERSION,
             path=OPENAPI_DIR,
             render_plugins=[JsonRenderPlugin(path="/openapi.json")],
+            components=Components(security_schemes={"bearer": SECURITY_SCHEME}),
         ),
         lifespan=[lifespan],
     )
@@ -77,3 +88,12 @@ def create_app(
 def _services(state: State) -> Services:
     services: Services = state.services
     return services
+
+
+def openapi_text() -> str:
+    """The OpenAPI document as committed in ``serve/openapi.json`` (keys sorted, so diffs stay small).
+
+    Built without connecting anywhere: the document depends on the routes alone.
+    """
+    document = create_app(ServeSettings(), "redis://unused", "postgresql://unused").openapi_schema.to_schema()
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

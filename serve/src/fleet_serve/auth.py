@@ -1,15 +1,16 @@
 """Signed API tokens (JWT) and what each role may read.
 
-A token is a JWT signed with HS256 by the first key of ``FLEET_TOKEN_KEYS``;
-its ``kid`` header names the key, and every configured key verifies, so a key
-rotates by being added first, then removed after the longest token lifetime.
-The key decides the algorithm, never the token's header (no ``alg`` confusion,
-no ``none``). Verification (PyJWT) requires ``exp``, ``iat``, ``iss`` (the
-configured issuer), ``jti``, ``role`` and ``operators``, with a few seconds of
-leeway for clocks apart; then the claims are decoded into :class:`Claims`
-(msgspec: a bad role or a passenger without trip or bus is refused), and the
-``jti`` is checked against the revocations (:mod:`fleet_store.tokens`, one
-Redis round trip).
+A token is a JWT signed by the first key of ``FLEET_TOKEN_KEYS``, HS256 or
+EdDSA (Ed25519) by the key's kind; its ``kid`` header names the key, and every
+configured key verifies, so keys rotate (README, "Tokens and roles"). The key
+decides the algorithm, never the token's header (no ``alg`` confusion, no
+``none``, no HS256 token "signed" with an Ed25519 public key). Verification
+(PyJWT) requires ``exp``, ``iat``, ``iss`` (the configured issuer), ``jti``,
+``role`` and ``operators``, with a few seconds of leeway for clocks apart;
+then the claims are decoded into :class:`Claims` (msgspec: a bad role or a
+passenger without trip or bus is refused), and the ``jti`` is checked
+against the revocations (:mod:`fleet_store.tokens`: in memory, kept current
+from Redis; a Redis round trip only while that copy is not live).
 
 Roles, and what :func:`require` lets through:
 
@@ -27,24 +28,30 @@ from __future__ import annotations
 
 import secrets
 import time
+from functools import cache, lru_cache
 from typing import Any, Literal, TypeAlias, get_args
 
+import asyncpg
 import jwt
 import msgspec
-from litestar import Request
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
+from litestar.enums import ScopeType
+from litestar.exceptions import WebSocketException
+from litestar.openapi.spec import SecurityScheme
+from litestar.types import Scope
 from redis.exceptions import RedisError
 
 from fleet_serve.errors import ApiError, Forbidden, Unauthorized
 from fleet_serve.services import Services, ServicesDep
-from fleet_serve.settings import ServeSettings
-from fleet_store import tokens
+from fleet_serve.settings import KeyKind, ServeSettings, TokenKey
 from fleet_store.errors import ConfigError
 
 Role = Literal["manager", "booking", "passenger", "analyst"]
 ROLES: tuple[Role, ...] = get_args(Role)
 
-ALGORITHM = "HS256"
+ALGORITHMS: dict[KeyKind, str] = {"hs256": "HS256", "ed25519": "EdDSA", "ed25519-public": "EdDSA"}
 LEEWAY_S = 5
 """clock difference tolerated between the issuer and a serve node"""
 
@@ -96,6 +103,26 @@ class _Payload(msgspec.Struct, frozen=True, kw_only=True):
     bus: str | None = None
 
 
+@cache
+def _verifying_key(key: TokenKey) -> bytes | Ed25519PublicKey:
+    if key.kind == "hs256":
+        return key.secret
+    if key.kind == "ed25519":
+        return Ed25519PrivateKey.from_private_bytes(key.secret).public_key()
+    return Ed25519PublicKey.from_public_bytes(key.secret)
+
+
+def _signing_key(key: TokenKey) -> bytes | Ed25519PrivateKey:
+    if key.kind == "hs256":
+        return key.secret
+    if key.kind == "ed25519":
+        return Ed25519PrivateKey.from_private_bytes(key.secret)
+    raise ConfigError(
+        f"token key {key.kid!r} is a public key: it verifies only; make a secret or private key first"
+        " in FLEET_TOKEN_KEYS to sign"
+    )
+
+
 def issue_token(
     settings: ServeSettings,
     *,
@@ -113,6 +140,7 @@ def issue_token(
     if not 0 < ttl_s <= MAX_TTL_S[role]:
         raise ValueError(f"a {role} token lives 1 s to {MAX_TTL_S[role]} s, not {ttl_s} s")
     key = settings.token_keys[0]
+    signing_key = _signing_key(key)
     iat = int(time.time()) if now_s is None else now_s
     claims = Claims(
         sub=sub,
@@ -137,12 +165,31 @@ def issue_token(
         bus=bus,
     )
     body = {k: v for k, v in msgspec.to_builtins(payload).items() if v is not None}
-    token = jwt.encode(body, key.secret, algorithm=ALGORITHM, headers={"kid": key.kid})
+    token = jwt.encode(body, signing_key, algorithm=ALGORITHMS[key.kind], headers={"kid": key.kid})
     return token, claims
 
 
-def decode_token(settings: ServeSettings, token: str) -> Claims:
-    """Check signature, key, times, issuer and claims (not revocation); raises Unauthorized."""
+VERIFIED_CACHE = 8_192
+"""tokens whose signature and claims were checked, kept so a repeated token costs a lookup, not ~60 µs"""
+
+
+def decode_token(settings: ServeSettings, token: str, now_s: float | None = None) -> Claims:
+    """Check signature, key, times, issuer and claims (not revocation); raises Unauthorized.
+
+    A token verified before is not checked again but for its expiry (at
+    ``now_s``, default now): its bytes, hence its signature and claims, are
+    the same, and the keys of a process do not change.
+    """
+    claims = _verified(settings, token)
+    now = time.time() if now_s is None else now_s
+    if now >= claims.exp + LEEWAY_S:
+        raise Unauthorized("the token has expired", code="token_expired")
+    return claims
+
+
+@lru_cache(maxsize=VERIFIED_CACHE)
+def _verified(settings: ServeSettings, token: str) -> Claims:
+    """What PyJWT and the claims' types accept; only successes are cached (lru_cache keeps no exception)."""
     try:
         kid = jwt.get_unverified_header(token).get("kid")
     except jwt.DecodeError:
@@ -153,8 +200,8 @@ def decode_token(settings: ServeSettings, token: str) -> Claims:
     try:
         body = jwt.decode(
             token,
-            key.secret,
-            algorithms=[ALGORITHM],
+            _verifying_key(key),
+            algorithms=[ALGORITHMS[key.kind]],
             issuer=settings.issuer,
             leeway=LEEWAY_S,
             options={"require": REQUIRED, "verify_aud": False},
@@ -189,11 +236,11 @@ def decode_token(settings: ServeSettings, token: str) -> Claims:
 
 
 async def verify_token(services: Services, token: str) -> Claims:
-    """:func:`decode_token`, then refuse a revoked jti (401); 503 when the revocations cannot be read."""
+    """:func:`decode_token`, then refuse a revoked jti (401); 503 when Redis or PostgreSQL cannot say."""
     claims = decode_token(services.settings, token)
     try:
-        revoked = await tokens.is_revoked(services.pool, services.redis, claims.jti)
-    except (RedisError, OSError) as exc:
+        revoked = await services.revocations.is_revoked(claims.jti)
+    except (RedisError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         raise ApiError(
             "token revocations cannot be checked now", code="auth_unavailable", status=503
         ) from exc
@@ -202,27 +249,50 @@ async def verify_token(services: Services, token: str) -> Claims:
     return claims
 
 
-def bearer_token(request: Request[Any, Any, Any]) -> str:
+def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     """The token of ``Authorization: Bearer …``, else of ``?token=`` (browsers' websockets); 401 if none."""
-    header = request.headers.get("authorization")
+    header = connection.headers.get("authorization")
     if header is not None:
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise Unauthorized("the Authorization header must be 'Bearer <token>'", code="token_missing")
         return value.strip()
-    query = request.query_params.get("token")
+    query = connection.query_params.get("token")
     if not query:
         raise Unauthorized("a token is required (Authorization: Bearer, or ?token=)", code="token_missing")
     return str(query)
 
 
-async def request_claims(request: Request[Any, Any, Any], services: ServicesDep) -> Claims:
-    """The Litestar dependency behind :data:`ClaimsDep`."""
-    return await verify_token(services, bearer_token(request))
+async def request_claims(scope: Scope, services: ServicesDep) -> Claims:
+    """The dependency behind :data:`ClaimsDep`; read from the scope, so websocket handlers take it too.
+
+    On a websocket a refusal closes with 4000 + its HTTP status (4401, 4503)
+    and ``code: message`` as the reason (Litestar would say 4500 otherwise).
+    """
+    try:
+        return await verify_token(services, bearer_token(ASGIConnection(scope)))
+    except ApiError as exc:
+        if scope["type"] != ScopeType.WEBSOCKET:
+            raise
+        raise WebSocketException(detail=close_reason(exc), code=4000 + exc.status) from None
+
+
+def close_reason(exc: ApiError) -> str:
+    """A websocket close reason for a refusal: ``code: message``, cut to the 123 bytes a close frame holds."""
+    return f"{exc.code}: {exc.message}".encode()[:123].decode(errors="ignore")
 
 
 ClaimsDep: TypeAlias = NamedDependency[Claims]
 """How a handler asks for the verified claims: ``claims: ClaimsDep``."""
+
+SECURITY_SCHEME = SecurityScheme(
+    type="http",
+    scheme="bearer",
+    bearer_format="JWT",
+    description="a token from `fleet tokens issue` or POST /v1/passenger-tokens (or ?token=)",
+)
+SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
+"""what a handler taking ClaimsDep declares (``security=SECURITY``) so the OpenAPI says it"""
 
 
 def require(

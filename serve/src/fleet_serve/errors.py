@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 
 log = logging.getLogger("fleet_serve.errors")
 
@@ -94,3 +95,20 @@ EXCEPTION_HANDLERS = {
     HTTPException: http_error,
     Exception: unexpected,
 }
+
+
+_MEANINGS = {
+    400: "bad parameters",
+    401: "no valid token: missing, wrongly signed, expired or revoked",
+    403: "the token's role or operators do not cover this",
+    404: "no such resource",
+}
+
+
+def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """The error answers a handler documents in OpenAPI, each in the one shape (Litestar's default 400
+    schema is its own, not ours)."""
+    return {
+        status: ResponseSpec(ErrorAnswer, description=_MEANINGS[status], generate_examples=False)
+        for status in statuses
+    }

@@ -17,6 +17,7 @@ from litestar.di import NamedDependency
 from fleet_serve.settings import ServeSettings
 from fleet_store.etas import EtaBoards
 from fleet_store.live import LiveState
+from fleet_store.tokens import RevocationWatcher
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,8 @@ class Services:
     pool: asyncpg.Pool
     live: LiveState
     boards: EtaBoards
+    revocations: RevocationWatcher
+    """revoked token ids, in memory (fleet_store.tokens)"""
 
 
 ServicesDep: TypeAlias = NamedDependency[Services]
@@ -39,9 +42,12 @@ async def open_services(settings: ServeSettings, redis_url: str, database_url: s
     )
     pool = await asyncpg.create_pool(database_url, min_size=0, max_size=8, command_timeout=30)
     assert pool is not None
-    return Services(settings, client, pool, LiveState(client), EtaBoards(client))
+    revocations = RevocationWatcher(pool, client)
+    revocations.start()
+    return Services(settings, client, pool, LiveState(client), EtaBoards(client), revocations)
 
 
 async def close_services(services: Services) -> None:
+    await services.revocations.stop()
     await services.pool.close()
     await services.redis.aclose()

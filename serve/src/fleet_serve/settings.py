@@ -6,13 +6,20 @@ The servers every process shares (PostgreSQL, Redis) come from
 | variable | default | meaning |
 |---|---|---|
 | ``FLEET_SERVE_ADDR`` | ``127.0.0.1:8080`` | where the HTTP and websocket server listens |
-| ``FLEET_TOKEN_KEYS`` | (none) | signing keys ``kid=base64secret,…``: the first signs, all verify |
+| ``FLEET_TOKEN_KEYS`` | (none) | token keys ``kid=[kind:]base64,…``: the first signs, all verify |
 | ``FLEET_TOKEN_ISSUER`` | ``fleet`` | the ``iss`` claim tokens carry and must carry |
 | ``FLEET_LIVE_QUEUE_BYTES`` | ``1048576`` | what a websocket client may have queued (JSON bytes) |
 | ``FLEET_LIVE_SLOW_S`` | ``5`` | a client behind (queue full or a send not done) this long is closed 3008 |
 | ``FLEET_LIVE_PING_S`` | ``20`` | websocket ping interval, and the deadline for its pong |
 | ``FLEET_LIVE_AUTH_S`` | ``10`` | how long a new websocket has to send its token |
 | ``FLEET_LIVE_DEFLATE`` | ``0`` | ``1``: offer per-message deflate (CPU per client: each compresses) |
+| ``FLEET_SERVE_PUBLIC_FEEDS`` | (none) | operators whose GTFS-rt feeds need no token (``a,b``; ``*``: all) |
+
+A token key's kind says its algorithm: ``hs256`` (the default, a shared
+secret of 32 bytes or more), ``ed25519`` (a 32-byte Ed25519 private key seed:
+signs and verifies) or ``ed25519-public`` (a 32-byte raw public key: verifies
+only, for nodes that must not be able to sign), as in
+``FLEET_TOKEN_KEYS=k2027=ed25519:BASE64,k2026=BASE64``.
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, get_args
 
 import msgspec
 
@@ -32,11 +40,18 @@ MIN_KEY_BYTES = 32
 """HS256 keys shorter than the hash output weaken it (RFC 7518 section 3.2)"""
 
 
+_KID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+KeyKind = Literal["hs256", "ed25519", "ed25519-public"]
+KEY_KINDS: tuple[KeyKind, ...] = get_args(KeyKind)
+ED25519_KEY_BYTES = 32
+
+
 class TokenKey(msgspec.Struct, frozen=True):
-    """One HS256 signing key and its id (the JWT ``kid`` header), for rotation."""
+    """One token key, its id (the JWT ``kid`` header, for rotation) and its kind (its algorithm)."""
 
     kid: str
     secret: bytes
+    kind: KeyKind = "hs256"
 
     def __repr__(self) -> str:  # never print the secret
         return f"TokenKey(kid={self.kid!r})"
@@ -52,6 +67,11 @@ class ServeSettings(msgspec.Struct, frozen=True):
     live_ping_s: float = 20.0
     live_auth_s: float = 10.0
     live_deflate: bool = False
+    public_feeds: frozenset[str] = frozenset()
+    """operators whose GTFS-realtime feeds anyone may fetch (``*``: every operator)"""
+
+    def feeds_public(self, operator: str) -> bool:
+        return operator in self.public_feeds or "*" in self.public_feeds
 
 
 def load_serve_settings(environ: Mapping[str, str] | None = None) -> ServeSettings:
@@ -71,6 +91,9 @@ def load_serve_settings(environ: Mapping[str, str] | None = None) -> ServeSettin
         live_ping_s=_positive(env, "LIVE_PING_S", 20.0),
         live_auth_s=_positive(env, "LIVE_AUTH_S", 10.0),
         live_deflate=_flag(env, "LIVE_DEFLATE"),
+        public_feeds=frozenset(
+            filter(None, (op.strip() for op in env.get(f"{PREFIX}SERVE_PUBLIC_FEEDS", "").split(",")))
+        ),
     )
 
 
@@ -95,23 +118,34 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
 
 
 def parse_token_keys(raw: str) -> tuple[TokenKey, ...]:
-    """``kid=base64secret,…``; errors name the key id, never the secret."""
+    """``kid=[kind:]base64,…``; errors name the key id, never the secret."""
     keys: list[TokenKey] = []
     for part in filter(None, (p.strip() for p in raw.split(","))):
-        kid, sep, encoded = part.partition("=")
-        if not sep or not kid:
-            raise ConfigError(f"{PREFIX}TOKEN_KEYS: each key is kid=base64secret (key {len(keys) + 1})")
+        kid, sep, value = part.partition("=")
+        if not sep or not value or not _KID.fullmatch(kid):  # by position: a malformed entry may be a secret
+            raise ConfigError(
+                f"{PREFIX}TOKEN_KEYS: each key is kid=[kind:]base64, kid of letters, digits, '.', '_', '-'"
+                f" (key {len(keys) + 1})"
+            )
+        kind, colon, encoded = value.rpartition(":")
+        kind = kind if colon else "hs256"
+        if kind not in KEY_KINDS:
+            raise ConfigError(f"{PREFIX}TOKEN_KEYS: key {kid!r} kind {kind!r} is not one of {KEY_KINDS}")
         try:
             secret = base64.b64decode(encoded, validate=True)
         except binascii.Error as exc:
             raise ConfigError(f"{PREFIX}TOKEN_KEYS: key {kid!r} is not base64") from exc
-        if len(secret) < MIN_KEY_BYTES:
+        if kind == "hs256" and len(secret) < MIN_KEY_BYTES:
             raise ConfigError(
                 f"{PREFIX}TOKEN_KEYS: key {kid!r} has {len(secret)} bytes, needs {MIN_KEY_BYTES}"
             )
+        if kind != "hs256" and len(secret) != ED25519_KEY_BYTES:
+            raise ConfigError(
+                f"{PREFIX}TOKEN_KEYS: {kind} key {kid!r} has {len(secret)} bytes, not {ED25519_KEY_BYTES}"
+            )
         if any(k.kid == kid for k in keys):
             raise ConfigError(f"{PREFIX}TOKEN_KEYS: key id {kid!r} given twice")
-        keys.append(TokenKey(kid, secret))
+        keys.append(TokenKey(kid, secret, kind))
     return tuple(keys)
 
 

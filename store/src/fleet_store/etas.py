@@ -24,7 +24,7 @@ to a board, so an instance whose bus vanished leaves no line behind for long.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import msgspec
 import redis.asyncio as aioredis
@@ -175,12 +175,23 @@ class EtaBoards:
 
     async def trip(self, operator: str, trip_id: str) -> list[TripEtas]:
         """The current predictions of every instance of ``trip_id``, most recently updated first."""
-        instances = await self._client.zrevrange(trip_index_key(operator, trip_id), 0, -1)
+        return await self.trips(operator, [trip_id])
+
+    async def trips(self, operator: str, trip_ids: Iterable[str]) -> list[TripEtas]:
+        """Every instance of each trip (each trip's most recently updated first), in two round trips."""
+        trip_ids = list(dict.fromkeys(trip_ids))
+        if not trip_ids:
+            return []
+        async with self._client.pipeline(transaction=False) as pipe:
+            for trip_id in trip_ids:
+                pipe.zrevrange(trip_index_key(operator, trip_id), 0, -1)
+            indexes = await pipe.execute()
+        instances = [_text(instance) for index in indexes for instance in index]
         if not instances:
             return []
         async with self._client.pipeline(transaction=False) as pipe:
             for instance in instances:
-                pipe.hget(trip_key(operator, _text(instance)), "etas")
+                pipe.hget(trip_key(operator, instance), "etas")
             raws = await pipe.execute()
         return [TRIP_ETAS_DECODER.decode(raw) for raw in raws if raw is not None]
 

@@ -47,6 +47,8 @@ from fleet_store.errors import FleetError
 log = logging.getLogger("fleet_store.events")
 
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+EventKey = tuple[str, str, str, str, int, int, int]
+"""an event's identity, :attr:`Event.key`: (operator, bus, kind, subject, time_ms, cause_ms, cause_seq)"""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _STAGING = "events_staging"
@@ -199,10 +201,16 @@ async def read_events(
     until_ms: int | None = None,
     bus: str | None = None,
     kinds: Iterable[EventKind] | None = None,
+    route_id: str | None = None,
+    after: EventKey | None = None,
     limit: int | None = DEFAULT_LIMIT,
 ) -> list[Event]:
     """Events with ``since_ms <= time_ms < until_ms``, newest first (``operator=None``: every
-    operator's; ``limit=None``: all)."""
+    operator's; ``limit=None``: all).
+
+    ``after`` is the :attr:`Event.key` of the last event of a previous page: this page starts just
+    past it in the same order (time descending, then the key ascending), so pages neither repeat
+    nor skip an event, whatever is written meanwhile at newer times."""
     where: list[str] = ["true"]
     args: list[object] = []
 
@@ -220,6 +228,14 @@ async def read_events(
         bind("bus = {}", bus)
     if kinds is not None:
         bind("kind = ANY({}::text[])", list(kinds))
+    if route_id is not None:
+        bind("route_id = {}", route_id)
+    if after is not None:
+        operator_, bus_, kind_, subject, time_ms, cause_ms, cause_seq = after
+        at, cause = (_EPOCH + timedelta(milliseconds=ms) for ms in (time_ms, cause_ms))
+        marks = [f"${len(args) + i}" for i in range(1, 8)]
+        args.extend([operator_, bus_, kind_, subject, at, cause, cause_seq])
+        where.append(f"(time < {marks[4]} OR (time = {marks[4]} AND ({_KEY}) > ({', '.join(marks)})))")
     query = f"SELECT {_AS_JSON} AS event FROM events WHERE {' AND '.join(where)} ORDER BY time DESC, {_KEY}"
     if limit is not None:
         args.append(limit)

@@ -174,7 +174,7 @@ async def activate(conn: asyncpg.Connection, operator: str, feed_id: int) -> Non
         await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, operator)
 
 
-async def active_feed_id(conn: asyncpg.Connection, operator: str) -> int | None:
+async def active_feed_id(conn: Connection, operator: str) -> int | None:
     """The operator's active version, None before its first import."""
     value: int | None = await conn.fetchval(
         "SELECT id FROM gtfs_feeds WHERE operator = $1 AND state = 'active'", operator
@@ -186,6 +186,20 @@ async def active_feeds(conn: Connection) -> dict[str, int]:
     """The active version of every operator that has one."""
     rows = await conn.fetch("SELECT operator, id FROM gtfs_feeds WHERE state = 'active'")
     return {row["operator"]: row["id"] for row in rows}
+
+
+async def trip_routes(conn: Connection, feed_id: int) -> dict[str, str]:
+    """Each trip's route in a version: what realtime feeds name beside the trip."""
+    rows = await conn.fetch("SELECT trip_id, route_id FROM gtfs_trips WHERE feed_id = $1", feed_id)
+    return {row["trip_id"]: row["route_id"] for row in rows}
+
+
+async def stop_ids(conn: Connection, feed_id: int, location_type: int = 0) -> frozenset[str]:
+    """The ids of a version's stops of one location type (0: where vehicles stop)."""
+    rows = await conn.fetch(
+        "SELECT stop_id FROM gtfs_stops WHERE feed_id = $1 AND location_type = $2", feed_id, location_type
+    )
+    return frozenset(row["stop_id"] for row in rows)
 
 
 async def list_feeds(conn: asyncpg.Connection, operator: str | None = None) -> list[FeedVersion]:
@@ -263,3 +277,28 @@ def _from_record(struct: type[msgspec.Struct], record: asyncpg.Record) -> Any:
     if struct is Calendar:
         values["days"] = tuple(values["days"])
     return struct(**values)
+
+
+async def has_trip(conn: Connection, operator: str, trip_id: str) -> bool:
+    """Whether ``trip_id`` is in the operator's active feed (an API's 404 against an empty prediction)."""
+    found: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM gtfs_feeds f JOIN gtfs_trips t ON t.feed_id = f.id"
+        " WHERE f.operator = $1 AND f.state = 'active' AND t.trip_id = $2)",
+        operator,
+        trip_id,
+    )
+    return found
+
+
+async def has_stop(conn: Connection, operator: str, stop_id: str, trip_id: str | None = None) -> bool:
+    """Whether ``stop_id`` is in the operator's active feed (and, given ``trip_id``, served by that trip)."""
+    found: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM gtfs_feeds f JOIN gtfs_stops s ON s.feed_id = f.id"
+        " WHERE f.operator = $1 AND f.state = 'active' AND s.stop_id = $2 AND ($3::text IS NULL"
+        " OR EXISTS (SELECT 1 FROM gtfs_stop_times st"
+        " WHERE st.feed_id = f.id AND st.trip_id = $3 AND st.stop_id = $2)))",
+        operator,
+        stop_id,
+        trip_id,
+    )
+    return found

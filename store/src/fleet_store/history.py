@@ -233,17 +233,19 @@ async def refresh_segment_times(
         dwells += row["dwells"]
 
 
+_SEGMENTS = (
+    "SELECT operator, from_stop_id, to_stop_id, hour_of_week, n, mean_s,"
+    " CASE WHEN n > 1 THEN greatest(m2 / (n - 1), 0) ELSE 0 END AS var_s, last_s,"
+    " (extract(epoch FROM last_at) * 1000)::bigint AS last_ms"
+    " FROM segment_times"
+)
+
+
 async def load_segment_history(
     conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, operator: str
 ) -> HistoryRows:
     """Every rollup row of one operator, for ``fleet_processing.eta.SegmentHistory``."""
-    segments = await conn.fetch(
-        "SELECT operator, from_stop_id, to_stop_id, hour_of_week, n, mean_s,"
-        " CASE WHEN n > 1 THEN greatest(m2 / (n - 1), 0) ELSE 0 END AS var_s, last_s,"
-        " (extract(epoch FROM last_at) * 1000)::bigint AS last_ms"
-        " FROM segment_times WHERE operator = $1",
-        operator,
-    )
+    segments = await conn.fetch(f"{_SEGMENTS} WHERE operator = $1", operator)
     dwells = await conn.fetch(
         "SELECT operator, stop_id, hour_of_week, n, mean_s,"
         " CASE WHEN n > 1 THEN greatest(m2 / (n - 1), 0) ELSE 0 END AS var_s"
@@ -254,6 +256,22 @@ async def load_segment_history(
         [SegmentTime(**dict(r)) for r in segments],
         [DwellTime(**dict(r)) for r in dwells],
     )
+
+
+async def segment_times_between(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    operator: str,
+    from_stop_id: str,
+    to_stop_id: str,
+) -> list[SegmentTime]:
+    """The rollup rows of one stop-to-stop segment, by hour of week (only the hours observed)."""
+    rows = await conn.fetch(
+        f"{_SEGMENTS} WHERE operator = $1 AND from_stop_id = $2 AND to_stop_id = $3 ORDER BY hour_of_week",
+        operator,
+        from_stop_id,
+        to_stop_id,
+    )
+    return [SegmentTime(**dict(r)) for r in rows]
 
 
 async def forget_visits(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, days: int) -> int:

@@ -28,6 +28,7 @@ from datetime import timedelta
 import asyncpg
 import msgspec
 
+from fleet_store import tokens
 from fleet_store.history import RefreshReport, forget_visits, refresh_segment_times
 from fleet_store.migrate import timescale_features
 
@@ -148,6 +149,7 @@ async def maintain(database_url: str, retention: Retention | None = None) -> Mai
         history = await refresh_segment_times(conn)
         forgotten = await forget_visits(conn, retention.positions_days)
         await conn.execute("DELETE FROM ingest_batches WHERE committed_at < now() - INTERVAL '1 day'")
+        await tokens.purge_expired(conn)
         await conn.execute(
             "DELETE FROM rejection_fingerprints WHERE seen_at < now() - $1::interval", REPEAT_WINDOW
         )

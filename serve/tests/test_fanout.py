@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from fleet_schemas.events import Event
 from fleet_schemas.live import LivePosition
-from fleet_schemas.trips import StopEta, TripEtas
+from fleet_schemas.trips import TripEtas
 from fleet_serve.fanout import (
     SERVER_MESSAGE_DECODER,
     SERVER_MESSAGE_MSGPACK_DECODER,
@@ -28,6 +28,7 @@ from fleet_serve.fanout import (
     frame,
     inside,
 )
+from fleet_testing.records import trip_etas
 
 OP = "op1"
 BUSES = [f"b{i}" for i in range(12)]
@@ -209,32 +210,6 @@ def _event(bus: str, trip: str, seq: int, kind: str = "stop_arrived") -> Event:
     )
 
 
-def _etas(trip: str, bus: str, start: str, seq: int) -> TripEtas:
-    stop = StopEta(
-        stop_sequence=seq,
-        stop_id=f"s{seq}",
-        scheduled_arrival_ms=seq,
-        scheduled_departure_ms=seq,
-        arrival_ms=seq,
-        departure_ms=seq,
-        arrival_early_ms=seq,
-        arrival_late_ms=seq,
-    )
-    return TripEtas(
-        operator=OP,
-        trip_id=trip,
-        route_id=f"r-{trip}",
-        start_date="20261201",
-        start_time=start,
-        bus=bus,
-        feed_id=1,
-        time_ms=seq,
-        updated_ms=seq,
-        delay_s=0.0,
-        stops=[stop],
-    )
-
-
 updates = st.tuples(
     st.sampled_from(["etas", "event"]),
     st.sampled_from(TRIPS),
@@ -272,7 +247,7 @@ def test_a_trip_client_gets_that_trips_eta_changes_and_events(
 
     for seq, (kind, trip, bus, start) in enumerate(stream, start=1):
         if kind == "etas":
-            e = _etas(trip, bus, start, seq)
+            e = trip_etas(OP, trip, bus, seq, start_time=start, stop_sequence=seq)
             fanout.route_etas([e], now_ms=seq)
             if trip == "t1":
                 newest_etas[start] = e

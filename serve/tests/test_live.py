@@ -25,7 +25,6 @@ from websockets.exceptions import ConnectionClosed
 
 from fleet_schemas.events import EVENT_ENCODER, Event
 from fleet_schemas.live import LivePosition
-from fleet_schemas.trips import StopEta, TripEtas
 from fleet_serve.app import create_app
 from fleet_serve.auth import Role, issue_token
 from fleet_serve.fanout import (
@@ -48,6 +47,7 @@ from fleet_store import tokens
 from fleet_store.etas import EtaBoards, EtaUpdate
 from fleet_store.events import EventOutbox, outbox_key
 from fleet_store.live import LiveState
+from fleet_testing.records import trip_etas
 from fleet_testing.serving import serving
 
 pytestmark = pytest.mark.stack
@@ -174,33 +174,6 @@ def _bus(m: ServerMessage) -> str:
     raise AssertionError(f"not a position: {m}")
 
 
-def _etas(op: str, trip: str, bus: str, arrival_ms: int) -> TripEtas:
-    stop = StopEta(
-        stop_sequence=3,
-        stop_id="s3",
-        scheduled_arrival_ms=arrival_ms,
-        scheduled_departure_ms=arrival_ms,
-        arrival_ms=arrival_ms,
-        departure_ms=arrival_ms,
-        arrival_early_ms=arrival_ms - 60_000,
-        arrival_late_ms=arrival_ms + 60_000,
-    )
-    now = int(time.time() * 1000)
-    return TripEtas(
-        operator=op,
-        trip_id=trip,
-        route_id=f"r-{trip}",
-        start_date="20261201",
-        start_time="08:00:00",
-        bus=bus,
-        feed_id=1,
-        time_ms=arrival_ms,
-        updated_ms=now,
-        delay_s=0.0,
-        stops=[stop],
-    )
-
-
 def _event(op: str, bus: str, trip: str, seq: int) -> Event:
     now = int(time.time() * 1000)
     return Event(
@@ -240,7 +213,7 @@ def test_a_trip_client_gets_that_trips_eta_changes_and_events(
             await live.update(
                 [_position(op, "b1", 3.0, 36.7, 1, "t1"), _position(op, "b2", 3.1, 36.7, 2, "t2")]
             )
-            await boards.publish([EtaUpdate(_etas(op, "t1", "b1", t0))], now_ms=t0 - 600_000)
+            await boards.publish([EtaUpdate(trip_etas(op, "t1", "b1", t0))], now_ms=t0 - 600_000)
             passenger = _token("passenger", op, ttl_s=600, trip_id="t1")
             async with connect(f"{live_url}?token={passenger}") as ws:
                 snapshot = await _subscribe(ws, operator=op, trip_id="t1")
@@ -251,7 +224,10 @@ def test_a_trip_client_gets_that_trips_eta_changes_and_events(
                 assert isinstance(refused[-1], ErrorMessage)
                 assert refused[-1].code == "other_trip"
                 await boards.publish(
-                    [EtaUpdate(_etas(op, "t2", "b2", t0)), EtaUpdate(_etas(op, "t1", "b1", t0 + 1_000))],
+                    [
+                        EtaUpdate(trip_etas(op, "t2", "b2", t0)),
+                        EtaUpdate(trip_etas(op, "t1", "b1", t0 + 1_000)),
+                    ],
                     now_ms=t0 - 599_000,
                 )
                 await _store_events(r, database_url, [_event(op, "b2", "t2", 1), _event(op, "b1", "t1", 2)])

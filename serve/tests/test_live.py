@@ -33,6 +33,7 @@ from fleet_serve.fanout import (
     CLOSE_SLOW,
     CLOSE_UNAUTHORIZED,
     SERVER_MESSAGE_DECODER,
+    SERVER_MESSAGE_MSGPACK_DECODER,
     ErrorMessage,
     EtasMessage,
     EventMessage,
@@ -333,3 +334,33 @@ def test_a_slow_client_does_not_delay_a_fast_one_and_is_closed_as_slow(
 
     with serving(create_app(tight, redis_url, database_url), tight) as base:
         asyncio.run(run(base.replace("http", "ws") + "/v1/live"))
+
+
+def test_a_msgpack_client_gets_binary_frames_of_the_same_messages(
+    live_url: str, redis_url: str, operator_id: str
+) -> None:
+    op = operator_id
+
+    async def run() -> None:
+        async with _redis(redis_url) as r:
+            live = LiveState(r)
+            await live.update([_position(op, "b1", 3.0, 36.7, 1)])
+            async with connect(f"{live_url}?format=msgpack&token={_token('booking', op)}") as ws:
+                await ws.send(msgspec.json.encode({"type": "subscribe", "operator": op, "bus": "b1"}))
+                got: list[ServerMessage] = []
+                while not any(isinstance(m, Snapshot) for m in got):
+                    raw = await ws.recv()
+                    assert isinstance(raw, bytes), "msgpack comes in binary frames"
+                    decoded = SERVER_MESSAGE_MSGPACK_DECODER.decode(raw)
+                    got += decoded if isinstance(decoded, list) else [decoded]
+                snapshot = got[-1]
+                assert isinstance(snapshot, Snapshot)
+                assert [p.bus for p in snapshot.positions] == ["b1"]
+                await live.update([_position(op, "b1", 3.001, 36.7, 2)])
+                raw = await ws.recv()
+                assert isinstance(raw, bytes)
+                moved = SERVER_MESSAGE_MSGPACK_DECODER.decode(raw)
+                assert isinstance(moved, PositionMessage)
+                assert moved.position.seq == 2
+
+    asyncio.run(run())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import TYPE_CHECKING, TextIO
 
 import click
@@ -40,6 +42,7 @@ def serve(settings: Settings, addr: str | None, openapi_file: TextIO | None) -> 
     """
     from fleet_schemas.logs import configure_logging
     from fleet_serve.app import create_app
+    from fleet_serve.live import HideTokens
     from fleet_serve.settings import load_serve_settings
 
     if openapi_file is not None:
@@ -48,7 +51,8 @@ def serve(settings: Settings, addr: str | None, openapi_file: TextIO | None) -> 
         openapi_file.write(openapi_text())
         return
     configure_logging(settings.log_level)
-    env = None if addr is None else {"FLEET_SERVE_ADDR": addr}
+    logging.getLogger("uvicorn.error").addFilter(HideTokens())
+    env = None if addr is None else {**os.environ, "FLEET_SERVE_ADDR": addr}
     serve_settings = load_serve_settings(env)
     urls = stackfile.resolve_urls(settings)
     run_app(create_app(serve_settings, urls.redis_url, urls.database_url), serve_settings)
@@ -62,14 +66,13 @@ def run_app(app: Litestar, serve_settings: ServeSettings) -> None:
     """
     import uvicorn
 
+    from fleet_serve.settings import uvicorn_options
+
     uvicorn.run(
         app,
         host=serve_settings.host,
         port=serve_settings.port,
-        log_config=None,
-        access_log=False,
         loop="uvloop",
         http="httptools",
-        ws="websockets",
-        timeout_graceful_shutdown=10,
+        **uvicorn_options(serve_settings),
     )

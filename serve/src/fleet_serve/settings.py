@@ -8,6 +8,11 @@ The servers every process shares (PostgreSQL, Redis) come from
 | ``FLEET_SERVE_ADDR`` | ``127.0.0.1:8080`` | where the HTTP and websocket server listens |
 | ``FLEET_TOKEN_KEYS`` | (none) | token keys ``kid=[kind:]base64,…``: the first signs, all verify |
 | ``FLEET_TOKEN_ISSUER`` | ``fleet`` | the ``iss`` claim tokens carry and must carry |
+| ``FLEET_LIVE_QUEUE_BYTES`` | ``1048576`` | what a websocket client may have queued (JSON bytes) |
+| ``FLEET_LIVE_SLOW_S`` | ``5`` | a client behind (queue full or a send not done) this long is closed 3008 |
+| ``FLEET_LIVE_PING_S`` | ``20`` | websocket ping interval, and the deadline for its pong |
+| ``FLEET_LIVE_AUTH_S`` | ``10`` | how long a new websocket has to send its token |
+| ``FLEET_LIVE_DEFLATE`` | ``0`` | ``1``: offer per-message deflate (CPU per client: each compresses) |
 | ``FLEET_SERVE_PUBLIC_FEEDS`` | (none) | operators whose GTFS-rt feeds need no token (``a,b``; ``*``: all) |
 
 A token key's kind says its algorithm: ``hs256`` (the default, a shared
@@ -24,7 +29,7 @@ import binascii
 import os
 import re
 from collections.abc import Mapping
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import msgspec
 
@@ -57,6 +62,11 @@ class ServeSettings(msgspec.Struct, frozen=True):
     port: int = 8080
     token_keys: tuple[TokenKey, ...] = ()
     issuer: str = "fleet"
+    live_queue_bytes: int = 1 << 20
+    live_slow_s: float = 5.0
+    live_ping_s: float = 20.0
+    live_auth_s: float = 10.0
+    live_deflate: bool = False
     public_feeds: frozenset[str] = frozenset()
     """operators whose GTFS-realtime feeds anyone may fetch (``*``: every operator)"""
 
@@ -76,10 +86,35 @@ def load_serve_settings(environ: Mapping[str, str] | None = None) -> ServeSettin
         port=int(port),
         token_keys=parse_token_keys(env.get(f"{PREFIX}TOKEN_KEYS", "")),
         issuer=env.get(f"{PREFIX}TOKEN_ISSUER", "fleet"),
+        live_queue_bytes=int(_positive(env, "LIVE_QUEUE_BYTES", 1 << 20)),
+        live_slow_s=_positive(env, "LIVE_SLOW_S", 5.0),
+        live_ping_s=_positive(env, "LIVE_PING_S", 20.0),
+        live_auth_s=_positive(env, "LIVE_AUTH_S", 10.0),
+        live_deflate=_flag(env, "LIVE_DEFLATE"),
         public_feeds=frozenset(
             filter(None, (op.strip() for op in env.get(f"{PREFIX}SERVE_PUBLIC_FEEDS", "").split(",")))
         ),
     )
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(f"{PREFIX}{name}", "0")
+    if raw not in ("0", "1"):
+        raise ConfigError(f"{PREFIX}{name}={raw!r}: expected 0 or 1")
+    return raw == "1"
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(f"{PREFIX}{name}")
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"{PREFIX}{name}={raw!r}: expected a positive number, as {default:g}")
+    return value
 
 
 def parse_token_keys(raw: str) -> tuple[TokenKey, ...]:
@@ -112,3 +147,16 @@ def parse_token_keys(raw: str) -> tuple[TokenKey, ...]:
             raise ConfigError(f"{PREFIX}TOKEN_KEYS: key id {kid!r} given twice")
         keys.append(TokenKey(kid, secret, kind))
     return tuple(keys)
+
+
+def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
+    """How uvicorn runs ``fleet serve`` (the command and the tests' server alike), host and port aside."""
+    return {
+        "log_config": None,
+        "access_log": False,
+        "ws": "websockets",
+        "ws_ping_interval": settings.live_ping_s,
+        "ws_ping_timeout": settings.live_ping_s,
+        "ws_per_message_deflate": settings.live_deflate,
+        "timeout_graceful_shutdown": 10,
+    }

@@ -52,6 +52,8 @@ pytestmark = pytest.mark.stack
 
 MINUTE_MS = 60_000
 SHORT_DWELL_MS = 10 * MINUTE_MS
+RADIUS_CRAWL_MS = 50_000
+"""the time a coach may take over a stop's 60 m radius when it crawls in traffic (5 km/h: 43 s)"""
 
 
 @dataclass(frozen=True)
@@ -265,12 +267,15 @@ def test_a_stop_at_a_station_gives_one_arrival_and_one_departure_with_its_delay(
     arrived = _kinds(at_station, "stop_arrived")
     departed = _kinds(at_station, "stop_departed")
     assert (len(arrived), len(departed)) == (1, 1), at_station
-    assert arrived[0]["details"]["at_ms"] == pytest.approx(truth.arrived_ms, abs=15_000)
-    assert departed[0]["details"]["at_ms"] == pytest.approx(truth.departed_ms, abs=15_000)
+    # The events say when the coach came within the stop's 60 m radius and when it was last in it;
+    # the truth, when it stood still and when it moved off: a coach crawling in traffic takes up to
+    # about 45 s over those 60 m (5 km/h).
+    assert arrived[0]["details"]["at_ms"] == pytest.approx(truth.arrived_ms, abs=RADIUS_CRAWL_MS)
+    assert departed[0]["details"]["at_ms"] == pytest.approx(truth.departed_ms, abs=RADIUS_CRAWL_MS)
     late_s = (truth.arrived_ms - truth.scheduled_arrival_ms) / 1000
-    assert arrived[0]["details"]["delay_s"] == pytest.approx(late_s, abs=30)
+    assert arrived[0]["details"]["delay_s"] == pytest.approx(late_s, abs=RADIUS_CRAWL_MS / 1000)
     assert departed[0]["details"]["delay_s"] == pytest.approx(
-        (truth.departed_ms - truth.scheduled_departure_ms) / 1000, abs=30
+        (truth.departed_ms - truth.scheduled_departure_ms) / 1000, abs=RADIUS_CRAWL_MS / 1000
     )
 
 

@@ -3,7 +3,10 @@
 Routers live one per module (``health``, and the API, feed and websocket
 modules as they land), each exporting ``ROUTES``; this module only
 assembles them, gives handlers the process's :class:`Services`, answers
-errors in one shape and serves the OpenAPI document at ``/v1/openapi.json``.
+errors in one shape and serves the OpenAPI document at ``/v1/openapi.json``
+and Prometheus metrics at ``/metrics``: requests by route template (never
+the raw path: ids would make the labels unbounded), method and status, their
+latency histogram, and the websocket fan-out's own (``fleet_ws_*``).
 
 Litestar over the alternatives: msgspec-native (our records are msgspec
 structs, encoded once, no pydantic layer), OpenAPI from the handlers' types,
@@ -23,6 +26,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from fleet_serve import analyst, booking, gtfsrt, health, live, passenger_tokens
 from fleet_serve.auth import SECURITY_SCHEME, request_claims
@@ -42,8 +46,23 @@ def openapi_document(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return document
 
 
+class Metrics(PrometheusController):
+    """``/metrics`` in Prometheus' text format, outside the OpenAPI document."""
+
+    include_in_schema = False
+
+
+PROMETHEUS = PrometheusConfig(
+    app_name="fleet_serve",
+    prefix="fleet_serve",
+    group_path=True,
+    exclude=["^/metrics$"],
+    buckets=[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+)
+
 ROUTERS: list[Any] = [
     openapi_document,
+    Metrics,
     *health.ROUTES,
     *passenger_tokens.ROUTES,
     *booking.ROUTES,
@@ -82,6 +101,7 @@ def create_app(
             components=Components(security_schemes={"bearer": SECURITY_SCHEME}),
         ),
         lifespan=[lifespan],
+        middleware=[PROMETHEUS.middleware],
     )
 
 

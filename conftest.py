@@ -34,11 +34,12 @@ def _with_database(url: str, database: str) -> str:
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
-async def _recreate_database(admin_url: str, name: str) -> None:
+async def _recreate_database(admin_url: str, name: str, *, create: bool = True) -> None:
     conn = await asyncpg.connect(admin_url)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        if create:
+            await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
 
@@ -64,13 +65,14 @@ def stack_urls() -> Iterator[ServiceUrls]:
 
 
 @pytest.fixture(scope="session")
-def migrated_database_url(stack_urls: ServiceUrls) -> str:
-    """A database of its own for the tests (``<name>_test``), migrated once."""
+def migrated_database_url(stack_urls: ServiceUrls) -> Iterator[str]:
+    """A database of its own for the tests (``<name>_test``), migrated once, dropped after the last test."""
     name = urlsplit(stack_urls.database_url).path.lstrip("/") + "_test"
     asyncio.run(_recreate_database(stack_urls.database_url, name))
     url = _with_database(stack_urls.database_url, name)
     asyncio.run(migrate(url))
-    return url
+    yield url
+    asyncio.run(_recreate_database(stack_urls.database_url, name, create=False))
 
 
 async def _truncate_all(url: str) -> None:
@@ -94,16 +96,27 @@ def database_url(migrated_database_url: str) -> str:
     return migrated_database_url
 
 
-@pytest.fixture
-def redis_url(stack_urls: ServiceUrls) -> str:
-    """A Redis database of its own, flushed before the test."""
-    url = _with_database(stack_urls.redis_url, str(TEST_REDIS_DB))
+def _flush(url: str) -> None:
     client = redis.Redis.from_url(url)
     try:
         client.flushdb()
     finally:
         client.close()
-    return url
+
+
+@pytest.fixture(scope="session")
+def test_redis_url(stack_urls: ServiceUrls) -> Iterator[str]:
+    """The tests' Redis database, left empty after the last test."""
+    url = _with_database(stack_urls.redis_url, str(TEST_REDIS_DB))
+    yield url
+    _flush(url)
+
+
+@pytest.fixture
+def redis_url(test_redis_url: str) -> str:
+    """A Redis database of its own, flushed before the test."""
+    _flush(test_redis_url)
+    return test_redis_url
 
 
 @pytest.fixture

@@ -50,6 +50,7 @@ from fleet_serve.gtfsrt_build import StaticIds
 from fleet_serve.params import OperatorId
 from fleet_serve.services import Services, ServicesDep
 from fleet_store import gtfs
+from fleet_store.live import reply_text
 
 PROTOBUF = "application/x-protobuf"
 MAX_AGE_S = 5
@@ -172,7 +173,7 @@ async def _stamp(services: Services, operator: str, kind: str, message: rt.FeedM
             try:
                 await pipe.watch(key)
                 raw_digest, raw_ts = await pipe.hmget(key, "digest", "ts")
-                held = None if raw_digest is None or raw_ts is None else (_text(raw_digest), int(raw_ts))
+                held = None if raw_digest is None or raw_ts is None else (reply_text(raw_digest), int(raw_ts))
                 header = gtfsrt_build.stamp(held, digest, int(message.header.timestamp))
                 if held == (digest, header):
                     await pipe.unwatch()  # type: ignore[no-untyped-call]
@@ -184,10 +185,6 @@ async def _stamp(services: Services, operator: str, kind: str, message: rt.FeedM
                 return header
             except redis.exceptions.WatchError:
                 continue
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _encoded(message: rt.FeedMessage, output: str) -> tuple[bytes, str]:

@@ -68,7 +68,7 @@ from fleet_serve.fanout import (
     trip_of,
 )
 from fleet_serve.services import Services, ServicesDep
-from fleet_store.live import geo_key
+from fleet_store.live import geo_key, reply_text
 
 log = logging.getLogger("fleet_serve.live")
 
@@ -171,7 +171,7 @@ class LiveHub:
             now_ms = _now_ms()
             if message is not None and message["type"] == "pmessage":
                 channel = message["channel"]
-                channel = channel.decode() if isinstance(channel, bytes) else str(channel)
+                channel = reply_text(channel)
                 try:
                     routed = self.fanout.on_message(channel, message["data"], now_ms)
                 except FanoutError as exc:
@@ -256,7 +256,7 @@ class LiveHub:
         names = await self.services.redis.geosearch(
             geo_key(operator), longitude=lon, latitude=lat, width=width, height=height, unit="m"
         )
-        buses = [(operator, n.decode() if isinstance(n, bytes) else str(n)) for n in names]
+        buses = [(operator, reply_text(n)) for n in names]
         return [p for p in await self.services.live.states(buses) if p is not None]
 
 

@@ -36,6 +36,7 @@ from fleet_schemas.trips import (
     StopArrival,
     TripEtas,
 )
+from fleet_store.live import reply_text
 
 BOARD_KEEP_MS = 30 * 60_000
 """A board line whose predicted arrival is older than this is dropped: its bus went silent."""
@@ -199,7 +200,7 @@ class EtaBoards:
             for trip_id in trip_ids:
                 pipe.zrevrange(trip_index_key(operator, trip_id), 0, -1)
             indexes = await pipe.execute()
-        instances = [_text(instance) for index in indexes for instance in index]
+        instances = [reply_text(instance) for index in indexes for instance in index]
         if not instances:
             return []
         async with self._client.pipeline(transaction=False) as pipe:
@@ -210,12 +211,10 @@ class EtaBoards:
 
     async def board(self, operator: str, stop_id: str, limit: int = 20) -> list[StopArrival]:
         """The next arrivals at a stop, soonest first."""
-        instances = [_text(i) for i in await self._client.zrange(board_key(operator, stop_id), 0, limit - 1)]
+        instances = [
+            reply_text(i) for i in await self._client.zrange(board_key(operator, stop_id), 0, limit - 1)
+        ]
         if not instances:
             return []
         raws = await self._client.hmget(board_info_key(operator, stop_id), instances)
         return [STOP_ARRIVAL_DECODER.decode(raw) for raw in raws if raw is not None]
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -270,7 +270,7 @@ class LiveState:
         conflicts: set[tuple[str, str]] = set()
         for operator, (count, lost) in zip(by_operator, results[: len(by_operator)], strict=True):
             moved += int(count)
-            conflicts |= {(operator, _text(bus)) for bus in lost}
+            conflicts |= {(operator, reply_text(bus)) for bus in lost}
         return Updated(moved, conflicts)
 
     async def processing(self, buses: Sequence[tuple[str, str]]) -> list[Processing]:
@@ -286,7 +286,7 @@ class LiveState:
     async def silent(self, operator: str, cutoff_ms: int, limit: int = 1_000) -> list[Silent]:
         """Buses of ``operator`` not declared offline and heard of last at or before ``cutoff_ms``."""
         names = await self._client.zrangebyscore(online_key(operator), "-inf", cutoff_ms, start=0, num=limit)
-        buses = [(operator, _text(name)) for name in names]
+        buses = [(operator, reply_text(name)) for name in names]
         return [
             Silent(operator, bus, held)
             for (_, bus), held in zip(buses, await self.processing(buses), strict=True)
@@ -323,12 +323,12 @@ class LiveState:
     async def buses(self, operator: str) -> list[LivePosition]:
         """Every bus of ``operator`` with a live position, most recently updated first."""
         names = await self._client.zrevrange(seen_key(operator), 0, -1)
-        states = await self.states([(operator, _text(name)) for name in names])
+        states = await self.states([(operator, reply_text(name)) for name in names])
         return [live for live in states if live is not None]
 
     async def operators(self) -> list[str]:
         """Every operator that ever had a live bus."""
-        return [_text(name) for name in await self._client.smembers(OPERATORS_KEY)]
+        return [reply_text(name) for name in await self._client.smembers(OPERATORS_KEY)]
 
     async def prune(self, now_ms: int | None = None) -> int:
         """Drop from the GEO sets the buses whose hash has expired; return how many."""
@@ -350,6 +350,6 @@ class LiveState:
 _UNCHECKED = ProcessingWrite(None)
 
 
-def _text(value: object) -> str:
+def reply_text(value: object) -> str:
     """Redis replies bytes unless the client decodes them."""
     return value.decode() if isinstance(value, bytes) else str(value)

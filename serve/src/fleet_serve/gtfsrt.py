@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import msgspec
-import redis.exceptions
 from google.transit import gtfs_realtime_pb2 as rt
 from litestar import Request, Response, get
 from litestar.datastructures import State
@@ -50,7 +49,6 @@ from fleet_serve.gtfsrt_build import StaticIds
 from fleet_serve.params import OperatorId
 from fleet_serve.services import Services, ServicesDep
 from fleet_store import gtfs
-from fleet_store.live import reply_text
 
 PROTOBUF = "application/x-protobuf"
 MAX_AGE_S = 5
@@ -152,39 +150,17 @@ async def _feed(
     # in a worker thread: a TripUpdates feed of 2,000 buses takes over 100 ms to build, and the
     # event loop keeps serving the websockets meanwhile (they share the GIL, in slices)
     message = await asyncio.to_thread(build, positions, etas, ids, int(time.time() * 1000))
-    message.header.timestamp = await _stamp(services, operator, kind, message)
+    digest = gtfsrt_build.content_digest(message)
+    candidate_s = int(message.header.timestamp)
+    message.header.timestamp = await services.feed_headers.stamp(
+        operator, kind, digest, lambda held: gtfsrt_build.stamp(held, digest, candidate_s)
+    )
     body, media_type = _encoded(message, output)
     etag = etag_of(body)  # the same on every node for the same state: the header is shared
     headers = {"ETag": etag, "Cache-Control": f"{'public' if public else 'private'}, max-age={MAX_AGE_S}"}
     if matches(request.headers.get("if-none-match"), etag):
         return Response(b"", status_code=HTTP_304_NOT_MODIFIED, headers=headers, media_type=media_type)
     return Response(body, media_type=media_type, headers=headers)
-
-
-async def _stamp(services: Services, operator: str, kind: str, message: rt.FeedMessage) -> int:
-    """The header to serve: ``gtfsrt_build.stamp`` against the last one served, kept in Redis.
-
-    An optimistic transaction (WATCH), so two nodes serving a change at once agree on its header.
-    """
-    key = f"fleet:{{{operator}}}:gtfsrt:{kind}"
-    digest = gtfsrt_build.content_digest(message)
-    async with services.redis.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                await pipe.watch(key)
-                raw_digest, raw_ts = await pipe.hmget(key, "digest", "ts")
-                held = None if raw_digest is None or raw_ts is None else (reply_text(raw_digest), int(raw_ts))
-                header = gtfsrt_build.stamp(held, digest, int(message.header.timestamp))
-                if held == (digest, header):
-                    await pipe.unwatch()  # type: ignore[no-untyped-call]
-                    return header
-                pipe.multi()  # type: ignore[no-untyped-call]
-                pipe.hset(key, mapping={"digest": digest, "ts": header})
-                pipe.expire(key, STAMP_TTL_S)
-                await pipe.execute()
-                return header
-            except redis.exceptions.WatchError:
-                continue
 
 
 def _encoded(message: rt.FeedMessage, output: str) -> tuple[bytes, str]:
@@ -210,8 +186,5 @@ async def _static_ids(services: Services, state: State, operator: str) -> Static
         cache.popitem(last=False)
     return ids
 
-
-STAMP_TTL_S = 86_400
-"""a feed's last header is kept this long after it was served"""
 
 ROUTES = [vehicle_positions, trip_updates]

@@ -18,6 +18,7 @@ from fleet_schemas.trips import TripEtas
 from fleet_serve.hot import MicroCache
 from fleet_serve.settings import ServeSettings
 from fleet_store.etas import EtaBoards
+from fleet_store.feed_headers import FeedHeaders
 from fleet_store.live import LiveState
 from fleet_store.tokens import RevocationWatcher
 
@@ -31,6 +32,8 @@ class Services:
     boards: EtaBoards
     revocations: RevocationWatcher
     """revoked token ids, in memory (fleet_store.tokens)"""
+    feed_headers: FeedHeaders
+    """the GTFS-realtime headers last served, shared by every node"""
     trips: MicroCache[tuple[str, str], list[TripEtas]] = field(default_factory=MicroCache)
     """trip predictions by (operator, trip_id), held a quarter second (:mod:`fleet_serve.hot`)"""
 
@@ -57,7 +60,9 @@ async def open_services(settings: ServeSettings, redis_url: str, database_url: s
     assert pool is not None
     revocations = RevocationWatcher(pool, client)
     revocations.start()
-    return Services(settings, client, pool, LiveState(client), EtaBoards(client), revocations)
+    return Services(
+        settings, client, pool, LiveState(client), EtaBoards(client), revocations, FeedHeaders(client)
+    )
 
 
 async def close_services(services: Services) -> None:

@@ -11,7 +11,7 @@ nothing, to tell a trip or stop that exists but has no running instance
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import msgspec
 from litestar import Request, Response, get
@@ -20,7 +20,7 @@ from litestar.params import QueryParameter
 from fleet_schemas.live import LivePosition
 from fleet_schemas.trips import StopArrival, StopEta, TripEtas
 from fleet_serve.auth import SECURITY, ClaimsDep, require
-from fleet_serve.caching import cached
+from fleet_serve.caching import Encoded, cached, encode, respond
 from fleet_serve.errors import ApiError, NotFound, error_responses
 from fleet_serve.params import BusId, OperatorId, StopId, TripId
 from fleet_serve.services import Services, ServicesDep
@@ -93,10 +93,10 @@ async def trip_etas(
 ) -> Response[TripEtasAnswer]:
     """Every upcoming stop of each running instance of a trip: ETA, p10 and p90 of the arrival."""
     require(claims, "booking", "passenger", operator=operator, trip_id=trip_id)
-    instances = await _trip(services, operator, trip_id)
-    if not instances:
-        await _known_trip(services, operator, trip_id)
-    return cached(request, TripEtasAnswer(operator=operator, trip_id=trip_id, instances=instances))
+    answer = await services.answers.get(
+        ("trip-etas", operator, trip_id), lambda: _trip_etas_answer(services, operator, trip_id)
+    )
+    return cast("Response[TripEtasAnswer]", respond(request, answer))
 
 
 @get(
@@ -240,6 +240,14 @@ async def _nearby(
 
 async def _trip(services: Services, operator: str, trip_id: str) -> list[TripEtas]:
     return await services.trips.get((operator, trip_id), lambda: services.boards.trip(operator, trip_id))
+
+
+async def _trip_etas_answer(services: Services, operator: str, trip_id: str) -> Encoded:
+    """The hottest answer, held encoded for a quarter second (all riders of a coach ask it)."""
+    instances = await _trip(services, operator, trip_id)
+    if not instances:
+        await _known_trip(services, operator, trip_id)
+    return encode(TripEtasAnswer(operator=operator, trip_id=trip_id, instances=instances))
 
 
 async def _known_trip(services: Services, operator: str, trip_id: str) -> None:

@@ -142,7 +142,7 @@ async def _feed(
 ) -> Response[bytes]:
     public = services.settings.feeds_public(operator)
     if not public:
-        require(await verify_token(services, bearer_token(request)), "booking", operator=operator)
+        require(await verify_token(services, bearer_token(request.scope)), "booking", operator=operator)
     ids = await _static_ids(services, state, operator)
     positions = await services.live.buses(operator)
     trip_ids = [p.calculated.trip_id for p in positions if p.calculated is not None and p.calculated.trip_id]

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from litestar.di import NamedDependency
 
 from fleet_schemas.trips import TripEtas
+from fleet_serve.caching import Encoded
 from fleet_serve.hot import MicroCache
 from fleet_serve.settings import ServeSettings
 from fleet_store.etas import EtaBoards
@@ -36,6 +37,8 @@ class Services:
     """the GTFS-realtime headers last served, shared by every node"""
     trips: MicroCache[tuple[str, str], list[TripEtas]] = field(default_factory=MicroCache)
     """trip predictions by (operator, trip_id), held a quarter second (:mod:`fleet_serve.hot`)"""
+    answers: MicroCache[tuple[str, ...], Encoded] = field(default_factory=MicroCache)
+    """the hottest answers encoded, by (endpoint, operator, id), held as long"""
 
 
 REDIS_CONNECTIONS = 64

@@ -21,8 +21,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command path, as click lists them (so the commands other packages add are there too)."""
+    ctx = click.Context(group)
     paths = [prefix]
-    for name, command in group.commands.items():
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None, name
         if isinstance(command, click.Group):
             paths += _command_paths(command, (*prefix, name))
         else:

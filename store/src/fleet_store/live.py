@@ -346,6 +346,15 @@ class LiveState:
             total += int(await self._client.zcard(seen_key(operator)))
         return total
 
+    async def buses_offline(self) -> int:
+        """Buses with a live position that the offline sweep declared offline since, over all operators."""
+        total = 0
+        for operator in await self.operators():
+            seen, online = seen_key(operator), online_key(operator)
+            held = int(await self._client.zcard(seen))
+            total += held - int(await self._client.zintercard(2, [seen, online]))
+        return total
+
 
 _UNCHECKED = ProcessingWrite(None)
 

@@ -14,6 +14,7 @@ import asyncpg
 import click
 
 from fleet_cli import __version__
+from fleet_cli.broker_exporter_cli import broker_exporter
 from fleet_cli.devices_cli import devices
 from fleet_cli.events_cli import events
 from fleet_cli.geofences_cli import geofences
@@ -187,6 +188,7 @@ main.add_command(geofences)
 main.add_command(routes)
 main.add_command(serve)
 main.add_command(tokens_group)
+main.add_command(broker_exporter)
 
 
 @main.command()

@@ -1,0 +1,116 @@
+"""A real Prometheus (Debian's package) and the exporters, as processes of one test, on free ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STARTUP_S = 30.0
+
+
+@dataclass
+class Processes:
+    """Processes started by a test; ``close`` stops every one of them."""
+
+    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        binary = shutil.which(argv[0]) or argv[0]
+        assert Path(binary).exists(), f"{argv[0]} is missing: run scripts/bootstrap"
+        self.running[name] = subprocess.Popen(
+            [binary, *argv[1:]],
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def stop(self, name: str) -> None:
+        process = self.running.pop(name)
+        process.kill()
+        process.wait()
+
+    def close(self) -> None:
+        for process in self.running.values():
+            process.kill()
+            process.wait()
+        self.running.clear()
+
+
+def wait_for_http(url: str, processes: Processes, name: str) -> None:
+    deadline = time.monotonic() + STARTUP_S
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - the test's own http URL
+                return
+        except OSError:
+            process = processes.running[name]
+            if process.poll() is not None:
+                raise AssertionError(f"{name} exited: {process.stderr.read().decode()[-2000:]}") from None  # type: ignore[union-attr]
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def prometheus_config(
+    directory: Path, targets: dict[str, str], rule_files: list[Path], keep_mountpoint: str
+) -> Path:
+    """prometheus.yml scraping each job's one target every second, evaluating ``rule_files`` every second.
+
+    The node exporter's filesystems are cut to ``keep_mountpoint`` by relabelling, as
+    dashboards/README.md says to do for the PostgreSQL host.
+    """
+    jobs: list[dict[str, Any]] = []
+    for job, target in targets.items():
+        scrape: dict[str, Any] = {"job_name": job, "static_configs": [{"targets": [target]}]}
+        if job == "postgres-host":
+            # Keep the one filesystem, and every series with no mountpoint (the exporter's own).
+            keep = {
+                "source_labels": ["mountpoint"],
+                "regex": f"(?:{re.escape(keep_mountpoint)}|)",
+                "action": "keep",
+            }
+            scrape["metric_relabel_configs"] = [keep]
+        jobs.append(scrape)
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
+        "rule_files": [str(path) for path in rule_files],
+        "scrape_configs": jobs,
+    }
+    path = directory / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@dataclass(frozen=True)
+class PrometheusApi:
+    base_url: str
+
+    def get(self, path: str, **params: str) -> Any:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        url = f"{self.base_url}{path}{query}"
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - the test's own http URL
+            body = json.loads(response.read())
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.get("/api/v1/query", query=expr)["result"]
+        return result
+
+    def alert_states(self) -> dict[str, str]:
+        """Alert name -> its state (pending or firing), for the alerts active now."""
+        return {a["labels"]["alertname"]: a["state"] for a in self.get("/api/v1/alerts")["alerts"]}
+
+    def rules(self) -> list[dict[str, Any]]:
+        return [rule for group in self.get("/api/v1/rules")["groups"] for rule in group["rules"]]

@@ -1,4 +1,4 @@
-"""``fleet dashboards build`` writes what is generated, removes the rest, and ``--check`` finds stale files."""
+"""``fleet dashboards build`` writes what is generated, removes the rest; ``--check`` finds stale files."""
 
 from __future__ import annotations
 

@@ -41,6 +41,15 @@ def test_rule_files_pass_promtool_check() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_example_prometheus_config_passes_promtool_check_and_loads_every_rule_file() -> None:
+    config = yaml.safe_load((DASHBOARDS / "prometheus.yml").read_text())
+    assert sorted(DASHBOARDS / path for path in config["rule_files"]) == RULES
+    result = subprocess.run(
+        [_promtool(), "check", "config", str(DASHBOARDS / "prometheus.yml")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("unit_tests", RULE_TESTS, ids=lambda path: path.name)
 def test_rule_unit_tests_pass_promtool(unit_tests: Path) -> None:
     result = subprocess.run(

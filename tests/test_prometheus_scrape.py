@@ -39,7 +39,6 @@ pytestmark = pytest.mark.stack
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = ROOT / "dashboards"
-RULES = sorted((DASHBOARDS / "rules").glob("*.yml"))
 RATE_INTERVAL = "15s"
 """what ``$__rate_interval`` stands for at a 1 s scrape (Grafana makes it at least 4 scrapes)"""
 RATE_INTERVAL_S = 15.0
@@ -164,7 +163,7 @@ def test_every_panel_query_and_alert_rule_works_on_real_metrics(
         "fleet-ingest": ingest.metrics_addr,
         **{job: f"127.0.0.1:{port}" for job, port in ports.items()},
     }
-    config = prometheus_config(tmp_path, targets, RULES, mountpoint)
+    config = prometheus_config(DASHBOARDS / "prometheus.yml", tmp_path, targets, mountpoint)
     prometheus_port = stack.free_port()
     processes.start(
         "prometheus",

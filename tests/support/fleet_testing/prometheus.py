@@ -62,31 +62,19 @@ def wait_for_http(url: str, processes: Processes, name: str) -> None:
             time.sleep(0.2)
 
 
-def prometheus_config(
-    directory: Path, targets: dict[str, str], rule_files: list[Path], keep_mountpoint: str
-) -> Path:
-    """prometheus.yml scraping each job's one target every second, evaluating ``rule_files`` every second.
-
-    The node exporter's filesystems are cut to ``keep_mountpoint`` by relabelling, as
-    dashboards/README.md says to do for the PostgreSQL host.
-    """
-    jobs: list[dict[str, Any]] = []
-    for job, target in targets.items():
-        scrape: dict[str, Any] = {"job_name": job, "static_configs": [{"targets": [target]}]}
-        if job == "postgres-host":
-            # Keep the one filesystem, and every series with no mountpoint (the exporter's own).
-            keep = {
-                "source_labels": ["mountpoint"],
-                "regex": f"(?:{re.escape(keep_mountpoint)}|)",
-                "action": "keep",
-            }
-            scrape["metric_relabel_configs"] = [keep]
-        jobs.append(scrape)
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
-        "rule_files": [str(path) for path in rule_files],
-        "scrape_configs": jobs,
-    }
+def prometheus_config(example: Path, directory: Path, targets: dict[str, str], keep_mountpoint: str) -> Path:
+    """The operators' example configuration (``example``), with the test's targets, 1 s intervals and
+    the node exporter's filesystems cut to ``keep_mountpoint``; every job must get a target."""
+    config: dict[str, Any] = yaml.safe_load(example.read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert sorted(jobs) == sorted(targets), f"{example} scrapes {sorted(jobs)}"
+    for name, job in jobs.items():
+        job["static_configs"] = [{"targets": [targets[name]]}]
+        for relabel in job.get("metric_relabel_configs", []):
+            if relabel.get("source_labels") == ["mountpoint"]:
+                relabel["regex"] = f"(?:{re.escape(keep_mountpoint)}|)"
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"}
+    config["rule_files"] = [str(example.parent / path) for path in config["rule_files"]]
     path = directory / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -70,6 +70,11 @@ def _per_s(metric: str, by: str = "", legend: str = "__auto", selector: str = ""
     return _q(f"sum{grouping} (rate({metric}{selector}[{RATE}]))", legend)
 
 
+LAG = Panel("Fix-to-commit lag", _quantiles("fleet_ingest_lag_seconds"), unit="s")
+EVENTS_PER_MINUTE = Panel(
+    "Events/min by kind", (_q(f"60 * sum by (kind) (rate(fleet_ingest_events_total[{RATE}]))", "{{kind}}"),)
+)
+
 OVERVIEW = Dashboard(
     uid="fleet-overview",
     title="Fleet overview",
@@ -96,12 +101,8 @@ OVERVIEW = Dashboard(
                     ),
                     unit="ops",
                 ),
-                Panel(
-                    "Events/min by kind",
-                    (_q(f"60 * sum by (kind) (rate(fleet_ingest_events_total[{RATE}]))", "{{kind}}"),),
-                    unit="short",
-                ),
-                Panel("Fix-to-commit lag", _quantiles("fleet_ingest_lag_seconds"), unit="s"),
+                EVENTS_PER_MINUTE,
+                LAG,
                 Panel(
                     "API requests/s",
                     (_per_s("fleet_serve_requests_total", "status_code", "{{status_code}}", _HTTP),),
@@ -145,7 +146,7 @@ INGEST = Dashboard(
         (
             "Latency",
             (
-                Panel("Fix-to-commit lag", _quantiles("fleet_ingest_lag_seconds"), unit="s"),
+                LAG,
                 Panel("PostgreSQL commit", _quantiles("fleet_ingest_db_write_seconds"), unit="s"),
                 Panel("Redis live-state write", _quantiles("fleet_ingest_redis_write_seconds"), unit="s"),
                 Panel("Batch taken to acked", _quantiles("fleet_ingest_flush_seconds"), unit="s"),
@@ -207,10 +208,7 @@ PROCESSING = Dashboard(
         (
             "Events",
             (
-                Panel(
-                    "Events/min by kind",
-                    (_q(f"60 * sum by (kind) (rate(fleet_ingest_events_total[{RATE}]))", "{{kind}}"),),
-                ),
+                EVENTS_PER_MINUTE,
                 Panel(
                     "Events stored/s, late frames/s, state conflicts/s",
                     (

@@ -60,8 +60,8 @@ def _disk_used(mountpoint: str) -> float:
 
 
 @pytest.fixture
-def processes() -> Iterator[Processes]:
-    started = Processes()
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    started = Processes(tmp_path)
     try:
         yield started
     finally:
@@ -194,7 +194,7 @@ def test_every_panel_query_and_alert_rule_works_on_real_metrics(
         expected = {"IngestRejectedShareHigh", "IngestLagHigh"}
         expected |= {"PostgresDiskFilling"} if _disk_used(mountpoint) > 0.8 else set()
         expected |= {"PostgresDiskFull"} if _disk_used(mountpoint) > 0.9 else set()
-        assert api.alert_states() == dict.fromkeys(expected, "pending")
+        assert api.alert_states() == dict.fromkeys(expected, "pending"), api.get("/api/v1/alerts")
 
         ingest.running.pop("1").kill()
         deadline = time.monotonic() + 30

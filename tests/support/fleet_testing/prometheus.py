@@ -21,24 +21,21 @@ STARTUP_S = 30.0
 
 @dataclass
 class Processes:
-    """Processes started by a test; ``close`` stops every one of them."""
+    """Processes started by a test, their stderr in ``log_dir``; ``close`` stops every one of them."""
 
+    log_dir: Path
     running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         binary = shutil.which(argv[0]) or argv[0]
         assert Path(binary).exists(), f"{argv[0]} is missing: run scripts/bootstrap"
-        self.running[name] = subprocess.Popen(
-            [binary, *argv[1:]],
-            env={**os.environ, **(env or {})},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        with (self.log_dir / f"{name}.log").open("wb") as log:  # a file: a full pipe would block the process
+            self.running[name] = subprocess.Popen(
+                [binary, *argv[1:]], env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=log
+            )
 
-    def stop(self, name: str) -> None:
-        process = self.running.pop(name)
-        process.kill()
-        process.wait()
+    def log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")[-2000:]
 
     def close(self) -> None:
         for process in self.running.values():
@@ -54,9 +51,8 @@ def wait_for_http(url: str, processes: Processes, name: str) -> None:
             with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - the test's own http URL
                 return
         except OSError:
-            process = processes.running[name]
-            if process.poll() is not None:
-                raise AssertionError(f"{name} exited: {process.stderr.read().decode()[-2000:]}") from None  # type: ignore[union-attr]
+            if processes.running[name].poll() is not None:
+                raise AssertionError(f"{name} exited: {processes.log(name)}") from None
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 
 import asyncpg
 import msgspec
@@ -171,7 +172,7 @@ async def gather_status(urls: ServiceUrls, serve_urls: list[str], events: int = 
                 _checked("broker", lambda: _broker(urls.mqtt_url)),
                 _checked("postgresql", connect),
                 _checked("redis", live),
-                *(_checked(f"serve {url}", lambda url=url: _serve(url)) for url in serve_urls),  # type: ignore[misc]
+                *(_checked(f"serve {url}", partial(_serve, url)) for url in serve_urls),
             )
         )
         if conn is not None:

@@ -23,16 +23,18 @@ def test_committed_dashboards_are_the_generated_ones() -> None:
     assert not stale, f"stale: {stale}; {rebuild}"
 
 
-def test_every_dashboard_has_its_panels_on_one_prometheus_datasource_variable() -> None:
+def test_every_dashboard_has_numbered_panels_with_options_on_one_prometheus_datasource_variable() -> None:
     for spec in DASHBOARDS:
         model = json.loads((GRAFANA / f"{spec.uid}.json").read_text())
         assert model["uid"] == spec.uid
         assert [v["type"] for v in model["templating"]["list"]] == ["datasource"]
+        assert [p["id"] for p in model["panels"]] == list(range(1, len(model["panels"]) + 1))
         panels = [p for p in model["panels"] if p["type"] != "row"]
         assert panels, spec.uid
         for panel in panels:
             assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
             assert panel["targets"], panel["title"]
+            assert panel["options"], panel["title"]  # Grafana reads a null options badly
 
 
 def test_every_panel_query_parses_as_promql(tmp_path: Path) -> None:

@@ -14,9 +14,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Literal
 
+from grafana_foundation_sdk.builders import common, prometheus, stat, timeseries
 from grafana_foundation_sdk.builders import dashboard as gdashboard
-from grafana_foundation_sdk.builders import prometheus, stat, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as options
 from grafana_foundation_sdk.models.dashboard import DataSourceRef
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -433,9 +434,24 @@ DASHBOARDS: tuple[Dashboard, ...] = (OVERVIEW, INGEST, PROCESSING, SERVE, SERVIC
 
 
 def _panel(panel: Panel) -> stat.Panel | timeseries.Panel:
-    built: stat.Panel | timeseries.Panel = (
-        stat.Panel() if panel.kind == "stat" else timeseries.Panel().fill_opacity(10)
-    )
+    """One panel, its options set (never a null ``options``, which Grafana reads badly)."""
+    built: stat.Panel | timeseries.Panel
+    if panel.kind == "stat":
+        last = common.ReduceDataOptions().calcs(["lastNotNull"]).values(False)
+        built = stat.Panel().reduce_options(last).graph_mode(options.BigValueGraphMode.AREA)
+    else:
+        legend = (
+            common.VizLegendOptions()
+            .display_mode(options.LegendDisplayMode.LIST)
+            .placement(options.LegendPlacement.BOTTOM)
+            .show_legend(True)
+        )
+        tooltip = (
+            common.VizTooltipOptions()
+            .mode(options.TooltipDisplayMode.MULTI)
+            .sort(options.SortOrder.DESCENDING)
+        )
+        built = timeseries.Panel().fill_opacity(10).legend(legend).tooltip(tooltip)
     built.title(panel.title).datasource(DATASOURCE).unit(panel.unit).height(8).span(6)
     if panel.description:
         built.description(panel.description)
@@ -463,6 +479,8 @@ def build(spec: Dashboard) -> str:
         for panel in panels:
             built.with_panel(_panel(panel))
     model = json.loads(JSONEncoder(sort_keys=True).encode(built.build()))
+    for n, built_panel in enumerate(model["panels"], 1):  # rows included: the SDK gives them id 0
+        built_panel["id"] = n
     return json.dumps(model, indent=2, sort_keys=True) + "\n"
 
 

@@ -14,12 +14,14 @@ import asyncpg
 import click
 
 from fleet_cli import __version__
+from fleet_cli.broker_exporter_cli import broker_exporter
 from fleet_cli.devices_cli import devices
 from fleet_cli.events_cli import events
 from fleet_cli.geofences_cli import geofences
 from fleet_cli.gtfs_cli import gtfs
 from fleet_cli.routes_cli import routes
 from fleet_cli.serve_cli import serve
+from fleet_cli.status_cli import status
 from fleet_cli.tokens_cli import tokens_group
 from fleet_schemas.live import LivePosition
 from fleet_store import sessions, stackfile
@@ -187,6 +189,8 @@ main.add_command(geofences)
 main.add_command(routes)
 main.add_command(serve)
 main.add_command(tokens_group)
+main.add_command(broker_exporter)
+main.add_command(status)
 
 
 @main.command()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from fleet_schemas.events import EVENT_KINDS
+from fleet_schemas.trips import AssignmentState
 
 MESSAGES = Counter("fleet_ingest_messages_total", "MQTT messages taken from the broker")
 FRAMES_RECEIVED = Counter(
@@ -36,6 +41,9 @@ LAG_SECONDS = Histogram(
 )
 IN_FLIGHT = Gauge("fleet_ingest_in_flight_messages", "Messages received and not yet acked")
 BUSES_LIVE = Gauge("fleet_ingest_buses_live", "Buses with a live position in Redis")
+BUSES_OFFLINE = Gauge(
+    "fleet_ingest_buses_offline", "Buses with a live position in Redis that were declared offline since"
+)
 STORE_ERRORS = Counter("fleet_ingest_store_errors_total", "Failed writes (retried, never acked)", ["store"])
 RECONNECTS = Counter("fleet_ingest_broker_reconnects_total", "Broker connections lost and retried")
 PROCESSING_SECONDS = Histogram(
@@ -77,3 +85,11 @@ FENCES_REFUSED = Counter(
 FENCE_INDEX_BUILD_SECONDS = Histogram(
     "fleet_ingest_fence_index_build_seconds", "Building one operator's geofence index"
 )
+
+# Known label values start at 0, so dashboards and alerts see a series before the first one happens.
+for _store in ("postgresql", "redis"):
+    STORE_ERRORS.labels(_store)
+for _kind in EVENT_KINDS:
+    EVENTS.labels(_kind)
+for _state in get_args(AssignmentState):
+    BUSES_BY_TRIP_STATE.labels(_state)

@@ -175,6 +175,7 @@ class Ingest:
             try:
                 await self._live.prune()
                 metrics.BUSES_LIVE.set(await self._live.buses_live())
+                metrics.BUSES_OFFLINE.set(await self._live.buses_offline())
                 await self._flush_events(await self._live.operators())  # left by a process that died
             except (redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
                 log.warning("live-state upkeep failed", extra={"error": str(exc)})

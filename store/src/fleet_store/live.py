@@ -346,6 +346,16 @@ class LiveState:
             total += int(await self._client.zcard(seen_key(operator)))
         return total
 
+    async def bus_counts(self, operator: str) -> tuple[int, int]:
+        """(live, offline) buses of ``operator``: with a live position, and of those, declared offline."""
+        seen, online = seen_key(operator), online_key(operator)
+        live = int(await self._client.zcard(seen))
+        return live, live - int(await self._client.zintercard(2, [seen, online]))
+
+    async def buses_offline(self) -> int:
+        """Buses with a live position that the offline sweep declared offline since, over all operators."""
+        return sum([(await self.bus_counts(operator))[1] for operator in await self.operators()])
+
 
 _UNCHECKED = ProcessingWrite(None)
 

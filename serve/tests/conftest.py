@@ -37,6 +37,12 @@ IssueToken = Callable[..., str]
 
 
 @pytest.fixture
+def serve_settings() -> ServeSettings:
+    """The settings :func:`token_for` signs for, for tests that build their own app or tokens."""
+    return SETTINGS
+
+
+@pytest.fixture
 def token_for() -> IssueToken:
     """Sign a token with the test key: ``token_for("booking", "op", trip_id=…)``."""
 

@@ -150,8 +150,15 @@ async function start(): Promise<void> {
     }
     setData(map, "buses", { type: "FeatureCollection", features } as FeatureCollection);
   };
+  // A new setData waits for the worker to have applied the previous one: on a slow machine the
+  // buses then move in fewer, larger steps instead of never being drawn at all.
+  let applying = false;
+  map.on("sourcedata", (e) => {
+    if (e.sourceId === "buses" && e.isSourceLoaded) applying = false;
+  });
   const tick = (t: number) => {
-    if ((dirty || fleet.gliding()) && t - lastDraw >= REDRAW_MS) {
+    if (!applying && (dirty || fleet.gliding()) && t - lastDraw >= REDRAW_MS) {
+      applying = true;
       dirty = false;
       lastDraw = t;
       draw();

@@ -83,7 +83,10 @@ export class Replay {
       this.slider.min = String(this.times[0]);
       this.slider.max = String(this.times[this.times.length - 1]);
       this.controls.hidden = false;
-      this.status.textContent = `${this.times.length} fixes, ${events.events.length} events.`;
+      this.status.textContent = `${plural(this.times.length, "fix", "fixes")}, ${plural(events.events.length, "event", "events")}.`;
+      const lons = this.coords.map((c) => c[0]);
+      const lats = this.coords.map((c) => c[1]);
+      this.map.fitBounds([Math.min(...lons), Math.min(...lats), Math.max(...lons), Math.max(...lats)], { padding: 60, maxZoom: 14, duration: 0 });
       this.seek(this.times[0]);
     } catch (e) {
       this.status.textContent = e instanceof ApiError ? `${e.message} (${e.code})` : String(e);
@@ -138,4 +141,8 @@ function at(times: number[], coords: [number, number][], t: number): [number, nu
 function localInput(ms: number): string {
   const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60_000);
   return d.toISOString().slice(0, 19);
+}
+
+function plural(n: number, one: string, many: string): string {
+  return `${n} ${n === 1 ? one : many}`;
 }

@@ -42,6 +42,7 @@ from fleet_serve.settings import ServeSettings
 from fleet_store import map_layers
 from fleet_store.etas import EtaBoards, EtaUpdate
 from fleet_store.events import EventOutbox, write_events
+from fleet_store.gtfs import Connection
 from fleet_store.live import LiveState, ProcessingWrite
 from fleet_testing.database import run_on
 from fleet_testing.serving import serving
@@ -181,7 +182,7 @@ class Driver:
         if self.coaches[0].seq == 1:
             await self.boards.publish([EtaUpdate(self.etas(c, now_ms)) for c in self.coaches], now_ms)
 
-    async def on_connection(self, work: Callable[[asyncpg.Connection], Awaitable[None]]) -> None:
+    async def on_connection(self, work: Callable[[Connection], Awaitable[None]]) -> None:
         async with self.pool.acquire() as conn:
             await work(conn)
 
@@ -486,7 +487,7 @@ def test_the_replay_plays_a_stored_track(watched: Watched, scene: Scene, tmp_pat
         lon=fixes[6][0],
     )
 
-    async def store(conn: asyncpg.Connection) -> None:
+    async def store(conn: Connection) -> None:
         columns = (
             "time",
             "device",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-import subprocess
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -49,7 +48,6 @@ from fleet_testing.serving import serving
 
 pytestmark = pytest.mark.stack
 
-ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -240,14 +238,8 @@ class Watched:
             self.errors.append(f"console: {message.text} at {message.location}")
 
 
-@pytest.fixture(scope="session")
-def bundle() -> None:
-    """The map bundle as ``make bundle`` builds it (nothing to do when it is up to date)."""
-    subprocess.run(["make", "-s", "bundle"], cwd=ROOT, check=True)
-
-
 @pytest.fixture
-def browser(bundle: None, scene: Scene) -> Iterator[Browser]:
+def browser(map_bundle: Path, scene: Scene) -> Iterator[Browser]:
     """Chromium for one test, started after the stores' fixtures: playwright's sync API holds an
     event loop in this thread while it runs, so their ``asyncio.run`` must come before it."""
     if not CHROMIUM.exists():

@@ -45,6 +45,7 @@ from fleet_store.gtfs import Connection
 from fleet_store.live import LiveState, ProcessingWrite
 from fleet_testing.database import run_on
 from fleet_testing.serving import serving
+from fleet_testing.tracks import copy_fixes
 
 pytestmark = pytest.mark.stack
 
@@ -480,21 +481,7 @@ def test_the_replay_plays_a_stored_track(watched: Watched, scene: Scene, tmp_pat
     )
 
     async def store(conn: Connection) -> None:
-        columns = (
-            "time",
-            "device",
-            "seq",
-            "operator",
-            "bus",
-            "lat",
-            "lon",
-            "speed_mps",
-            "heading_deg",
-            "source",
-            "key_id",
-            "received_at",
-        )
-        await conn.copy_records_to_table("positions", records=rows, columns=columns)
+        await copy_fixes(conn, rows)
         await write_events(conn, [arrived])
 
     scene.driver.call(lambda: scene.driver.on_connection(store))

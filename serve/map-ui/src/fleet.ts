@@ -9,6 +9,8 @@ import type { FleetEvent, LivePosition, TripEtas } from "./types";
 
 const GLIDE_MAX_MS = 5_000;
 const GLIDE_MIN_MS = 300;
+/** a step faster than this (m/s) is a jump (a fix after an outage, a reassigned id): drawn at once */
+const JUMP_MPS = 70;
 
 export interface Bus {
   position: LivePosition;
@@ -63,10 +65,12 @@ export class Fleet {
       return;
     }
     const t = this.now();
-    held.from = this.drawnAt(held, t);
+    const dt_ms = p.time_ms - held.position.time_ms;
+    const jump = metres(held.to, [p.lon, p.lat]) > (JUMP_MPS * Math.max(dt_ms, 1_000)) / 1000;
+    held.from = jump ? [p.lon, p.lat] : this.drawnAt(held, t);
     held.to = [p.lon, p.lat];
     held.glideStart = t;
-    held.glideMs = Math.min(GLIDE_MAX_MS, Math.max(GLIDE_MIN_MS, p.time_ms - held.position.time_ms));
+    held.glideMs = jump ? 0 : Math.min(GLIDE_MAX_MS, Math.max(GLIDE_MIN_MS, dt_ms));
     held.position = p;
     held.offline = false;
   }
@@ -148,4 +152,10 @@ export class Fleet {
     const share = Math.min(1, Math.max(0, (t - bus.glideStart) / bus.glideMs));
     return [bus.from[0] + share * (bus.to[0] - bus.from[0]), bus.from[1] + share * (bus.to[1] - bus.from[1])];
   }
+}
+
+/** Equirectangular distance, metres: enough to tell a drive from a jump. */
+function metres(a: [number, number], b: [number, number]): number {
+  const k = Math.cos(((a[1] + b[1]) / 2) * (Math.PI / 180));
+  return Math.hypot((b[0] - a[0]) * k, b[1] - a[1]) * 111_195;
 }

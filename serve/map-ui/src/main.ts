@@ -11,7 +11,7 @@ import { addOverlay, addWorld, baseStyle, setData, type MapConfig } from "./laye
 import { LiveClient } from "./live";
 import { Panel } from "./panel";
 import { Replay } from "./replay";
-import { inGroup } from "./status";
+import { COLORS, LABELS, inGroup, type Status } from "./status";
 import type { FeatureCollection, Feature, Point } from "geojson";
 import type { FleetEvent, LiveMessage } from "./types";
 import { el } from "./format";
@@ -129,6 +129,19 @@ async function start(): Promise<void> {
     if (fly && held) map.easeTo({ center: [held.position.lon, held.position.lat], zoom: Math.max(map.getZoom(), 11) });
     void panel.showBus(operator, bus, () => (held ? fleet.view(held, Date.now()).status : null));
   };
+
+  // keyboard access to any bus: type its id (the list offers those held), Enter
+  const ids = $<HTMLDataListElement>("bus-ids");
+  window.setInterval(() => ids.replaceChildren(...[...fleet.buses.keys()].sort().map((b) => el("option", { value: b }))), 3_000);
+  $<HTMLFormElement>("find").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const bus = $<HTMLInputElement>("find-bus").value.trim();
+    if (fleet.buses.has(bus)) select(bus, true);
+    else $("connection").textContent = `no live bus ${bus} in view`;
+  });
+  $("legend-list").replaceChildren(
+    ...(Object.keys(COLORS) as Status[]).map((s) => el("li", {}, el("span", { class: "swatch", style: `background:${COLORS[s]}` }), ` ${LABELS[s]}`)),
+  );
 
   hook.updates = () => fleet.updates;
   hook.buses = () => [...fleet.buses.keys()];

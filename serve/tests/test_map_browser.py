@@ -1,6 +1,6 @@
 """The live map in headless Chromium, against a real ``fleet serve`` over the test Redis and PostgreSQL.
 
-The demo feed and its geofences are imported; two coaches drive two of its
+The demo feed is imported; two coaches drive two of its
 trips, written to Redis with ``fleet_store`` exactly as ingest writes them
 (positions, the ``calculated`` block, ETAs, events through the outbox), so
 the page gets them from ``/v1/live`` as it would in production. Debian's
@@ -27,11 +27,8 @@ import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from click.testing import CliRunner
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
 
-from fleet_cli.cli import main
-from fleet_devtools.demo_feed import feed_dir
 from fleet_schemas.events import EVENT_ENCODER, Event
 from fleet_schemas.live import LivePosition
 from fleet_schemas.trips import Calculated, StopEta, TripEtas
@@ -66,6 +63,8 @@ DEVIATION_COLOR = "#9c27b0"
 STEP_S = 0.5
 """how often the driver moves each coach (the page glides between)"""
 POINTS_PER_STEP = 1
+STEP_M = 10.0
+"""how far a coach moves per step: 20 m/s, a coach on an open road"""
 WAIT_MS = 60_000
 """how long the page may take to show what a step expects (a loaded CI machine renders slowly)"""
 METRES_PER_DEGREE = 111_195.0
@@ -280,7 +279,7 @@ def _coaches(database_url: str, operator: str) -> list[Coach]:
     return run_on(database_url, read)
 
 
-def _densified(line: list[tuple[float, float]], step_m: float = 40.0) -> list[tuple[float, float]]:
+def _densified(line: list[tuple[float, float]], step_m: float = STEP_M) -> list[tuple[float, float]]:
     """Points every ``step_m`` along the shape: a coach moves that far per step."""
     out = [line[0]]
     for (x0, y0), (x1, y1) in itertools.pairwise(line):
@@ -295,7 +294,7 @@ def _metres(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 
 def _off_line_m(point: tuple[float, float], line: list[tuple[float, float]]) -> float:
-    """Distance from a point to a densified polyline (to its nearest vertex: 40 m apart at most)."""
+    """Distance from a point to a densified polyline (to its nearest vertex: STEP_M apart at most)."""
     return min(_metres(point, vertex) for vertex in line)
 
 
@@ -303,12 +302,7 @@ def _off_line_m(point: tuple[float, float], line: list[tuple[float, float]]) -> 
 def scene(
     feed_operator: str, database_url: str, redis_url: str, serve_settings: ServeSettings
 ) -> Iterator[Scene]:
-    imported = CliRunner().invoke(
-        main,
-        ["geofences", "import", str(feed_dir() / "geofences.geojson"), "--operator", feed_operator],
-        env={"FLEET_DATABASE_URL": database_url},
-    )
-    assert imported.exit_code == 0, imported.output
+    """A serve node over the demo feed, two coaches driving, and a manager token."""
     token, _ = issue_token(serve_settings, role="manager", operators=(feed_operator,), ttl_s=3_600, sub="t")
     driver = Driver(redis_url, database_url, feed_operator, _coaches(database_url, feed_operator))
     driver.start()
@@ -336,16 +330,22 @@ def watched(browser: Browser, scene: Scene) -> Iterator[Watched]:
         context.close()
 
 
-def _open(watched: Watched, scene: Scene, around: Coach | None = None) -> Page:
-    """The map with the token in its URL, all of Algeria or (a shared link's ``bbox``) around a coach."""
+def _open(
+    watched: Watched, scene: Scene, around: Coach | None = None, at: tuple[float, float] | None = None
+) -> Page:
+    """The map with the token in its URL: all of Algeria, or (a shared link's ``bbox``) a few km
+    around a coach or a point."""
     page = watched.page
     view = ""
-    if around is not None:
-        lon, lat = around.line[around.at]
+    centre = around.line[around.at] if around is not None else at
+    if centre is not None:
+        lon, lat = centre
         view = f"&bbox={lon - 0.03},{lat - 0.02},{lon + 0.03},{lat + 0.02}"
     page.goto(f"{scene.base}/map?token={scene.token}{view}")
     page.wait_for_function("() => window.fleetMap && window.fleetMap.ready", timeout=WAIT_MS)
-    expected = [around.bus] if around is not None else [c.bus for c in scene.driver.coaches]
+    expected = (
+        [c.bus for c in scene.driver.coaches] if centre is None else [] if around is None else [around.bus]
+    )
     page.wait_for_function(
         "(buses) => buses.every(b => window.fleetMap.busState(b) !== null)", arg=expected, timeout=WAIT_MS
     )
@@ -384,7 +384,7 @@ def test_the_map_draws_the_live_buses_on_their_routes_and_they_move(
         state = before[coach.bus]
         assert state["trip_id"] == coach.trip_id
         assert state["route_id"] == coach.route_id
-        assert _off_line_m((state["lon"], state["lat"]), coach.line) < 60
+        assert _off_line_m((state["lon"], state["lat"]), coach.line) < 25
     page.wait_for_function(
         "(b) => b.every(([bus, t]) => window.fleetMap.busState(bus).time_ms > t + 1500)",
         arg=[[bus, s["time_ms"]] for bus, s in before.items()],
@@ -395,7 +395,7 @@ def test_the_map_draws_the_live_buses_on_their_routes_and_they_move(
         assert (
             _metres((after["lon"], after["lat"]), (before[coach.bus]["lon"], before[coach.bus]["lat"])) > 20
         )
-        assert _off_line_m((after["lon"], after["lat"]), coach.line) < 60
+        assert _off_line_m((after["lon"], after["lat"]), coach.line) < 25
         assert after["status"] == "on_time"
     page.screenshot(path=tmp_path / "map-live.png")
     assert page.locator("#connection").inner_text() == "live"
@@ -422,6 +422,31 @@ def test_clicking_a_bus_opens_its_panel_with_the_etas_the_api_answers(
     assert page.locator('[data-fact="delay"]').inner_text() == "2 min late"
     assert "bus=" + coach.bus in page.url
     page.screenshot(path=tmp_path / "bus-panel.png")
+
+
+def test_clicking_a_stop_opens_its_arrivals_board(watched: Watched, scene: Scene, tmp_path: Path) -> None:
+    coach = scene.driver.coaches[0]
+    stop_id, _, lon, lat = coach.stops[2]
+    page = _open(watched, scene, at=(lon, lat))
+    drawn = page.wait_for_function(
+        """([lon, lat, stop]) => {
+            const map = window.fleetMap.map, p = map.project([lon, lat]);
+            const hit = map.queryRenderedFeatures([p.x, p.y], {layers: ['stops']});
+            return hit.some(f => f.properties.stop_id === stop) && [p.x, p.y];
+        }""",
+        arg=[lon, lat, stop_id],
+        timeout=WAIT_MS,
+    ).json_value()
+    box = page.locator("#map canvas").bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + drawn[0], box["y"] + drawn[1])
+    rows = page.locator("#board tbody tr")
+    rows.first.wait_for(timeout=WAIT_MS)
+    shown = [(r.get_attribute("data-bus"), int(r.get_attribute("data-arrival-ms") or 0)) for r in rows.all()]
+    answer = scene.api(f"stops/{stop_id}/arrivals", limit=15)
+    assert shown == [(a["bus"], a["arrival_ms"]) for a in answer["arrivals"]]
+    assert coach.bus in {bus for bus, _ in shown}
+    page.screenshot(path=tmp_path / "stop-board.png")
 
 
 def test_a_deviating_bus_turns_to_the_deviation_color(watched: Watched, scene: Scene, tmp_path: Path) -> None:
@@ -505,7 +530,7 @@ def test_the_replay_plays_a_stored_track(watched: Watched, scene: Scene, tmp_pat
         "(t) => window.fleetMap.replay().timeMs > t + 300000", arg=first["timeMs"], timeout=WAIT_MS
     )
     played = page.evaluate("() => window.fleetMap.replay()")
-    assert _off_line_m(tuple(played["position"]), fixes) < 60
+    assert _off_line_m(tuple(played["position"]), fixes) < 25
     page.screenshot(path=tmp_path / "replay.png")
 
 

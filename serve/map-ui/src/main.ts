@@ -73,6 +73,10 @@ async function start(): Promise<void> {
     forgetToken();
     return login(refusal("token_expired", ""));
   }
+  if (claims.role !== "manager") {
+    forgetToken();
+    return login(`This is a ${claims.role} token: the map needs a manager token.`);
+  }
   let live: LiveClient | null = null;
   const refuse = (code: string, message: string) => {
     live?.stop();
@@ -209,7 +213,12 @@ async function start(): Promise<void> {
     live!.subscribe({ operator, bbox });
   };
 
-  map.on("load", async () => {
+  map.on("load", () => {
+    onLoad().catch((e: unknown) => {
+      connection.textContent = `the map's layers could not load: ${e instanceof ApiError ? `${e.message} (${e.code})` : String(e)}`;
+    });
+  });
+  const onLoad = async () => {
     addOverlay(map);
     if (config.tiles.kind === "none") await addWorld(map, script.dataset.world!);
     subscribe();
@@ -243,7 +252,7 @@ async function start(): Promise<void> {
     dirty = true;
     if (view.bus) select(view.bus, false);
     hook.ready = true;
-  });
+  };
 
   map.on("click", "buses", (e) => {
     const bus = e.features?.[0]?.properties?.bus as string | undefined;

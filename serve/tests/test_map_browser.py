@@ -422,6 +422,9 @@ def test_clicking_a_bus_opens_its_panel_with_the_etas_the_api_answers(
     assert page.locator('[data-fact="delay"]').inner_text() == "2 min late"
     assert "bus=" + coach.bus in page.url
     page.screenshot(path=tmp_path / "bus-panel.png")
+    page.reload()  # the link keeps the view: the same box, the same bus selected
+    page.locator("#next-stops tbody tr").first.wait_for(timeout=WAIT_MS)
+    assert page.locator("#panel h2").inner_text().endswith(f"Bus {coach.bus}")
 
 
 def test_clicking_a_stop_opens_its_arrivals_board(watched: Watched, scene: Scene, tmp_path: Path) -> None:
@@ -465,6 +468,14 @@ def test_a_deviating_bus_turns_to_the_deviation_color(watched: Watched, scene: S
         timeout=WAIT_MS,
     )
     assert page.locator('#events-list li[data-kind="deviation_started"]').count() == 1
+    page.select_option("#f-status", "on_time")  # the filter hides it, and the URL says so
+    page.wait_for_function(
+        "(bus) => !window.fleetMap.map.querySourceFeatures('buses').some(f => f.properties.bus === bus)",
+        arg=coach.bus,
+        timeout=WAIT_MS,
+    )
+    assert "status=on_time" in page.url
+    page.select_option("#f-status", "deviating")
     x, y = _drawn_at(page, coach)
     shot = page.screenshot(
         path=tmp_path / "deviating.png", clip={"x": x - 6, "y": y - 6, "width": 12, "height": 12}

@@ -16,13 +16,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 import msgspec
-from litestar import Request, Response, get
+from litestar import Response, get
 from litestar.datastructures import CacheControlHeader
-from litestar.params import Parameter
+from litestar.params import HeaderParameter
 from litestar.response import File
 from litestar.static_files import create_static_files_router
 
@@ -83,9 +83,8 @@ def map_config(services: ServicesDep) -> MapConfig:
 
 @get(MAP_PMTILES_PATH, include_in_schema=False)
 async def map_pmtiles(
-    request: Request[Any, Any, Any],
     services: ServicesDep,
-    range_header: Annotated[str | None, Parameter(header="range")] = None,
+    range_header: Annotated[str | None, HeaderParameter(name="range")] = None,
 ) -> Response[bytes] | File:
     """The local PMTiles archive: 206 for one byte range, 416 for one outside the file."""
     path = services.settings.map_tiles.file

@@ -468,6 +468,10 @@ def test_a_deviating_bus_turns_to_the_deviation_color(watched: Watched, scene: S
         timeout=WAIT_MS,
     )
     assert page.locator('#events-list li[data-kind="deviation_started"]').count() == 1
+    page.select_option("#events-kind", "stop_arrived")  # the feed filtered by kind
+    assert page.locator("#events-list li").count() == 0
+    page.select_option("#events-kind", "deviation_started")
+    assert page.locator("#events-list li").count() == 1
     page.select_option("#f-status", "on_time")  # the filter hides it, and the URL says so
     page.wait_for_function(
         "(bus) => !window.fleetMap.map.querySourceFeatures('buses').some(f => f.properties.bus === bus)",

@@ -18,6 +18,11 @@ REJECTIONS_REPEATED = Counter(
     "fleet_ingest_rejections_repeated_total",
     "Rejections already recorded from an earlier delivery of the same message (not stored again)",
 )
+OWNTRACKS_IGNORED = Counter(
+    "fleet_ingest_owntracks_ignored_total",
+    "OwnTracks messages acknowledged without a position (lwt, transition, status...), by _type",
+    ["type"],
+)
 DUPLICATES = Counter(
     "fleet_ingest_frames_duplicate_total", "Accepted frames already stored (redeliveries, retries)"
 )

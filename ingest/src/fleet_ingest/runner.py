@@ -15,9 +15,8 @@ from prometheus_client import start_http_server
 from fleet_ingest.feeds import Networks
 from fleet_ingest.keycache import KeyCache
 from fleet_ingest.mqtt_consumer import Consumer
-from fleet_ingest.service import Ingest, IngestOptions, open_pool, open_redis
+from fleet_ingest.service import Ingest, IngestOptions, open_pool, open_redis, subscriptions
 from fleet_ingest.settings import IngestSettings
-from fleet_schemas import frames_subscription
 from fleet_schemas.backoff import sleep_unless_stopped
 from fleet_store.errors import ConfigError
 from fleet_store.etas import EtaBoards
@@ -94,9 +93,8 @@ async def forget_session(mqtt_url: str, client_id: str, share_group: str) -> Non
 async def _session(
     mqtt_url: str, client_id: str, share_group: str, *, clean_start: bool, expiry_s: int
 ) -> None:
-    subscription = frames_subscription(share_group)
     async with Consumer(
-        mqtt_url, client_id, subscription, clean_start=clean_start, session_expiry_s=expiry_s
+        mqtt_url, client_id, subscriptions(share_group), clean_start=clean_start, session_expiry_s=expiry_s
     ):
         pass
 

@@ -31,7 +31,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from fleet_ingest import metrics
-from fleet_ingest.assess import Accepted, Assessment, BusKey, DeviceInfo, Incoming, assess
+from fleet_ingest.assess import Accepted, Assessment, BusKey, DeviceInfo, Incoming, Tracker, assess
 from fleet_ingest.detectors import Detectors
 from fleet_ingest.feeds import Networks
 from fleet_ingest.live import live_positions, previous, with_trip_blocks
@@ -44,6 +44,7 @@ from fleet_processing.filters import BusTrack, FilterPolicy
 from fleet_schemas import DeviceKey, frames_subscription
 from fleet_schemas.backoff import Backoff, sleep_unless_stopped
 from fleet_schemas.events import EVENT_ENCODER
+from fleet_schemas.owntracks import KNOWN_TYPES, owntracks_subscription
 from fleet_schemas.trips import StopVisit
 from fleet_store import sessions
 from fleet_store.etas import EtaBoards
@@ -76,6 +77,8 @@ class Registry(Protocol):
 
     def device(self, device: str) -> DeviceInfo | None: ...
 
+    def tracker(self, device: str) -> Tracker | None: ...
+
 
 class IngestOptions(msgspec.Struct, frozen=True):
     """How one ingest process runs (FLEET_INGEST_* settings)."""
@@ -96,6 +99,11 @@ class IngestOptions(msgspec.Struct, frozen=True):
     detectors: DetectorPolicy = msgspec.field(default_factory=DetectorPolicy)
     sweep_s: float = 15.0
     """how often this process looks for buses gone silent (FLEET_INGEST_SWEEP_S)"""
+
+
+def subscriptions(share_group: str) -> tuple[str, str]:
+    """What an ingest process takes its share of: every device's signed frames, every OwnTracks app's JSON."""
+    return frames_subscription(share_group), owntracks_subscription(share_group)
 
 
 class _BusCache(Mapping[BusKey, BusTrack]):
@@ -203,7 +211,7 @@ class Ingest:
                                 Consumer(
                                     self._mqtt_url,
                                     self._options.client_id,
-                                    frames_subscription(self._options.share_group),
+                                    subscriptions(self._options.share_group),
                                     session_expiry_s=self._options.session_expiry_s,
                                     receive_maximum=self._options.receive_maximum,
                                 )
@@ -297,8 +305,15 @@ class Ingest:
 
     def _checked(self, incoming: list[Incoming]) -> Assessment:
         now_ms = int(time.time() * 1000)
+        registry = self._registry
         return assess(
-            incoming, self._registry.key, self._registry.device, self._buses, self._options.filters, now_ms
+            incoming,
+            registry.key,
+            registry.device,
+            self._buses,
+            self._options.filters,
+            now_ms,
+            registry.tracker,
         )
 
     async def _assess(self, incoming: list[Incoming]) -> Assessment:
@@ -507,6 +522,8 @@ class Ingest:
         metrics.FRAMES_ACCEPTED.inc(len(stored.new))
         metrics.DUPLICATES.inc(max(0, len(kept) - len(stored.new)))
         metrics.REJECTIONS_REPEATED.inc(stored.repeated)
+        for kind in outcome.ignored:
+            metrics.OWNTRACKS_IGNORED.labels(kind if kind in KNOWN_TYPES else "other").inc()
         for rejected in (*outcome.rejected, *stored.refused):
             if rejected.message not in stored.dropped or rejected.reason == "unstorable":
                 metrics.FRAMES_REJECTED.labels(rejected.reason).inc()

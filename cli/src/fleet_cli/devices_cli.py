@@ -16,7 +16,8 @@ from fleet_schemas.keyfile import write_key_file
 from fleet_store import broker_accounts, dynsec, stackfile
 from fleet_store import devices as registry
 from fleet_store.broker_accounts import BrokerLogin
-from fleet_store.devices import DeviceRecord, Issued, KeyInfo
+from fleet_store.device_tokens import TokenInfo
+from fleet_store.devices import DEVICE_KINDS, DeviceKind, DeviceRecord, Issued, IssuedToken, KeyInfo
 from fleet_store.errors import RegistryError
 from fleet_store.secretbox import load_key_encryption_key
 from fleet_store.settings import Settings
@@ -97,7 +98,17 @@ def _show_issued(issued: Issued, key_file: Path | None) -> None:
     if issued.mqtt_password is not None:
         click.echo(f"mqtt username:  {issued.device.device}")
         click.echo(f"mqtt password:  {issued.mqtt_password}")
-    _note("shown once: the server keeps the key sealed and only a hash of the broker password")
+    if issued.token is not None:
+        _show_token(issued.token)
+    _note("shown once: the server keeps the key sealed and only hashes of the broker password and token")
+
+
+def _show_token(token: str) -> None:
+    click.echo(f"device token:   {token}")
+    _note(
+        "the phone sends the token as its device identifier (Traccar Client: Device identifier;"
+        " OsmAnd: id= in the tracking URL) or as Authorization: Bearer; see README, Drivers' phones"
+    )
 
 
 def _key_line(key: KeyInfo, now: datetime) -> str:
@@ -111,8 +122,16 @@ def _key_line(key: KeyInfo, now: datetime) -> str:
     return f"  {key.key_id:<24} {key.status:<8} created {_when(key.created_at)}  {detail}"
 
 
+def _token_line(token: TokenInfo) -> str:
+    detail = (
+        f"revoked {_when(token.revoked_at)}" if token.revoked_at is not None else "authenticates the phone"
+    )
+    return f"  {token.token_id:<24} {token.status:<8} created {_when(token.created_at)}  {detail}"
+
+
 def _show_record(record: DeviceRecord) -> None:
     click.echo(f"device:    {record.device}")
+    click.echo(f"kind:      {record.kind}")
     click.echo(f"operator:  {record.operator}")
     click.echo(f"bus:       {record.bus}")
     revoked = f" (revoked {_when(record.revoked_at)})" if record.revoked_at else ""
@@ -122,6 +141,10 @@ def _show_record(record: DeviceRecord) -> None:
     now = datetime.now(UTC)
     for key in record.keys:
         click.echo(_key_line(key, now))
+    if record.tokens:
+        click.echo("tokens:")
+        for token in record.tokens:
+            click.echo(_token_line(token))
 
 
 _KEY_FILE = click.option(
@@ -150,26 +173,38 @@ def devices() -> None:
 @click.argument("device")
 @click.option("--operator", required=True, help="operator id the device publishes under")
 @click.option("--bus", required=True, help="bus the device is mounted in")
+@click.option(
+    "--kind",
+    type=click.Choice(DEVICE_KINDS),
+    default="onboard",
+    show_default=True,
+    help="onboard: fleet-agent unit over MQTT; phone: Traccar Client, OsmAnd or a fleet app over HTTP"
+    " (gets a device token, no broker login); owntracks: the OwnTracks app over MQTT",
+)
 @_KEY_FILE
 @click.pass_obj
-def add(settings: Settings, device: str, operator: str, bus: str, key_file: Path | None) -> None:
-    """Register DEVICE, issue its first key and broker password (shown once), update the broker.
+def add(
+    settings: Settings, device: str, operator: str, bus: str, kind: DeviceKind, key_file: Path | None
+) -> None:
+    """Register DEVICE, issue its key and broker password or phone token (shown once), update the broker.
 
-    The device logs in to the broker with its device id and this password and
-    may publish only under fleet/v1/OPERATOR/DEVICE/.
+    An onboard unit logs in to the broker with its device id and this password
+    and may publish only under fleet/v1/OPERATOR/DEVICE/. A phone gets a
+    device token (DEVICE:SECRET) for the HTTP ingest instead of a broker login.
 
     \b
-    Example:
+    Examples:
       fleet devices add unit-0042 --operator sogral --bus DZ-16-0042 --key-file /etc/fleet-agent/key.toml
+      fleet devices add phone-0007 --operator sogral --bus DZ-16-0007 --kind phone
     """
 
     async def work(conn: asyncpg.Connection) -> tuple[Issued, list[BrokerLogin]]:
         kek = load_key_encryption_key(settings)
-        issued = await registry.add_device(conn, kek, operator, device, bus)
+        issued = await registry.add_device(conn, kek, operator, device, bus, kind)
         return issued, await registry.broker_logins(conn)
 
     issued, logins = _with_registry(settings, work)
-    _note(f"device {device} added for operator {operator}, bus {bus}")
+    _note(f"{kind} device {device} added for operator {operator}, bus {bus}")
     _show_issued(issued, key_file)
     update_broker(settings, logins)
 
@@ -189,10 +224,10 @@ def list_(settings: Settings, operator: str | None) -> None:
         return await registry.list_devices(conn, operator)
 
     records = _with_registry(settings, work)
-    click.echo(f"{'DEVICE':<24} {'OPERATOR':<16} {'BUS':<16} {'STATUS':<8} ACTIVE KEY")
+    click.echo(f"{'DEVICE':<24} {'KIND':<10} {'OPERATOR':<16} {'BUS':<16} {'STATUS':<8} ACTIVE KEY")
     for record in records:
         click.echo(
-            f"{record.device:<24} {record.operator:<16} {record.bus:<16} {record.status:<8}"
+            f"{record.device:<24} {record.kind:<10} {record.operator:<16} {record.bus:<16} {record.status:<8}"
             f" {record.active_key or '-'}"
         )
     _note(f"{len(records)} devices")
@@ -259,12 +294,31 @@ def rotate_key(
         update_broker(settings, logins)
 
 
+@devices.command(name="rotate-token")
+@click.argument("device")
+@click.pass_obj
+def rotate_token(settings: Settings, device: str) -> None:
+    """Issue a new token for the phone DEVICE (shown once); the old one is refused at once.
+
+    \b
+    Example:
+      fleet devices rotate-token phone-0007
+    """
+
+    async def work(conn: asyncpg.Connection) -> IssuedToken:
+        return await registry.rotate_token(conn, device)
+
+    issued = _with_registry(settings, work)
+    _show_token(issued.token)
+    _note("shown once: the server keeps only an argon2id hash of the token")
+
+
 @devices.command()
 @click.argument("device")
 @click.option("--key", "key_id", default=None, help="revoke only this key of DEVICE")
 @click.pass_obj
 def revoke(settings: Settings, device: str, key_id: str | None) -> None:
-    """Revoke DEVICE (every key and its broker login) or one of its keys, at once.
+    """Revoke DEVICE (every key, token and its broker login) or one of its keys, at once.
 
     Ingest refuses the revoked keys within seconds. A revoked device id is
     never reused.

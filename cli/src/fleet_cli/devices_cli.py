@@ -11,6 +11,7 @@ from typing import TypeVar
 import asyncpg
 import click
 
+from fleet_cli.owntracks_cli import OwnTracksOptions, add_owntracks_app, owntracks_options, show_app_settings
 from fleet_cli.params import Duration
 from fleet_schemas.keyfile import write_key_file
 from fleet_store import broker_accounts, dynsec, stackfile
@@ -182,9 +183,16 @@ def devices() -> None:
     " (gets a device token, no broker login); owntracks: the OwnTracks app over MQTT",
 )
 @_KEY_FILE
+@owntracks_options
 @click.pass_obj
 def add(
-    settings: Settings, device: str, operator: str, bus: str, kind: DeviceKind, key_file: Path | None
+    settings: Settings,
+    device: str,
+    operator: str,
+    bus: str,
+    kind: DeviceKind,
+    key_file: Path | None,
+    owntracks: OwnTracksOptions,
 ) -> None:
     """Register DEVICE, issue its key and broker password or phone token (shown once), update the broker.
 
@@ -196,7 +204,17 @@ def add(
     Examples:
       fleet devices add unit-0042 --operator sogral --bus DZ-16-0042 --key-file /etc/fleet-agent/key.toml
       fleet devices add phone-0007 --operator sogral --bus DZ-16-0007 --kind phone
+      fleet devices add ot-0009 --operator sogral --bus DZ-16-0009 --kind owntracks --new-encryption-key
     """
+    if kind == "owntracks":
+        issued_app, logins = _with_registry(
+            settings, lambda conn: add_owntracks_app(settings, conn, operator, device, bus, owntracks)
+        )
+        _note(f"owntracks device {device} added for operator {operator}, bus {bus}")
+        show_app_settings(issued_app)
+        update_broker(settings, logins)
+        return
+    owntracks.refuse_unless_owntracks()
 
     async def work(conn: asyncpg.Connection) -> tuple[Issued, list[BrokerLogin]]:
         kek = load_key_encryption_key(settings)

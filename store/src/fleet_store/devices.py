@@ -327,7 +327,10 @@ async def broker_logins(conn: asyncpg.Connection) -> list[BrokerLogin]:
     """The broker accounts of every active device that has one (phones have none), by id:
     what the broker's files are built from."""
     rows = await conn.fetch(
-        "SELECT device, operator, mqtt_password_hash FROM devices"
+        "SELECT device, operator, mqtt_password_hash, CASE WHEN kind = 'owntracks'"
+        " THEN COALESCE(owntracks_user, device) END AS owntracks_user FROM devices"
         " WHERE status = 'active' AND mqtt_password_hash IS NOT NULL ORDER BY device"
     )
-    return [BrokerLogin(r["device"], r["operator"], r["mqtt_password_hash"]) for r in rows]
+    return [
+        BrokerLogin(r["device"], r["operator"], r["mqtt_password_hash"], r["owntracks_user"]) for r in rows
+    ]

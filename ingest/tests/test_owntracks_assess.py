@@ -1,0 +1,139 @@
+"""OwnTracks messages through ingest's core and store: each ends stored, rejected with a reason, or ignored.
+
+What an app (or anything publishing on its topic) can send: arbitrary bytes,
+arbitrary location fields, plain or encrypted under the right or a wrong key,
+and the app's other message types. ``assess`` and ``store_messages`` run
+against the real PostgreSQL; nothing raises, and no message is left out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fleet_ingest.assess import DeviceInfo, Incoming, Tracker, assess
+from fleet_ingest.service import open_pool
+from fleet_ingest.storage import RAW_KEPT_BYTES, store_messages
+from fleet_processing.filters import FilterPolicy
+from fleet_processing.owntracks import encrypt, secretbox_key
+from fleet_schemas import DeviceKey
+
+pytestmark = pytest.mark.stack
+
+NOW_S = int(time.time())
+KEY = secretbox_key("the app's secret")
+APPS = {
+    "ot-plain": (DeviceInfo("op-a", "BUS-01", active=True), Tracker("driver-1", None)),
+    "ot-sealed": (DeviceInfo("op-a", "BUS-02", active=True), Tracker("driver-2", KEY)),
+    "ot-revoked": (DeviceInfo("op-a", "BUS-03", active=False), Tracker("ot-revoked", None)),
+}
+TOPICS = [
+    "owntracks/driver-1/ot-plain",
+    "owntracks/driver-2/ot-sealed",
+    "owntracks/ot-revoked/ot-revoked",
+    "owntracks/driver-2/ot-plain",  # another app's user
+    "owntracks/nobody/ot-ghost",
+]
+
+
+def no_keys(_key_id: str) -> DeviceKey | None:
+    return None
+
+
+def devices(device: str) -> DeviceInfo | None:
+    return APPS[device][0] if device in APPS else None
+
+
+def trackers(device: str) -> Tracker | None:
+    return APPS[device][1] if device in APPS else None
+
+
+scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10)
+near_now = st.builds(lambda back: NOW_S - back, st.integers(0, 3_000))
+good = st.fixed_dictionaries({"lat": st.floats(36.0, 37.0), "lon": st.floats(2.5, 3.5), "tst": near_now})
+changes = st.dictionaries(
+    st.sampled_from(["lat", "lon", "tst", "acc", "alt", "vel", "cog", "batt", "tid"]), scalars, max_size=3
+)
+
+
+@st.composite
+def payloads(draw: st.DrawFn) -> bytes:
+    choice = draw(st.integers(0, 3))
+    if choice == 0:
+        return draw(st.binary(max_size=200))
+    if choice == 1:
+        return json.dumps(
+            {"_type": draw(st.sampled_from(["lwt", "transition", "status", "waypoint"]))}
+        ).encode()
+    values: dict[str, Any] = {**draw(good), **draw(changes)}
+    plain = json.dumps({"_type": "location", **values}).encode()
+    if choice == 2:
+        return plain
+    return encrypt(plain, draw(st.sampled_from([KEY, secretbox_key("wrong")])))
+
+
+messages = st.builds(Incoming, st.sampled_from(TOPICS), payloads())
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(messages, min_size=1, max_size=10))
+def test_every_owntracks_message_ends_stored_rejected_or_ignored(
+    database_url: str, batch: list[Incoming]
+) -> None:
+    outcome = assess(batch, no_keys, devices, {}, FilterPolicy(), NOW_S * 1000, trackers)
+
+    async def scenario() -> tuple[set[tuple[str, int]], set[tuple[str, bytes]]]:
+        pool = await open_pool(database_url)
+        try:
+            await pool.execute(
+                "TRUNCATE positions, frame_ids, rejected_frames, rejection_fingerprints, ingest_batches"
+            )
+            stored = await store_messages(pool, uuid.uuid4(), batch, outcome.accepted, outcome.rejected)
+            assert not stored.dropped, "an OwnTracks value PostgreSQL refuses got through"
+            positions = {
+                (r["device"], r["seq"]) for r in await pool.fetch("SELECT device, seq FROM positions")
+            }
+            rejected = {
+                (r["reason"], bytes(r["raw"]))
+                for r in await pool.fetch("SELECT reason, raw FROM rejected_frames")
+            }
+            return positions, rejected
+        finally:
+            await pool.close()
+
+    positions, rejected = asyncio.run(scenario())
+    for good in outcome.accepted:
+        assert good.frame.device in ("ot-plain", "ot-sealed")
+        assert (good.frame.device, good.frame.seq) in positions
+        assert good.frame.source == "phone"
+    for bad in outcome.rejected:
+        assert (bad.reason, bad.raw[:RAW_KEPT_BYTES]) in rejected
+    handled = {a.message for a in outcome.accepted} | {r.message for r in outcome.rejected}
+    assert len(handled) + len(outcome.ignored) == len(batch)
+
+
+def test_an_app_of_another_user_or_a_revoked_app_is_refused_and_other_types_ignored() -> None:
+    location = json.dumps({"_type": "location", "lat": 36.7, "lon": 3.0, "tst": NOW_S - 5}).encode()
+    batch = [
+        Incoming("owntracks/driver-2/ot-plain", location),
+        Incoming("owntracks/ot-revoked/ot-revoked", location),
+        Incoming("owntracks/driver-1/ot-plain", b'{"_type":"lwt","tst":1}'),
+        Incoming("owntracks/driver-2/ot-sealed", encrypt(b'{"_type":"transition","event":"enter"}', KEY)),
+        Incoming("owntracks/driver-1/ot-plain", location),
+    ]
+    outcome = assess(batch, no_keys, devices, {}, FilterPolicy(), NOW_S * 1000, trackers)
+    assert [(r.reason, r.device, r.message) for r in outcome.rejected] == [
+        ("device_unknown", "ot-plain", 0),
+        ("device_disabled", "ot-revoked", 1),
+    ]
+    assert outcome.ignored == ["lwt", "transition"]
+    assert [(a.operator, a.key_id, a.frame.bus, a.message) for a in outcome.accepted] == [
+        ("op-a", "owntracks:driver-1", "BUS-01", 4)
+    ]

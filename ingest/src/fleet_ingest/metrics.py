@@ -38,6 +38,10 @@ IN_FLIGHT = Gauge("fleet_ingest_in_flight_messages", "Messages received and not 
 BUSES_LIVE = Gauge("fleet_ingest_buses_live", "Buses with a live position in Redis")
 STORE_ERRORS = Counter("fleet_ingest_store_errors_total", "Failed writes (retried, never acked)", ["store"])
 RECONNECTS = Counter("fleet_ingest_broker_reconnects_total", "Broker connections lost and retried")
+LIVE_SKIPPED = Counter(
+    "fleet_ingest_live_skipped_total",
+    "Committed frames not shown live because Redis stayed down past the HTTP front's patience",
+)
 PROCESSING_SECONDS = Histogram(
     "fleet_ingest_processing_seconds", "One batch's trip step: progress, assignment, delay and ETAs"
 )

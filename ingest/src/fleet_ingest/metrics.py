@@ -81,3 +81,20 @@ FENCES_REFUSED = Counter(
 FENCE_INDEX_BUILD_SECONDS = Histogram(
     "fleet_ingest_fence_index_build_seconds", "Building one operator's geofence index"
 )
+
+# The HTTP front (``fleet ingest http``); its frames are counted by the fleet_ingest_frames_* above.
+HTTP_REQUESTS = Counter(
+    "fleet_http_ingest_requests_total", "HTTP ingest requests by route and answer status", ["route", "status"]
+)
+HTTP_SECONDS = Histogram(
+    "fleet_http_ingest_request_seconds", "From a request read to its answer (commit included)", ["route"]
+)
+HTTP_WAITING = Gauge("fleet_http_ingest_waiting_requests", "Requests waiting for their batch to be committed")
+TOKEN_CHECKS = Counter(
+    "fleet_http_ingest_token_checks_total",
+    "Device tokens presented, by outcome: cached, verified (argon2), refused, refused_cached",
+    ["result"],
+)
+RATE_LIMITED = Counter(
+    "fleet_http_ingest_rate_limited_total", "Requests refused with 429 (a device over its rate)"
+)

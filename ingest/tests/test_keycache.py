@@ -12,8 +12,9 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from fleet_ingest.assess import DeviceInfo, Tracker
+from fleet_ingest.assess import DeviceInfo
 from fleet_ingest.keycache import KeyCache
+from fleet_ingest.owntracks import Tracker
 from fleet_processing.owntracks import secretbox_key
 from fleet_schemas import DeviceKey, UnknownKeyError, open_envelope, seal
 from fleet_store import devices

@@ -62,9 +62,10 @@ def test_add_owntracks_shows_the_app_settings_once_and_writes_its_login_and_acl(
     async def row() -> asyncpg.Record:
         conn = await asyncpg.connect(database_url)
         try:
-            found: asyncpg.Record = await conn.fetchrow(
+            found = await conn.fetchrow(
                 "SELECT kind, owntracks_user, owntracks_sealed_key FROM devices WHERE device = 'ot-1'"
             )
+            assert found is not None
             return found
         finally:
             await conn.close()

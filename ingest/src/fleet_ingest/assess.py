@@ -2,15 +2,22 @@
 
 No I/O: the caller passes the key lookup, the device registry view, the
 track of each bus it knows and the clock. Every message ends up either as
-accepted frames or as rejected rows (with the raw bytes), never nowhere; an
-OwnTracks app's message that holds no position (its last will, a geofence
-transition) is the one exception, counted as ignored by its ``_type``.
+accepted frames or as rejected rows (with the raw bytes), never nowhere.
 
 A frame's bus must be the bus its device is registered for, or it is rejected
 as ``bus_mismatch``: the key proves which device signed it, and only the
 registry says which bus that device rides. Rewriting the bus from the registry
 instead would store something the device never signed and hide a misconfigured
 unit.
+
+Not every input is a signed envelope on a device's topic: a driver's phone
+posts over HTTP with a device token, an OwnTracks app publishes its own JSON
+under its broker login. Their front (``fleet_ingest.http_front``, the OwnTracks
+consumer) authenticates the device, decodes the input into frames and hands
+them in as :class:`Authenticated` on the message; from there they meet the same
+device, bus and track checks, with the same reason codes. A front that could
+not decode the input passes the reason instead of frames, so the raw bytes are
+kept in ``rejected_frames`` like any bad message.
 """
 
 from __future__ import annotations
@@ -20,9 +27,15 @@ from collections.abc import Callable, Iterable, Mapping
 import msgspec
 
 from fleet_processing.filters import BusTrack, FilterPolicy, judge
-from fleet_processing.owntracks import Other, read_frame
-from fleet_schemas import FleetSchemaError, Frame, KeyLookup, encode_frame, open_envelope, parse_topic
-from fleet_schemas.owntracks import is_owntracks_topic, parse_owntracks_topic
+from fleet_schemas import (
+    FleetSchemaError,
+    Frame,
+    KeyLookup,
+    VerifiedBatch,
+    encode_frame,
+    open_envelope,
+    parse_topic,
+)
 
 
 class DeviceInfo(msgspec.Struct, frozen=True):
@@ -33,11 +46,25 @@ class DeviceInfo(msgspec.Struct, frozen=True):
     active: bool
 
 
+class Authenticated(msgspec.Struct, frozen=True, array_like=True):
+    """What a front made of an input whose device it authenticated otherwise than by a signature."""
+
+    device: str
+    key_id: str
+    """the credential that authenticated it (a device token's id), stored as ``positions.key_id``"""
+    frames: list[Frame]
+    reason: str | None = None
+    """a ``FleetSchemaError`` code when the input could not be decoded (then no frames)"""
+    detail: str = ""
+
+
 class Incoming(msgspec.Struct, frozen=True, array_like=True):
-    """One message as the consumer received it."""
+    """One message as the consumer received it (or one request, as an HTTP front did)."""
 
     topic: str
     payload: bytes
+    authenticated: Authenticated | None = None
+    """set by fronts that authenticate and decode themselves; None for signed envelopes"""
 
 
 class Accepted(msgspec.Struct, frozen=True, array_like=True):
@@ -67,75 +94,23 @@ BusKey = tuple[str, str]
 """(operator, bus)"""
 
 
-class Tracker(msgspec.Struct, frozen=True):
-    """What ingest needs to know of a registered OwnTracks app: its broker login and payload key."""
-
-    user: str
-    key: bytes | None
-    """the app's secretbox key (fleet_processing.owntracks.secretbox_key), None if it sends plain JSON"""
-
-    def __repr__(self) -> str:  # never print the key
-        return f"Tracker(user={self.user!r}, encrypted={self.key is not None})"
-
-
 class Assessment(msgspec.Struct):
     accepted: list[Accepted]
     rejected: list[Rejected]
     tracks: dict[BusKey, BusTrack]
     """each bus's track after this batch, for the buses it touched (for the caller's cache)"""
-    ignored: list[str] = msgspec.field(default_factory=list)
-    """``_type`` of each OwnTracks message that holds no position (``lwt``, ``transition``, ...)"""
-
-
-class _Opened(msgspec.Struct, frozen=True):
-    """A message's frames, once what sent them is known; checked against the registry next."""
-
-    operator: str
-    device: str
-    key_id: str
-    frames: list[Frame]
 
 
 def claimed_device(topic: str) -> str | None:
-    """The device a topic names, even where the topic is not a valid fleet or OwnTracks topic."""
-    if is_owntracks_topic(topic):
-        return topic.split("/")[2] if topic.count("/") == 2 else None
+    """The device a topic names, even where the topic is not a valid fleet topic."""
     return topic.split("/")[3] if topic.count("/") == 4 else None
 
 
-def _open_signed(message: Incoming, keys: KeyLookup) -> _Opened:
-    address = parse_topic(message.topic)
-    batch = open_envelope(message.payload, keys, topic_device=address.device)
-    return _Opened(address.operator, batch.device, batch.key_id, batch.frames)
-
-
-def _open_owntracks(
-    message: Incoming,
-    trackers: Callable[[str], Tracker | None],
-    devices: Callable[[str], DeviceInfo | None],
-) -> _Opened | Other | Rejected:
-    """An OwnTracks app's message: its one frame, a type to acknowledge, or why it is refused.
-
-    The app signs nothing: the broker's ACL (only its own login may publish on
-    its topic) says who sent it, so the topic's user must be the one the device
-    is registered with. Its bus and operator are the registry's.
-    """
-    address = parse_owntracks_topic(message.topic)
-    tracker = trackers(address.device)
-    device = devices(address.device)
-    if tracker is None or device is None or tracker.user != address.user:
-        return Rejected(
-            message.topic,
-            "device_unknown",
-            f"no OwnTracks device {address.device!r} of user {address.user!r} is registered",
-            address.device,
-            None,
-            message.payload,
-        )
-    read = read_frame(message.payload, tracker.key, address.device, device.bus)
-    if isinstance(read, Other):
-        return read
-    return _Opened(device.operator, address.device, f"owntracks:{address.user}", [read])
+def claimed_by(message: Incoming) -> str | None:
+    """The device a message comes from, as far as it can be told without verifying it."""
+    if message.authenticated is not None:
+        return message.authenticated.device
+    return claimed_device(message.topic)
 
 
 def assess(
@@ -145,39 +120,39 @@ def assess(
     previous: Mapping[BusKey, BusTrack],
     policy: FilterPolicy,
     now_ms: int,
-    trackers: Callable[[str], Tracker | None] = lambda _device: None,
 ) -> Assessment:
-    """Verify and check every frame of every message (signed batches and OwnTracks apps' JSON)."""
+    """Verify and check every frame of every message."""
     accepted: list[Accepted] = []
     rejected: list[Rejected] = []
-    ignored: list[str] = []
     tracks: dict[BusKey, BusTrack] = {}
     for index, message in enumerate(messages):
+        auth = message.authenticated
+        if auth is not None and auth.reason is not None:  # the front could not decode it
+            rejected.append(
+                Rejected(message.topic, auth.reason, auth.detail, auth.device, None, message.payload, index)
+            )
+            continue
         try:
-            opened = (
-                _open_owntracks(message, trackers, devices)
-                if is_owntracks_topic(message.topic)
-                else _open_signed(message, keys)
-            )
+            batch, operator = _opened(message, keys, devices)
         except FleetSchemaError as exc:
-            opened = Rejected(
-                message.topic, exc.code, exc.message, claimed_device(message.topic), None, message.payload
+            rejected.append(
+                Rejected(
+                    message.topic, exc.code, exc.message, claimed_by(message), None, message.payload, index
+                )
             )
-        if isinstance(opened, Other):
-            ignored.append(opened.type)
             continue
-        if isinstance(opened, Rejected):
-            rejected.append(msgspec.structs.replace(opened, message=index))
-            continue
-        device = devices(opened.device)
-        device_reason, device_detail = _device_reason(device, opened.operator, opened.device)
-        for frame in opened.frames:
+        device = devices(batch.device)
+        device_reason, device_detail = _device_reason(device, operator, batch.device)
+        for frame in batch.frames:
             reason, detail = device_reason, device_detail
+            if reason is None and frame.device != batch.device:
+                reason = "device_mismatch"
+                detail = f"frame device {frame.device!r} != authenticated device {batch.device!r}"
             if reason is None and device is not None and frame.bus != device.bus:
                 reason = "bus_mismatch"
-                detail = f"device {opened.device!r} is registered for bus {device.bus!r}, not {frame.bus!r}"
+                detail = f"device {batch.device!r} is registered for bus {device.bus!r}, not {frame.bus!r}"
             if reason is None:
-                bus_key = (opened.operator, frame.bus)
+                bus_key = (operator, frame.bus)
                 track, reason = judge(policy, tracks.get(bus_key) or previous.get(bus_key), frame, now_ms)
                 if track is not None:
                     tracks[bus_key] = track
@@ -189,8 +164,25 @@ def assess(
                     )
                 )
                 continue
-            accepted.append(Accepted(opened.operator, opened.key_id, frame, index))
-    return Assessment(accepted=accepted, rejected=rejected, tracks=tracks, ignored=ignored)
+            accepted.append(Accepted(operator, batch.key_id, frame, index))
+    return Assessment(accepted=accepted, rejected=rejected, tracks=tracks)
+
+
+def _opened(
+    message: Incoming, keys: KeyLookup, devices: Callable[[str], DeviceInfo | None]
+) -> tuple[VerifiedBatch, str]:
+    """The message's verified frames and the operator they are stored under, or a FleetSchemaError.
+
+    A signed envelope names its operator in its topic; an authenticated input is
+    its registered device's (an unknown device is rejected by the device check).
+    """
+    auth = message.authenticated
+    if auth is None:
+        address = parse_topic(message.topic)
+        return open_envelope(message.payload, keys, topic_device=address.device), address.operator
+    device = devices(auth.device)
+    operator = device.operator if device is not None else ""
+    return VerifiedBatch(key_id=auth.key_id, device=auth.device, frames=auth.frames), operator
 
 
 def _device_reason(device: DeviceInfo | None, topic_operator: str, name: str) -> tuple[str | None, str]:

@@ -33,7 +33,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from fleet_ingest.assess import DeviceInfo, Tracker
+from fleet_ingest.assess import DeviceInfo
+from fleet_ingest.owntracks import Tracker
 from fleet_processing.owntracks import secretbox_key
 from fleet_schemas import DeviceKey
 from fleet_schemas.backoff import Backoff

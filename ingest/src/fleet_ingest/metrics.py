@@ -43,6 +43,10 @@ IN_FLIGHT = Gauge("fleet_ingest_in_flight_messages", "Messages received and not 
 BUSES_LIVE = Gauge("fleet_ingest_buses_live", "Buses with a live position in Redis")
 STORE_ERRORS = Counter("fleet_ingest_store_errors_total", "Failed writes (retried, never acked)", ["store"])
 RECONNECTS = Counter("fleet_ingest_broker_reconnects_total", "Broker connections lost and retried")
+LIVE_SKIPPED = Counter(
+    "fleet_ingest_live_skipped_total",
+    "Committed frames not shown live because Redis stayed down past the HTTP front's patience",
+)
 PROCESSING_SECONDS = Histogram(
     "fleet_ingest_processing_seconds", "One batch's trip step: progress, assignment, delay and ETAs"
 )
@@ -81,4 +85,21 @@ FENCES_REFUSED = Counter(
 )
 FENCE_INDEX_BUILD_SECONDS = Histogram(
     "fleet_ingest_fence_index_build_seconds", "Building one operator's geofence index"
+)
+
+# The HTTP front (``fleet ingest http``); its frames are counted by the fleet_ingest_frames_* above.
+HTTP_REQUESTS = Counter(
+    "fleet_http_ingest_requests_total", "HTTP ingest requests by route and answer status", ["route", "status"]
+)
+HTTP_SECONDS = Histogram(
+    "fleet_http_ingest_request_seconds", "From a request read to its answer (commit included)", ["route"]
+)
+HTTP_WAITING = Gauge("fleet_http_ingest_waiting_requests", "Requests waiting for their batch to be committed")
+TOKEN_CHECKS = Counter(
+    "fleet_http_ingest_token_checks_total",
+    "Device tokens presented, by outcome: cached, verified (argon2), refused, refused_cached",
+    ["result"],
+)
+RATE_LIMITED = Counter(
+    "fleet_http_ingest_rate_limited_total", "Requests refused with 429 (a device over its rate)"
 )

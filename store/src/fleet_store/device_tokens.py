@@ -115,7 +115,9 @@ async def revoke_tokens(conn: asyncpg.Connection, device: str) -> None:
     )
 
 
-async def token_holder(conn: asyncpg.Connection, device: str) -> TokenHolder | None:
+async def token_holder(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, device: str
+) -> TokenHolder | None:
     """The active token of an active ``device``, or None (unknown, revoked, or no token)."""
     row = await conn.fetchrow(
         "SELECT t.token_id, d.device, d.operator, d.bus, t.token_hash"

@@ -9,10 +9,8 @@ message is left out.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-import uuid
 from typing import Any
 
 import pytest
@@ -21,11 +19,11 @@ from hypothesis import strategies as st
 
 from fleet_ingest.assess import DeviceInfo, assess
 from fleet_ingest.owntracks import Tracker, sort_out
-from fleet_ingest.service import open_pool
-from fleet_ingest.storage import RAW_KEPT_BYTES, store_messages
+from fleet_ingest.storage import RAW_KEPT_BYTES
 from fleet_processing.filters import FilterPolicy
 from fleet_processing.owntracks import encrypt, secretbox_key
 from fleet_schemas import DeviceKey
+from fleet_testing.ingest import store_assessed
 
 pytestmark = pytest.mark.stack
 
@@ -95,26 +93,7 @@ def test_every_owntracks_message_ends_stored_rejected_or_ignored(
         return
     outcome = assess(batch, no_keys, devices, {}, FilterPolicy(), NOW_S * 1000)
 
-    async def scenario() -> tuple[set[tuple[str, int]], set[tuple[str, bytes]]]:
-        pool = await open_pool(database_url)
-        try:
-            await pool.execute(
-                "TRUNCATE positions, frame_ids, rejected_frames, rejection_fingerprints, ingest_batches"
-            )
-            stored = await store_messages(pool, uuid.uuid4(), batch, outcome.accepted, outcome.rejected)
-            assert not stored.dropped, "an OwnTracks value PostgreSQL refuses got through"
-            positions = {
-                (r["device"], r["seq"]) for r in await pool.fetch("SELECT device, seq FROM positions")
-            }
-            rejected = {
-                (r["reason"], bytes(r["raw"]))
-                for r in await pool.fetch("SELECT reason, raw FROM rejected_frames")
-            }
-            return positions, rejected
-        finally:
-            await pool.close()
-
-    positions, rejected = asyncio.run(scenario())
+    positions, rejected = store_assessed(database_url, batch, outcome)
     for good in outcome.accepted:
         assert good.frame.device in ("ot-plain", "ot-sealed")
         assert (good.frame.device, good.frame.seq) in positions

@@ -30,6 +30,7 @@ from fleet_store.errors import (
 )
 from fleet_store.secretbox import KEK_FILE, KeyEncryptionKey, Sealed, load_key_encryption_key
 from fleet_store.settings import ServiceUrls, load_settings
+from fleet_testing.cli import fleet_devices as _fleet
 from fleet_testing.database import run_on as _on
 from fleet_testing.ingest import fleet_env
 
@@ -247,11 +248,6 @@ def test_a_credential_not_of_the_form_device_colon_secret_is_refused(text: str) 
 def cli_env(stack_urls: ServiceUrls, database_url: str, tmp_path: Path) -> dict[str, str]:
     """`fleet devices` on the test database, writing broker files to a folder of the test's own."""
     return fleet_env(stack_urls, database_url, tmp_path / "broker")
-
-
-def _fleet(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    result = CliRunner(env=env).invoke(main, ["devices", *args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_every_devices_command_has_help_with_an_example() -> None:

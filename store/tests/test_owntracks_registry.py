@@ -8,11 +8,10 @@ from pathlib import Path
 import asyncpg
 import msgspec
 import pytest
-from click.testing import CliRunner
 
-from fleet_cli.cli import main
 from fleet_store import dynsec
 from fleet_store.settings import ServiceUrls
+from fleet_testing.cli import fleet_devices as _fleet
 from fleet_testing.ingest import fleet_env
 
 pytestmark = pytest.mark.stack
@@ -22,11 +21,6 @@ pytestmark = pytest.mark.stack
 def cli_env(stack_urls: ServiceUrls, database_url: str, tmp_path: Path) -> dict[str, str]:
     """`fleet devices` on the test database, writing broker files to a folder of the test's own."""
     return fleet_env(stack_urls, database_url, tmp_path / "broker")
-
-
-def _fleet(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    result = CliRunner(env=env).invoke(main, ["devices", *args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def _setting(out: str, name: str) -> str:

@@ -24,7 +24,7 @@ import msgspec
 
 from fleet_schemas.errors import BadTopicError
 from fleet_schemas.frames import LATEST_FIX_MS, Latitude, Longitude
-from fleet_schemas.topics import IDENTIFIER_PATTERN, check_identifier
+from fleet_schemas.topics import IDENTIFIER_PATTERN, check_identifier, shared
 
 ROOT = "owntracks"
 LOCATION = "location"
@@ -71,10 +71,7 @@ def owntracks_command_topic(user: str, device: str) -> str:
 
 def owntracks_subscription(share_group: str | None = None) -> str:
     """Filter for every OwnTracks app's location topic; a share group splits them across consumers."""
-    topic = f"{ROOT}/+/+"
-    if share_group is None:
-        return topic
-    return f"$share/{check_identifier(share_group, 'share group')}/{topic}"
+    return shared(f"{ROOT}/+/+", share_group)
 
 
 def is_owntracks_topic(topic: str) -> bool:

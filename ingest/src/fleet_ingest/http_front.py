@@ -37,7 +37,7 @@ import math
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import asyncpg
 import msgspec
@@ -152,12 +152,12 @@ class HttpFront:
     def app(self) -> Litestar:
         front = self
 
-        @route(OSMAND_PATH, http_method=["GET", "POST"], sync_to_thread=False)
+        @route(OSMAND_PATH, http_method=["GET", "POST"])
         async def osmand(request: Request[Any, Any, Any]) -> Response[Any]:
             """The OsmAnd protocol (Traccar Client, OsmAnd): query, form or JSON."""
             return await front.osmand(request)
 
-        @route(FRAMES_PATH, http_method=["POST"], sync_to_thread=False)
+        @route(FRAMES_PATH, http_method=["POST"])
         async def frames(request: Request[Any, Any, Any]) -> Response[Any]:
             """A batch of wire-format frames (JSON), or a signed JSON envelope."""
             return await front.frames(request)
@@ -175,12 +175,10 @@ class HttpFront:
     async def osmand(self, request: Request[Any, Any, Any]) -> Response[Any]:
         started = self._clock()
         body = await request.body()
-        params = list(request.query_params.multi_items())
-        raw = request.url.query.encode()
+        params = parse_qsl(request.url.query, keep_blank_values=True)  # in the order sent: the last wins
         is_json = request.headers.get("content-type", "").startswith("application/json")
         if not params and body and not is_json:  # a form body (POST without a query)
             params = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
-            raw = body
         report: PhoneReport | None = None
         failure: FleetSchemaError | None = None
         try:
@@ -188,11 +186,12 @@ class HttpFront:
         except FleetSchemaError as exc:
             failure = exc
         if is_json:
-            raw = body
             device_id = report.device_id if report is not None else _json_device_id(body)
         else:
             device_id = next((v for k, v in reversed(params) if k in ("id", "deviceid")), None)
         credential, verified = await self._authenticate(_bearer(request) or device_id, failure)
+        # The parameters as decoded, re-encoded with the id blanked: however the app escaped its token.
+        raw = body if is_json else _without_ids(params, verified.device).encode()
         if report is not None:
             frames = to_frames(report.fixes, verified.device, verified.bus)
             auth = Authenticated(verified.device, verified.token_id, frames)
@@ -255,6 +254,11 @@ class HttpFront:
             raise Refused(400, first.reason, first.detail)
         _count(request, 200)
         return Response(_body(verdict), status_code=200)
+
+
+def _without_ids(params: list[tuple[str, str]], device: str) -> str:
+    blank = f"{device}:{_BLANKED.decode()}"
+    return urlencode([(k, blank if k in ("id", "deviceid") else v) for k, v in params], safe=":[]")
 
 
 def _json_device_id(body: bytes) -> str | None:

@@ -19,7 +19,7 @@ from fleet_processing.owntracks import secretbox_key
 from fleet_schemas import DeviceKey, UnknownKeyError, open_envelope, seal
 from fleet_store import devices
 from fleet_store.errors import KeyEncryptionError
-from fleet_store.owntracks import add_owntracks
+from fleet_store.owntracks import add_owntracks, set_encryption_key
 from fleet_store.secretbox import KeyEncryptionKey
 from fleet_testing.frames import frame
 
@@ -196,6 +196,10 @@ def test_an_owntracks_app_appears_with_its_login_and_its_secret_opened(
                 await devices.add_device(conn, kek, "sogral", "unit-3", "DZ-16-0003")
                 await _eventually(lambda: cache.device("unit-3") is not None, "added unit appears")
                 assert cache.tracker("unit-3") is None
+                await set_encryption_key(conn, kek, "ot-2", None)
+                await _eventually(
+                    lambda: cache.tracker("ot-2") == Tracker("driver-2", None), "secret removed"
+                )
         finally:
             await conn.close()
         with pytest.raises(KeyEncryptionError):

@@ -108,3 +108,35 @@ def test_owntracks_options_are_refused_where_they_mean_nothing(
     assert code == 2, err
     assert out == ""
     assert "--" in err
+
+
+def test_an_apps_secret_and_password_change_and_other_devices_have_no_secret(cli_env: dict[str, str]) -> None:
+    add = (
+        "add",
+        "ot-5",
+        "--operator",
+        "o",
+        "--bus",
+        "B-5",
+        "--kind",
+        "owntracks",
+        "--owntracks-user",
+        "drv-5",
+    )
+    assert _fleet(cli_env, *add)[0] == 0
+    code, out, err = _fleet(cli_env, "encryption-key", "ot-5", "--new-encryption-key")
+    assert code == 0, err
+    assert len(_setting(out, "encryption key")) == 32
+    code, out, err = _fleet(cli_env, "encryption-key", "ot-5", "--none")
+    assert (code, out) == (0, "")
+    assert "no encryption key" in err
+    assert _fleet(cli_env, "encryption-key", "ot-5")[0] == 2
+    code, out, err = _fleet(cli_env, "rotate-key", "ot-5", "--new-mqtt-password")
+    assert code == 0, err
+    assert _setting(out, "mqtt username") == "drv-5"
+    assert _fleet(cli_env, "add", "unit-6", "--operator", "o", "--bus", "B-6")[0] == 0
+    code, _, err = _fleet(cli_env, "encryption-key", "unit-6", "--encryption-key", "s3cret")
+    assert (code, err.strip()) == (
+        1,
+        "error [registry_error]: device 'unit-6' is not an OwnTracks app (--kind owntracks)",
+    )

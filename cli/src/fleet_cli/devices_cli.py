@@ -11,7 +11,13 @@ from typing import TypeVar
 import asyncpg
 import click
 
-from fleet_cli.owntracks_cli import OwnTracksOptions, add_owntracks_app, owntracks_options, show_app_settings
+from fleet_cli.owntracks_cli import (
+    OwnTracksOptions,
+    add_owntracks_app,
+    encryption_key,
+    owntracks_options,
+    show_app_settings,
+)
 from fleet_cli.params import Duration
 from fleet_schemas.keyfile import write_key_file
 from fleet_store import broker_accounts, dynsec, stackfile
@@ -79,8 +85,11 @@ def _when(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _show_issued(issued: Issued, key_file: Path | None) -> None:
-    """Print what the device needs, once: its key (or where it was written) and its broker password."""
+def _show_issued(issued: Issued, key_file: Path | None, username: str | None = None) -> None:
+    """Print what the device needs, once: its key (or where it was written) and its broker password.
+
+    ``username`` is its broker login where that is not its device id (an OwnTracks app's own).
+    """
     key = issued.key
     click.echo(f"key id:         {key.key_id}")
     written = False
@@ -97,7 +106,7 @@ def _show_issued(issued: Issued, key_file: Path | None) -> None:
     else:
         click.echo(f"key secret:     {key.secret.hex()}")
     if issued.mqtt_password is not None:
-        click.echo(f"mqtt username:  {issued.device.device}")
+        click.echo(f"mqtt username:  {username or issued.device.device}")
         click.echo(f"mqtt password:  {issued.mqtt_password}")
     if issued.token is not None:
         _show_token(issued.token)
@@ -168,6 +177,9 @@ def devices() -> None:
     Example:
       fleet devices add unit-0042 --operator sogral --bus DZ-16-0042 --key-file key.toml
     """
+
+
+devices.add_command(encryption_key)
 
 
 @devices.command()
@@ -307,7 +319,8 @@ def rotate_key(
     for key in issued.device.keys:
         if key.status == "retired" and key.grace_until is not None and key.usable_at(now):
             _note(f"key {key.key_id} is retired; it still verifies until {_when(key.grace_until)}")
-    _show_issued(issued, key_file)
+    login = next((login.username for login in logins if login.device == device), None)
+    _show_issued(issued, key_file, login)
     if new_mqtt_password:
         update_broker(settings, logins)
 

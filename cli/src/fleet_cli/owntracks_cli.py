@@ -118,3 +118,41 @@ def show_app_settings(issued: OwnTracksIssued) -> None:
         + (" and the encryption key sealed" if issued.encryption_key is not None else ""),
         err=True,
     )
+
+
+@click.command(name="encryption-key")
+@click.argument("device")
+@click.option(
+    "--encryption-key", default=None, metavar="SECRET", help="the app's new secret (up to 32 bytes)"
+)
+@click.option("--new-encryption-key", is_flag=True, help="generate the secret (shown once)")
+@click.option("--none", "plain", is_flag=True, help="no secret: the app sends plain JSON")
+@click.pass_obj
+def encryption_key(
+    settings: Settings, device: str, encryption_key: str | None, new_encryption_key: bool, plain: bool
+) -> None:
+    """Change the secret the OwnTracks app DEVICE encrypts its payloads with; ingest takes it within seconds.
+
+    Set the same secret in the app first (Encryption key): what it sends under
+    the old one after the change is refused as bad_ciphertext.
+
+    \b
+    Example:
+      fleet devices encryption-key ot-0009 --new-encryption-key
+    """
+    options = OwnTracksOptions(None, encryption_key, new_encryption_key)
+    secret = options.secret()
+    if plain == (secret is not None):
+        raise click.UsageError("give one of --encryption-key, --new-encryption-key or --none")
+
+    from fleet_cli.devices_cli import _with_registry  # the devices group imports this module
+
+    async def work(conn: asyncpg.Connection) -> None:
+        await apps.set_encryption_key(conn, load_key_encryption_key(settings), device, secret)
+
+    _with_registry(settings, work)
+    if secret is None:
+        click.echo(f"{device} has no encryption key: set the app's Encryption key empty", err=True)
+        return
+    click.echo(f"encryption key:  {secret}")
+    click.echo("shown once: the server keeps it sealed", err=True)

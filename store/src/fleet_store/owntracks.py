@@ -14,8 +14,8 @@ import secrets
 import asyncpg
 import msgspec
 
-from fleet_store.devices import Issued, _check_identifiers, add_device
-from fleet_store.errors import DeviceExistsError
+from fleet_store.devices import Issued, _check_identifiers, _lock_active_device, add_device
+from fleet_store.errors import DeviceExistsError, RegistryError
 from fleet_store.secretbox import KeyEncryptionKey, Sealed
 
 SECRET_CHARS = 32
@@ -80,3 +80,23 @@ async def add_owntracks(
                 f"broker login {login!r} is another device's; give the app another --owntracks-user"
             ) from exc
     return OwnTracksIssued(issued, login, encryption_key)
+
+
+async def set_encryption_key(
+    conn: asyncpg.Connection, kek: KeyEncryptionKey, device: str, encryption_key: str | None
+) -> None:
+    """Give an active OwnTracks app a new secret (None: it sends plain JSON); ingest takes it within seconds.
+
+    Messages the app encrypted under the old secret and still holds are refused
+    as ``bad_ciphertext`` once the new one is in force: change it on the phone first.
+    """
+    sealed = None if encryption_key is None else kek.seal(encryption_key.encode(), key_context(device))
+    async with conn.transaction():
+        if await _lock_active_device(conn, device) != "owntracks":
+            raise RegistryError(f"device {device!r} is not an OwnTracks app (--kind owntracks)")
+        await conn.execute(
+            "UPDATE devices SET owntracks_sealed_key = $2, owntracks_kek_id = $3 WHERE device = $1",
+            device,
+            None if sealed is None else sealed.box,
+            None if sealed is None else sealed.kek_id,
+        )

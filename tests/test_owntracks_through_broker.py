@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,6 +44,8 @@ class Phone:
         self, port: int, user: str, password: str, client_id: str, protocol: MQTTProtocolVersion
     ) -> None:
         self._acked: dict[int, int] = {}
+        self._granted: dict[int, int] = {}
+        self.received: list[tuple[str, bytes]] = []
         self.connected: int | None = None
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol
@@ -50,6 +53,12 @@ class Phone:
         self.client.username_pw_set(user, password)
         self.client.on_connect = lambda _c, _u, _f, code, _p: setattr(self, "connected", code.value)
         self.client.on_publish = lambda _c, _u, mid, code, _p: self._acked.__setitem__(mid, code.value)
+        self.client.on_subscribe = lambda _c, _u, mid, codes, _p: self._granted.__setitem__(
+            mid, codes[0].value
+        )
+        self.client.on_message = lambda _c, _u, message: self.received.append(
+            (message.topic, bytes(message.payload))
+        )
         self.client.connect("127.0.0.1", port, keepalive=10)
         self._until(lambda: self.connected)
 
@@ -64,6 +73,18 @@ class Phone:
         """QoS 1 and retained, as the app publishes; the PUBACK's reason code."""
         mid = self.client.publish(topic, payload, qos=1, retain=True).mid
         return int(self._until(lambda: self._acked.get(mid)))
+
+    def subscribe(self, topic_filter: str) -> int:
+        """The SUBACK's reason code for one QoS 1 subscription."""
+        mid = self.client.subscribe(topic_filter, qos=1)[1]
+        assert mid is not None
+        return int(self._until(lambda: self._granted.get(mid)))
+
+    def pump(self, seconds: float) -> None:
+        """Run the network loop for ``seconds``: what arrives meanwhile is in ``received``."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.client.loop(timeout=0.05)
 
     def close(self) -> None:
         self.client.disconnect()
@@ -263,3 +284,27 @@ def test_an_apps_login_publishes_only_its_own_location_topic(apps: Apps) -> None
         refused = apps.login(apps.plain, client_id)
         refused.close()
         assert refused.connected != 0, client_id
+
+
+def test_an_app_may_subscribe_as_it_does_but_hears_only_its_own_commands(
+    apps: Apps, broker: PrivateBroker
+) -> None:
+    phone = apps.login(apps.plain, protocol=mqtt.MQTTv311)
+    other = apps.login(apps.sealed)
+    try:
+        own_commands = f"{apps.topic(apps.plain)}/cmd"
+        for granted in ("owntracks/+/+", "owntracks/+/+/event", "owntracks/+/+/info", own_commands):
+            assert phone.subscribe(granted) < 0x80, granted
+        assert other.publish(apps.topic(apps.sealed), location(int(time.time()))) < 0x80
+        publish_all(broker.url, [(own_commands, b'{"_type":"cmd","action":"reportLocation"}')])
+        phone.pump(1.0)
+        assert phone.received == [(own_commands, b'{"_type":"cmd","action":"reportLocation"}')]
+    finally:
+        phone.close()
+        other.close()
+    for refused in (f"$share/{uuid.uuid4().hex[:8]}/owntracks/+/+", "fleet/v1/#", "#", "$SYS/#"):
+        phone = apps.login(apps.plain)
+        try:
+            assert phone.subscribe(refused) == NOT_AUTHORIZED, refused
+        finally:
+            phone.close()

@@ -49,7 +49,7 @@ def test_add_owntracks_shows_the_app_settings_once_and_writes_its_login_and_acl(
     role = next(r for r in rules.roles if r.rolename == client.roles[0].rolename)
     assert {(acl.acltype, acl.topic) for acl in role.acls} == {
         ("publishClientSend", "owntracks/driver-1/ot-1"),
-        ("subscribeLiteral", "owntracks/driver-1/ot-1/cmd"),
+        ("subscribePattern", "owntracks/#"),
         ("publishClientReceive", "owntracks/driver-1/ot-1/cmd"),
     }
 

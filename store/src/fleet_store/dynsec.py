@@ -22,7 +22,7 @@ default) and may publish only their frames and status topics; they may not
 subscribe at all. An OwnTracks app logs in as its own user with client id
 ``owntracks-<device>`` and may publish only ``owntracks/<user>/<device>``
 (not its ``/event`` or ``/waypoint`` subtopics, which nothing reads) and
-subscribe only to its own ``…/cmd``. The hand-written accounts
+receive only its own ``…/cmd``. The hand-written accounts
 (``fleet-server``) are unbound and may do everything, including this API.
 """
 
@@ -37,6 +37,7 @@ import msgspec
 import paho.mqtt.client as mqtt
 
 from fleet_schemas import frames_topic, status_topic
+from fleet_schemas.owntracks import ROOT as OWNTRACKS_ROOT
 from fleet_schemas.owntracks import owntracks_command_topic, owntracks_topic
 from fleet_store.errors import BrokerAccountsError
 from fleet_store.mqtt import connect_client
@@ -113,11 +114,18 @@ def owntracks_client_id(device: str) -> str:
 
 
 def _owntracks_acls(user: str, device: str) -> list[Acl]:
-    """Publish its location topic only; hear its own command topic (the app subscribes to it)."""
+    """Publish its location topic only; hear its own command topic and nothing else.
+
+    Subscribing under ``owntracks/`` is granted, since the app subscribes to
+    other phones (``owntracks/+/+``, ``…/event``, ``…/info``) on every connect
+    and a refused SUBACK may make it reconnect over and over; but the broker
+    delivers it nothing from there but its own ``…/cmd``. No ``$share/``
+    filter matches ``owntracks/#``, so it cannot join ingest's share.
+    """
     commands = owntracks_command_topic(user, device)
     return [
         Acl("publishClientSend", owntracks_topic(user, device)),
-        Acl("subscribeLiteral", commands),
+        Acl("subscribePattern", f"{OWNTRACKS_ROOT}/#"),
         Acl("publishClientReceive", commands),
     ]
 

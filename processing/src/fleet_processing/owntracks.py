@@ -9,10 +9,7 @@ grain, so two different fixes cannot share it.
 Units are converted here, once: ``vel`` km/h to m/s; ``acc`` is already the
 horizontal accuracy in metres. CoreLocation (iOS) marks an unknown speed,
 course or accuracy with a negative value; those become absent rather than
-failing the range checks, as does ``cog`` 360 (north, as 0). Numbers sent as
-strings (Greenwich, older apps) are read as numbers, as the OwnTracks
-Recorder does (``recorder.c``, ``handle_message``: it normalises ``tst``,
-``lat``, ``lon`` and ``acc`` from strings).
+failing the range checks, as does ``cog`` 360 (north, as 0).
 
 Encryption is libsodium's ``crypto_secretbox`` (XSalsa20-Poly1305), via
 PyNaCl. The key is the secret's UTF-8 bytes truncated or padded with zero
@@ -28,29 +25,28 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 
 import msgspec
 import nacl.exceptions
 import nacl.secret
 
-from fleet_schemas import Frame, encode_frame
-from fleet_schemas.envelope import _DECODE_ERRORS, _classify
-from fleet_schemas.errors import BadCiphertextError, EncryptionKeyMissingError, TooLargeError
-from fleet_schemas.owntracks import ENCRYPTED, LOCATION, Encrypted, Location, Message
+from fleet_schemas import Frame
+from fleet_schemas.envelope import check_frame
+from fleet_schemas.errors import BadCiphertextError, EncryptionKeyMissingError
+from fleet_schemas.owntracks import (
+    ENCRYPTED,
+    LOCATION,
+    Encrypted,
+    Location,
+    decode_encrypted,
+    decode_location,
+    decode_message,
+)
 
-MAX_PAYLOAD_BYTES = 64 * 1024
-"""An app's location is a few hundred bytes; ``card`` with a face image the largest, a few KB."""
 KEY_BYTES = nacl.secret.SecretBox.KEY_SIZE
 _NONCE_BYTES = nacl.secret.SecretBox.NONCE_SIZE
 _MAC_BYTES = nacl.secret.SecretBox.MACBYTES
 _KMH = 1 / 3.6
-
-_MESSAGE = msgspec.json.Decoder(Message)
-_ENCRYPTED = msgspec.json.Decoder(Encrypted)
-_LOCATION = msgspec.json.Decoder(Location, strict=False)
-_FRAME = msgspec.msgpack.Decoder(Frame)
-_FRAME_FIELD = re.compile(r"\$\[(\d+)\]")
 
 
 class Other(msgspec.Struct, frozen=True):
@@ -96,35 +92,15 @@ def read_payload(raw: bytes, key: bytes | None) -> Location | Other:
 
     ``key`` is the device's :func:`secretbox_key`, None when it has none.
     """
-    if len(raw) > MAX_PAYLOAD_BYTES:
-        raise TooLargeError(f"{len(raw)} bytes, limit {MAX_PAYLOAD_BYTES}")
-    head = _decode_head(raw)
+    head = decode_message(raw)
     if head.type == ENCRYPTED:
-        envelope = _decode_encrypted(raw)
-        raw = _decrypt(envelope, key)
-        head = _decode_head(raw)
+        raw = _decrypt(decode_encrypted(raw), key)
+        head = decode_message(raw)
         if head.type == ENCRYPTED:
             raise BadCiphertextError("an encrypted payload holds another encrypted payload")
     if head.type != LOCATION:
         return Other(head.type)
-    try:
-        return _LOCATION.decode(raw)
-    except _DECODE_ERRORS as exc:
-        raise _classify(exc, "location") from exc
-
-
-def _decode_head(raw: bytes) -> Message:
-    try:
-        return _MESSAGE.decode(raw)
-    except _DECODE_ERRORS as exc:
-        raise _classify(exc, "payload") from exc
-
-
-def _decode_encrypted(raw: bytes) -> Encrypted:
-    try:
-        return _ENCRYPTED.decode(raw)
-    except _DECODE_ERRORS as exc:
-        raise _classify(exc, "encrypted") from exc
+    return decode_location(raw)
 
 
 def _known(value: float | None) -> float | None:
@@ -149,17 +125,7 @@ def to_frame(location: Location, device: str, bus: str) -> Frame:
         altitude_m=location.alt,
         source="phone",
     )
-    # A Struct's constructor checks no constraint: decoding its own encoding applies them all.
-    try:
-        return _FRAME.decode(encode_frame(frame))
-    except _DECODE_ERRORS as exc:
-        error = _classify(exc, "frame")
-        raise type(error)(_FRAME_FIELD.sub(_field_name, error.message)) from exc
-
-
-def _field_name(match: re.Match[str]) -> str:
-    """``$[7]`` of an array-like frame as ``$.speed_mps``: the name says which value failed."""
-    return f"$.{Frame.__struct_fields__[int(match.group(1))]}"
+    return check_frame(frame)
 
 
 def read_frame(raw: bytes, key: bytes | None, device: str, bus: str) -> Frame | Other:

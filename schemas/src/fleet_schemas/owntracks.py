@@ -12,7 +12,10 @@ km/h, ``acc``/``vac``/``alt`` m, ``cog`` degrees, ``batt`` percent.
 
 Turning these into fleet frames (SI units, decryption) is
 ``fleet_processing.owntracks``'s job; this module only says what the bytes
-are.
+are, decoding them into these types or raising a typed error. Numbers sent
+as strings (Greenwich, older apps) are read as numbers, as the OwnTracks
+Recorder does (``recorder.c``, ``handle_message``: it normalises ``tst``,
+``lat``, ``lon`` and ``acc`` from strings).
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from typing import Annotated
 
 import msgspec
 
-from fleet_schemas.errors import BadTopicError
+from fleet_schemas.envelope import _DECODE_ERRORS, _classify
+from fleet_schemas.errors import BadTopicError, TooLargeError
 from fleet_schemas.frames import LATEST_FIX_MS, Latitude, Longitude
 from fleet_schemas.topics import IDENTIFIER_PATTERN, check_identifier, shared
 
 ROOT = "owntracks"
+MAX_PAYLOAD_BYTES = 64 * 1024
+"""An app's location is a few hundred bytes; ``card`` with a face image the largest, a few KB."""
 LOCATION = "location"
 ENCRYPTED = "encrypted"
 KNOWN_TYPES = frozenset(
@@ -127,3 +133,34 @@ class Location(msgspec.Struct, frozen=True):
     """tracker id, two characters shown on the app's map"""
     created_at: float | None = None
     """when the app made this message, epoch seconds (a resent message keeps it)"""
+
+
+_MESSAGE = msgspec.json.Decoder(Message)
+_ENCRYPTED = msgspec.json.Decoder(Encrypted)
+_LOCATION = msgspec.json.Decoder(Location, strict=False)
+
+
+def decode_message(raw: bytes) -> Message:
+    """Any payload's type, or a typed error (``too_large`` past MAX_PAYLOAD_BYTES)."""
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise TooLargeError(f"{len(raw)} bytes, limit {MAX_PAYLOAD_BYTES}")
+    try:
+        return _MESSAGE.decode(raw)
+    except _DECODE_ERRORS as exc:
+        raise _classify(exc, "payload") from exc
+
+
+def decode_encrypted(raw: bytes) -> Encrypted:
+    """A payload of ``_type: encrypted``, or a typed error."""
+    try:
+        return _ENCRYPTED.decode(raw)
+    except _DECODE_ERRORS as exc:
+        raise _classify(exc, "encrypted") from exc
+
+
+def decode_location(raw: bytes) -> Location:
+    """A payload of ``_type: location``, or a typed error naming the field."""
+    try:
+        return _LOCATION.decode(raw)
+    except _DECODE_ERRORS as exc:
+        raise _classify(exc, "location") from exc

@@ -140,3 +140,9 @@ def test_an_apps_secret_and_password_change_and_other_devices_have_no_secret(cli
         1,
         "error [registry_error]: device 'unit-6' is not an OwnTracks app (--kind owntracks)",
     )
+
+
+def test_the_encryption_key_command_has_help_with_an_example() -> None:
+    code, out, _ = _fleet({}, "encryption-key", "--help")
+    assert code == 0
+    assert "Example" in out

@@ -211,6 +211,9 @@ def add(
     An onboard unit logs in to the broker with its device id and this password
     and may publish only under fleet/v1/OPERATOR/DEVICE/. A phone gets a
     device token (DEVICE:SECRET) for the HTTP ingest instead of a broker login.
+    An OwnTracks app logs in as --owntracks-user (default DEVICE) with client
+    id owntracks-DEVICE and may publish only owntracks/USER/DEVICE; add prints
+    the app's settings (README: Drivers' phones, OwnTracks).
 
     \b
     Examples:

@@ -69,6 +69,12 @@ def test_add_owntracks_shows_the_app_settings_once_and_writes_its_login_and_acl(
     assert secret.encode() not in bytes(stored["owntracks_sealed_key"])
     code, out, _ = _fleet(cli_env, "list")
     assert out.splitlines()[1].split()[:2] == ["ot-1", "owntracks"]
+    code, out, _ = _fleet(cli_env, "show", "ot-1")
+    assert (
+        "owntracks: user driver-1, client id owntracks-ot-1, topic owntracks/driver-1/ot-1,"
+        " encryption key set"
+    ) in out
+    assert secret not in out
 
 
 def test_an_app_logs_in_as_its_device_id_unless_told_and_a_login_is_one_devices(

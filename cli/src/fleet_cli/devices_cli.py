@@ -16,6 +16,7 @@ from fleet_cli.owntracks_cli import (
     add_owntracks_app,
     encryption_key,
     owntracks_options,
+    show_app_login,
     show_app_settings,
 )
 from fleet_cli.params import Duration
@@ -26,6 +27,7 @@ from fleet_store.broker_accounts import BrokerLogin
 from fleet_store.device_tokens import TokenInfo
 from fleet_store.devices import DEVICE_KINDS, DeviceKind, DeviceRecord, Issued, IssuedToken, KeyInfo
 from fleet_store.errors import RegistryError
+from fleet_store.owntracks import AppLogin, app_login
 from fleet_store.secretbox import load_key_encryption_key
 from fleet_store.settings import Settings
 
@@ -277,10 +279,13 @@ def show(settings: Settings, device: str) -> None:
       fleet devices show unit-0042
     """
 
-    async def work(conn: asyncpg.Connection) -> DeviceRecord:
-        return await registry.show_device(conn, device)
+    async def work(conn: asyncpg.Connection) -> tuple[DeviceRecord, AppLogin | None]:
+        return await registry.show_device(conn, device), await app_login(conn, device)
 
-    _show_record(_with_registry(settings, work))
+    record, app = _with_registry(settings, work)
+    _show_record(record)
+    if app is not None:
+        show_app_login(device, app)
 
 
 @devices.command(name="rotate-key")

@@ -9,11 +9,12 @@ import asyncpg
 import click
 import msgspec
 
+from fleet_schemas.owntracks import owntracks_topic
 from fleet_store import devices as registry
 from fleet_store import dynsec
 from fleet_store import owntracks as apps
 from fleet_store.broker_accounts import BrokerLogin
-from fleet_store.owntracks import OwnTracksIssued
+from fleet_store.owntracks import AppLogin, OwnTracksIssued
 from fleet_store.secretbox import load_key_encryption_key
 from fleet_store.settings import Settings
 
@@ -99,6 +100,14 @@ async def add_owntracks_app(
     kek = load_key_encryption_key(settings)
     issued = await apps.add_owntracks(conn, kek, operator, device, bus, options.user, options.secret())
     return issued, await registry.broker_logins(conn)
+
+
+def show_app_login(device: str, app: AppLogin) -> None:
+    """What ``fleet devices show`` adds for an OwnTracks app."""
+    click.echo(
+        f"owntracks: user {app.user}, client id {dynsec.owntracks_client_id(device)},"
+        f" topic {owntracks_topic(app.user, device)}, encryption key {'set' if app.encrypted else 'none'}"
+    )
 
 
 def show_app_settings(issued: OwnTracksIssued) -> None:

@@ -33,6 +33,23 @@ class OwnTracksIssued(msgspec.Struct, frozen=True):
         return f"OwnTracksIssued(device={self.issued.device.device!r}, user={self.user!r})"
 
 
+class AppLogin(msgspec.Struct, frozen=True):
+    """How an OwnTracks app is set up, as ``fleet devices show`` tells it (never the secret)."""
+
+    user: str
+    encrypted: bool
+
+
+async def app_login(conn: asyncpg.Connection, device: str) -> AppLogin | None:
+    """An OwnTracks app's login and whether it has a secret; None for other devices."""
+    row = await conn.fetchrow(
+        "SELECT COALESCE(owntracks_user, device) AS user_name, owntracks_sealed_key IS NOT NULL AS encrypted"
+        " FROM devices WHERE device = $1 AND kind = 'owntracks'",
+        device,
+    )
+    return None if row is None else AppLogin(row["user_name"], row["encrypted"])
+
+
 def key_context(device: str) -> str:
     """What an app's sealed secret is bound to, so it opens on its own row only."""
     return f"owntracks:{device}"

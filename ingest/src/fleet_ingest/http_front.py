@@ -33,6 +33,7 @@ requests are stored with the secret replaced.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -53,6 +54,8 @@ from fleet_ingest.tokencache import TokenCache, Verified
 from fleet_schemas import FleetSchemaError, Frame, decode_batch, frames_topic
 from fleet_schemas.osmand import PhoneReport, decode_json, decode_query, to_frames
 from fleet_store.device_tokens import Credential, parse_credential
+
+log = logging.getLogger("fleet_ingest.http_front")
 
 OSMAND_PATH = "/"
 FRAMES_PATH = "/v1/ingest/frames"
@@ -105,6 +108,12 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
         "too_large" if exc.status_code == 413 else "bad_request" if exc.status_code < 500 else "unavailable"
     )
     return _error(exc.status_code, code, str(exc.detail))
+
+
+def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("request failed", extra={"route": _route(request)})
+    _count(request, 500)
+    return _error(500, "internal_error", "the server failed on this request; it is logged")
 
 
 def _route(request: Request[Any, Any, Any]) -> str:
@@ -164,7 +173,7 @@ class HttpFront:
 
         return Litestar(
             route_handlers=[osmand, frames],
-            exception_handlers={Refused: _refused, HTTPException: _http_error},
+            exception_handlers={Refused: _refused, HTTPException: _http_error, Exception: _internal},
             request_max_body_size=self._max_body_bytes,
             openapi_config=None,
             logging_config=None,
@@ -248,6 +257,10 @@ class HttpFront:
             ) from None
         except Busy as exc:
             raise Refused(503, "busy", str(exc), RETRY_AFTER_S) from None
+        except Exception:  # logged by the intake; nothing is acknowledged, so the app sends it again
+            raise Refused(
+                503, "unavailable", "the request could not be taken in; send it again", RETRY_AFTER_S
+            ) from None
         metrics.HTTP_SECONDS.labels(_route(request)).observe(self._clock() - started)
         if verdict.refused_whole:
             first = verdict.rejected[0]

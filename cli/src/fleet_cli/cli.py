@@ -216,7 +216,7 @@ main.add_command(tokens_group)
 def ingest(
     ctx: click.Context, burst_idle_s: float | None, instance: str | None, forget: bool, show_sessions: bool
 ) -> None:
-    """Consume signed frames from the broker into TimescaleDB and Redis, at least once.
+    """Consume signed frames and OwnTracks JSON from the broker into TimescaleDB and Redis, at least once.
 
     Run N of these (on N machines, or with --instance on one) to share the
     load: they split the messages on one MQTT 5 shared subscription. Each

@@ -23,6 +23,7 @@ from fleet_devtools import stack
 from fleet_schemas import Frame, encode_batch, seal
 from fleet_store import devices, stackfile
 from fleet_store.settings import ServiceUrls, load_settings
+from fleet_testing.database import empty_tables
 from fleet_testing.ingest import IngestProcesses, stored
 from fleet_testing.phones import Answer, add_phone, http_ingest, request
 
@@ -36,7 +37,12 @@ MAX_BODY = 65_536
 
 @pytest.fixture(scope="module")
 def phones(stack_urls: ServiceUrls, migrated_database_url: str, test_redis_url: str) -> Iterator[Front]:
-    """One ``fleet ingest http`` for the module's tests (each test has its own operator and phone)."""
+    """One ``fleet ingest http`` for the module's tests (each test has its own operator and phone).
+
+    Its key cache refuses to start while usable keys are sealed under another
+    key-encryption key, as an earlier test's are: the database is emptied first.
+    """
+    asyncio.run(empty_tables(migrated_database_url))
     ingest = IngestProcesses(stack_urls, migrated_database_url, test_redis_url)
     settings = {
         "FLEET_HTTP_INGEST_BURST": str(BURST),

@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from fleet_devtools.owntracks_app import location
 from fleet_processing.owntracks import encrypt, secretbox_key
 from fleet_schemas import frames_topic
 from fleet_schemas.owntracks import owntracks_topic
@@ -88,29 +89,6 @@ class Phone:
 
     def close(self) -> None:
         self.client.disconnect()
-
-
-def location(tst: int, **fields: Any) -> bytes:
-    """A location as the Android app sends it, 30 km/h heading west out of Algiers."""
-    values = {
-        "_type": "location",
-        "acc": 9,
-        "alt": 52,
-        "batt": 77,
-        "bs": 1,
-        "conn": "m",
-        "created_at": tst + 1,
-        "lat": 36.7525,
-        "lon": 3.042 - (tst % 1000) * 1e-5,
-        "m": 1,
-        "t": "u",
-        "tid": "42",
-        "tst": tst,
-        "vac": 4,
-        "vel": 30,
-        "cog": 270,
-    }
-    return json.dumps({**values, **fields}).encode()
 
 
 class Apps:

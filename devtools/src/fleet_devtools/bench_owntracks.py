@@ -12,7 +12,6 @@ thread (``time.thread_time``, so other processes on the core do not count).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from collections.abc import Callable
 import msgspec
 
 from fleet_devtools.bench_processing import machine
+from fleet_devtools.owntracks_app import location
 from fleet_ingest.assess import DeviceInfo, Incoming, assess
 from fleet_ingest.owntracks import Tracker, sort_out
 from fleet_processing.filters import FilterPolicy
@@ -46,31 +46,6 @@ class OwnTracksBench(msgspec.Struct, frozen=True):
     passed: bool
 
 
-def _location(app: int, tst: int) -> bytes:
-    return json.dumps(
-        {
-            "_type": "location",
-            "BSSID": "b0:be:76:e0:1a:2c",
-            "acc": 9,
-            "alt": 52,
-            "batt": 77,
-            "bs": 1,
-            "conn": "m",
-            "created_at": tst + 1,
-            "lat": 35.0 + app * 1e-3,
-            "lon": 3.0 + tst % 600 * 1e-4,
-            "m": 1,
-            "t": "u",
-            "tid": "42",
-            "topic": owntracks_topic(f"driver-{app}", f"ot-{app}"),
-            "tst": tst,
-            "vac": 4,
-            "vel": 36,
-            "cog": 90,
-        }
-    ).encode()
-
-
 def _per_s(rounds: int, run: Callable[[], object], count: int) -> float:
     run()  # warm
     began = time.thread_time()
@@ -86,7 +61,9 @@ def run_owntracks_bench(report: Report, *, rounds: int = 10) -> OwnTracksBench:
     sealed = {f"ot-{n}": Tracker(f"driver-{n}", key) for n in range(APPS)}
     plain = {f"ot-{n}": Tracker(f"driver-{n}", None) for n in range(APPS)}
     tst = int(time.time()) - 60
-    locations = [(owntracks_topic(f"driver-{n}", f"ot-{n}"), _location(n, tst)) for n in range(APPS)]
+    locations = [
+        (owntracks_topic(f"driver-{n}", f"ot-{n}"), location(tst, lat=35.0 + n * 1e-3)) for n in range(APPS)
+    ]
     encrypted = [(topic, encrypt(payload, key)) for topic, payload in locations]
     signing = {f"ot-{n}": DeviceKey(f"ot-{n}-k1", f"ot-{n}", os.urandom(32)) for n in range(APPS)}
     signed = [

@@ -46,6 +46,7 @@ log = logging.getLogger("fleet_ingest.tokencache")
 POLL_S = 2.0
 SIZE = 50_000
 REFUSED_S = 60.0
+READ_TIMEOUT_S = 5.0
 DEVICES_CHANNEL = "fleet_devices"
 _RETRY_S = (0.5, 15.0)
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
@@ -117,7 +118,7 @@ class TokenCache:
 
     async def _check(self, credential: Credential, digest: bytes) -> Verified | None:
         changes = self._changes
-        async with self._pool.acquire() as conn:
+        async with asyncio.timeout(READ_TIMEOUT_S), self._pool.acquire() as conn:  # TimeoutError: an OSError
             holder = await device_tokens.token_holder(conn, credential.device)
         matches = holder is not None and await asyncio.to_thread(
             device_tokens.secret_matches, holder.token_hash, credential.secret

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
-from fleet_ingest.tokencache import TokenCache, Verified
+from fleet_ingest.tokencache import CHECKS_BURST, TokenCache, TooManyChecks, Verified
 from fleet_store import devices
 from fleet_store.device_tokens import Credential, parse_credential
 from fleet_store.secretbox import KeyEncryptionKey
@@ -100,6 +100,27 @@ def test_a_revoked_token_or_device_or_a_moved_bus_is_forgotten_within_seconds(
                     assert now == Verified("phone-7-t1", "phone-7", "sogral", "DZ-16-0099")
                 else:
                     assert now is None
+        finally:
+            await pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_guessing_secrets_for_one_device_is_refused_after_a_few_checks(database_url: str) -> None:
+    async def scenario() -> None:
+        credential = await _add_phone(database_url, "phone-7")
+        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+        assert pool is not None
+        try:
+            async with TokenCache(pool, database_url) as cache:
+                for n in range(CHECKS_BURST):
+                    assert await cache.verify(Credential("phone-7", f"guess-{n}")) is None
+                with pytest.raises(TooManyChecks) as refused:
+                    await cache.verify(Credential("phone-7", "guess-again"))
+                assert refused.value.wait_s > 0
+                assert await cache.verify(Credential("phone-7", "guess-0")) is None  # remembered: no check
+                with pytest.raises(TooManyChecks):
+                    await cache.verify(credential)  # the right one waits its turn too
         finally:
             await pool.close()
 

@@ -185,7 +185,7 @@ class HttpFront:
         started = self._clock()
         body = await request.body()
         params = parse_qsl(request.url.query, keep_blank_values=True)  # in the order sent: the last wins
-        is_json = request.headers.get("content-type", "").startswith("application/json")
+        is_json = request.headers.get("content-type", "").lower().startswith("application/json")
         if not params and body and not is_json:  # a form body (POST without a query)
             params = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
         report: PhoneReport | None = None

@@ -155,13 +155,23 @@ def _phone(front: Front, operator: str) -> tuple[str, str]:
 def test_traccar_client_and_osmand_requests_are_stored_in_si_units(front: Front, operator_id: str) -> None:
     device, token = _phone(front, operator_id)
     t0 = _now_s()
+    form = urlencode(
+        {"id": token, "timestamp": str(t0 + 30), "lat": "36.7550", "lon": "3.0445", "speed": "0"}
+    )
     answers = [
         _traccar_client(front.base, token, t0),
         _traccar_client_json(front.base, token, t0 + 10),
         _osmand(front.base, token, (t0 + 20) * 1000 + 125),
+        request(
+            f"{front.base}/",
+            method="POST",
+            body=form.encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ),
     ]
-    assert [(a.status, a.body["accepted"], a.body["stored"]) for a in answers] == [(200, 1, 1)] * 3, answers
-    query, body, osmand = _positions(front.ingest.database_url, device)
+    assert [(a.status, a.body["accepted"], a.body["stored"]) for a in answers] == [(200, 1, 1)] * 4, answers
+    query, body, osmand, posted = _positions(front.ingest.database_url, device)
+    assert (posted["seq"], posted["lat"], posted["speed_mps"]) == ((t0 + 30) * 1000, 36.7550, 0.0)
     assert (query["seq"], query["time"].timestamp()) == (t0 * 1000, t0)
     assert query["speed_mps"] == pytest.approx(27.0 * KNOT_MPS, rel=1e-6)
     assert (query["heading_deg"], query["altitude_m"], query["accuracy_m"]) == (271.5, 112.0, 6.0)
@@ -174,7 +184,7 @@ def test_traccar_client_and_osmand_requests_are_stored_in_si_units(front: Front,
         ("phone", f"{device}-t1", BUS)
     }
     live = stored(front.ingest.database_url, front.ingest.redis_url, operator_id, {device: BUS}).live
-    assert live == {BUS: (device, (t0 + 20) * 1000 + 125)}
+    assert live == {BUS: (device, (t0 + 30) * 1000)}
 
 
 def test_a_retried_request_is_stored_once(front: Front, operator_id: str) -> None:

@@ -50,7 +50,7 @@ from fleet_ingest.assess import Authenticated, Incoming
 from fleet_ingest.intake import Busy, Intake, Verdict
 from fleet_ingest.ratelimit import RateLimiter
 from fleet_ingest.service import StoreUnavailable
-from fleet_ingest.tokencache import TokenCache, Verified
+from fleet_ingest.tokencache import TokenCache, TooManyChecks, Verified
 from fleet_schemas import FleetSchemaError, Frame, decode_batch, frames_topic
 from fleet_schemas.osmand import PhoneReport, decode_json, decode_query, to_frames
 from fleet_store.device_tokens import Credential, parse_credential
@@ -185,7 +185,7 @@ class HttpFront:
         started = self._clock()
         body = await request.body()
         params = parse_qsl(request.url.query, keep_blank_values=True)  # in the order sent: the last wins
-        is_json = request.headers.get("content-type", "").startswith("application/json")
+        is_json = request.headers.get("content-type", "").lower().startswith("application/json")
         if not params and body and not is_json:  # a form body (POST without a query)
             params = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
         report: PhoneReport | None = None
@@ -236,6 +236,8 @@ class HttpFront:
             raise Refused(401, "token_invalid", "the device token is not of the form DEVICE:SECRET")
         try:
             verified = await self._tokens.verify(credential)
+        except TooManyChecks as exc:
+            raise Refused(429, "rate_limited", str(exc), exc.wait_s) from None
         except _DB_ERRORS:
             raise Refused(503, "unavailable", "the device registry cannot be read", RETRY_AFTER_S) from None
         if verified is None:

@@ -97,7 +97,7 @@ HTTP_SECONDS = Histogram(
 HTTP_WAITING = Gauge("fleet_http_ingest_waiting_requests", "Requests waiting for their batch to be committed")
 TOKEN_CHECKS = Counter(
     "fleet_http_ingest_token_checks_total",
-    "Device tokens presented, by outcome: cached, verified (argon2), refused, refused_cached",
+    "Device tokens presented, by outcome: cached, verified (argon2), refused, refused_cached, too_many",
     ["result"],
 )
 RATE_LIMITED = Counter(

@@ -398,7 +398,10 @@ class Ingest:
         give_up_at = None if self._options.give_up_s is None else time.monotonic() + self._options.give_up_s
         while True:
             try:
-                return await attempt()
+                if give_up_at is None:
+                    return await attempt()
+                # A server that does not answer at all (not even a refused connection) is down too.
+                return await asyncio.wait_for(attempt(), max(0.1, give_up_at - time.monotonic()))
             except (
                 OSError,
                 asyncpg.PostgresError,

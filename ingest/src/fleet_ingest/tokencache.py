@@ -6,6 +6,10 @@ milliseconds of CPU on purpose, so :class:`TokenCache` checks a token once and
 then answers from a bounded cache keyed by the token's SHA-256 (a wrong token
 is remembered as refused for a minute, so guessing costs the server nothing
 more). Concurrent requests with the same unchecked token wait for one check.
+Guessing with ever new secrets is bounded too: a device id gets at most
+``CHECKS_BURST`` checks at once and one every ``1 / CHECKS_PER_S`` seconds
+(:class:`TooManyChecks`, a 429), and at most ``HASHING_AT_ONCE`` hashes run
+at a time, so verification cannot take the CPU from the requests it serves.
 
 A revoked token (or device, or a device moved to another bus) is forgotten
 within seconds, as the key cache does it (``fleet_ingest.keycache``):
@@ -37,6 +41,7 @@ import asyncpg
 import msgspec
 
 from fleet_ingest import metrics
+from fleet_ingest.ratelimit import RateLimiter
 from fleet_schemas.backoff import Backoff
 from fleet_store import device_tokens
 from fleet_store.device_tokens import Credential
@@ -46,6 +51,10 @@ log = logging.getLogger("fleet_ingest.tokencache")
 POLL_S = 2.0
 SIZE = 50_000
 REFUSED_S = 60.0
+READ_TIMEOUT_S = 5.0
+CHECKS_PER_S = 0.2
+CHECKS_BURST = 5
+HASHING_AT_ONCE = 2
 DEVICES_CHANNEL = "fleet_devices"
 _RETRY_S = (0.5, 15.0)
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
@@ -53,6 +62,14 @@ _STILL_ACTIVE = (
     "SELECT t.token_id, d.operator, d.bus FROM device_tokens t JOIN devices d USING (device)"
     " WHERE t.token_id = ANY($1::text[]) AND t.status = 'active' AND d.status = 'active'"
 )
+
+
+class TooManyChecks(Exception):
+    """A device id was presented with more unchecked tokens than it may be; retry after ``wait_s``."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(f"too many token checks for this device; retry in {wait_s:.0f} s")
+        self.wait_s = wait_s
 
 
 class Verified(msgspec.Struct, frozen=True):
@@ -78,6 +95,8 @@ class TokenCache:
         self._by_device: defaultdict[str, set[bytes]] = defaultdict(set)
         self._refused: OrderedDict[bytes, float] = OrderedDict()
         self._checking: dict[bytes, asyncio.Future[Verified | None]] = {}
+        self._checks = RateLimiter(CHECKS_PER_S, CHECKS_BURST)
+        self._hashing = asyncio.Semaphore(HASHING_AT_ONCE)
         self._changes = 0
         """announced changes so far: a check that saw one happen while it ran is not cached"""
         self._task: asyncio.Task[None] | None = None
@@ -96,7 +115,8 @@ class TokenCache:
     async def verify(self, credential: Credential) -> Verified | None:
         """The device the token speaks for, or None if it is wrong, revoked or its device is.
 
-        Raises a database error when the token is not cached and the registry cannot be read.
+        Raises a database error when the token is not cached and the registry cannot be read,
+        TooManyChecks when its device id was tried too often with unchecked tokens.
         """
         digest = hashlib.sha256(f"{credential.device}:{credential.secret}".encode()).digest()
         found = self._verified.get(digest)
@@ -110,6 +130,10 @@ class TokenCache:
             return None
         checking = self._checking.get(digest)
         if checking is None:
+            wait = self._checks.wait_s(credential.device, time.monotonic())
+            if wait > 0:
+                metrics.TOKEN_CHECKS.labels("too_many").inc()
+                raise TooManyChecks(wait)
             checking = asyncio.ensure_future(self._check(credential, digest))
             self._checking[digest] = checking
             checking.add_done_callback(lambda _: self._checking.pop(digest, None))
@@ -117,11 +141,14 @@ class TokenCache:
 
     async def _check(self, credential: Credential, digest: bytes) -> Verified | None:
         changes = self._changes
-        async with self._pool.acquire() as conn:
+        async with asyncio.timeout(READ_TIMEOUT_S), self._pool.acquire() as conn:  # TimeoutError: an OSError
             holder = await device_tokens.token_holder(conn, credential.device)
-        matches = holder is not None and await asyncio.to_thread(
-            device_tokens.secret_matches, holder.token_hash, credential.secret
-        )
+        matches = False
+        if holder is not None:
+            async with self._hashing:
+                matches = await asyncio.to_thread(
+                    device_tokens.secret_matches, holder.token_hash, credential.secret
+                )
         if holder is None or not matches:
             metrics.TOKEN_CHECKS.labels("refused").inc()
             self._refused[digest] = time.monotonic() + REFUSED_S

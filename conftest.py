@@ -23,10 +23,10 @@ from fleet_store.settings import ServiceUrls, load_settings
 from fleet_testing.agents import MakeReceiver, Receiver
 from fleet_testing.broker import PrivateBroker
 from fleet_testing.cleanup import BrokerCleanup, left_behind, look
+from fleet_testing.database import empty_tables
 from fleet_testing.ingest import IngestProcesses
 
 TEST_REDIS_DB = 15
-_TABLES_KEPT = ("schema_migrations",)
 
 
 def _with_database(url: str, database: str) -> str:
@@ -75,24 +75,10 @@ def migrated_database_url(stack_urls: ServiceUrls) -> Iterator[str]:
     asyncio.run(_recreate_database(stack_urls.database_url, name, create=False))
 
 
-async def _truncate_all(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        tables = await conn.fetch(
-            "SELECT quote_ident(tablename) AS name FROM pg_tables WHERE schemaname = 'public'"
-            " AND tablename <> ALL($1::text[])",
-            list(_TABLES_KEPT),
-        )
-        if tables:
-            await conn.execute(f"TRUNCATE {', '.join(t['name'] for t in tables)} CASCADE")
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def database_url(migrated_database_url: str) -> str:
     """The migrated test database, emptied before the test."""
-    asyncio.run(_truncate_all(migrated_database_url))
+    asyncio.run(empty_tables(migrated_database_url))
     return migrated_database_url
 
 

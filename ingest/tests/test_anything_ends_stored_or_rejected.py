@@ -9,9 +9,7 @@ bytes.
 
 from __future__ import annotations
 
-import asyncio
 import time
-import uuid
 from typing import Any
 
 import msgspec
@@ -20,11 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fleet_ingest.assess import DeviceInfo, Incoming, assess
-from fleet_ingest.service import open_pool
-from fleet_ingest.storage import RAW_KEPT_BYTES, store_messages
+from fleet_ingest.storage import RAW_KEPT_BYTES
 from fleet_processing.filters import FilterPolicy
 from fleet_schemas import DeviceKey, Envelope, encode_frame, sign
 from fleet_testing.frames import frames, new_key
+from fleet_testing.ingest import store_assessed
 
 pytestmark = pytest.mark.stack
 
@@ -81,26 +79,7 @@ def messages(draw: st.DrawFn) -> Incoming:
 def test_every_message_ends_stored_or_rejected(database_url: str, batch: list[Incoming]) -> None:
     outcome = assess(batch, keys, devices, {}, FilterPolicy(), NOW_MS)
 
-    async def scenario() -> tuple[set[tuple[str, int]], set[tuple[str, bytes]]]:
-        pool = await open_pool(database_url)
-        try:
-            await pool.execute(
-                "TRUNCATE positions, frame_ids, rejected_frames, rejection_fingerprints, ingest_batches"
-            )
-            stored = await store_messages(pool, uuid.uuid4(), batch, outcome.accepted, outcome.rejected)
-            assert not stored.dropped, "the wire format let through a value PostgreSQL refuses"
-            positions = {
-                (r["device"], r["seq"]) for r in await pool.fetch("SELECT device, seq FROM positions")
-            }
-            rejected = {
-                (r["reason"], bytes(r["raw"]))
-                for r in await pool.fetch("SELECT reason, raw FROM rejected_frames")
-            }
-            return positions, rejected
-        finally:
-            await pool.close()
-
-    positions, rejected = asyncio.run(scenario())
+    positions, rejected = store_assessed(database_url, batch, outcome)
     for good in outcome.accepted:
         key = (good.frame.device, good.frame.seq)
         assert key in positions or ("seq_conflict", encode_frame(good.frame)) in rejected

@@ -14,9 +14,12 @@ import pytest
 
 from fleet_ingest.assess import DeviceInfo
 from fleet_ingest.keycache import KeyCache
+from fleet_ingest.owntracks import Tracker
+from fleet_processing.owntracks import secretbox_key
 from fleet_schemas import DeviceKey, UnknownKeyError, open_envelope, seal
 from fleet_store import devices
 from fleet_store.errors import KeyEncryptionError
+from fleet_store.owntracks import add_owntracks, set_encryption_key
 from fleet_store.secretbox import KeyEncryptionKey
 from fleet_testing.frames import frame
 
@@ -172,6 +175,35 @@ def test_cache_refuses_to_start_under_another_kek(database_url: str, kek: KeyEnc
         other = KeyEncryptionKey(os.urandom(32))
         with pytest.raises(KeyEncryptionError, match=f"sealed under key-encryption key {kek.kek_id}"):
             async with KeyCache(database_url, other):
+                pass
+
+    asyncio.run(scenario())
+
+
+def test_an_owntracks_app_appears_with_its_login_and_its_secret_opened(
+    database_url: str, kek: KeyEncryptionKey
+) -> None:
+    async def scenario() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await add_owntracks(conn, kek, "sogral", "ot-1", "DZ-16-0001")
+            async with KeyCache(database_url, kek, poll_s=60) as cache:
+                assert cache.tracker("ot-1") == Tracker("ot-1", None)
+                await add_owntracks(conn, kek, "sogral", "ot-2", "DZ-16-0002", "driver-2", "s3cret")
+                await _eventually(lambda: cache.tracker("ot-2") is not None, "added app appears")
+                assert cache.tracker("ot-2") == Tracker("driver-2", secretbox_key("s3cret"))
+                assert cache.device("ot-2") == DeviceInfo(operator="sogral", bus="DZ-16-0002", active=True)
+                await devices.add_device(conn, kek, "sogral", "unit-3", "DZ-16-0003")
+                await _eventually(lambda: cache.device("unit-3") is not None, "added unit appears")
+                assert cache.tracker("unit-3") is None
+                await set_encryption_key(conn, kek, "ot-2", None)
+                await _eventually(
+                    lambda: cache.tracker("ot-2") == Tracker("driver-2", None), "secret removed"
+                )
+        finally:
+            await conn.close()
+        with pytest.raises(KeyEncryptionError):
+            async with KeyCache(database_url, KeyEncryptionKey(os.urandom(32))):
                 pass
 
     asyncio.run(scenario())

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from fleet_agent.keys import read_key_file
 from fleet_cli.cli import main
-from fleet_store import devices, dynsec
+from fleet_store import device_tokens, devices, dynsec
 from fleet_store.errors import (
     ConfigError,
     DeviceExistsError,
@@ -26,9 +26,11 @@ from fleet_store.errors import (
     InvalidIdentifierError,
     KeyEncryptionError,
     KeyNotFoundError,
+    RegistryError,
 )
 from fleet_store.secretbox import KEK_FILE, KeyEncryptionKey, Sealed, load_key_encryption_key
 from fleet_store.settings import ServiceUrls, load_settings
+from fleet_testing.cli import fleet_devices as _fleet
 from fleet_testing.database import run_on as _on
 from fleet_testing.ingest import fleet_env
 
@@ -187,6 +189,58 @@ def test_registry_refuses_reused_ids_unknown_devices_and_unsafe_ids(
     _on(database_url, work)
 
 
+@pytest.mark.stack
+def test_a_phone_gets_a_token_kept_as_argon2id_and_no_broker_login(
+    database_url: str, kek: KeyEncryptionKey
+) -> None:
+    async def work(conn: asyncpg.Connection) -> None:
+        await devices.add_device(conn, kek, "sogral", "unit-1", "DZ-16-0001")
+        issued = await devices.add_device(conn, kek, "sogral", "phone-1", "DZ-16-0002", kind="phone")
+        assert (issued.device.kind, issued.mqtt_password, issued.device.active_key) == (
+            "phone",
+            None,
+            "phone-1-k1",
+        )
+        assert issued.token is not None
+        assert issued.token not in repr(issued)
+        credential = device_tokens.parse_credential(issued.token)
+        assert credential is not None
+        assert credential.device == "phone-1"
+        holder = await device_tokens.token_holder(conn, "phone-1")
+        assert holder is not None
+        assert (holder.token_id, holder.operator, holder.bus) == ("phone-1-t1", "sogral", "DZ-16-0002")
+        assert holder.token_hash.startswith("$argon2id$")
+        assert credential.secret not in holder.token_hash
+        assert device_tokens.secret_matches(holder.token_hash, credential.secret)
+        assert not device_tokens.secret_matches(holder.token_hash, credential.secret + "x")
+        assert [login.device for login in await devices.broker_logins(conn)] == ["unit-1"]
+        with pytest.raises(RegistryError, match="no broker login"):
+            await devices.rotate_key(conn, kek, "phone-1", new_mqtt_password=True)
+        with pytest.raises(RegistryError, match="not a phone"):
+            await devices.rotate_token(conn, "unit-1")
+
+        rotated = await devices.rotate_token(conn, "phone-1")
+        assert [(t.token_id, t.status) for t in rotated.device.tokens] == [
+            ("phone-1-t2", "active"),
+            ("phone-1-t1", "revoked"),
+        ]
+        holder = await device_tokens.token_holder(conn, "phone-1")
+        assert holder is not None
+        assert holder.token_id == "phone-1-t2"
+        await devices.revoke_device(conn, "phone-1")
+        assert await device_tokens.token_holder(conn, "phone-1") is None
+        assert (await devices.show_device(conn, "unit-1")).kind == "onboard"
+
+    _on(database_url, work)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "phone-1", "phone-1:", ":secret", "unit/+:secret", "a" * 300 + ":s", "phone-1\n:secret"]
+)
+def test_a_credential_not_of_the_form_device_colon_secret_is_refused(text: str) -> None:
+    assert device_tokens.parse_credential(text) is None
+
+
 # ---------------------------------------------------------------- fleet devices
 
 
@@ -196,13 +250,8 @@ def cli_env(stack_urls: ServiceUrls, database_url: str, tmp_path: Path) -> dict[
     return fleet_env(stack_urls, database_url, tmp_path / "broker")
 
 
-def _fleet(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    result = CliRunner(env=env).invoke(main, ["devices", *args])
-    return result.exit_code, result.stdout, result.stderr
-
-
 def test_every_devices_command_has_help_with_an_example() -> None:
-    for command in ([], ["add"], ["list"], ["show"], ["rotate-key"], ["revoke"]):
+    for command in ([], ["add"], ["list"], ["show"], ["rotate-key"], ["rotate-token"], ["revoke"]):
         result = CliRunner().invoke(main, ["devices", *command, "--help"])
         assert result.exit_code == 0, result.output
         assert "Example" in result.output, command
@@ -257,12 +306,35 @@ def test_fleet_devices_rotate_show_list_and_revoke(cli_env: dict[str, str]) -> N
     assert "key unit-1-k2 of unit-1 revoked" in out
     code, out, _ = _fleet(cli_env, "list", "--operator", "sogral")
     assert code == 0
-    assert out.splitlines()[1].split() == ["unit-1", "sogral", "DZ-16-0001", "active", "-"]
+    assert out.splitlines()[1].split() == ["unit-1", "onboard", "sogral", "DZ-16-0001", "active", "-"]
 
     code, out, err = _fleet(cli_env, "revoke", "unit-1")
     assert code == 0, err
     assert "device unit-1 revoked, and its keys (2)" in out
     assert "unit-1:" not in (Path(cli_env["FLEET_MOSQUITTO_DIR"]) / "passwords").read_text()
+
+
+@pytest.mark.stack
+def test_fleet_devices_add_phone_shows_its_token_once_and_writes_no_broker_login(
+    cli_env: dict[str, str],
+) -> None:
+    code, out, err = _fleet(
+        cli_env, "add", "phone-1", "--operator", "sogral", "--bus", "DZ-16-0001", "--kind", "phone"
+    )
+    assert code == 0, err
+    assert "mqtt password" not in out
+    token = out.split("device token:")[1].split()[0]
+    assert token.startswith("phone-1:")
+    assert "phone-1:" not in (Path(cli_env["FLEET_MOSQUITTO_DIR"]) / "passwords").read_text()
+    code, out, _ = _fleet(cli_env, "list")
+    assert out.splitlines()[1].split()[:2] == ["phone-1", "phone"]
+    code, out, _ = _fleet(cli_env, "show", "phone-1")
+    assert "kind:      phone" in out
+    assert "phone-1-t1" in out
+    assert token not in out
+    code, out, err = _fleet(cli_env, "rotate-token", "phone-1")
+    assert code == 0, err
+    assert out.split("device token:")[1].split()[0] not in (token, "")
 
 
 @pytest.mark.stack

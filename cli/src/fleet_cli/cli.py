@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import asyncpg
 import click
+import msgspec
 
 from fleet_cli import __version__
 from fleet_cli.broker_exporter_cli import broker_exporter
@@ -193,7 +194,7 @@ main.add_command(broker_exporter)
 main.add_command(status)
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option(
     "--burst",
     "burst_idle_s",
@@ -215,11 +216,11 @@ main.add_command(status)
     is_flag=True,
     help="list the broker sessions ingest instances hold, with the broker's stored totals, and exit",
 )
-@click.pass_obj
+@click.pass_context
 def ingest(
-    settings: Settings, burst_idle_s: float | None, instance: str | None, forget: bool, show_sessions: bool
+    ctx: click.Context, burst_idle_s: float | None, instance: str | None, forget: bool, show_sessions: bool
 ) -> None:
-    """Consume signed frames from the broker into TimescaleDB and Redis, at least once.
+    """Consume signed frames and OwnTracks JSON from the broker into TimescaleDB and Redis, at least once.
 
     Run N of these (on N machines, or with --instance on one) to share the
     load: they split the messages on one MQTT 5 shared subscription. Each
@@ -233,7 +234,11 @@ def ingest(
       fleet ingest --instance 2
       fleet ingest --sessions            # which sessions exist, when each instance was last seen
       fleet ingest --instance 2 --forget
+      fleet ingest http --addr 0.0.0.0:5055   # drivers' phones over HTTP (see its --help)
     """
+    if ctx.invoked_subcommand is not None:
+        return
+    settings: Settings = ctx.obj
     from fleet_ingest.runner import forget_session, run_ingest, serve_metrics
     from fleet_ingest.settings import load_ingest_settings
     from fleet_schemas.logs import configure_logging
@@ -255,6 +260,37 @@ def ingest(
         run_ingest(settings, ingest_settings, urls, client_id=client_id, burst_idle_s=burst_idle_s)
     )
     progress(f"ingest: stopped after {batches} batches")
+
+
+@ingest.command(name="http")
+@click.option("--addr", default=None, help="host:port to listen on [FLEET_HTTP_INGEST_ADDR, 127.0.0.1:5055]")
+@click.pass_obj
+def ingest_http(settings: Settings, addr: str | None) -> None:
+    """Take drivers' phones over HTTP (Traccar Client, OsmAnd, fleet apps) into the ingest pipeline.
+
+    GET/POST / speaks the OsmAnd protocol; POST /v1/ingest/frames takes a
+    wire-format JSON batch or a signed envelope. Phones authenticate with the
+    device token of `fleet devices add --kind phone`. It needs PostgreSQL and
+    Redis, not the broker; run as many as needed behind a load balancer, with
+    TLS in front of it (the token travels in the URL).
+
+    \b
+    Example:
+      fleet devices add phone-0007 --operator sogral --bus DZ-16-0007 --kind phone
+      fleet ingest http --addr 0.0.0.0:5055
+    """
+    from fleet_ingest.runner import run_http_ingest, serve_metrics
+    from fleet_ingest.settings import load_http_ingest_settings, load_ingest_settings
+    from fleet_schemas.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    http_settings = load_http_ingest_settings()
+    if addr is not None:
+        http_settings = msgspec.structs.replace(http_settings, addr=addr)
+    serve_metrics(http_settings.metrics_addr)
+    urls = stackfile.resolve_urls(settings)
+    asyncio.run(run_http_ingest(settings, load_ingest_settings(), http_settings, urls))
+    progress("ingest http: stopped")
 
 
 @main.command()

@@ -11,13 +11,23 @@ from typing import TypeVar
 import asyncpg
 import click
 
+from fleet_cli.owntracks_cli import (
+    OwnTracksOptions,
+    add_owntracks_app,
+    encryption_key,
+    owntracks_options,
+    show_app_login,
+    show_app_settings,
+)
 from fleet_cli.params import Duration
 from fleet_schemas.keyfile import write_key_file
 from fleet_store import broker_accounts, dynsec, stackfile
 from fleet_store import devices as registry
 from fleet_store.broker_accounts import BrokerLogin
-from fleet_store.devices import DeviceRecord, Issued, KeyInfo
+from fleet_store.device_tokens import TokenInfo
+from fleet_store.devices import DEVICE_KINDS, DeviceKind, DeviceRecord, Issued, IssuedToken, KeyInfo
 from fleet_store.errors import RegistryError
+from fleet_store.owntracks import AppLogin, app_login
 from fleet_store.secretbox import load_key_encryption_key
 from fleet_store.settings import Settings
 
@@ -77,8 +87,11 @@ def _when(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _show_issued(issued: Issued, key_file: Path | None) -> None:
-    """Print what the device needs, once: its key (or where it was written) and its broker password."""
+def _show_issued(issued: Issued, key_file: Path | None, username: str | None = None) -> None:
+    """Print what the device needs, once: its key (or where it was written) and its broker password.
+
+    ``username`` is its broker login where that is not its device id (an OwnTracks app's own).
+    """
     key = issued.key
     click.echo(f"key id:         {key.key_id}")
     written = False
@@ -95,9 +108,19 @@ def _show_issued(issued: Issued, key_file: Path | None) -> None:
     else:
         click.echo(f"key secret:     {key.secret.hex()}")
     if issued.mqtt_password is not None:
-        click.echo(f"mqtt username:  {issued.device.device}")
+        click.echo(f"mqtt username:  {username or issued.device.device}")
         click.echo(f"mqtt password:  {issued.mqtt_password}")
-    _note("shown once: the server keeps the key sealed and only a hash of the broker password")
+    if issued.token is not None:
+        _show_token(issued.token)
+    _note("shown once: the server keeps the key sealed and only hashes of the broker password and token")
+
+
+def _show_token(token: str) -> None:
+    click.echo(f"device token:   {token}")
+    _note(
+        "the phone sends the token as its device identifier (Traccar Client: Device identifier;"
+        " OsmAnd: id= in the tracking URL) or as Authorization: Bearer; see README, Drivers' phones"
+    )
 
 
 def _key_line(key: KeyInfo, now: datetime) -> str:
@@ -111,8 +134,16 @@ def _key_line(key: KeyInfo, now: datetime) -> str:
     return f"  {key.key_id:<24} {key.status:<8} created {_when(key.created_at)}  {detail}"
 
 
+def _token_line(token: TokenInfo) -> str:
+    detail = (
+        f"revoked {_when(token.revoked_at)}" if token.revoked_at is not None else "authenticates the phone"
+    )
+    return f"  {token.token_id:<24} {token.status:<8} created {_when(token.created_at)}  {detail}"
+
+
 def _show_record(record: DeviceRecord) -> None:
     click.echo(f"device:    {record.device}")
+    click.echo(f"kind:      {record.kind}")
     click.echo(f"operator:  {record.operator}")
     click.echo(f"bus:       {record.bus}")
     revoked = f" (revoked {_when(record.revoked_at)})" if record.revoked_at else ""
@@ -122,6 +153,10 @@ def _show_record(record: DeviceRecord) -> None:
     now = datetime.now(UTC)
     for key in record.keys:
         click.echo(_key_line(key, now))
+    if record.tokens:
+        click.echo("tokens:")
+        for token in record.tokens:
+            click.echo(_token_line(token))
 
 
 _KEY_FILE = click.option(
@@ -146,30 +181,65 @@ def devices() -> None:
     """
 
 
+devices.add_command(encryption_key)
+
+
 @devices.command()
 @click.argument("device")
 @click.option("--operator", required=True, help="operator id the device publishes under")
 @click.option("--bus", required=True, help="bus the device is mounted in")
+@click.option(
+    "--kind",
+    type=click.Choice(DEVICE_KINDS),
+    default="onboard",
+    show_default=True,
+    help="onboard: fleet-agent unit over MQTT; phone: Traccar Client, OsmAnd or a fleet app over HTTP"
+    " (gets a device token, no broker login); owntracks: the OwnTracks app over MQTT",
+)
 @_KEY_FILE
+@owntracks_options
 @click.pass_obj
-def add(settings: Settings, device: str, operator: str, bus: str, key_file: Path | None) -> None:
-    """Register DEVICE, issue its first key and broker password (shown once), update the broker.
+def add(
+    settings: Settings,
+    device: str,
+    operator: str,
+    bus: str,
+    kind: DeviceKind,
+    key_file: Path | None,
+    owntracks: OwnTracksOptions,
+) -> None:
+    """Register DEVICE, issue its key and broker password or phone token (shown once), update the broker.
 
-    The device logs in to the broker with its device id and this password and
-    may publish only under fleet/v1/OPERATOR/DEVICE/.
+    An onboard unit logs in to the broker with its device id and this password
+    and may publish only under fleet/v1/OPERATOR/DEVICE/. A phone gets a
+    device token (DEVICE:SECRET) for the HTTP ingest instead of a broker login.
+    An OwnTracks app logs in as --owntracks-user (default DEVICE) with client
+    id owntracks-DEVICE and may publish only owntracks/USER/DEVICE; add prints
+    the app's settings (README: Drivers' phones, OwnTracks).
 
     \b
-    Example:
+    Examples:
       fleet devices add unit-0042 --operator sogral --bus DZ-16-0042 --key-file /etc/fleet-agent/key.toml
+      fleet devices add phone-0007 --operator sogral --bus DZ-16-0007 --kind phone
+      fleet devices add ot-0009 --operator sogral --bus DZ-16-0009 --kind owntracks --new-encryption-key
     """
+    if kind == "owntracks":
+        issued_app, logins = _with_registry(
+            settings, lambda conn: add_owntracks_app(settings, conn, operator, device, bus, owntracks)
+        )
+        _note(f"owntracks device {device} added for operator {operator}, bus {bus}")
+        show_app_settings(issued_app)
+        update_broker(settings, logins)
+        return
+    owntracks.refuse_unless_owntracks()
 
     async def work(conn: asyncpg.Connection) -> tuple[Issued, list[BrokerLogin]]:
         kek = load_key_encryption_key(settings)
-        issued = await registry.add_device(conn, kek, operator, device, bus)
+        issued = await registry.add_device(conn, kek, operator, device, bus, kind)
         return issued, await registry.broker_logins(conn)
 
     issued, logins = _with_registry(settings, work)
-    _note(f"device {device} added for operator {operator}, bus {bus}")
+    _note(f"{kind} device {device} added for operator {operator}, bus {bus}")
     _show_issued(issued, key_file)
     update_broker(settings, logins)
 
@@ -189,10 +259,10 @@ def list_(settings: Settings, operator: str | None) -> None:
         return await registry.list_devices(conn, operator)
 
     records = _with_registry(settings, work)
-    click.echo(f"{'DEVICE':<24} {'OPERATOR':<16} {'BUS':<16} {'STATUS':<8} ACTIVE KEY")
+    click.echo(f"{'DEVICE':<24} {'KIND':<10} {'OPERATOR':<16} {'BUS':<16} {'STATUS':<8} ACTIVE KEY")
     for record in records:
         click.echo(
-            f"{record.device:<24} {record.operator:<16} {record.bus:<16} {record.status:<8}"
+            f"{record.device:<24} {record.kind:<10} {record.operator:<16} {record.bus:<16} {record.status:<8}"
             f" {record.active_key or '-'}"
         )
     _note(f"{len(records)} devices")
@@ -209,10 +279,13 @@ def show(settings: Settings, device: str) -> None:
       fleet devices show unit-0042
     """
 
-    async def work(conn: asyncpg.Connection) -> DeviceRecord:
-        return await registry.show_device(conn, device)
+    async def work(conn: asyncpg.Connection) -> tuple[DeviceRecord, AppLogin | None]:
+        return await registry.show_device(conn, device), await app_login(conn, device)
 
-    _show_record(_with_registry(settings, work))
+    record, app = _with_registry(settings, work)
+    _show_record(record)
+    if app is not None:
+        show_app_login(device, app)
 
 
 @devices.command(name="rotate-key")
@@ -254,9 +327,29 @@ def rotate_key(
     for key in issued.device.keys:
         if key.status == "retired" and key.grace_until is not None and key.usable_at(now):
             _note(f"key {key.key_id} is retired; it still verifies until {_when(key.grace_until)}")
-    _show_issued(issued, key_file)
+    login = next((login.username for login in logins if login.device == device), None)
+    _show_issued(issued, key_file, login)
     if new_mqtt_password:
         update_broker(settings, logins)
+
+
+@devices.command(name="rotate-token")
+@click.argument("device")
+@click.pass_obj
+def rotate_token(settings: Settings, device: str) -> None:
+    """Issue a new token for the phone DEVICE (shown once); the old one is refused at once.
+
+    \b
+    Example:
+      fleet devices rotate-token phone-0007
+    """
+
+    async def work(conn: asyncpg.Connection) -> IssuedToken:
+        return await registry.rotate_token(conn, device)
+
+    issued = _with_registry(settings, work)
+    _show_token(issued.token)
+    _note("shown once: the server keeps only an argon2id hash of the token")
 
 
 @devices.command()
@@ -264,7 +357,7 @@ def rotate_key(
 @click.option("--key", "key_id", default=None, help="revoke only this key of DEVICE")
 @click.pass_obj
 def revoke(settings: Settings, device: str, key_id: str | None) -> None:
-    """Revoke DEVICE (every key and its broker login) or one of its keys, at once.
+    """Revoke DEVICE (every key, token and its broker login) or one of its keys, at once.
 
     Ingest refuses the revoked keys within seconds. A revoked device id is
     never reused.

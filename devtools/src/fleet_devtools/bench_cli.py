@@ -204,6 +204,30 @@ def processing(batches: int, as_json: bool) -> None:
     _finish(result, summary_text(result), passed=result.passed, as_json=as_json)
 
 
+@bench.command(name="owntracks")
+@click.option(
+    "--rounds", type=click.IntRange(min=1), default=10, show_default=True, help="timed batches per kind"
+)
+@_json_option
+def owntracks(rounds: int, as_json: bool) -> None:
+    """OwnTracks apps' messages through ingest's checks on one core: messages/s, plain and encrypted.
+
+    What ingest spends on a batch of 2,000 OwnTracks locations (as the
+    Android app sends them) before its commit: topic and registry,
+    decryption, JSON, SI frame, then the device, bus and track checks; one-frame
+    signed batches through the same checks beside them. No server. Target: at
+    least 20,000 encrypted messages/s. Exits 1 when it is missed.
+
+    \b
+    Example:
+      fleet bench owntracks --rounds 20
+    """
+    from fleet_devtools.bench_owntracks import run_owntracks_bench, summary_text
+
+    result = run_owntracks_bench(_progress, rounds=rounds)
+    _finish(result, summary_text(result), passed=result.passed, as_json=as_json)
+
+
 @bench.command(name="eta")
 @click.option(
     "--feed",
@@ -376,3 +400,57 @@ def fanout(
     options = FanoutOptions(clients, buses, seconds, slow_share, workers)
     result = run_fanout_bench(urls.redis_url, urls.database_url, _progress, options)
     _finish(result, summary_text(result), passed=result.passed, as_json=as_json)
+
+
+@bench.command(name="phones")
+@click.option("--phones", type=click.IntRange(min=1), default=50, show_default=True, help="phones registered")
+@click.option(
+    "--duration", type=click.FloatRange(min=1), default=20.0, show_default=True, help="seconds of wrk load"
+)
+@click.option(
+    "--connections",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="wrk keep-alive connections",
+)
+@_json_option
+@click.pass_obj
+def phones(settings: Settings, phones: int, duration: float, connections: int, as_json: bool) -> None:
+    """Traccar Client requests through one `fleet ingest http` process into PostgreSQL.
+
+    Registers PHONES phones of a fresh operator, sends each one's first
+    request (argon2id check), then loads the front with wrk (apt-get install
+    wrk), each request a new fix. Targets: at least 300 requests/s, p99 under
+    1 s, no error, every answered request stored.
+
+    \b
+    Example:
+      fleet bench phones                       # about half a minute
+      fleet bench phones --phones 200 --duration 60 --json
+    """
+    from fleet_devtools.bench_agent import target_lines
+    from fleet_devtools.bench_phones import run_phones_bench
+    from fleet_store.secretbox import load_key_encryption_key
+
+    urls = stackfile.resolve_urls(settings)
+    result = run_phones_bench(
+        urls.database_url,
+        load_key_encryption_key(settings),
+        phones=phones,
+        connections=connections,
+        duration_s=duration,
+        report=_progress,
+    )
+    text = "\n".join(
+        [
+            f"fleet bench phones ({result.measured_at}, {result.machine.cpu}, {result.machine.cores} cores)",
+            f"  {result.phones} phones, {result.connections} connections, {result.duration_s:g} s,"
+            f" load average {result.load_1m:.1f}",
+            f"  first request {result.first_request_ms:.0f} ms (median), then {result.requests:,} requests:"
+            f" {result.requests_per_s:,.0f}/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms,"
+            f" {result.stored:,} frames stored",
+            *target_lines(result.targets),
+        ]
+    )
+    _finish(result, text, passed=result.passed, as_json=as_json)

@@ -4,7 +4,8 @@ Ingest verifies hundreds of thousands of frames a second, so a key lookup
 must not touch the database: :class:`KeyCache` answers from memory, as
 fleet_schemas' synchronous ``KeyLookup`` (``cache.key`` or the cache itself).
 It loads every usable key (active, or retired within its grace period) and
-every device when it opens, then stays fresh two ways:
+every device (with an OwnTracks app's login and payload secret) when it
+opens, then stays fresh two ways:
 
 * at once: PostgreSQL announces every key and device change at commit
   (``NOTIFY fleet_keys`` / ``fleet_devices``, see sql/002), and the cache
@@ -33,9 +34,12 @@ import asyncpg
 import msgspec
 
 from fleet_ingest.assess import DeviceInfo
+from fleet_ingest.owntracks import Tracker
+from fleet_processing.owntracks import secretbox_key
 from fleet_schemas import DeviceKey
 from fleet_schemas.backoff import Backoff
 from fleet_store.errors import KeyEncryptionError
+from fleet_store.owntracks import open_encryption_key
 from fleet_store.secretbox import KeyEncryptionKey, Sealed
 
 log = logging.getLogger("fleet_ingest.keycache")
@@ -48,7 +52,10 @@ _RETRY_S = (0.5, 15.0)
 
 _USABLE = "(status = 'active' OR (status = 'retired' AND grace_until > now()))"
 _KEYS = "SELECT key_id, device, status, grace_until, sealed_secret, kek_id FROM device_keys"
-_DEVICES = "SELECT device, operator, bus, status FROM devices"
+_DEVICES = (
+    "SELECT device, operator, bus, status, kind, COALESCE(owntracks_user, device) AS owntracks_user,"
+    " owntracks_sealed_key, owntracks_kek_id FROM devices"
+)
 
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -68,6 +75,7 @@ class KeyCache:
         self._poll_s = poll_s
         self._keys: dict[str, _Usable] = {}
         self._devices: dict[str, DeviceInfo] = {}
+        self._trackers: dict[str, Tracker] = {}
         self._conn: asyncpg.Connection | None = None
         self._seen_at = datetime.fromtimestamp(0, UTC)
         self._changed_keys: set[str] = set()
@@ -107,6 +115,10 @@ class KeyCache:
         """A registered device's operator and bus, and whether it is active (not revoked)."""
         return self._devices.get(device)
 
+    def tracker(self, device: str) -> Tracker | None:
+        """An OwnTracks app's login and payload key; None for other devices."""
+        return self._trackers.get(device)
+
     # ------------------------------------------------------------ reading
 
     async def _connect(self) -> asyncpg.Connection:
@@ -130,7 +142,8 @@ class KeyCache:
 
     async def _check_kek(self, conn: asyncpg.Connection) -> None:
         others = await conn.fetch(
-            f"SELECT DISTINCT kek_id FROM device_keys WHERE {_USABLE} AND kek_id <> $1",  # noqa: S608 - constant SQL
+            f"SELECT kek_id FROM device_keys WHERE {_USABLE} AND kek_id <> $1"  # noqa: S608 - constant SQL
+            " UNION SELECT owntracks_kek_id FROM devices WHERE status = 'active' AND owntracks_kek_id <> $1",
             self._kek.kek_id,
         )
         if others:
@@ -151,6 +164,7 @@ class KeyCache:
             devices = await conn.fetch(_DEVICES)
         self._keys = dict(self._usable(keys))
         self._devices = {row["device"]: _device_info(row) for row in devices}
+        self._trackers = dict(self._tracker_entries(devices))
         self._seen_at = seen_at
 
     async def _read_notified(self, conn: asyncpg.Connection) -> None:
@@ -163,6 +177,7 @@ class KeyCache:
             self._keys.pop(key_id, None)
         for device in device_ids - {row["device"] for row in devices}:
             self._devices.pop(device, None)
+            self._trackers.pop(device, None)
         self._merge(keys, devices)
 
     async def _poll(self, conn: asyncpg.Connection) -> None:
@@ -187,6 +202,25 @@ class KeyCache:
                 log.info("key no longer usable", extra={"key_id": key_id, "status": row["status"]})
         for row in devices:
             self._devices[row["device"]] = _device_info(row)
+        self._trackers.update(self._tracker_entries(devices))
+
+    def _tracker_entries(self, rows: Iterable[asyncpg.Record]) -> Iterable[tuple[str, Tracker]]:
+        """(device, tracker) for each OwnTracks app whose secret, if it has one, opens."""
+        for row in rows:
+            if row["kind"] != "owntracks":
+                continue
+            device, key = row["device"], None
+            if row["owntracks_sealed_key"] is not None:
+                sealed = Sealed(row["owntracks_kek_id"], row["owntracks_sealed_key"])
+                try:
+                    key = secretbox_key(open_encryption_key(self._kek, device, sealed))
+                except KeyEncryptionError as exc:
+                    log.error(
+                        "OwnTracks secret cannot be used", extra={"device": device, "error": exc.message}
+                    )
+                    self._trackers.pop(device, None)
+                    continue
+            yield device, Tracker(row["owntracks_user"], key)
 
     def _usable(self, rows: Iterable[asyncpg.Record]) -> Iterable[tuple[str, _Usable]]:
         """(key id, entry) for each row that verifies now and whose secret opens."""

@@ -23,6 +23,11 @@ REJECTIONS_REPEATED = Counter(
     "fleet_ingest_rejections_repeated_total",
     "Rejections already recorded from an earlier delivery of the same message (not stored again)",
 )
+OWNTRACKS_IGNORED = Counter(
+    "fleet_ingest_owntracks_ignored_total",
+    "OwnTracks messages acknowledged without a position (lwt, transition, status...), by _type",
+    ["type"],
+)
 DUPLICATES = Counter(
     "fleet_ingest_frames_duplicate_total", "Accepted frames already stored (redeliveries, retries)"
 )
@@ -46,6 +51,10 @@ BUSES_OFFLINE = Gauge(
 )
 STORE_ERRORS = Counter("fleet_ingest_store_errors_total", "Failed writes (retried, never acked)", ["store"])
 RECONNECTS = Counter("fleet_ingest_broker_reconnects_total", "Broker connections lost and retried")
+LIVE_SKIPPED = Counter(
+    "fleet_ingest_live_skipped_total",
+    "Committed frames not shown live because Redis stayed down past the HTTP front's patience",
+)
 PROCESSING_SECONDS = Histogram(
     "fleet_ingest_processing_seconds", "One batch's trip step: progress, assignment, delay and ETAs"
 )
@@ -93,3 +102,19 @@ for _kind in EVENT_KINDS:
     EVENTS.labels(_kind)
 for _state in get_args(AssignmentState):
     BUSES_BY_TRIP_STATE.labels(_state)
+# The HTTP front (``fleet ingest http``); its frames are counted by the fleet_ingest_frames_* above.
+HTTP_REQUESTS = Counter(
+    "fleet_http_ingest_requests_total", "HTTP ingest requests by route and answer status", ["route", "status"]
+)
+HTTP_SECONDS = Histogram(
+    "fleet_http_ingest_request_seconds", "From a request read to its answer (commit included)", ["route"]
+)
+HTTP_WAITING = Gauge("fleet_http_ingest_waiting_requests", "Requests waiting for their batch to be committed")
+TOKEN_CHECKS = Counter(
+    "fleet_http_ingest_token_checks_total",
+    "Device tokens presented, by outcome: cached, verified (argon2), refused, refused_cached, too_many",
+    ["result"],
+)
+RATE_LIMITED = Counter(
+    "fleet_http_ingest_rate_limited_total", "Requests refused with 429 (a device over its rate)"
+)

@@ -94,7 +94,7 @@ class Consumer:
         self,
         url: str,
         client_id: str,
-        subscription: str,
+        subscription: str | tuple[str, ...],
         *,
         session_expiry_s: int = 86_400,
         receive_maximum: int = 20_000,
@@ -105,7 +105,7 @@ class Consumer:
     ) -> None:
         self._broker = BrokerUrl.parse(url)
         self._client_id = client_id
-        self._subscription = subscription
+        self._filters = (subscription,) if isinstance(subscription, str) else subscription
         self._session_expiry_s = session_expiry_s
         self._receive_maximum = max(1, min(receive_maximum, 65_535))
         self._keepalive_s = keepalive_s
@@ -208,10 +208,10 @@ class Consumer:
             self._keepalive_s = connack.server_keep_alive_s
         if connack.session_expiry_s is not None:
             self._session_expiry_s = connack.session_expiry_s
-        subscribe = subscribe_packet(_SUBSCRIBE_ID, self._subscription, _SUBSCRIPTION_OPTIONS)
+        subscribe = subscribe_packet(_SUBSCRIBE_ID, self._filters, _SUBSCRIPTION_OPTIONS)
         if connack.maximum_packet_size is not None and len(subscribe) > connack.maximum_packet_size:
             raise MqttError(
-                f"SUBSCRIBE to {self._subscription} is {len(subscribe)} bytes, "
+                f"SUBSCRIBE to {', '.join(self._filters)} is {len(subscribe)} bytes, "
                 f"over the broker's maximum packet size of {connack.maximum_packet_size}"
             )
         self._write(subscribe)
@@ -287,9 +287,11 @@ class Consumer:
             return
         if kind == SUBACK and self._suback_pending:
             try:
-                check_suback(body, _SUBSCRIBE_ID, qos=1)
+                check_suback(body, _SUBSCRIBE_ID, 1, self._filters)
             except MqttError as exc:
-                raise MqttError(f"subscribing to {self._subscription}: {exc}", exc.reason_code) from None
+                raise MqttError(
+                    f"subscribing to {', '.join(self._filters)}: {exc}", exc.reason_code
+                ) from None
             self._suback_pending = False
             return
         if kind == DISCONNECT:

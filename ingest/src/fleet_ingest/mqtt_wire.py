@@ -7,6 +7,7 @@ they are written by hand.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 import msgspec
 
@@ -226,15 +227,14 @@ def check_connack(kind: int, body: bytes) -> Connack:
     )
 
 
-def subscribe_packet(packet_id: int, topic_filter: str, options: int) -> bytes:
-    """SUBSCRIBE to one filter, no properties; ``options`` is the subscription options byte."""
-    return packet(
-        SUBSCRIBE, 0b0010, struct.pack("!H", packet_id) + b"\x00" + string(topic_filter) + bytes([options])
-    )
+def subscribe_packet(packet_id: int, topic_filters: Sequence[str], options: int) -> bytes:
+    """SUBSCRIBE to these filters, each with ``options`` (the subscription options byte), no properties."""
+    entries = b"".join(string(topic_filter) + bytes([options]) for topic_filter in topic_filters)
+    return packet(SUBSCRIBE, 0b0010, struct.pack("!H", packet_id) + b"\x00" + entries)
 
 
-def check_suback(body: bytes, packet_id: int, qos: int) -> None:
-    """Raise MqttError unless this SUBACK answers ``packet_id`` granting exactly ``qos``.
+def check_suback(body: bytes, packet_id: int, qos: int, filters: Sequence[str]) -> None:
+    """Raise MqttError unless this SUBACK answers ``packet_id`` granting exactly ``qos`` to every filter.
 
     A lower QoS than asked is an error too: at QoS 0 the broker sends without
     waiting for our ack, so a message in a batch that fails is lost.
@@ -242,17 +242,19 @@ def check_suback(body: bytes, packet_id: int, qos: int) -> None:
     if len(body) < 3 or int.from_bytes(body[:2], "big") != packet_id:
         raise MqttError("malformed SUBACK or one for another SUBSCRIBE")
     properties, offset = read_properties(body, 2)
-    if offset >= len(body):
-        raise MqttError("SUBACK without a reason code")
-    code = body[offset]
+    codes = body[offset:]
+    if len(codes) != len(filters):
+        raise MqttError(f"SUBACK with {len(codes)} reason codes for {len(filters)} filters")
     text = _text(properties, PROP_REASON_STRING)
-    if code >= 0x80:
-        raise MqttError(f"broker refused the subscription: {reason(code, text)}", code)
-    if code != qos:
-        raise MqttError(
-            f"broker granted QoS {code} where QoS {qos} was asked: messages would not wait for our ack",
-            code,
-        )
+    for topic_filter, code in zip(filters, codes, strict=True):
+        if code >= 0x80:
+            raise MqttError(f"broker refused the subscription: {reason(code, text)} ({topic_filter})", code)
+        if code != qos:
+            raise MqttError(
+                f"broker granted QoS {code} where QoS {qos} was asked for {topic_filter}:"
+                " messages would not wait for our ack",
+                code,
+            )
 
 
 def read_disconnect(body: bytes) -> tuple[int, str | None]:

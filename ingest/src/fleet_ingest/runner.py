@@ -10,14 +10,18 @@ import logging
 import signal
 
 import asyncpg
+import redis.asyncio as aioredis
 from prometheus_client import start_http_server
 
 from fleet_ingest.feeds import Networks
+from fleet_ingest.http_front import HttpFront
+from fleet_ingest.intake import Intake
 from fleet_ingest.keycache import KeyCache
 from fleet_ingest.mqtt_consumer import Consumer
-from fleet_ingest.service import Ingest, IngestOptions, open_pool, open_redis
-from fleet_ingest.settings import IngestSettings
-from fleet_schemas import frames_subscription
+from fleet_ingest.ratelimit import RateLimiter
+from fleet_ingest.service import Ingest, IngestOptions, open_pool, open_redis, subscriptions
+from fleet_ingest.settings import HttpIngestSettings, IngestSettings
+from fleet_ingest.tokencache import TokenCache
 from fleet_schemas.backoff import sleep_unless_stopped
 from fleet_store.errors import ConfigError
 from fleet_store.etas import EtaBoards
@@ -94,9 +98,8 @@ async def forget_session(mqtt_url: str, client_id: str, share_group: str) -> Non
 async def _session(
     mqtt_url: str, client_id: str, share_group: str, *, clean_start: bool, expiry_s: int
 ) -> None:
-    subscription = frames_subscription(share_group)
     async with Consumer(
-        mqtt_url, client_id, subscription, clean_start=clean_start, session_expiry_s=expiry_s
+        mqtt_url, client_id, subscriptions(share_group), clean_start=clean_start, session_expiry_s=expiry_s
     ):
         pass
 
@@ -115,7 +118,33 @@ async def run_ingest(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    options = IngestOptions(
+    options = _options(settings, ingest_settings, client_id=client_id, burst_idle_s=burst_idle_s)
+    pool = await open_pool(urls.database_url)
+    redis_client = open_redis(urls.redis_url)
+    try:
+        async with KeyCache(urls.database_url, kek) as registry:
+            ingest = _pipeline(settings, ingest_settings, urls, pool, redis_client, registry, options)
+            upkeep = asyncio.create_task(_maintenance(urls.database_url, settings, stop))
+            try:
+                await ingest.run(stop)
+            finally:
+                stop.set()
+                await upkeep
+            return ingest.batches
+    finally:
+        await pool.close()
+        await redis_client.aclose()
+
+
+def _options(
+    settings: Settings,
+    ingest_settings: IngestSettings,
+    *,
+    client_id: str,
+    burst_idle_s: float | None = None,
+    give_up_s: float | None = None,
+) -> IngestOptions:
+    return IngestOptions(
         client_id=client_id,
         share_group=ingest_settings.group,
         batch_max=ingest_settings.batch_max,
@@ -126,28 +155,85 @@ async def run_ingest(
         filters=ingest_settings.filters,
         detectors=ingest_settings.detectors,
         sweep_s=ingest_settings.sweep_s,
+        give_up_s=give_up_s,
     )
+
+
+def _pipeline(
+    settings: Settings,
+    ingest_settings: IngestSettings,
+    urls: ServiceUrls,
+    pool: asyncpg.Pool,
+    redis_client: aioredis.Redis,
+    registry: KeyCache,
+    options: IngestOptions,
+) -> Ingest:
+    """The pipeline both fronts run: checks, storage, trip processing, events."""
+    return Ingest(
+        urls.mqtt_url,
+        pool,
+        LiveState(redis_client, settings.live_ttl_s, ingest_settings.state_ttl_s),
+        registry,
+        options,
+        boards=EtaBoards(redis_client, ingest_settings.eta_ttl_s),
+        networks=Networks(ingest_settings.feed_refresh_s) if ingest_settings.trips else None,
+        outbox=EventOutbox(redis_client),
+    )
+
+
+def _host_port(address: str, name: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise ConfigError(f"{name}={address!r}: expected host:port, as 0.0.0.0:5055")
+    return host or "0.0.0.0", int(port)  # noqa: S104 - the operator chose it
+
+
+async def run_http_ingest(
+    settings: Settings, ingest_settings: IngestSettings, http_settings: HttpIngestSettings, urls: ServiceUrls
+) -> None:
+    """Serve the HTTP front until SIGTERM/SIGINT: in-flight requests are answered, then the pipeline stops.
+
+    No broker is involved: it needs PostgreSQL and Redis only. Maintenance
+    (rollups, retention) and the offline sweep stay with ``fleet ingest``.
+    """
+    import uvicorn
+
+    host, port = _host_port(http_settings.addr, "FLEET_HTTP_INGEST_ADDR")
+    kek = load_key_encryption_key(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)  # uvicorn takes them while it serves, and raises them again
+    options = _options(settings, ingest_settings, client_id="http", give_up_s=http_settings.give_up_s)
     pool = await open_pool(urls.database_url)
     redis_client = open_redis(urls.redis_url)
     try:
-        async with KeyCache(urls.database_url, kek) as registry:
-            ingest = Ingest(
-                urls.mqtt_url,
-                pool,
-                LiveState(redis_client, settings.live_ttl_s, ingest_settings.state_ttl_s),
-                registry,
-                options,
-                boards=EtaBoards(redis_client, ingest_settings.eta_ttl_s),
-                networks=Networks(ingest_settings.feed_refresh_s) if ingest_settings.trips else None,
-                outbox=EventOutbox(redis_client),
+        async with (
+            KeyCache(urls.database_url, kek) as registry,
+            TokenCache(pool, urls.database_url) as tokens,
+        ):
+            ingest = _pipeline(settings, ingest_settings, urls, pool, redis_client, registry, options)
+            intake = Intake(ingest, http_settings.batch_max)
+            limiter = RateLimiter(http_settings.rate_per_s, http_settings.burst)
+            front = HttpFront(intake, tokens, limiter, http_settings.max_body_bytes)
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    front.app(),
+                    host=host,
+                    port=port,
+                    log_config=None,
+                    access_log=False,  # request URLs hold device tokens
+                    lifespan="off",
+                    timeout_graceful_shutdown=10,
+                )
             )
-            upkeep = asyncio.create_task(_maintenance(urls.database_url, settings, stop))
+            running = [asyncio.create_task(intake.run(stop)), asyncio.create_task(ingest.keep_models(stop))]
+            log.info("http ingest listening", extra={"address": f"{host}:{port}"})
             try:
-                await ingest.run(stop)
+                await server.serve()
             finally:
                 stop.set()
-                await upkeep
-            return ingest.batches
+                await asyncio.gather(*running, return_exceptions=True)
     finally:
         await pool.close()
         await redis_client.aclose()

@@ -11,6 +11,12 @@ maximum then stops the broker from sending more (backpressure), and the
 broker keeps the rest in the persistent session. SIGTERM finishes the batch
 in hand, acks it and disconnects; what was received but not acked comes
 again after the restart and is deduplicated by (device, seq).
+
+The HTTP front (``fleet ingest http``) runs the same steps through
+:meth:`Ingest.take_in`, without the broker: its requests are answered once
+their batch is committed, and a store down longer than ``give_up_s`` fails the
+batch with :class:`StoreUnavailable` (a 503: the app retries) instead of
+waiting, since a phone's request cannot wait as long as the broker can.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from fleet_ingest import metrics
+from fleet_ingest import metrics, owntracks
 from fleet_ingest.assess import Accepted, Assessment, BusKey, DeviceInfo, Incoming, assess
 from fleet_ingest.detectors import Detectors
 from fleet_ingest.feeds import Networks
@@ -44,6 +50,7 @@ from fleet_processing.filters import BusTrack, FilterPolicy
 from fleet_schemas import DeviceKey, frames_subscription
 from fleet_schemas.backoff import Backoff, sleep_unless_stopped
 from fleet_schemas.events import EVENT_ENCODER
+from fleet_schemas.owntracks import KNOWN_TYPES, owntracks_subscription
 from fleet_schemas.trips import StopVisit
 from fleet_store import sessions
 from fleet_store.etas import EtaBoards
@@ -57,6 +64,22 @@ T = TypeVar("T")
 
 class _Abandoned(Exception):
     """A batch given up unacked because the process stops while a store is down."""
+
+
+class StoreUnavailable(Exception):
+    """A store stayed down longer than ``IngestOptions.give_up_s``; the batch may be retried whole."""
+
+    def __init__(self, store: str) -> None:
+        super().__init__(f"{store} is unavailable")
+        self.store = store
+
+
+class Taken(msgspec.Struct):
+    """What one batch came to: the checks' verdict, what the commit did, and the frames shown live."""
+
+    outcome: Assessment
+    stored: Stored
+    live: list[Accepted]
 
 
 CAS_ROUNDS = 8
@@ -75,6 +98,8 @@ class Registry(Protocol):
     def key(self, key_id: str) -> DeviceKey | None: ...
 
     def device(self, device: str) -> DeviceInfo | None: ...
+
+    def tracker(self, device: str) -> owntracks.Tracker | None: ...
 
 
 class IngestOptions(msgspec.Struct, frozen=True):
@@ -96,6 +121,13 @@ class IngestOptions(msgspec.Struct, frozen=True):
     detectors: DetectorPolicy = msgspec.field(default_factory=DetectorPolicy)
     sweep_s: float = 15.0
     """how often this process looks for buses gone silent (FLEET_INGEST_SWEEP_S)"""
+    give_up_s: float | None = None
+    """how long a write is retried before :class:`StoreUnavailable`; None: until it succeeds (MQTT)"""
+
+
+def subscriptions(share_group: str) -> tuple[str, str]:
+    """What an ingest process takes its share of: every device's signed frames, every OwnTracks app's JSON."""
+    return frames_subscription(share_group), owntracks_subscription(share_group)
 
 
 class _BusCache(Mapping[BusKey, BusTrack]):
@@ -204,7 +236,7 @@ class Ingest:
                                 Consumer(
                                     self._mqtt_url,
                                     self._options.client_id,
-                                    frames_subscription(self._options.share_group),
+                                    subscriptions(self._options.share_group),
                                     session_expiry_s=self._options.session_expiry_s,
                                     receive_maximum=self._options.receive_maximum,
                                 )
@@ -283,18 +315,48 @@ class Ingest:
 
     async def _handle(self, consumer: Consumer, messages: list[Message]) -> None:
         started = time.monotonic()
-        incoming = [Incoming(m.topic, m.payload) for m in messages]
+        registry = self._registry
+        incoming, ignored = owntracks.sort_out(
+            ((m.topic, m.payload) for m in messages), registry.tracker, registry.device
+        )
+        if incoming:
+            await self.take_in(incoming)
+        for kind in ignored:
+            metrics.OWNTRACKS_IGNORED.labels(kind if kind in KNOWN_TYPES else "other").inc()
+        consumer.ack([m.packet_id for m in messages])
+        metrics.MESSAGES.inc(len(messages))
+        metrics.FLUSH_SECONDS.observe(time.monotonic() - started)
+        self.batches += 1
+
+    async def take_in(self, incoming: list[Incoming]) -> Taken:
+        """Check, commit and process one batch; return once it is committed and shown live.
+
+        Raises StoreUnavailable if PostgreSQL (or Redis, before the commit) stays
+        down past ``give_up_s``. A Redis failure after the commit does not undo
+        it: the frames are in history, and only their live update is lost.
+        """
         outcome = await self._assess(incoming)
         batch_id = uuid.uuid4()
         stored = await self._retry("postgresql", lambda: self._store(batch_id, incoming, outcome))
         live = stored.kept(outcome.accepted)
-        if live:
-            await self._process(live)
         self._buses.update(outcome.tracks)
-        consumer.ack([m.packet_id for m in messages])
-        self._count(messages, outcome, stored, live)
-        metrics.FLUSH_SECONDS.observe(time.monotonic() - started)
-        self.batches += 1
+        self._count(outcome, stored, live)
+        if live:
+            try:
+                await self._process(live)
+            except StoreUnavailable:
+                metrics.LIVE_SKIPPED.inc(len(live))
+                log.warning(
+                    "batch committed but not shown live: redis unavailable", extra={"frames": len(live)}
+                )
+        return Taken(outcome, stored, live)
+
+    async def keep_models(self, stop: asyncio.Event) -> None:
+        """Follow the feeds, fences and route limits every 30 s, for a process that does not :meth:`run`."""
+        self._stop = stop
+        while not stop.is_set():
+            await self._refresh_models()
+            await sleep_unless_stopped(stop, 30.0)
 
     def _checked(self, incoming: list[Incoming]) -> Assessment:
         now_ms = int(time.time() * 1000)
@@ -334,9 +396,13 @@ class Ingest:
         abandoned unacked: the broker delivers it again after the restart.
         """
         backoff = Backoff(0.2, 5.0)
+        give_up_at = None if self._options.give_up_s is None else time.monotonic() + self._options.give_up_s
         while True:
             try:
-                return await attempt()
+                if give_up_at is None:
+                    return await attempt()
+                # A server that does not answer at all (not even a refused connection) is down too.
+                return await asyncio.wait_for(attempt(), max(0.1, give_up_at - time.monotonic()))
             except (
                 OSError,
                 asyncpg.PostgresError,
@@ -355,6 +421,8 @@ class Ingest:
                 )
                 if self._stop.is_set():
                     raise _Abandoned(store) from exc
+                if give_up_at is not None and time.monotonic() + delay > give_up_at:
+                    raise StoreUnavailable(store) from exc
                 await sleep_unless_stopped(self._stop, delay)
 
     async def _process(self, kept: list[Accepted]) -> None:
@@ -501,8 +569,7 @@ class Ingest:
         return updated
 
     @staticmethod
-    def _count(messages: list[Message], outcome: Assessment, stored: Stored, kept: list[Accepted]) -> None:
-        metrics.MESSAGES.inc(len(messages))
+    def _count(outcome: Assessment, stored: Stored, kept: list[Accepted]) -> None:
         metrics.BATCH_FRAMES.observe(len(outcome.accepted) + len(outcome.rejected))
         metrics.FRAMES_RECEIVED.inc(len(outcome.accepted) + len(outcome.rejected))
         metrics.FRAMES_ACCEPTED.inc(len(stored.new))

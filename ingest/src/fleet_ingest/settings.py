@@ -26,6 +26,18 @@ The servers, keys and retention every process shares are in
 | ``FLEET_INGEST_DEVIATION_MIN_S`` | ``60`` | for at least this long before ``deviation_started`` |
 | ``FLEET_INGEST_DELAY_BANDS_S`` | ``-120,300,900,1800`` | lower limits of on time, 5, 15, 30 min late |
 | ``FLEET_INGEST_OVERSPEED_MIN_S`` | ``5`` | above a fence's speed limit this long raises ``overspeed`` |
+
+The HTTP front for drivers' phones (``fleet ingest http``) reads these too, and:
+
+| variable | default | meaning |
+|---|---|---|
+| ``FLEET_HTTP_INGEST_ADDR`` | ``127.0.0.1:5055`` | where it listens (5055: Traccar's OsmAnd port) |
+| ``FLEET_HTTP_INGEST_METRICS_ADDR`` | ``127.0.0.1:9465`` | its ``/metrics`` (empty: nowhere) |
+| ``FLEET_HTTP_INGEST_RATE_PER_S`` | ``2`` | requests a second per device, sustained |
+| ``FLEET_HTTP_INGEST_BURST`` | ``120`` | requests per device at once (an app emptying its offline queue) |
+| ``FLEET_HTTP_INGEST_MAX_BODY_BYTES`` | ``524288`` | larger bodies get 413 |
+| ``FLEET_HTTP_INGEST_GIVE_UP_S`` | ``5`` | a store down this long answers 503 with Retry-After |
+| ``FLEET_HTTP_INGEST_BATCH_MAX`` | ``500`` | requests committed in one transaction at most |
 """
 
 from __future__ import annotations
@@ -58,6 +70,32 @@ class IngestSettings(msgspec.Struct, frozen=True):
     sweep_s: float = 15.0
     filters: FilterPolicy = msgspec.field(default_factory=FilterPolicy)
     detectors: DetectorPolicy = msgspec.field(default_factory=DetectorPolicy)
+
+
+class HttpIngestSettings(msgspec.Struct, frozen=True):
+    """What ``fleet ingest http`` reads beyond the ingest settings."""
+
+    addr: str = "127.0.0.1:5055"
+    metrics_addr: str = "127.0.0.1:9465"
+    rate_per_s: float = 2.0
+    burst: float = 120.0
+    max_body_bytes: int = 524_288
+    give_up_s: float = 5.0
+    batch_max: int = 500
+
+
+def load_http_ingest_settings(environ: Mapping[str, str] | None = None) -> HttpIngestSettings:
+    """Read the FLEET_HTTP_INGEST_* variables once."""
+    env = os.environ if environ is None else environ
+    return HttpIngestSettings(
+        addr=env.get(f"{PREFIX}HTTP_INGEST_ADDR") or "127.0.0.1:5055",
+        metrics_addr=env.get(f"{PREFIX}HTTP_INGEST_METRICS_ADDR", "127.0.0.1:9465"),
+        rate_per_s=env_number(env, "HTTP_INGEST_RATE_PER_S", 2.0) or 2.0,
+        burst=max(1.0, env_number(env, "HTTP_INGEST_BURST", 120.0)),
+        max_body_bytes=int(env_number(env, "HTTP_INGEST_MAX_BODY_BYTES", 524_288)) or 524_288,
+        give_up_s=env_number(env, "HTTP_INGEST_GIVE_UP_S", 5.0),
+        batch_max=int(env_number(env, "HTTP_INGEST_BATCH_MAX", 500)) or 1,
+    )
 
 
 def load_ingest_settings(environ: Mapping[str, str] | None = None) -> IngestSettings:

@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 import asyncpg
 import msgspec
 
-from fleet_ingest.assess import Accepted, Incoming, Rejected, claimed_device
+from fleet_ingest.assess import Accepted, Incoming, Rejected, claimed_by
 from fleet_schemas import encode_frame, frames_topic
 
 log = logging.getLogger("fleet_ingest.storage")
@@ -350,9 +350,7 @@ async def _store_part(
         log.error(
             "message cannot be stored; kept as rejected", extra={"topic": message.topic, "error": detail}
         )
-        row = Rejected(
-            message.topic, "unstorable", detail, claimed_device(message.topic), None, message.payload, index
-        )
+        row = Rejected(message.topic, "unstorable", detail, claimed_by(message), None, message.payload, index)
         stored = await store_batch(pool, uuid.uuid5(part_id, "unstorable"), [], [row])
         stored.refused.append(row)
         stored.dropped.add(index)

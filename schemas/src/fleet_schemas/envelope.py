@@ -229,6 +229,38 @@ def open_envelope(raw: bytes | bytearray, keys: KeyLookup, topic_device: str | N
     return VerifiedBatch(key_id=key.key_id, device=batch.device, frames=batch.frames)
 
 
+def decode_batch(raw: bytes | bytearray, encoding: Encoding = "json") -> Batch:
+    """An unsigned batch (a front that authenticated its device otherwise), or a typed FleetSchemaError."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise TooLargeError(f"{len(raw)} bytes, limit {MAX_MESSAGE_BYTES}")
+    try:
+        batch = _BATCH_DECODERS[encoding].decode(raw)
+    except _DECODE_ERRORS as exc:
+        raise _classify(exc, "batch") from exc
+    if not 1 <= len(batch.frames) <= MAX_FRAMES_PER_BATCH:
+        raise TooManyFramesError(f"{len(batch.frames)} frames, allowed 1..{MAX_FRAMES_PER_BATCH}")
+    return batch
+
+
+_FRAME_DECODER = msgspec.msgpack.Decoder(Frame)
+_FIELD_INDEX = re.compile(r"\$\[(\d+)\]")
+
+
+def check_frame(frame: Frame) -> Frame:
+    """A frame built in code (by a front's decoder), range-checked as a decoded one, or a typed error.
+
+    A Struct's constructor checks no constraint: decoding its own encoding
+    applies them all. The error names the field (``$.speed_mps``), not its
+    index in the array-like frame.
+    """
+    try:
+        return _FRAME_DECODER.decode(encode_frame(frame))
+    except _DECODE_ERRORS as exc:
+        error = _classify(exc, "frame")
+        fields = Frame.__struct_fields__
+        raise type(error)(_FIELD_INDEX.sub(lambda m: f"$.{fields[int(m.group(1))]}", error.message)) from exc
+
+
 def _check_one_device(batch: Batch, key: DeviceKey, topic_device: str | None) -> None:
     if batch.device != key.device:
         raise DeviceMismatchError(f"payload device {batch.device!r} does not own key {key.key_id!r}")

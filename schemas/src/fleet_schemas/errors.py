@@ -94,6 +94,18 @@ class BadIdentifierError(FleetSchemaError):
     code = "bad_identifier"
 
 
+class BadCiphertextError(FleetSchemaError):
+    """An OwnTracks encrypted payload that does not open: not base64, too short, altered or another key."""
+
+    code = "bad_ciphertext"
+
+
+class EncryptionKeyMissingError(FleetSchemaError):
+    """An OwnTracks encrypted payload from a device registered without an encryption key."""
+
+    code = "encryption_key_missing"
+
+
 ALL_ERRORS: tuple[type[FleetSchemaError], ...] = (
     UndecodableError,
     InvalidFieldError,
@@ -107,5 +119,7 @@ ALL_ERRORS: tuple[type[FleetSchemaError], ...] = (
     DeviceMismatchError,
     BadTopicError,
     BadIdentifierError,
+    BadCiphertextError,
+    EncryptionKeyMissingError,
 )
 """Every concrete error; their codes are the complete set of rejection reasons."""

@@ -54,12 +54,16 @@ def status_topic(operator: str, device: str) -> str:
     return f"{ROOT}/{check_identifier(operator, 'operator')}/{check_identifier(device, 'device')}/{STATUS}"
 
 
+def shared(topic_filter: str, share_group: str | None) -> str:
+    """``topic_filter`` split across the consumers of ``share_group``; as it is without one."""
+    if share_group is None:
+        return topic_filter
+    return f"$share/{check_identifier(share_group, 'share group')}/{topic_filter}"
+
+
 def frames_subscription(share_group: str | None = None) -> str:
     """Filter for every device's frames; a share group splits them across consumers."""
-    topic = f"{ROOT}/+/+/{FRAMES}"
-    if share_group is None:
-        return topic
-    return f"$share/{check_identifier(share_group, 'share group')}/{topic}"
+    return shared(f"{ROOT}/+/+/{FRAMES}", share_group)
 
 
 def parse_topic(topic: str) -> TopicAddress:

@@ -5,8 +5,9 @@ keeps only Mosquitto 2's own hash of it (``$7$``: PBKDF2-SHA512, 101
 iterations, base64 salt and hash), so the files can be rebuilt at any time
 and the database never holds a broker password. What each login may do (a
 device: publish its own ``fleet/v1/<operator>/<device>/frames`` and
-``…/status`` with client id ``agent-<device>``, nothing else) is the
-dynamic-security plugin's job (``fleet_store.dynsec``).
+``…/status`` with client id ``agent-<device>``, nothing else; an OwnTracks
+app logs in as its own user and publishes only ``owntracks/<user>/<device>``)
+is the dynamic-security plugin's job (``fleet_store.dynsec``).
 
 Accounts that are not devices (the server's ``fleet-server``) are the
 operator's own: their password lines above the generated part are kept as
@@ -46,6 +47,13 @@ class BrokerLogin(msgspec.Struct, frozen=True):
     device: str
     operator: str
     password_hash: str
+    owntracks_user: str | None = None
+    """an OwnTracks app's login (publishing to owntracks/<user>/<device>); None for an onboard unit"""
+
+    @property
+    def username(self) -> str:
+        """The broker user name: the device id, or an OwnTracks app's own."""
+        return self.owntracks_user or self.device
 
 
 def mosquitto_hash(password: str, salt: bytes | None = None) -> str:
@@ -77,21 +85,25 @@ def _service_passwords(existing: str) -> list[str]:
 def render_passwords(existing: str, logins: Sequence[BrokerLogin]) -> str:
     """The password file: the service accounts kept from ``existing``, then one line per device."""
     services = _service_passwords(existing)
-    taken = {line.split(":", 1)[0] for line in services} & {login.device for login in logins}
+    taken = {line.split(":", 1)[0] for line in services} & {login.username for login in logins}
     if taken:
         raise BrokerAccountsError(
             f"device {', '.join(sorted(taken))} has the name of a broker account that is not a device;"
             " revoke the device (device ids are broker user names)"
         )
     lines = [*services, MARKER]
-    lines.extend(f"{login.device}:{login.password_hash}" for login in logins)
+    lines.extend(f"{login.username}:{login.password_hash}" for login in logins)
     return "\n".join(lines) + "\n"
 
 
 def access_rules(existing_passwords: str, logins: Sequence[BrokerLogin]) -> dynsec.Config:
     """The dynamic-security state for the hand-written accounts of ``existing_passwords`` and ``logins``."""
     services = [line.split(":", 1)[0] for line in _service_passwords(existing_passwords)]
-    return dynsec.desired(services, [(login.device, login.operator) for login in logins])
+    return dynsec.desired(
+        services,
+        [(login.device, login.operator) for login in logins if login.owntracks_user is None],
+        [(login.owntracks_user, login.device) for login in logins if login.owntracks_user is not None],
+    )
 
 
 def write_accounts(directory: Path, logins: Sequence[BrokerLogin]) -> dynsec.Config:

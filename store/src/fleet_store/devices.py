@@ -10,6 +10,12 @@ broker login disappears with the next rewrite of the broker's files.
 Secrets are returned once, in :class:`Issued`, and stored only sealed
 (``fleet_store.secretbox``); broker passwords only as Mosquitto hashes.
 Device ids are never reused, so a revoked device keeps its row.
+
+A device is of one kind (sql/015): an ``onboard`` unit (fleet-agent, signed
+frames over MQTT), a driver's ``phone`` (HTTP ingest, authenticated by a
+device token, ``fleet_store.device_tokens``; no broker login) or an
+``owntracks`` app (MQTT with its own login). Every kind gets a signing key: a
+phone app written against fleet may sign what it posts.
 """
 
 from __future__ import annotations
@@ -24,13 +30,16 @@ import msgspec
 
 from fleet_schemas import BadIdentifierError, DeviceKey
 from fleet_schemas.topics import check_identifier
+from fleet_store import device_tokens
 from fleet_store.broker_accounts import BrokerLogin, mosquitto_hash
+from fleet_store.device_tokens import TokenInfo
 from fleet_store.errors import (
     DeviceExistsError,
     DeviceNotFoundError,
     DeviceRevokedError,
     InvalidIdentifierError,
     KeyNotFoundError,
+    RegistryError,
 )
 from fleet_store.secretbox import KeyEncryptionKey
 
@@ -39,6 +48,8 @@ SECRET_BYTES = 32
 
 KeyStatus = Literal["active", "retired", "revoked"]
 DeviceState = Literal["active", "revoked"]
+DeviceKind = Literal["onboard", "phone", "owntracks"]
+DEVICE_KINDS: tuple[DeviceKind, ...] = ("onboard", "phone", "owntracks")
 
 
 class KeyInfo(msgspec.Struct, frozen=True):
@@ -58,15 +69,17 @@ class KeyInfo(msgspec.Struct, frozen=True):
 
 
 class DeviceRecord(msgspec.Struct, frozen=True):
-    """A device with all its keys, newest first."""
+    """A device with all its keys and tokens, newest first."""
 
     device: str
     operator: str
     bus: str
+    kind: DeviceKind
     status: DeviceState
     created_at: datetime
     revoked_at: datetime | None
     keys: list[KeyInfo]
+    tokens: list[TokenInfo]
 
     @property
     def active_key(self) -> str | None:
@@ -74,14 +87,26 @@ class DeviceRecord(msgspec.Struct, frozen=True):
 
 
 class Issued(msgspec.Struct, frozen=True):
-    """What is shown once when a key is issued: the key, and the broker password when one was set."""
+    """What is shown once when a key is issued: the key, the broker password when one was set,
+    and a phone's token (``DEVICE:SECRET``) when one was issued."""
 
     device: DeviceRecord
     key: DeviceKey
     mqtt_password: str | None
+    token: str | None = None
 
     def __repr__(self) -> str:  # never print the password
         return f"Issued(device={self.device.device!r}, key={self.key!r})"
+
+
+class IssuedToken(msgspec.Struct, frozen=True):
+    """A phone's new token (``DEVICE:SECRET``), shown once."""
+
+    device: DeviceRecord
+    token: str
+
+    def __repr__(self) -> str:  # never print the token
+        return f"IssuedToken(device={self.device.device!r})"
 
 
 def _check_identifiers(**ids: str) -> None:
@@ -107,7 +132,7 @@ async def _records(
 ) -> list[DeviceRecord]:
     """Devices (one, or one operator's, or all), each with its keys."""
     devices = await conn.fetch(
-        "SELECT device, operator, bus, status, created_at, revoked_at FROM devices"
+        "SELECT device, operator, bus, kind, status, created_at, revoked_at FROM devices"
         " WHERE ($1::text IS NULL OR device = $1) AND ($2::text IS NULL OR operator = $2)"
         " ORDER BY device",
         device,
@@ -120,15 +145,18 @@ async def _records(
         [row["device"] for row in devices],
     ):
         keys[row["device"]].append(_key_info(row))
+    tokens = await device_tokens.tokens_of(conn, [row["device"] for row in devices])
     return [
         DeviceRecord(
             device=row["device"],
             operator=row["operator"],
             bus=row["bus"],
+            kind=row["kind"],
             status=row["status"],
             created_at=row["created_at"],
             revoked_at=row["revoked_at"],
             keys=keys[row["device"]],
+            tokens=tokens[row["device"]],
         )
         for row in devices
     ]
@@ -169,32 +197,51 @@ def _new_mqtt_password() -> tuple[str, str]:
 
 
 async def add_device(
-    conn: asyncpg.Connection, kek: KeyEncryptionKey, operator: str, device: str, bus: str
+    conn: asyncpg.Connection,
+    kek: KeyEncryptionKey,
+    operator: str,
+    device: str,
+    bus: str,
+    kind: DeviceKind = "onboard",
 ) -> Issued:
-    """Register a device of ``operator`` on ``bus`` with its first key and a broker password."""
+    """Register a device of ``operator`` on ``bus`` with its first key.
+
+    An onboard unit or an OwnTracks app also gets a broker password; a phone
+    gets a device token instead (it has no broker login).
+    """
     _check_identifiers(operator=operator, device=device, bus=bus)
-    password, password_hash = _new_mqtt_password()
+    if kind not in DEVICE_KINDS:
+        raise RegistryError(f"device kind {kind!r} is not one of {', '.join(DEVICE_KINDS)}")
+    password, password_hash = (None, None) if kind == "phone" else _new_mqtt_password()
+    token: str | None = None
     async with conn.transaction():
         try:
             await conn.execute(
-                "INSERT INTO devices (device, operator, bus, mqtt_password_hash) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO devices (device, operator, bus, kind, mqtt_password_hash)"
+                " VALUES ($1, $2, $3, $4, $5)",
                 device,
                 operator,
                 bus,
+                kind,
                 password_hash,
             )
         except asyncpg.UniqueViolationError as exc:
             raise DeviceExistsError(f"device {device!r} exists already; device ids are never reused") from exc
         key = await _issue_key(conn, kek, device)
-    return Issued(device=await show_device(conn, device), key=key, mqtt_password=password)
+        if kind == "phone":
+            token = await device_tokens.issue_token(conn, device)
+    return Issued(device=await show_device(conn, device), key=key, mqtt_password=password, token=token)
 
 
-async def _lock_active_device(conn: asyncpg.Connection, device: str) -> None:
-    status = await conn.fetchval("SELECT status FROM devices WHERE device = $1 FOR UPDATE", device)
-    if status is None:
+async def _lock_active_device(conn: asyncpg.Connection, device: str) -> DeviceKind:
+    """Lock an active device's row; its kind."""
+    row = await conn.fetchrow("SELECT status, kind FROM devices WHERE device = $1 FOR UPDATE", device)
+    if row is None:
         raise DeviceNotFoundError(f"no device {device!r}")
-    if status == "revoked":
+    if row["status"] == "revoked":
         raise DeviceRevokedError(f"device {device!r} is revoked; add a new device instead")
+    kind: DeviceKind = row["kind"]
+    return kind
 
 
 async def rotate_key(
@@ -211,7 +258,8 @@ async def rotate_key(
     """
     password: str | None = None
     async with conn.transaction():
-        await _lock_active_device(conn, device)
+        if await _lock_active_device(conn, device) == "phone" and new_mqtt_password:
+            raise RegistryError(f"device {device!r} is a phone: it has no broker login")
         await conn.execute(
             "UPDATE device_keys SET status = 'retired', grace_until = now() + $2"
             " WHERE device = $1 AND status = 'active'",
@@ -260,12 +308,29 @@ async def revoke_device(conn: asyncpg.Connection, device: str) -> DeviceRecord:
                 " WHERE device = $1 AND status <> 'revoked'",
                 device,
             )
+            await device_tokens.revoke_tokens(conn, device)
     return await show_device(conn, device)
 
 
+async def rotate_token(conn: asyncpg.Connection, device: str) -> IssuedToken:
+    """Revoke a phone's token at once and issue a new one (shown once); its key stays."""
+    async with conn.transaction():
+        if await _lock_active_device(conn, device) != "phone":
+            raise RegistryError(
+                f"device {device!r} is not a phone: it authenticates with its key, not a token"
+            )
+        token = await device_tokens.issue_token(conn, device)
+    return IssuedToken(device=await show_device(conn, device), token=token)
+
+
 async def broker_logins(conn: asyncpg.Connection) -> list[BrokerLogin]:
-    """The broker accounts of every active device, by id: what the broker's files are built from."""
+    """The broker accounts of every active device that has one (phones have none), by id:
+    what the broker's files are built from."""
     rows = await conn.fetch(
-        "SELECT device, operator, mqtt_password_hash FROM devices WHERE status = 'active' ORDER BY device"
+        "SELECT device, operator, mqtt_password_hash, CASE WHEN kind = 'owntracks'"
+        " THEN COALESCE(owntracks_user, device) END AS owntracks_user FROM devices"
+        " WHERE status = 'active' AND mqtt_password_hash IS NOT NULL ORDER BY device"
     )
-    return [BrokerLogin(r["device"], r["operator"], r["mqtt_password_hash"]) for r in rows]
+    return [
+        BrokerLogin(r["device"], r["operator"], r["mqtt_password_hash"], r["owntracks_user"]) for r in rows
+    ]

@@ -19,8 +19,11 @@ difference from what the broker reports.
 
 Devices log in as ``<device>`` with client id ``agent-<device>`` (the agent's
 default) and may publish only their frames and status topics; they may not
-subscribe at all. The hand-written accounts (``fleet-server``) are unbound and
-may do everything, including this API.
+subscribe at all. An OwnTracks app logs in as its own user with client id
+``owntracks-<device>`` and may publish only ``owntracks/<user>/<device>``
+(not its ``/event`` or ``/waypoint`` subtopics, which nothing reads) and
+receive only its own ``…/cmd``. The hand-written accounts
+(``fleet-server``) are unbound and may do everything, including this API.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import msgspec
 import paho.mqtt.client as mqtt
 
 from fleet_schemas import frames_topic, status_topic
+from fleet_schemas.owntracks import ROOT as OWNTRACKS_ROOT
+from fleet_schemas.owntracks import owntracks_command_topic, owntracks_topic
 from fleet_store.errors import BrokerAccountsError
 from fleet_store.mqtt import connect_client
 
@@ -103,8 +108,32 @@ def _everything() -> list[Acl]:
     ]
 
 
-def desired(services: Sequence[str], devices: Sequence[tuple[str, str]]) -> Config:
-    """The plugin state for these hand-written accounts and these (device, operator) logins."""
+def owntracks_client_id(device: str) -> str:
+    """The client id an OwnTracks app must connect with (its Client ID setting)."""
+    return f"owntracks-{device}"
+
+
+def _owntracks_acls(user: str, device: str) -> list[Acl]:
+    """Publish its location topic only; hear its own command topic and nothing else.
+
+    Subscribing under ``owntracks/`` is granted, since the app subscribes to
+    other phones (``owntracks/+/+``, ``…/event``, ``…/info``) on every connect
+    and a refused SUBACK may make it reconnect over and over; but the broker
+    delivers it nothing from there but its own ``…/cmd``. No ``$share/``
+    filter matches ``owntracks/#``, so it cannot join ingest's share.
+    """
+    commands = owntracks_command_topic(user, device)
+    return [
+        Acl("publishClientSend", owntracks_topic(user, device)),
+        Acl("subscribePattern", f"{OWNTRACKS_ROOT}/#"),
+        Acl("publishClientReceive", commands),
+    ]
+
+
+def desired(
+    services: Sequence[str], devices: Sequence[tuple[str, str]], trackers: Sequence[tuple[str, str]] = ()
+) -> Config:
+    """The plugin state for these hand-written accounts, (device, operator) and OwnTracks (user, device)."""
     roles = [Role(SERVER_ROLE, _everything())]
     clients = [Client(name, [RoleRef(SERVER_ROLE)]) for name in services]
     for device, operator in devices:
@@ -118,6 +147,9 @@ def desired(services: Sequence[str], devices: Sequence[tuple[str, str]]) -> Conf
             )
         )
         clients.append(Client(device, [RoleRef(device_role(device))], agent_client_id(device)))
+    for user, device in trackers:
+        roles.append(Role(device_role(device), _owntracks_acls(user, device)))
+        clients.append(Client(user, [RoleRef(device_role(device))], owntracks_client_id(device)))
     return Config(dict(DEFAULT_ACCESS), clients, roles)
 
 

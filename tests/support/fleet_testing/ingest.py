@@ -16,7 +16,10 @@ from pathlib import Path
 import asyncpg
 import redis
 
+from fleet_ingest.assess import Assessment, Incoming
 from fleet_ingest.runner import forget_session, open_session
+from fleet_ingest.service import open_pool
+from fleet_ingest.storage import store_messages
 from fleet_schemas import DeviceKey
 from fleet_schemas.live import LIVE_DECODER
 from fleet_store.devices import add_device
@@ -169,3 +172,30 @@ def stored(database_url: str, redis_url: str, operator: str, buses: dict[str, st
         rejected_raw={bytes(r["raw"]) for r in rejected},
         live=live,
     )
+
+
+def store_assessed(
+    database_url: str, batch: list[Incoming], outcome: Assessment
+) -> tuple[set[tuple[str, int]], set[tuple[str, bytes]]]:
+    """Store one assessed batch in emptied tables as ingest does; the (device, seq), (reason, raw) kept."""
+
+    async def scenario() -> tuple[set[tuple[str, int]], set[tuple[str, bytes]]]:
+        pool = await open_pool(database_url)
+        try:
+            await pool.execute(
+                "TRUNCATE positions, frame_ids, rejected_frames, rejection_fingerprints, ingest_batches"
+            )
+            result = await store_messages(pool, uuid.uuid4(), batch, outcome.accepted, outcome.rejected)
+            assert not result.dropped, "the input let through a value PostgreSQL refuses"
+            positions = {
+                (r["device"], r["seq"]) for r in await pool.fetch("SELECT device, seq FROM positions")
+            }
+            rejected = {
+                (r["reason"], bytes(r["raw"]))
+                for r in await pool.fetch("SELECT reason, raw FROM rejected_frames")
+            }
+            return positions, rejected
+        finally:
+            await pool.close()
+
+    return asyncio.run(scenario())

@@ -126,7 +126,7 @@ def dense_source(source: Source, buses: int, *, margin: float = 1.25) -> Source:
     ``margin`` more trips under way than ``buses``), all calls and run times kept.
     """
     scheduled_min = sum(2 * sum(call.run + call.dwell for call in line.stops) for line in source.line)
-    headway = max(1, min(720, math.floor(scheduled_min / (buses * margin))))
+    headway = max(1, min(60, math.floor(scheduled_min / (buses * margin))))
     clocks = [f"{m // 60:02d}:{m % 60:02d}" for m in range(0, 24 * 60, headway)]
     lines = [msgspec.structs.replace(line, outbound=clocks, inbound=clocks, blank=[]) for line in source.line]
     return msgspec.structs.replace(source, line=lines)

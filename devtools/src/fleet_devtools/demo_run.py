@@ -101,17 +101,38 @@ class Children:
         self._running: list[tuple[str, subprocess.Popen[bytes]]] = []
         logs.mkdir(parents=True, exist_ok=True)
 
-    def run(self, name: str, args: Sequence[str], extra_env: dict[str, str] | None = None) -> str:
-        """A one-off ``fleet`` command to its end; its stdout is returned, its stderr goes to the terminal."""
-        done = subprocess.run(
-            [*fleet_command(), *args],
-            env={**self._env, **(extra_env or {})},
-            stdout=subprocess.PIPE,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise DemoError(f"{name}: `fleet {' '.join(args)}` exited {done.returncode}")
-        return done.stdout.decode()
+    def run(self, *commands: Sequence[str]) -> list[str]:
+        """One-off ``fleet`` commands side by side, to their ends: their stdouts (stderrs: the terminal's).
+
+        Side by side because most of what each costs is the interpreter starting and importing.
+        """
+        started = [
+            (
+                args,
+                subprocess.Popen(
+                    [*fleet_command(), *args],
+                    env=self._env,
+                    stdout=subprocess.PIPE,
+                    preexec_fn=_die_with_parent,
+                ),
+            )
+            for args in commands
+        ]
+        outputs, failed = [], []
+        try:
+            for args, process in started:
+                out, _ = process.communicate()
+                outputs.append(out.decode())
+                if process.returncode != 0:
+                    failed.append(f"`fleet {' '.join(args)}` exited {process.returncode}")
+        finally:  # interrupted: none of them goes on alone
+            for _, process in started:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        if failed:
+            raise DemoError("; ".join(failed))
+        return outputs
 
     def start(self, name: str, args: Sequence[str], extra_env: dict[str, str] | None = None) -> Path:
         log = self._logs / f"{name}.log"
@@ -224,53 +245,36 @@ def run_demo_chain(
     map_url = ""
     with _signals_interrupt():
         try:
-            children.run("migrate", ["db", "migrate"])
-            feed = home / "feed"
-            write_feed(build_feed(dense_source(load_source(), options.buses)), feed)
-            children.run("feed", ["gtfs", "import", str(feed), "--operator", OPERATOR, "--keep", "2"])
-            fences = str(feed_dir() / "geofences.geojson")
-            children.run("geofences", ["geofences", "import", fences, "--operator", OPERATOR, "--replace"])
-            metrics_addr = f"127.0.0.1:{stack.free_port()}"
+            children.run(["db", "migrate"])
             serve_addr = options.serve_addr or f"127.0.0.1:{stack.free_port()}"
             children.start("serve", ["serve", "--addr", serve_addr])  # started first, stopped last
+            feed = home / "feed"
+            write_feed(build_feed(dense_source(load_source(), options.buses)), feed)
+            fences = str(feed_dir() / "geofences.geojson")
+            issue = f"tokens issue --role manager --operator {OPERATOR} --sub demo --ttl {TOKEN_TTL}".split()
+            *_, issued = children.run(
+                ["gtfs", "import", str(feed), "--operator", OPERATOR, "--keep", "2"],
+                ["geofences", "import", fences, "--operator", OPERATOR, "--replace"],
+                issue,
+            )
+            token = issued.strip()
+            metrics_addr = f"127.0.0.1:{stack.free_port()}"
+            # after the import: ingest would otherwise find the feed only at its next refresh
             children.start("ingest", ["ingest", "--instance", INSTANCE], {"FLEET_METRICS_ADDR": metrics_addr})
-            _wait_ready(f"http://{metrics_addr}/metrics", children)
             _wait_ready(f"http://{serve_addr}/readyz", children)
-            token = children.run(
-                "token",
-                [
-                    "tokens",
-                    "issue",
-                    "--role",
-                    "manager",
-                    "--operator",
-                    OPERATOR,
-                    "--ttl",
-                    TOKEN_TTL,
-                    "--sub",
-                    "demo",
-                ],
-            ).strip()
+            _wait_ready(f"http://{metrics_addr}/metrics", children)
             map_url = f"http://{serve_addr}/map?token={token}"
             echo(f"demo: the map, for {TOKEN_TTL}: {map_url}")
-            children.start(
-                "simulate",
-                [
-                    "simulate",
-                    "--operator",
-                    OPERATOR,
-                    "--register",
-                    "--feed",
-                    str(feed),
-                    "--trips",
-                    "all-active",
-                    "--buses",
-                    str(options.buses),
-                    "--send-trip-id",
-                    "--faults-every",
-                    str(FAULTS_EVERY),
-                ],
-            )
+            simulate = f"simulate --operator {OPERATOR} --register --trips all-active --send-trip-id".split()
+            simulate += [
+                "--feed",
+                str(feed),
+                "--buses",
+                str(options.buses),
+                "--faults-every",
+                str(FAULTS_EVERY),
+            ]
+            children.start("simulate", simulate)
             reader = StatusReader(
                 ingest_metrics=f"http://{metrics_addr}/metrics",
                 serve_metrics=f"http://{serve_addr}/metrics",
@@ -300,7 +304,7 @@ def run_demo_chain(
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             children.stop_all()
             with contextlib.suppress(DemoError):
-                children.run("forget", ["ingest", "--instance", INSTANCE, "--forget"])
+                children.run(["ingest", "--instance", INSTANCE, "--forget"])
     return DemoResult(map_url=map_url, last=last)
 
 

@@ -234,9 +234,16 @@ def _signals_interrupt() -> Iterator[None]:
 
 
 def run_demo_chain(
-    settings: Settings, options: DemoOptions, echo: Callable[[str], None], show: Callable[[Status], None]
+    settings: Settings,
+    options: DemoOptions,
+    echo: Callable[[str], None],
+    show: Callable[[Status], None],
+    done: Callable[[str, Status], bool] = lambda _url, _status: False,
 ) -> DemoResult:
-    """Run the demo until ``duration_s`` (or a signal); return the map URL and the last status read."""
+    """Run the demo until ``duration_s``, a signal, or ``done(map_url, status)`` says so after a status read.
+
+    Returns the map URL and the last status read.
+    """
     home = settings.state_dir / "demo"
     urls = _stack(settings, echo)
     env = {**os.environ, "FLEET_STATE_DIR": str(settings.state_dir), "FLEET_TOKEN_KEYS": token_keys(home)}
@@ -293,6 +300,8 @@ def run_demo_chain(
                     show(last)
                     if steady is None and last.buses_live >= options.buses:
                         steady = (time.monotonic(), children.cpu_s())
+                    if done(map_url, last):
+                        break
             finally:
                 reader.close()
                 if steady is not None:

@@ -103,11 +103,12 @@ def spread(trips: Sequence[str], count: int) -> list[str]:
 SCRIPTED: tuple[tuple[Fault, ...], ...] = (
     (Detour(at_m=0.0, length_m=10_000.0, offset_m=3_000.0),),
     (LongStop(at_m=500.0, duration_s=1_200.0),),
-    (Reboot(at_m=800.0, gap_s=700.0),),
+    (Reboot(at_m=3_000.0, gap_s=700.0),),
 )
 """What ``--faults-every`` scripts, ahead of where each bus starts: a detour far enough off the corridor
 (3 km, the server's threshold is 2 km) to be a deviation within minutes, a 20-minute stop on the open
-road, and a device dark for longer than the server's 10 minutes before ``bus_offline``."""
+road, and, 3 km on (after a minute or two: a one-minute demo ends with every bus live), a device dark
+for longer than the server's 10 minutes before ``bus_offline``."""
 
 
 def scripted_faults(number: int, every: int) -> tuple[Fault, ...]:

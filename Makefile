@@ -26,5 +26,9 @@ test: lint  ## bootstrap, lint, the whole suite against real servers
 demo: sync  ## the whole chain: stack, feed, ingest, serve, 200 buses; the map URL and a live status (DURATION=60: exits)
 	$(UV) run fleet demo run $(if $(DURATION),--duration $(DURATION))
 
+.PHONY: screenshot
+screenshot: sync  ## docs/map.png: the live map of a running demo, in headless Chromium
+	$(UV) run fleet demo screenshot docs/map.png
+
 stack-down:
 	$(UV) run fleet stack down

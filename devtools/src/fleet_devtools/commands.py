@@ -312,6 +312,11 @@ def _register_simulated(settings: Settings, urls: ServiceUrls, home: Path, opera
     help="append each bus's true position and stop times to this JSON-lines file",
 )
 @click.option(
+    "--chain-trips",
+    is_flag=True,
+    help="at the end of its trip a bus takes the next departure from that terminus (feeds running daily)",
+)
+@click.option(
     "--faults-every",
     type=click.IntRange(min=0),
     default=0,
@@ -345,6 +350,7 @@ def simulate(
     delay_s: float,
     send_trip_id: bool,
     truth: Path | None,
+    chain_trips: bool,
     faults_every: int,
     seed: int,
     directory: Path | None,
@@ -380,6 +386,7 @@ def simulate(
             delay_s=delay_s,
             send_trip_id=send_trip_id,
             truth_file=str(truth) if truth else None,
+            chain=chain_trips,
         )
         if trip_set == "all-active":
             running = trips_running(str(feed), int((time.time() - delay_s) * 1000))

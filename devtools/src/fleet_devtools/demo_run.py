@@ -274,7 +274,8 @@ def run_demo_chain(
             _wait_ready(f"http://{metrics_addr}/metrics", children)
             map_url = f"http://{serve_addr}/map?token={token}"
             echo(f"demo: the map, for {TOKEN_TTL}: {map_url}")
-            simulate = f"simulate --operator {OPERATOR} --register --trips all-active --send-trip-id".split()
+            simulate = ["simulate", "--operator", OPERATOR, "--register", "--trips", "all-active"]
+            simulate += ["--send-trip-id", "--chain-trips"]
             simulate += [
                 "--feed",
                 str(feed),

@@ -30,6 +30,7 @@ from fleet_agent.publisher import BrokerConfig
 from fleet_agent.schedule import running_at
 from fleet_agent.simulator import Detour, DeviceRebooted, Fault, LongStop, Reboot
 from fleet_agent.sources import open_source
+from fleet_devtools.trip_chain import Departures, TripAfterTrip
 from fleet_schemas import DeviceKey
 from fleet_schemas.backoff import sleep_unless_stopped
 from fleet_schemas.broker import BrokerUrl
@@ -86,6 +87,8 @@ class TripDrive(msgspec.Struct, frozen=True, kw_only=True):
     delay_s: float = 0.0
     send_trip_id: bool = False
     truth_file: str | None = None
+    chain: bool = False
+    """at the end of its trip a bus takes the next departure from there (``trip_chain``)"""
 
 
 def trips_running(feed: str, now_ms: int) -> list[str]:
@@ -131,6 +134,7 @@ def simulated_agent(
     trip_id: str | None = None,
     drive: TripDrive | None = None,
     faults: tuple[Fault, ...] = (),
+    departures: Departures | None = None,
 ) -> SimulatedBus:
     """One simulated bus: a key file made once, an outbox that persists, a seeded drive (of ``trip_id``)."""
     device = device_name(operator, number)
@@ -162,6 +166,9 @@ def simulated_agent(
     # Start early enough that a speeded-up drive never produces fix times in the future, so the
     # last fix of every bus is about now; seeds spread the buses (cruise speed, dwell, traffic).
     start_ms = int((time.time() - ahead_s) * 1000)
+    if departures is not None and trip_id is not None:
+        chained = TripAfterTrip(config.source, departures, start_ms=start_ms, bus=config.bus)
+        return SimulatedBus(config, chained)
     return SimulatedBus(config, open_source(config.source, start_ms=start_ms, bus=config.bus))
 
 
@@ -231,6 +238,7 @@ async def simulate(
     ahead_s = (duration_s or 0.0) * max(0.0, speedup - 1)
     if trips and (drive is None or len(trips) != buses):
         raise ConfigError("trips need a feed (TripDrive) and exactly one bus each")
+    departures = Departures(drive.feed) if drive is not None and drive.chain and trips else None
     agents = [
         simulated_agent(
             directory,
@@ -244,6 +252,7 @@ async def simulate(
             trip_id=trips[n - 1] if trips else None,
             drive=drive,
             faults=scripted_faults(n, faults_every),
+            departures=departures,
         )
         for n in range(1, buses + 1)
     ]

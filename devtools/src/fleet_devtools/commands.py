@@ -185,10 +185,9 @@ def demo_run(settings: Settings, buses: int, duration: float | None, addr: str |
             status_shown = False
         click.echo(line, err=True)
 
-    result = run_demo_chain(
+    last = run_demo_chain(
         settings, DemoOptions(buses=buses, duration_s=duration, serve_addr=addr), echo=echo, show=show
     )
-    last = result.last
     if status_shown:
         click.echo()
     if last is not None:

@@ -71,11 +71,6 @@ class DemoOptions(msgspec.Struct, frozen=True, kw_only=True):
     """how often the status line is refreshed"""
 
 
-class DemoResult(msgspec.Struct, frozen=True, kw_only=True):
-    map_url: str
-    last: Status | None
-
-
 class Interrupted(Exception):
     """Ctrl-C or SIGTERM reached the demo."""
 
@@ -241,10 +236,10 @@ def run_demo_chain(
     echo: Callable[[str], None],
     show: Callable[[Status], None],
     done: Callable[[str, Status], bool] = lambda _url, _status: False,
-) -> DemoResult:
+) -> Status | None:
     """Run the demo until ``duration_s``, a signal, or ``done(map_url, status)`` says so after a status read.
 
-    Returns the map URL and the last status read.
+    Returns the last status read (None if the buses never started).
     """
     home = settings.state_dir / "demo"
     urls = _stack(settings, echo)
@@ -329,7 +324,7 @@ def run_demo_chain(
             children.stop_all()
             with contextlib.suppress(DemoError):
                 children.run(["ingest", "--instance", INSTANCE, "--forget"])
-    return DemoResult(map_url=map_url, last=last)
+    return last
 
 
 def _stack(settings: Settings, echo: Callable[[str], None]) -> ServiceUrls:

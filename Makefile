@@ -2,13 +2,26 @@
 SHELL := /bin/bash
 UV := uv
 
-.PHONY: bootstrap sync lint format test demo stack-down
+.PHONY: bootstrap sync lint format test demo stack-down bundle
 
 bootstrap:  ## install system packages, uv and TimescaleDB (idempotent)
 	scripts/bootstrap
 
-sync: bootstrap  ## the workspace venv, exactly as uv.lock says
+sync: bootstrap bundle  ## the workspace venv, exactly as uv.lock says
 	$(UV) sync --frozen
+
+# The live map (serve/map-ui): npm ci from the committed lockfile, then the
+# esbuild build into the Python package; each step only when its inputs changed.
+MAP_UI := serve/map-ui
+MAP_BUNDLE := serve/src/fleet_serve/map/static/index.html
+
+bundle: $(MAP_BUNDLE)  ## the live map's bundle, built from serve/map-ui (skipped when up to date)
+
+$(MAP_UI)/node_modules/.package-lock.json: $(MAP_UI)/package-lock.json $(MAP_UI)/package.json
+	cd $(MAP_UI) && npm ci --no-audit --no-fund
+
+$(MAP_BUNDLE): $(MAP_UI)/node_modules/.package-lock.json $(MAP_UI)/build.mjs $(MAP_UI)/tsconfig.json $(wildcard $(MAP_UI)/src/*)
+	cd $(MAP_UI) && npx tsc --noEmit && node build.mjs
 
 lint: sync  ## ruff, mypy (strict) and the import contracts
 	$(UV) run ruff check .

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -37,6 +39,12 @@ IssueToken = Callable[..., str]
 
 
 @pytest.fixture
+def serve_settings() -> ServeSettings:
+    """The settings :func:`token_for` signs for, for tests that build their own app or tokens."""
+    return SETTINGS
+
+
+@pytest.fixture
 def token_for() -> IssueToken:
     """Sign a token with the test key: ``token_for("booking", "op", trip_id=…)``."""
 
@@ -54,3 +62,10 @@ def client(redis_url: str, database_url: str) -> Iterator[Client]:
     """A serve app over the test Redis and PostgreSQL, verifying tokens of :func:`token_for`."""
     with TestClient(create_app(SETTINGS, redis_url, database_url)) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def map_bundle() -> Path:
+    """The live map's bundle as ``make bundle`` builds it (nothing to do when it is up to date)."""
+    subprocess.run(["make", "-s", "bundle"], cwd=Path(__file__).resolve().parents[2], check=True)
+    return Path(__file__).resolve().parents[1] / "src" / "fleet_serve" / "map" / "static"

@@ -17,6 +17,7 @@ from fleet_schemas.events import Event, EventKind
 from fleet_schemas.trips import StopVisit
 from fleet_store.events import write_events
 from fleet_store.history import refresh_segment_times, write_visits
+from fleet_testing.tracks import copy_fixes
 
 pytestmark = pytest.mark.stack
 
@@ -45,21 +46,7 @@ def _fix(operator: str, bus: str, second: int) -> tuple[object, ...]:
 async def _copy(database_url: str, rows: Sequence[tuple[object, ...]]) -> None:
     conn = await asyncpg.connect(database_url)
     try:
-        columns = (
-            "time",
-            "device",
-            "seq",
-            "operator",
-            "bus",
-            "lat",
-            "lon",
-            "speed_mps",
-            "heading_deg",
-            "source",
-            "key_id",
-            "received_at",
-        )
-        await conn.copy_records_to_table("positions", records=rows, columns=columns)
+        await copy_fixes(conn, rows)
     finally:
         await conn.close()
 

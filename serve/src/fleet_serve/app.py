@@ -31,6 +31,8 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from fleet_serve import analyst, booking, gtfsrt, health, live, passenger_tokens
 from fleet_serve.auth import SECURITY_SCHEME, request_claims
 from fleet_serve.errors import EXCEPTION_HANDLERS
+from fleet_serve.map import layers as map_layers
+from fleet_serve.map import page as map_page
 from fleet_serve.services import Services, close_services, open_services
 from fleet_serve.settings import ServeSettings
 
@@ -69,6 +71,8 @@ ROUTERS: list[Any] = [
     *analyst.ROUTES,
     *gtfsrt.ROUTES,
     *live.ROUTES,
+    *map_layers.ROUTES,
+    *map_page.ROUTES,
 ]
 """every module's ``ROUTES``: one line per module"""
 

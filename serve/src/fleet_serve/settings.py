@@ -14,6 +14,7 @@ The servers every process shares (PostgreSQL, Redis) come from
 | ``FLEET_LIVE_AUTH_S`` | ``10`` | how long a new websocket has to send its token |
 | ``FLEET_LIVE_DEFLATE`` | ``0`` | ``1``: offer per-message deflate (CPU per client: each compresses) |
 | ``FLEET_SERVE_PUBLIC_FEEDS`` | (none) | operators whose GTFS-rt feeds need no token (``a,b``; ``*``: all) |
+| ``FLEET_MAP_TILES`` | (none) | the map's basemap: tile URL template, style URL, ``.pmtiles`` file or URL |
 
 A token key's kind says its algorithm: ``hs256`` (the default, a shared
 secret of 32 bytes or more), ``ed25519`` (a 32-byte Ed25519 private key seed:
@@ -57,6 +58,49 @@ class TokenKey(msgspec.Struct, frozen=True):
         return f"TokenKey(kid={self.kid!r})"
 
 
+MapTilesKind = Literal["none", "template", "style", "pmtiles"]
+
+
+class MapTiles(msgspec.Struct, frozen=True):
+    """The live map's basemap, from ``FLEET_MAP_TILES``.
+
+    ``template``: raster tiles, a URL with ``{z}``, ``{x}`` and ``{y}``; ``style``: a MapLibre style
+    URL; ``pmtiles``: a PMTiles archive, a URL, or a local ``file`` that ``fleet serve`` answers
+    with HTTP Range requests at ``/map/tiles.pmtiles``.
+    """
+
+    kind: MapTilesKind
+    url: str | None = None
+    file: str | None = None
+
+
+def parse_map_tiles(raw: str) -> MapTiles:
+    """``FLEET_MAP_TILES`` read; a local archive must exist now (ConfigError), not at the first tile."""
+    raw = raw.strip()
+    if not raw:
+        return MapTiles("none")
+    remote = raw.startswith(("http://", "https://"))
+    if raw.endswith(".pmtiles"):
+        if remote:
+            return MapTiles("pmtiles", url=raw)
+        path = os.path.abspath(raw.removeprefix("file://"))
+        if not os.path.isfile(path):
+            raise ConfigError(f"{PREFIX}MAP_TILES={raw!r}: no such PMTiles file")
+        return MapTiles("pmtiles", url=MAP_PMTILES_PATH, file=path)
+    if not remote:
+        raise ConfigError(
+            f"{PREFIX}MAP_TILES={raw!r}: expected a tile URL with {{z}}/{{x}}/{{y}}, a style URL"
+            " or a .pmtiles file"
+        )
+    if all(part in raw for part in ("{z}", "{x}", "{y}")):
+        return MapTiles("template", url=raw)
+    return MapTiles("style", url=raw)
+
+
+MAP_PMTILES_PATH = "/map/tiles.pmtiles"
+"""where ``fleet serve`` answers a local PMTiles archive of ``FLEET_MAP_TILES``"""
+
+
 class ServeSettings(msgspec.Struct, frozen=True):
     host: str = "127.0.0.1"
     port: int = 8080
@@ -69,6 +113,8 @@ class ServeSettings(msgspec.Struct, frozen=True):
     live_deflate: bool = False
     public_feeds: frozenset[str] = frozenset()
     """operators whose GTFS-realtime feeds anyone may fetch (``*``: every operator)"""
+    map_tiles: MapTiles = msgspec.field(default_factory=lambda: MapTiles("none"))
+    """the live map's basemap (none: the bundled country borders and coasts)"""
 
     def feeds_public(self, operator: str) -> bool:
         return operator in self.public_feeds or "*" in self.public_feeds
@@ -94,6 +140,7 @@ def load_serve_settings(environ: Mapping[str, str] | None = None) -> ServeSettin
         public_feeds=frozenset(
             filter(None, (op.strip() for op in env.get(f"{PREFIX}SERVE_PUBLIC_FEEDS", "").split(",")))
         ),
+        map_tiles=parse_map_tiles(env.get(f"{PREFIX}MAP_TILES", "")),
     )
 
 

@@ -144,7 +144,10 @@ def demo() -> None:
 @demo.command(name="run")
 @click.option("--buses", type=click.IntRange(min=1), default=200, show_default=True, help="simulated buses")
 @click.option(
-    "--duration", type=float, default=None, help="seconds to run, then exit (default: until Ctrl-C)"
+    "--duration",
+    type=float,
+    default=None,
+    help="seconds from the first bus live to the exit (default: until Ctrl-C)",
 )
 @click.option("--addr", default=None, help="host:port for fleet serve and its map (default: a free port)")
 @click.pass_obj
@@ -194,6 +197,56 @@ def demo_run(settings: Settings, buses: int, duration: float | None, addr: str |
         click.echo(f"demo: last status: {last.line()}")
     if duration is not None and (last is None or last.buses_live < buses or last.events_total == 0):
         click.echo(f"demo: expected {buses} buses live and events recorded", err=True)
+        sys.exit(1)
+
+
+@demo.command(name="screenshot")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path), default=Path("docs/map.png"))
+@click.option("--buses", type=click.IntRange(min=1), default=200, show_default=True, help="simulated buses")
+@click.option(
+    "--after",
+    type=float,
+    default=150.0,
+    show_default=True,
+    help="seconds of demo before the picture (the detours become deviations after about two minutes)",
+)
+@click.pass_obj
+def demo_screenshot(settings: Settings, out: Path, buses: int, after: float) -> None:
+    """Run the demo until every bus is live, take a PNG of /map in headless Chromium, stop the demo.
+
+    Exits 1 if the page logged errors or the buses never all showed.
+
+    \b
+    Example:
+      fleet demo screenshot docs/map.png
+    """
+    from fleet_devtools.demo_run import DemoOptions, run_demo_chain
+    from fleet_devtools.screenshot import Shot, take
+
+    shots: list[Shot] = []
+
+    def done(map_url: str, status: Status) -> bool:
+        if status.buses_live < buses or status.elapsed_s < after:
+            return False
+        progress(f"screenshot: opening the map with {status.buses_live} buses live")
+        shots.append(take(map_url, out, buses=buses))
+        return True
+
+    run_demo_chain(
+        settings,
+        DemoOptions(buses=buses, duration_s=after + 300),
+        echo=progress,
+        show=lambda status: progress(status.line()),
+        done=done,
+    )
+    if not shots:
+        click.echo(f"screenshot: {buses} buses were never all live; no picture", err=True)
+        sys.exit(1)
+    shot = shots[0]
+    for error in shot.errors:
+        click.echo(f"screenshot: {error}", err=True)
+    click.echo(f"screenshot: {shot.path}, {shot.buses_drawn} buses drawn")
+    if shot.errors:
         sys.exit(1)
 
 

@@ -36,23 +36,12 @@ format: sync
 test: lint  ## bootstrap, lint, the whole suite against real servers
 	$(UV) run pytest
 
-DEMO_FEED := devtools/src/fleet_devtools/data/feeds/algeria
+demo: sync  ## the whole chain: stack, feed, ingest, serve, 200 buses; the map URL and a live status (DURATION=60: exits)
+	$(UV) run fleet demo run $(if $(DURATION),--duration $(DURATION))
 
-demo: sync  ## local stack up, migrated, demo feed imported; coaches on its trips through ingest
-	$(UV) run fleet stack up
-	$(UV) run fleet db migrate
-	$(UV) run fleet demo
-	$(UV) run fleet gtfs import $(DEMO_FEED) --operator demo-dz --keep 2
-	$(UV) run fleet geofences import $(DEMO_FEED)/geofences.geojson --operator demo-dz --replace
-	@# The demo's ingest session is removed afterwards: left on the broker it
-	@# would queue every frame published later for a consumer that never returns.
-	$(UV) run fleet ingest --instance demo --burst 5 & ingest=$$!; \
-	  $(UV) run fleet simulate --operator demo-dz --register --feed $(DEMO_FEED) --trips all-active \
-	    --delay-s 300 --duration 45; \
-	  status=$$?; wait $$ingest || status=$$?; \
-	  $(UV) run fleet ingest --instance demo --forget; exit $$status
-	$(UV) run fleet live --operator demo-dz
-	$(UV) run fleet events list --operator demo-dz --since 1h --limit 20
+.PHONY: screenshot
+screenshot: sync  ## docs/map.png: the live map of a running demo, in headless Chromium
+	$(UV) run fleet demo screenshot docs/map.png
 
 stack-down:
 	$(UV) run fleet stack down

@@ -116,7 +116,7 @@ def test_bootstrap_a_second_time_does_nothing() -> None:
 
 @pytest.mark.stack
 def test_demo_frames_arrive_through_the_broker_verified(stack_urls: ServiceUrls) -> None:
-    result = CliRunner().invoke(main, ["demo", "--buses", "2", "--frames", "15"])
+    result = CliRunner().invoke(main, ["demo", "broker", "--buses", "2", "--frames", "15"])
     assert result.exit_code == 0, result.output
     assert "demo: 30 of 30 frames arrived" in result.output
 

@@ -19,6 +19,7 @@ from fleet_agent.schedule import load_trip
 from fleet_agent.simulator import (
     TRUTH_DECODER,
     BusState,
+    LongStop,
     SimConfig,
     SimulatedSource,
     Timetable,
@@ -29,6 +30,7 @@ from fleet_agent.simulator import (
     plan_trip,
     steps,
     truth,
+    with_faults_ahead,
 )
 from fleet_agent.sources import open_source
 from fleet_testing.tiny_feed import write_feed
@@ -119,6 +121,17 @@ def test_bus_joined_mid_segment_starts_where_the_schedule_plus_delay_has_it() ->
     assert first.phase == "driving"
     assert first.progress_m == pytest.approx(LINE.stops[1].distance_m / 2, abs=20.0)
     assert first.speed_mps > 0
+
+
+def test_faults_given_ahead_play_that_far_past_where_a_joined_bus_starts() -> None:
+    halfway = T0 + 60_000  # half of S1 -> S2
+    config = with_faults_ahead(LINE, QUIET, TIMETABLE, halfway, (LongStop(at_m=200.0, duration_s=90.0),))
+    trip = plan_trip(LINE, config, TIMETABLE)
+    run = _run(trip, halfway)
+    joined = run[0][0].progress_m
+    halted = next(after for _, after, _ in run if after.played)
+    assert halted.progress_m == pytest.approx(joined + 200.0, abs=1.0)
+    assert halted.until_ms - halted.time_ms == 90_000
 
 
 def test_bus_joined_during_a_dwell_stands_at_the_stop_until_its_departure() -> None:

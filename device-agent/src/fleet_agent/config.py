@@ -39,6 +39,7 @@ from fleet_agent.errors import ConfigError
 from fleet_agent.outbox import OutboxLimits
 from fleet_agent.publisher import BrokerConfig
 from fleet_agent.sampling import SamplingPolicy
+from fleet_agent.simulator import Fault
 from fleet_schemas import FleetSchemaError
 from fleet_schemas.broker import BrokerUrl
 from fleet_schemas.frames import Identifier
@@ -73,6 +74,9 @@ class SourceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """sim with trip_id: put the trip_id in every frame, as a driver's console would"""
     truth_file: str | None = None
     """sim: append where the bus really is and when it served each stop, as JSON lines"""
+    faults: tuple[Fault, ...] = ()
+    """sim: scripted faults (detour, long stop, reboot, tunnel), ``at_m`` counted from where the bus
+    starts (with trip_id, where the timetable has it at the start)"""
 
 
 class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import bisect
 import csv
+import functools
 import io
 import itertools
 import logging
 import math
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -392,32 +392,41 @@ class GtfsTables:
     def has(self, table: str) -> bool:
         return table in self._zip if self._zip is not None else (self.path / table).is_file()
 
-    @contextmanager
-    def _text(self, table: str) -> Iterator[IO[str]]:
-        if self._zip is None:
-            with (self.path / table).open(encoding="utf-8-sig", newline="") as handle:
-                yield handle
-        else:
-            with zipfile.ZipFile(self.path) as archive, archive.open(self._zip[table]) as raw:
-                yield io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-
     def rows(self, table: str, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
-        """Rows as ``(line number, {column: value})``, columns read by header name."""
+        """Rows as ``(line number, {column: value})``, columns read by header name (do not change them).
+
+        Parsed tables are kept by content: a simulator placing hundreds of buses on
+        the trips of one feed parses it once, not once per bus.
+        """
         if not self.has(table):
             raise RouteError(f"GTFS feed {self.path} has no {table}")
-        try:
-            with self._text(table) as handle:
-                reader = csv.reader(handle)
-                header = [column.strip() for column in next(reader, [])]
-                missing = [column for column in required if column not in header]
-                if missing:
-                    raise RouteError(f"{self.path}/{table} lacks column(s) {', '.join(missing)}")
-                for values in reader:
-                    if values:
-                        padded = [v.strip() for v in values] + [""] * (len(header) - len(values))
-                        yield reader.line_num, dict(zip(header, padded, strict=False))
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise RouteError(f"{self.path}/{table} is not UTF-8 CSV: {exc}") from exc
+        header, rows = _parse(f"{self.path}/{table}", self._bytes(table))
+        missing = [column for column in required if column not in header]
+        if missing:
+            raise RouteError(f"{self.path}/{table} lacks column(s) {', '.join(missing)}")
+        yield from rows
+
+    def _bytes(self, table: str) -> bytes:
+        if self._zip is None:
+            return (self.path / table).read_bytes()
+        with zipfile.ZipFile(self.path) as archive:
+            return archive.read(self._zip[table])
+
+
+@functools.lru_cache(maxsize=16)
+def _parse(where: str, raw: bytes) -> tuple[tuple[str, ...], tuple[tuple[int, dict[str, str]], ...]]:
+    """A GTFS table's header and rows; ``where`` names it in errors."""
+    try:
+        reader = csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline=""))
+        header = tuple(column.strip() for column in next(reader, []))
+        rows = []
+        for values in reader:
+            if values:
+                padded = [v.strip() for v in values] + [""] * (len(header) - len(values))
+                rows.append((reader.line_num, dict(zip(header, padded, strict=False))))
+        return header, tuple(rows)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise RouteError(f"{where} is not UTF-8 CSV: {exc}") from exc
 
 
 def _coordinate(feed: GtfsTables, table: str, line: int, row: dict[str, str], lat: str, lon: str) -> Point:

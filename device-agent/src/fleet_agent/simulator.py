@@ -319,6 +319,22 @@ def start(trip: Trip, start_ms: int, rng: random.Random) -> BusState:
     return state if trip.timetable is None else _on_schedule(trip, trip.timetable, state)
 
 
+def with_faults_ahead(
+    route: Route, config: SimConfig, timetable: Timetable | None, start_ms: int, faults: tuple[Fault, ...]
+) -> SimConfig:
+    """``config`` plus ``faults`` whose ``at_m`` counts from where the bus starts, not the route's start.
+
+    A timetabled bus joins its trip where the schedule has it at ``start_ms``
+    (the start does not depend on the seed), so faults written as "so far
+    ahead" play on any trip joined at any time.
+    """
+    if not faults:
+        return config
+    origin = start(plan_trip(route, config, timetable), start_ms, random.Random(0)).progress_m  # noqa: S311
+    shifted = tuple(msgspec.structs.replace(f, at_m=f.at_m + origin) for f in faults)
+    return msgspec.structs.replace(config, faults=config.faults + shifted)
+
+
 def _delay_ms(trip: Trip) -> int:
     return round(trip.config.delay_s * 1000)
 

@@ -24,7 +24,7 @@ def open_source(config: SourceConfig, start_ms: int | None = None, *, bus: str |
     """The source for ``config``; ``start_ms`` starts a simulated bus (default: now), ``bus`` tags truth."""
     if config.kind == "sim":
         from fleet_agent.route import load_route
-        from fleet_agent.simulator import SimConfig, SimulatedSource
+        from fleet_agent.simulator import SimConfig, SimulatedSource, with_faults_ahead
 
         start = start_ms if start_ms is not None else int((time.time() - config.start_ago_s) * 1000)
         truth = Path(config.truth_file) if config.truth_file else None
@@ -33,7 +33,7 @@ def open_source(config: SourceConfig, start_ms: int | None = None, *, bus: str |
                 load_route(config.route, config.shape_id),
                 seed=config.seed,
                 start_ms=start,
-                config=SimConfig(loop=config.loop),
+                config=SimConfig(loop=config.loop, faults=config.faults),
                 speedup=config.speedup,
                 truth_file=truth,
                 bus=bus,
@@ -48,11 +48,12 @@ def open_source(config: SourceConfig, start_ms: int | None = None, *, bus: str |
         timetable = instance_at(schedule, load_calendar(config.route), start - round(config.delay_s * 1000))
         if timetable is None:
             raise ScheduleError(f"trip {config.trip_id!r} runs on no service day within a week of the start")
+        sim = SimConfig(loop=False, delay_s=config.delay_s, send_trip_id=config.send_trip_id)
         return SimulatedSource(
             schedule.route,
             seed=config.seed,
             start_ms=start,
-            config=SimConfig(loop=False, delay_s=config.delay_s, send_trip_id=config.send_trip_id),
+            config=with_faults_ahead(schedule.route, sim, timetable, start, config.faults),
             speedup=config.speedup,
             timetable=timetable,
             truth_file=truth,

@@ -11,6 +11,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import click
@@ -22,6 +23,9 @@ from fleet_store.broker_accounts import BrokerLogin, broker_dir
 from fleet_store.errors import FleetError
 from fleet_store.secretbox import KEK_FILE, load_key_encryption_key
 from fleet_store.settings import ServiceUrls, Settings
+
+if TYPE_CHECKING:
+    from fleet_devtools.demo_status import Status
 
 
 @click.group(name="stack")
@@ -127,16 +131,135 @@ def env(settings: Settings) -> None:
             click.echo(f"export FLEET_MOSQUITTO_DIR={shlex.quote(str(broker))}")
 
 
-@click.command()
+@click.group()
+def demo() -> None:
+    """The demo: the whole chain on the local stack (run), or signed frames through the broker (broker).
+
+    \b
+    Example:
+      fleet demo run --duration 60
+    """
+
+
+@demo.command(name="run")
+@click.option("--buses", type=click.IntRange(min=1), default=200, show_default=True, help="simulated buses")
+@click.option(
+    "--duration",
+    type=float,
+    default=None,
+    help="seconds from the first bus live to the exit (default: until Ctrl-C)",
+)
+@click.option("--addr", default=None, help="host:port for fleet serve and its map (default: a free port)")
+@click.pass_obj
+def demo_run(settings: Settings, buses: int, duration: float | None, addr: str | None) -> None:
+    """The whole chain: stack, feed, ingest, serve, a token, N buses; prints the map URL and a status line.
+
+    Imports the Algerian demo feed's lines (with departures every few minutes,
+    so each bus has a trip) and its geofences, starts `fleet ingest` and
+    `fleet serve`, issues a manager token, prints the map's URL, and runs
+    `fleet simulate` with signed agents over MQTT (some detour, stop long or go
+    dark). The status line (frames/s, buses live, events, websocket clients)
+    is refreshed until Ctrl-C or --duration; then everything it started stops.
+    With --duration it exits 1 unless its last status shows every bus live and
+    events recorded.
+
+    \b
+    Example:
+      fleet demo run                      # until Ctrl-C
+      fleet demo run --duration 60 --buses 200
+    """
+    from fleet_devtools.demo_run import DemoOptions, run_demo_chain
+
+    interactive = sys.stdout.isatty()
+    status_shown = False  # on a terminal the status line is rewritten in place until something else prints
+
+    def show(status: Status) -> None:
+        nonlocal status_shown
+        if interactive:
+            click.echo(f"\r{status.line()}\033[K", nl=False)
+            status_shown = True
+        else:
+            click.echo(status.line())
+
+    def echo(line: str) -> None:
+        nonlocal status_shown
+        if status_shown:
+            click.echo()
+            status_shown = False
+        click.echo(line, err=True)
+
+    last = run_demo_chain(
+        settings, DemoOptions(buses=buses, duration_s=duration, serve_addr=addr), echo=echo, show=show
+    )
+    if status_shown:
+        click.echo()
+    if last is not None:
+        click.echo(f"demo: last status: {last.line()}")
+    if duration is not None and (last is None or last.buses_live < buses or last.events_total == 0):
+        click.echo(f"demo: expected {buses} buses live and events recorded", err=True)
+        sys.exit(1)
+
+
+@demo.command(name="screenshot")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path), default=Path("docs/map.png"))
+@click.option("--buses", type=click.IntRange(min=1), default=200, show_default=True, help="simulated buses")
+@click.option(
+    "--after",
+    type=float,
+    default=150.0,
+    show_default=True,
+    help="seconds of demo before the picture (the detours become deviations after about two minutes)",
+)
+@click.pass_obj
+def demo_screenshot(settings: Settings, out: Path, buses: int, after: float) -> None:
+    """Run the demo until every bus is live, take a PNG of /map in headless Chromium, stop the demo.
+
+    Exits 1 if the page logged errors or the buses never all showed.
+
+    \b
+    Example:
+      fleet demo screenshot docs/map.png
+    """
+    from fleet_devtools.demo_run import DemoOptions, run_demo_chain
+    from fleet_devtools.screenshot import Shot, take
+
+    shots: list[Shot] = []
+
+    def done(map_url: str, status: Status) -> bool:
+        if status.buses_live < buses or status.elapsed_s < after:
+            return False
+        progress(f"screenshot: opening the map with {status.buses_live} buses live")
+        shots.append(take(map_url, out, buses=buses))
+        return True
+
+    run_demo_chain(
+        settings,
+        DemoOptions(buses=buses, duration_s=after + 300),
+        echo=progress,
+        show=lambda status: progress(status.line()),
+        done=done,
+    )
+    if not shots:
+        click.echo(f"screenshot: {buses} buses were never all live; no picture", err=True)
+        sys.exit(1)
+    shot = shots[0]
+    for error in shot.errors:
+        click.echo(f"screenshot: {error}", err=True)
+    click.echo(f"screenshot: {shot.path}, {shot.buses_drawn} buses drawn")
+    if shot.errors:
+        sys.exit(1)
+
+
+@demo.command(name="broker")
 @click.option("--buses", default=3, show_default=True, help="simulated buses")
 @click.option("--frames", "frames_per_bus", default=30, show_default=True, help="frames per bus")
 @click.pass_obj
-def demo(settings: Settings, buses: int, frames_per_bus: int) -> None:
+def demo_broker(settings: Settings, buses: int, frames_per_bus: int) -> None:
     """Publish signed frames through the broker and show them arriving verified.
 
     \b
     Example:
-      fleet stack up && fleet demo --buses 3
+      fleet stack up && fleet demo broker --buses 3
     """
     from fleet_devtools.demo import run_demo
 
@@ -203,7 +326,13 @@ def _register_simulated(settings: Settings, urls: ServiceUrls, home: Path, opera
 
 
 @click.command()
-@click.option("--buses", default=10, show_default=True, help="simulated buses, each a full agent")
+@click.option(
+    "--buses",
+    type=click.IntRange(min=1),
+    default=None,
+    help="simulated buses, each a full agent (default 10; with --trips all-active, one per trip under way,"
+    " or this many of those trips)",
+)
 @click.option("--operator", default="sim", show_default=True, help="operator id of the simulated buses")
 @click.option("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
 @click.option("--speedup", type=float, default=1.0, show_default=True, help="simulated seconds per second")
@@ -234,6 +363,18 @@ def _register_simulated(settings: Settings, urls: ServiceUrls, home: Path, opera
     default=None,
     help="append each bus's true position and stop times to this JSON-lines file",
 )
+@click.option(
+    "--chain-trips",
+    is_flag=True,
+    help="at the end of its trip a bus takes the next departure from that terminus (feeds running daily)",
+)
+@click.option(
+    "--faults-every",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="of every N buses, one detours off its corridor, one stops 20 min, one goes dark 11 min (0: none)",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option(
     "--dir",
@@ -250,7 +391,7 @@ def _register_simulated(settings: Settings, urls: ServiceUrls, home: Path, opera
 @click.pass_obj
 def simulate(
     settings: Settings,
-    buses: int,
+    buses: int | None,
     operator: str,
     duration: float | None,
     speedup: float,
@@ -261,6 +402,8 @@ def simulate(
     delay_s: float,
     send_trip_id: bool,
     truth: Path | None,
+    chain_trips: bool,
+    faults_every: int,
     seed: int,
     directory: Path | None,
     register: bool,
@@ -270,7 +413,9 @@ def simulate(
     With --feed and --trip (or --trips all-active) each bus follows one GTFS
     trip on its timetable, starting where the schedule (plus --delay-s) has it
     now, so a 5-hour trip is joined in its middle; --buses is then the number
-    of trips.
+    of trips (with --trips all-active, that many of the trips under way, taken
+    evenly). --faults-every scripts detours, long stops and outages, starting
+    from where each bus joins.
 
     \b
     Example:
@@ -278,7 +423,7 @@ def simulate(
       fleet simulate --operator demo-dz --register --feed devtools/src/fleet_devtools/data/feeds/algeria \\
         --trips all-active --delay-s 300 --truth /tmp/truth.jsonl --duration 30
     """
-    from fleet_devtools.simulate import TripDrive, trips_running
+    from fleet_devtools.simulate import TripDrive, spread, trips_running
     from fleet_devtools.simulate import simulate as run_simulation
 
     drive = None
@@ -293,13 +438,19 @@ def simulate(
             delay_s=delay_s,
             send_trip_id=send_trip_id,
             truth_file=str(truth) if truth else None,
+            chain=chain_trips,
         )
         if trip_set == "all-active":
-            trips += trips_running(str(feed), int((time.time() - delay_s) * 1000))
+            running = trips_running(str(feed), int((time.time() - delay_s) * 1000))
+            if buses is not None and buses > len(running):
+                raise click.UsageError(f"--buses {buses}: {len(running)} trips of {feed} are under way now")
+            trips += running if buses is None else spread(running, buses)
         if not trips:
             raise click.UsageError(f"no trip of {feed} is under way now")
         buses = len(trips)
-        progress(f"simulate: {buses} buses on trips {', '.join(trips)}")
+        shown = ", ".join(trips[:10]) + (f" and {len(trips) - 10} more" if len(trips) > 10 else "")
+        progress(f"simulate: {buses} buses on trips {shown}")
+    buses = 10 if buses is None else buses
     urls = stackfile.resolve_urls(settings)
     home = directory or settings.state_dir / "sim"
     if register:
@@ -317,6 +468,7 @@ def simulate(
             report=progress,
             trips=trips,
             drive=drive,
+            faults_every=faults_every,
         )
     )
     click.echo(f"simulate: {buses} buses produced {produced} frames; {acked} acknowledged by the broker")

@@ -117,6 +117,21 @@ def load_source(path: Path | None = None) -> Source:
         raise DemoFeedError(f"demo feed source: {exc}") from exc
 
 
+def dense_source(source: Source, buses: int, *, margin: float = 1.25) -> Source:
+    """The same lines with departures round the clock, often enough that ``buses`` trips are always under way.
+
+    The shipped feed has two to four departures a day per direction, about ten
+    trips under way at a time; a demo of hundreds of buses needs each to have a
+    trip of its own. Every line and direction gets one headway (whole minutes,
+    ``margin`` more trips under way than ``buses``), all calls and run times kept.
+    """
+    scheduled_min = sum(2 * sum(call.run + call.dwell for call in line.stops) for line in source.line)
+    headway = max(1, min(60, math.floor(scheduled_min / (buses * margin))))
+    clocks = [f"{m // 60:02d}:{m % 60:02d}" for m in range(0, 24 * 60, headway)]
+    lines = [msgspec.structs.replace(line, outbound=clocks, inbound=clocks, blank=[]) for line in source.line]
+    return msgspec.structs.replace(source, line=lines)
+
+
 def feed_dir() -> Path:
     """Where the generated tables of the shipped feed live."""
     return Path(str(resources.files("fleet_devtools") / "data" / "feeds" / FEED_DIR))

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 UV := uv
 
-.PHONY: bootstrap sync lint format test demo stack-down
+.PHONY: bootstrap sync lint format test demo stack-down fuzz
 
 bootstrap:  ## install system packages, uv and TimescaleDB (idempotent)
 	scripts/bootstrap
@@ -43,3 +43,8 @@ demo: sync  ## local stack up, migrated, demo feed imported; coaches on its trip
 
 stack-down:
 	$(UV) run fleet stack down
+
+fuzz: sync  ## the fuzzing campaign: 1,000,000 hostile payloads through the broker into a real ingest
+	$(UV) run fleet stack up
+	$(UV) run fleet db migrate
+	$(UV) run fleet bench fuzz --payloads 1000000

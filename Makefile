@@ -48,3 +48,4 @@ fuzz: sync  ## the fuzzing campaign: 1,000,000 hostile payloads through the brok
 	$(UV) run fleet stack up
 	$(UV) run fleet db migrate
 	$(UV) run fleet bench fuzz --payloads 1000000
+	FLEET_FUZZ_API_STEPS=400 $(UV) run pytest tests/test_api_fuzz_stateful.py -q

@@ -44,8 +44,9 @@ demo: sync  ## local stack up, migrated, demo feed imported; coaches on its trip
 stack-down:
 	$(UV) run fleet stack down
 
-fuzz: sync  ## the fuzzing campaign: 1,000,000 hostile payloads through the broker into a real ingest
+fuzz: sync  ## atheris in process, then 1,000,000 hostile payloads through the broker into a real ingest, then a long API walk
 	$(UV) run fleet stack up
 	$(UV) run fleet db migrate
-	$(UV) run fleet bench fuzz --payloads 1000000
+	$(UV) run --group fuzz python -m fleet_devtools.fuzz_atheris .fleet/atheris-corpus -runs=200000
+	$(UV) run fleet bench fuzz --payloads 1000000 --seeds .fleet/atheris-corpus
 	FLEET_FUZZ_API_STEPS=400 $(UV) run pytest tests/test_api_fuzz_stateful.py -q

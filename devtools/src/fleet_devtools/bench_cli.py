@@ -402,10 +402,23 @@ def fanout(
     default=None,
     help="write the interesting inputs found, replayed, to this folder (tests/fuzz_corpus)",
 )
+@click.option(
+    "--seeds",
+    "seeds_dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="a folder of atheris inputs (python -m fleet_devtools.fuzz_atheris) to publish first and mutate",
+)
 @_json_option
 @click.pass_obj
 def fuzz(
-    settings: Settings, payloads: int, seed: int, pool_size: int, corpus_dir: Path | None, as_json: bool
+    settings: Settings,
+    payloads: int,
+    seed: int,
+    pool_size: int,
+    corpus_dir: Path | None,
+    seeds_dir: Path | None,
+    as_json: bool,
 ) -> None:
     """Fuzzing: hostile payloads through the real broker into a real `fleet ingest`.
 
@@ -421,6 +434,7 @@ def fuzz(
     Example:
       fleet bench fuzz                                  # 1,000,000 payloads
       fleet bench fuzz --payloads 20000 --corpus tests/fuzz_corpus
+      fleet bench fuzz --seeds .fleet/atheris-corpus   # after a run of fleet_devtools.fuzz_atheris
     """
     import asyncio
 
@@ -432,7 +446,16 @@ def fuzz(
     kek = settings.key_encryption_key or (settings.state_dir / KEK_FILE).read_text().strip()
     result = asyncio.run(
         run_fuzz(
-            urls, kek, _progress, payloads=payloads, seed=seed, pool_size=pool_size, corpus_dir=corpus_dir
+            urls,
+            kek,
+            _progress,
+            payloads=payloads,
+            seed=seed,
+            pool_size=pool_size,
+            corpus_dir=corpus_dir,
+            seed_bytes=[p.read_bytes() for p in sorted(seeds_dir.iterdir()) if p.is_file()]
+            if seeds_dir
+            else [],
         )
     )
     _finish(result, summary_text(result), passed=result.passed, as_json=as_json)

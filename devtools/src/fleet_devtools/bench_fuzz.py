@@ -44,7 +44,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fleet_devtools import fuzz_corpus
 from fleet_devtools.bench_agent import Target, target_lines
 from fleet_devtools.bench_ingest import LoadPublisher, Report
-from fleet_devtools.fuzz_payloads import Stream, identities, seed_pool
+from fleet_devtools.fuzz_payloads import Stream, identities, seed_message, seed_pool
 from fleet_devtools.scratch import scratch
 from fleet_devtools.stack import free_port
 from fleet_ingest.assess import DeviceInfo, Incoming, assess
@@ -175,12 +175,19 @@ def outcome_class(kind: str, reasons: list[str], details: list[str]) -> tuple[st
 
 
 def _generate(
-    seed: int, pool_size: int, total: int, start_ms: int, seq_base: int, out: Any, candidates: Any
+    seed: int,
+    pool_size: int,
+    seeds: list[bytes],
+    total: int,
+    start_ms: int,
+    seq_base: int,
+    out: Any,
+    candidates: Any,
 ) -> None:
     """Runs in its own process: chunks of (topic, payload, kind) into ``out``, then None."""
     people = identities()
     now_ms = int(time.time() * 1000)
-    pool = seed_pool(people, pool_size, now_ms, seed)
+    pool = [seed_message(people, data) for data in seeds] + seed_pool(people, pool_size, now_ms, seed)
     stream = Stream(people, pool, seed, seq_base, start_ms)
     keys = {p.key.key_id: p.key for p in people}
     devices = {p.device: DeviceInfo(p.operator, p.bus, True) for p in people}
@@ -326,16 +333,23 @@ async def run_fuzz(
     seed: int,
     pool_size: int,
     corpus_dir: Path | None,
+    seed_bytes: list[bytes] | None = None,
 ) -> FuzzResult:
+    """The campaign; ``seed_bytes`` are atheris inputs (fleet_devtools.fuzz_atheris), published first."""
+    seed_bytes = seed_bytes or []
     started_ms = int(time.time() * 1000)
     kek = KeyEncryptionKey(base64.b64decode(kek_text))
     context = multiprocessing.get_context("spawn")
     chunks, candidates = context.Queue(maxsize=4), context.Queue()
     start_ms = started_ms - 3 * fuzz_corpus.DAY_MS  # valid frames: 500 ms apart, behind now for 500k a device
     generator = context.Process(
-        target=_generate, args=(seed, pool_size, payloads, start_ms, started_ms * 1000, chunks, candidates)
+        target=_generate,
+        args=(seed, pool_size, seed_bytes, payloads, start_ms, started_ms * 1000, chunks, candidates),
     )
-    report(f"fuzz: drawing {pool_size:,} Hypothesis seeds, then {payloads:,} payloads (seed {seed})")
+    report(
+        f"fuzz: {len(seed_bytes):,} atheris inputs and {pool_size:,} Hypothesis draws as seeds,"
+        f" then {payloads:,} payloads (seed {seed})"
+    )
     async with scratch(urls, "_fuzz", SCRATCH_REDIS_DB) as (database_url, redis_url):
         await fuzz_corpus.register(database_url, kek)
         group = f"fuzz{uuid.uuid4().hex[:8]}"

@@ -131,6 +131,16 @@ def _frame_fields(identity: Identity, seq: int, time_ms: int, north_m: float) ->
     return fields
 
 
+def seed_message(people: list[Identity], data: bytes) -> tuple[str, bytes]:
+    """The (topic, payload) an atheris input stands for (see :mod:`fleet_devtools.fuzz_atheris`): with the
+    first byte's top bit set the rest is a payload to sign, else the whole message; its low bits pick the
+    device."""
+    head = data[0] if data else 0
+    who = people[(head & 0x7F) % len(people)]
+    body = data[1:]
+    return who.topic, signed(who.key, body) if head & 0x80 else body
+
+
 # Hypothesis: valid-shaped envelopes with hostile values -------------------------------------------
 
 _any_value = (

@@ -55,6 +55,8 @@ from fleet_store.settings import ServiceUrls
 CHUNK = 5_000
 MAX_BACKLOG = 50_000
 """published and not yet taken by ingest, at most: the broker's queue for it stays bounded"""
+SETTLED_S = 5.0
+IN_FLIGHT = "fleet_ingest_in_flight_messages"
 STALL_S = 60.0
 """ingest taking nothing for this long while messages wait is a stall"""
 CORPUS_CAP = 150
@@ -93,6 +95,13 @@ class FuzzResult(msgspec.Struct):
     ingest_exit: int | None
     stalled: bool
     tracebacks: int
+    reconnects: int
+    """ingest's broker connection lost and made again (each one redelivers what was not acked)"""
+    store_errors: int
+    """failed writes, retried"""
+    log_lines: int
+    """lines ingest logged (warnings and up)"""
+    log_first: list[str]
     corpus: int = 0
     targets: list[Target] = msgspec.field(default_factory=list)
     samples: list[Sample] = msgspec.field(default_factory=list)
@@ -106,7 +115,11 @@ def judge(r: FuzzResult) -> list[Target]:
     units = r.stored + r.duplicates + sum(r.rejected.values())
     return [
         Target(
-            "lost messages", r.payloads - r.messages_taken, "messages", "0", r.messages_taken == r.payloads
+            "lost messages",
+            max(0, r.payloads - r.messages_taken),
+            "messages",
+            "0 (taken >= published)",
+            r.messages_taken >= r.payloads,
         ),
         Target("unaccounted", r.units_received - units, "frame units", "0", r.units_received == units),
         Target(
@@ -148,13 +161,16 @@ def summary_text(r: FuzzResult) -> str:
     lines = [
         f"fuzz: {r.payloads:,} payloads (seed {r.seed}) in {r.seconds:,.0f} s, {r.payloads_per_s:,.0f}/s",
         "  kinds: " + ", ".join(f"{k} {n:,}" for k, n in sorted(r.kinds.items())),
-        f"  ingest took {r.messages_taken:,} messages, {r.units_received:,} frame units:"
+        f"  ingest took {r.messages_taken:,} messages ({r.messages_taken - r.payloads:,} redelivered after"
+        f" {r.reconnects} broker reconnects; {r.store_errors} store errors),"
+        f" {r.units_received:,} frame units:"
         f" stored {r.stored:,}, duplicates {r.duplicates:,}, rejected {sum(r.rejected.values()):,}"
         f" (repeats {r.rejections_repeated:,})",
         f"  rejected by reason: {rejected}",
         f"  PostgreSQL: {r.rows_positions:,} positions, {r.rows_rejected:,} rejected_frames rows",
         f"  ingest RSS peak {r.peak_rss_mib:,.1f} MiB, slope {r.rss_slope_mib_per_100k:+.2f} MiB per 100k"
-        f" payloads (2nd half); exit {r.ingest_exit}",
+        f" payloads (2nd half); exit {r.ingest_exit}; {r.log_lines} log lines (warnings and up)",
+        *(f"    {line}" for line in r.log_first),
     ]
     if r.corpus:
         lines.append(f"  corpus: {r.corpus} entries written")
@@ -226,15 +242,14 @@ def _generate(
 
 
 def _scrape(port: int) -> dict[str, float]:
-    """Ingest's counters: name (with the reason for rejections) -> value."""
+    """Ingest's counters and in-flight gauge: name (``:label`` values appended) -> value."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     values: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name.endswith("_total"):
-                reason = sample.labels.get("reason")
-                values[f"{sample.name}:{reason}" if reason else sample.name] = sample.value
+            if sample.name.endswith("_total") or sample.name == IN_FLIGHT:
+                values["".join([sample.name, *(f":{v}" for v in sample.labels.values())])] = sample.value
     return values
 
 
@@ -309,7 +324,22 @@ class _Watch:
             await self._tick.wait()
 
     async def drained(self) -> None:
-        while self.taken < self.published and not (self.dead or self.stalled):
+        """Until ingest took every message and then nothing for ``SETTLED_S`` with nothing in flight.
+
+        Taken counts redeliveries too (the broker sends a reconnected consumer what it had not acked
+        again), so reaching the published count is not the end: the broker's queue is empty when
+        nothing more comes.
+        """
+        settled: tuple[int, float] | None = None
+        while not (self.dead or self.stalled):
+            now = time.monotonic()
+            if self.taken >= self.published and not self.metrics.get(IN_FLIGHT):
+                if settled is None or settled[0] != self.taken:
+                    settled = (self.taken, now)
+                elif now - settled[1] >= SETTLED_S:
+                    return
+            else:
+                settled = None
             await self._tick.wait()
 
 
@@ -393,7 +423,9 @@ async def run_fuzz(
                     exit_code = await _wait(process)
                     watching.cancel()
                 log.seek(0)
-                tracebacks = log.read().count(b"Traceback")
+                logged = log.read()
+                tracebacks = logged.count(b"Traceback")
+                lines = logged.decode(errors="replace").splitlines()
         rows_positions, rows_rejected = await _counts(database_url)
     seconds = watch.samples[-1].seconds if watch.samples else 0.0
     result = FuzzResult(
@@ -419,6 +451,10 @@ async def run_fuzz(
         ingest_exit=exit_code,
         stalled=watch.stalled,
         tracebacks=tracebacks,
+        reconnects=int(final.get("fleet_ingest_broker_reconnects_total", 0)),
+        store_errors=int(sum(v for k, v in final.items() if k.startswith("fleet_ingest_store_errors_total"))),
+        log_lines=len(lines),
+        log_first=[line[:300] for line in lines[:5]],
         samples=watch.samples,
     )
     if payloads != watch.published:

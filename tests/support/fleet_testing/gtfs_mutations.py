@@ -57,7 +57,11 @@ GARBLED = (
 
 
 def table(data: bytes) -> list[list[str]]:
-    return list(csv.reader(io.StringIO(data.decode("utf-8-sig", "replace"), newline="")))
+    """The file's rows; none when csv cannot read it (a mutation made it so: later ones skip it)."""
+    try:
+        return list(csv.reader(io.StringIO(data.decode("utf-8-sig", "replace"), newline="")))
+    except csv.Error:
+        return []
 
 
 def write(rows: list[list[str]]) -> bytes:

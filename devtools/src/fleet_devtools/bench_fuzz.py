@@ -231,7 +231,10 @@ def _generate(
             reason_set = " ".join(sorted(set(reasons.get(index, []))))
             if per_reasons.get(reason_set, 0) < CORPUS_PER_REASON:
                 per_reasons[reason_set] = per_reasons.get(reason_set, 0) + 1
+                if raw in stream.originals:  # a repeat means nothing without what it repeats
+                    found.append((topic, stream.originals[raw], "valid"))
                 found.append((topic, raw, kind))
+        stream.originals.clear()
         out.put(chunk)
         sent += len(chunk)
     out.put(None)

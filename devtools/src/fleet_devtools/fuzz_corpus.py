@@ -49,7 +49,8 @@ class Entry(msgspec.Struct, frozen=True):
     file: str
     topic: str
     kind: str
-    """the campaign's generator that made it (valid, values, bytes, signed-bytes, structural, hypothesis)"""
+    """the campaign's generator that made it: valid, again, reused-seq, values, bytes, signed-bytes,
+    structural, hypothesis"""
     outcome: list[str]
 
 

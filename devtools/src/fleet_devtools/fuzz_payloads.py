@@ -45,6 +45,8 @@ DEVICES = 6
 device of another operator, all with published secrets (they sign nothing but fuzz payloads)."""
 
 METRES_PER_DEGREE = 111_320.0
+FAR_FUTURE_MS = 4_070_908_800_000
+"""2099-01-01: ``future`` for as long as anyone keeps a corpus"""
 _ENVELOPE = msgspec.msgpack.Decoder(Envelope)
 _MSGPACK = msgspec.msgpack.Encoder()
 _JSON = msgspec.json.Encoder()
@@ -300,8 +302,10 @@ class Stream:
     _seq: dict[str, int] = field(init=False, default_factory=dict)
     _pool_next: int = 0
     _too_many: dict[str, bytes] = field(init=False, default_factory=dict)
-    _last: dict[str, list[list[Any]]] = field(init=False, default_factory=dict)
-    """each device's last valid frames, to send again"""
+    _last: dict[str, tuple[list[list[Any]], bytes]] = field(init=False, default_factory=dict)
+    """each device's last valid frames and their message, to send again"""
+    originals: dict[bytes, bytes] = field(init=False, default_factory=dict)
+    """each message sent again -> the valid message it repeats (the reader clears it)"""
     _count: int = 0
 
     def __post_init__(self) -> None:
@@ -335,7 +339,7 @@ class Stream:
 
     def _structural(self, identity: Identity) -> tuple[str, bytes]:
         key, rnd = identity.key, self.rnd
-        choice = rnd.randrange(9)
+        choice = rnd.randrange(11)
         if choice == 0:
             return identity.topic, b"\x91" * rnd.choice((1_000, 100_000)) + b"\xc0"
         if choice == 1:
@@ -362,7 +366,12 @@ class Stream:
             )
             return topic, signed(key, _MSGPACK.encode([identity.device, self._valid(identity, 1)]))
         frames = self._valid(identity, 1)
-        frames[0][1] = rnd.choice(self.people).bus  # another device's bus
+        if choice == 8:
+            frames[0][1] = rnd.choice(self.people).bus  # another device's bus
+        elif choice == 9:
+            frames[0][4:6] = [0.0, 0.0]  # null island: an unset receiver
+        else:
+            frames[0][3] = FAR_FUTURE_MS  # a clock decades ahead
         return identity.topic, signed(key, _MSGPACK.encode([identity.device, frames]))
 
     def one(self) -> tuple[str, bytes, str]:
@@ -375,14 +384,19 @@ class Stream:
             return topic, raw, "hypothesis"
         if roll < 0.27:
             frames = self._valid(identity, rnd.choice((1, 1, 1, 2, 5)))
-            self._last[identity.device] = frames
-            return identity.topic, signed(identity.key, _MSGPACK.encode([identity.device, frames])), "valid"
+            raw = signed(identity.key, _MSGPACK.encode([identity.device, frames]))
+            self._last[identity.device] = (frames, raw)
+            return identity.topic, raw, "valid"
         if roll < 0.30 and identity.device in self._last:
             # A retry (the same frames again: duplicates) or a reused sequence at another fix time.
-            frames = [list(f) for f in self._last[identity.device]]
+            frames = [list(f) for f in self._last[identity.device][0]]
+            kind = "again"
             if rnd.random() < 0.3:
                 frames[0][3] += 1_000
-            return identity.topic, signed(identity.key, _MSGPACK.encode([identity.device, frames])), "again"
+                kind = "reused-seq"
+            raw = signed(identity.key, _MSGPACK.encode([identity.device, frames]))
+            self.originals[raw] = self._last[identity.device][1]
+            return identity.topic, raw, kind
         if roll < 0.50:
             frames = [self._hostile_fields(identity) for _ in range(rnd.randint(1, 3))]
             return identity.topic, signed(identity.key, _MSGPACK.encode([identity.device, frames])), "values"

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 UV := uv
 
-.PHONY: bootstrap sync lint format test demo stack-down bundle
+.PHONY: bootstrap sync lint format test demo stack-down bundle fuzz
 
 bootstrap:  ## install system packages, uv and TimescaleDB (idempotent)
 	scripts/bootstrap
@@ -45,3 +45,10 @@ screenshot: sync  ## docs/map.png: the live map of a running demo, in headless C
 
 stack-down:
 	$(UV) run fleet stack down
+
+fuzz: sync  ## atheris in process, then 1,000,000 hostile payloads through the broker into a real ingest, then a long API walk
+	$(UV) run fleet stack up
+	$(UV) run fleet db migrate
+	$(UV) run --group fuzz python -m fleet_devtools.fuzz_atheris .fleet/atheris-corpus -runs=200000
+	$(UV) run fleet bench fuzz --payloads 1000000 --seeds .fleet/atheris-corpus
+	FLEET_FUZZ_API_STEPS=400 $(UV) run pytest tests/test_api_fuzz_stateful.py -q

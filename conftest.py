@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from fleet_devtools import stack
+from fleet_devtools.scratch import recreate_database
 from fleet_schemas import DeviceKey, topics
 from fleet_store.migrate import migrate
 from fleet_store.settings import ServiceUrls, load_settings
@@ -32,16 +33,6 @@ TEST_REDIS_DB = 15
 def _with_database(url: str, database: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{database}"))
-
-
-async def _recreate_database(admin_url: str, name: str, *, create: bool = True) -> None:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if create:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -68,11 +59,11 @@ def stack_urls() -> Iterator[ServiceUrls]:
 def migrated_database_url(stack_urls: ServiceUrls) -> Iterator[str]:
     """A database of its own for the tests (``<name>_test``), migrated once, dropped after the last test."""
     name = urlsplit(stack_urls.database_url).path.lstrip("/") + "_test"
-    asyncio.run(_recreate_database(stack_urls.database_url, name))
+    asyncio.run(recreate_database(stack_urls.database_url, name))
     url = _with_database(stack_urls.database_url, name)
     asyncio.run(migrate(url))
     yield url
-    asyncio.run(_recreate_database(stack_urls.database_url, name, create=False))
+    asyncio.run(recreate_database(stack_urls.database_url, name, create=False))
 
 
 @pytest.fixture

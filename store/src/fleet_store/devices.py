@@ -175,10 +175,14 @@ async def list_devices(conn: asyncpg.Connection, operator: str | None = None) ->
     return await _records(conn, operator=operator)
 
 
-async def _issue_key(conn: asyncpg.Connection, kek: KeyEncryptionKey, device: str) -> DeviceKey:
+async def _issue_key(
+    conn: asyncpg.Connection, kek: KeyEncryptionKey, device: str, secret: bytes | None = None
+) -> DeviceKey:
     """Insert a new active key for ``device`` (in the caller's transaction, device row locked)."""
     issued: int = await conn.fetchval("SELECT count(*) FROM device_keys WHERE device = $1", device)
-    key = DeviceKey(key_id=f"{device}-k{issued + 1}", device=device, secret=secrets.token_bytes(SECRET_BYTES))
+    key = DeviceKey(
+        key_id=f"{device}-k{issued + 1}", device=device, secret=secret or secrets.token_bytes(SECRET_BYTES)
+    )
     sealed = kek.seal(key.secret, key.key_id)
     await conn.execute(
         "INSERT INTO device_keys (key_id, device, sealed_secret, kek_id) VALUES ($1, $2, $3, $4)",
@@ -203,11 +207,15 @@ async def add_device(
     device: str,
     bus: str,
     kind: DeviceKind = "onboard",
+    *,
+    secret: bytes | None = None,
 ) -> Issued:
     """Register a device of ``operator`` on ``bus`` with its first key.
 
     An onboard unit or an OwnTracks app also gets a broker password; a phone
-    gets a device token instead (it has no broker login).
+    gets a device token instead (it has no broker login). ``secret`` is for
+    fixed test identities only (the fuzz corpus is signed with published
+    secrets so it replays); a real device's secret is always drawn here.
     """
     _check_identifiers(operator=operator, device=device, bus=bus)
     if kind not in DEVICE_KINDS:
@@ -227,7 +235,7 @@ async def add_device(
             )
         except asyncpg.UniqueViolationError as exc:
             raise DeviceExistsError(f"device {device!r} exists already; device ids are never reused") from exc
-        key = await _issue_key(conn, kek, device)
+        key = await _issue_key(conn, kek, device, secret)
         if kind == "phone":
             token = await device_tokens.issue_token(conn, device)
     return Issued(device=await show_device(conn, device), key=key, mqtt_password=password, token=token)

@@ -223,6 +223,8 @@ def read_table(
                 if not record and not any(value.strip() for value in raw):
                     notices.add("empty_row", filename=spec.filename, csvRowNumber=number)
                     continue
+                if any("\x00" in text for text in record.values()):
+                    record = _without_nul(spec, number, record, notices)
                 records.append((number, record))
                 if progress is not None and len(records) % PROGRESS_EVERY == 0:
                     progress(spec.filename, len(records))
@@ -236,6 +238,24 @@ def read_table(
         return Table(present=True, read=len(records), rows=[])
     rows = _convert(spec, records, notices)
     return Table(present=True, read=len(records), rows=_unique(spec, rows, notices))
+
+
+def _without_nul(spec: Spec[R], number: int, record: dict[str, str], notices: Notices) -> dict[str, str]:
+    """The record with NUL characters taken out (PostgreSQL text cannot hold them), each one reported."""
+    cleaned = {}
+    for name, text in record.items():
+        if "\x00" in text:
+            text = text.replace("\x00", "").strip()
+            notices.add(
+                "invalid_characters",
+                filename=spec.filename,
+                csvRowNumber=number,
+                fieldName=name,
+                fieldValue=text,
+            )
+        if text:
+            cleaned[name] = text
+    return cleaned
 
 
 def _convert(

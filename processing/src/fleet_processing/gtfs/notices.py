@@ -45,6 +45,7 @@ SEVERITIES: dict[str, Severity] = {
     "empty_row": "WARNING",
     "empty_file": "ERROR",
     "single_shape_point": "WARNING",
+    "invalid_characters": "WARNING",
 }
 """every code the importer emits, with gtfs-validator's severity"""
 

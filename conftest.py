@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 import redis
 

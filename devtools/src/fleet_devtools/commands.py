@@ -229,7 +229,7 @@ def demo_screenshot(settings: Settings, out: Path, buses: int, after: float) -> 
         if status.buses_live < buses or status.elapsed_s < after:
             return False
         progress(f"screenshot: opening the map with {status.buses_live} buses live")
-        shots.append(take(map_url, out, buses=buses))
+        shots.append(take(map_url, out))
         return True
 
     run_demo_chain(
@@ -245,7 +245,7 @@ def demo_screenshot(settings: Settings, out: Path, buses: int, after: float) -> 
     shot = shots[0]
     for error in shot.errors:
         click.echo(f"screenshot: {error}", err=True)
-    click.echo(f"screenshot: {shot.path}, {shot.buses_drawn} buses drawn")
+    click.echo(f"screenshot: {shot.path}, {shot.buses_drawn} buses in view")
     if shot.errors:
         sys.exit(1)
 

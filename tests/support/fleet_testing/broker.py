@@ -93,6 +93,19 @@ class PrivateBroker:
             self._process.wait(timeout=120)
             self._process = None
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None
+
+    def kill(self) -> None:
+        """SIGKILL Mosquitto itself, as a crash would: nothing since its last autosave is kept."""
+        from fleet_testing.faults import kill_tree
+
+        assert self._process is not None
+        kill_tree(self._process.pid)
+        self._process.wait(timeout=60)
+        self._process = None
+
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -1,0 +1,75 @@
+"""The fault-injection suite (``make chaos``): fixtures, and the table written when it ends.
+
+Every test here is marked ``chaos`` and left out of ``make test`` by the root
+pytest options (``-m "not chaos"``). Each one records its row in
+``$FLEET_STATE_DIR/chaos/report.json``; the session's end renders the
+README's table from it into ``table.md`` beside it and prints it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from fleet_store.settings import ServiceUrls
+from fleet_testing import faults
+from fleet_testing.broker import PrivateBroker
+from fleet_testing.chaos import Pipeline, render_table, report_dir, report_path
+from fleet_testing.ingest import IngestProcesses
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.chaos)
+            item.add_marker(pytest.mark.stack)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    path = report_path(report_dir())
+    if not path.exists():
+        return
+    table = render_table(json.loads(path.read_text()))
+    (report_dir() / "table.md").write_text(table + "\n")
+    terminalreporter.write_sep("=", "fault injection")
+    terminalreporter.write_line(table)
+
+
+@pytest.fixture(autouse=True)
+def servers_back() -> Iterator[None]:
+    """Whatever a fault stopped of the stack is started again after the test, failed or not."""
+    yield
+    faults.start_servers()
+
+
+@pytest.fixture
+def chaos_ingest(
+    broker: PrivateBroker, stack_urls: ServiceUrls, database_url: str, redis_url: str
+) -> Iterator[IngestProcesses]:
+    """Ingest processes on the test's private broker (stopped, killed and restarted at will)."""
+    urls = msgspec.structs.replace(stack_urls, mqtt_url=broker.url)
+    processes = IngestProcesses(urls, database_url, redis_url)
+    try:
+        yield processes
+    finally:
+        if not broker.running:
+            broker.start()
+        processes.close()
+
+
+@pytest.fixture
+def pipeline(chaos_ingest: IngestProcesses, operator_id: str) -> Iterator[Pipeline]:
+    """Four simulated buses streaming through the private broker into two ingest processes."""
+    running = Pipeline(chaos_ingest, operator_id)
+    try:
+        yield running
+    finally:
+        for agent in running.agents:
+            if agent.process is not None:
+                agent.process.kill()
+                agent.process.wait()

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 UV := uv
 
-.PHONY: bootstrap sync lint format test demo stack-down
+.PHONY: bootstrap sync lint format test demo stack-down chaos
 
 bootstrap:  ## install system packages, uv and TimescaleDB (idempotent)
 	scripts/bootstrap
@@ -22,6 +22,9 @@ format: sync
 
 test: lint  ## bootstrap, lint, the whole suite against real servers
 	$(UV) run pytest
+
+chaos: sync  ## fault-injection suite (tests/chaos, ~15 min, not in `test`); table in .fleet/chaos/table.md
+	$(UV) run pytest tests/chaos -m chaos
 
 DEMO_FEED := devtools/src/fleet_devtools/data/feeds/algeria
 

@@ -17,8 +17,8 @@ import pytest
 
 from fleet_store.settings import ServiceUrls
 from fleet_testing import faults
-from fleet_testing.broker import PrivateBroker
-from fleet_testing.chaos import Pipeline, render_table, report_dir, report_path
+from fleet_testing.broker import PrivateBroker, scratch_dir
+from fleet_testing.chaos import BYTECODE, Pipeline, render_table, report_dir, report_path
 from fleet_testing.ingest import IngestProcesses
 
 
@@ -28,6 +28,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.chaos)
             item.add_marker(pytest.mark.stack)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A run of the whole suite starts a fresh report; a selection (-k) replaces only its rows."""
+    if not session.config.option.keyword:
+        report_path(report_dir()).unlink(missing_ok=True)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -53,7 +59,8 @@ def chaos_ingest(
 ) -> Iterator[IngestProcesses]:
     """Ingest processes on the test's private broker (stopped, killed and restarted at will)."""
     urls = msgspec.structs.replace(stack_urls, mqtt_url=broker.url)
-    processes = IngestProcesses(urls, database_url, redis_url)
+    processes = IngestProcesses(urls, database_url, redis_url, log_dir=scratch_dir())
+    processes.settings.update({"FLEET_LOG_LEVEL": "INFO", **BYTECODE})
     try:
         yield processes
     finally:

@@ -7,9 +7,19 @@ in deploy/mosquitto/mosquitto.conf): that gap is measured and reported.
 
 from __future__ import annotations
 
+import time
+
+from fleet_store.resources import MOSQUITTO_DIR
 from fleet_testing import faults
 from fleet_testing.broker import PrivateBroker
-from fleet_testing.chaos import Outcome, Pipeline, keep, run_fault
+from fleet_testing.chaos import INGEST_INSTANCES, Outcome, Pipeline, keep, run_fault
+
+HELD_S = 25.0
+AUTOSAVE_S = next(
+    int(line.split()[1])
+    for line in (MOSQUITTO_DIR / "mosquitto.conf").read_text().splitlines()
+    if line.startswith("autosave_interval ")
+)
 
 
 def assert_whole(outcome: Outcome) -> None:
@@ -65,7 +75,9 @@ def test_postgresql_killed_loses_nothing(pipeline: Pipeline) -> None:
 
 def test_redis_restart_loses_nothing(pipeline: Pipeline) -> None:
     outcome = keep(
-        run_fault(pipeline, "Redis restart (SIGTERM)", lambda: faults.stop_server("redis"), faults.start_servers)
+        run_fault(
+            pipeline, "Redis restart (SIGTERM)", lambda: faults.stop_server("redis"), faults.start_servers
+        )
     )
     assert_whole(outcome)
 
@@ -75,3 +87,37 @@ def test_redis_killed_loses_nothing(pipeline: Pipeline) -> None:
         run_fault(pipeline, "Redis SIGKILL", lambda: faults.kill_server("redis"), faults.start_servers)
     )
     assert_whole(outcome)
+
+
+def test_broker_killed_while_it_holds_a_backlog_loses_only_what_came_since_its_last_autosave(
+    pipeline: Pipeline, broker: PrivateBroker
+) -> None:
+    """Ingest away for 25 s, so the broker holds every frame it acknowledged; then it crashes."""
+    held: dict[str, float] = {}
+
+    def inject() -> None:
+        for instance in INGEST_INSTANCES:
+            pipeline.ingest.terminate(instance)
+        held["from"] = time.time()
+        time.sleep(HELD_S)
+        held["to"] = time.time()
+        broker.kill()
+
+    def repair() -> None:
+        broker.start()
+        for instance in INGEST_INSTANCES:
+            pipeline.ingest.start(instance, burst_s=None)
+
+    outcome = run_fault(
+        pipeline,
+        "broker SIGKILL holding 25 s of backlog",
+        inject,
+        repair,
+        outage_s=1.0,
+        notes=f"autosave_interval {AUTOSAVE_S} s",
+    )
+    rate = outcome.published / max(1.0, outcome.outage_s + 40)
+    keep(outcome)
+    assert outcome.duplicated == 0
+    assert outcome.events_duplicated == 0
+    assert outcome.lost <= (AUTOSAVE_S + 2) * rate * 1.5, "more than an autosave interval of frames"

@@ -57,6 +57,9 @@ from fleet_testing.database import run_on
 from fleet_testing.ingest import IngestProcesses, register_devices
 
 INGEST_INSTANCES = ("a", "b")
+STARTUP_TIMEOUT_S = 180.0
+BYTECODE = {"PYTHONDONTWRITEBYTECODE": ""}
+"""processes started again and again compile once (an environment may forbid it for its own reasons)"""
 DRAIN_TIMEOUT_S = 120.0
 
 PAIRED_KINDS = {
@@ -117,6 +120,7 @@ class AgentProcess:
             [*self.prefix, sys.executable, "-m", "fleet_agent", "run", "--config", str(self.config_path)],
             stderr=log,
             stdout=log,
+            env={**os.environ, **BYTECODE},
         )
         log.close()
 
@@ -201,13 +205,30 @@ class Pipeline:
     # ------------------------------------------------------------ running
 
     def start(self, warm_frames: int = 20) -> None:
-        """Ingest sessions first (nothing published is missed), both instances, then the agents."""
+        """Ingest sessions first (nothing published is missed), both instances subscribed, then the agents."""
         asyncio.run(self.ingest.open_sessions(*INGEST_INSTANCES))
         for instance in INGEST_INSTANCES:
             self.ingest.start(instance, burst_s=None)
+        for instance in INGEST_INSTANCES:
+            self.wait_subscribed(instance)
         for agent in self.agents:
             agent.start()
-        self.wait_stored({a.device: warm_frames for a in self.agents}, timeout=90)
+        flowing = self.wait_stored({a.device: warm_frames for a in self.agents}, timeout=90)
+        if not flowing:
+            logs = "\n".join((a.directory / "agent.log").read_text()[-1500:] for a in self.agents)
+            raise AssertionError(
+                f"the stream never reached PostgreSQL: {self.stored_counts(self.made())} of {self.made()};"
+                f" agents' logs:\n{logs}"
+            )
+
+    def wait_subscribed(self, instance: str, times: int = 1) -> None:
+        """Wait until ``instance`` logged its ``times``-th subscription (a loaded machine imports slowly)."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while self.ingest.log(instance, tail=10**9).count('"msg":"subscribed"') < times:
+            process = self.ingest.running[instance]
+            assert process.poll() is None, f"ingest {instance} ended: {self.ingest.log(instance)}"
+            assert time.monotonic() < deadline, f"ingest {instance} never subscribed"
+            time.sleep(0.1)
 
     def made(self) -> dict[str, int]:
         """Frames made so far, by device."""
@@ -245,7 +266,7 @@ class Pipeline:
         return False
 
     def finish(self) -> dict[str, int]:
-        """Stop the agents (SIGTERM), drain their outboxes, wait for ingest, stop it; frames made by device."""
+        """SIGTERM the agents, drain their outboxes, wait for ingest and stop it; frames made, by device."""
         for agent in self.agents:
             if agent.process is not None:
                 assert agent.signal(signal.SIGTERM) == 0, (agent.directory / "agent.log").read_text()[-2000:]
@@ -350,8 +371,8 @@ def duplicated_events(events: list[asyncpg.Record] | list[dict[str, Any]]) -> in
 def run_fault(
     pipeline: Pipeline,
     fault: str,
-    inject: Callable[[], None],
-    repair: Callable[[], None],
+    inject: Callable[[], object],
+    repair: Callable[[], object],
     *,
     outage_s: float = 10.0,
     after_s: float = 10.0,
@@ -396,7 +417,8 @@ def keep(outcome: Outcome) -> Outcome:
 def render_table(rows: dict[str, dict[str, Any]]) -> str:
     """The README's table: one line per fault, in the order they ran."""
     lines = [
-        "| fault | published | stored | lost | duplicated rows | events (duplicated) | outage s | recovery s |",
+        "| fault | published | stored | lost | duplicated rows | events (duplicated) | outage s"
+        " | recovery s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows.values():

@@ -69,6 +69,8 @@ class IngestProcesses:
     metrics_addr: str = ""
     settings: dict[str, str] = field(default_factory=dict)
     """more FLEET_INGEST_* settings for the processes of this test"""
+    log_dir: Path | None = None
+    """where long-running processes log (``ingest-<instance>.log``) instead of a pipe nobody reads"""
 
     @property
     def kek(self) -> KeyEncryptionKey:
@@ -101,7 +103,11 @@ class IngestProcesses:
         command = [sys.executable, "-m", "fleet_cli", "ingest", "--instance", instance]
         if burst_s is not None:
             command += ["--burst", str(burst_s)]
-        process = subprocess.Popen(command, env=self.env(), stderr=subprocess.PIPE)
+        if self.log_dir is None:
+            process = subprocess.Popen(command, env=self.env(), stderr=subprocess.PIPE)
+        else:
+            with (self.log_dir / f"ingest-{instance}.log").open("ab") as log:
+                process = subprocess.Popen(command, env=self.env(), stderr=log)
         self.sessions.add(instance)
         self.running[instance] = process
         return process
@@ -117,7 +123,13 @@ class IngestProcesses:
         process = self.running.pop(instance)
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=60)
-        assert process.returncode == 0, err.decode()[-3000:]
+        assert process.returncode == 0, self.log(instance) if err is None else err.decode()[-3000:]
+
+    def log(self, instance: str, tail: int = 3000) -> str:
+        """The last ``tail`` characters ``instance`` logged to its file (``log_dir``)."""
+        assert self.log_dir is not None
+        path = self.log_dir / f"ingest-{instance}.log"
+        return path.read_text(errors="replace")[-tail:] if path.exists() else ""
 
     def close(self) -> None:
         """Stop what runs; delete every broker session it made (it would queue every later frame)."""

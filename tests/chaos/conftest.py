@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -18,7 +19,7 @@ import pytest
 from fleet_store.settings import ServiceUrls
 from fleet_testing import faults
 from fleet_testing.broker import PrivateBroker, scratch_dir
-from fleet_testing.chaos import BYTECODE, Pipeline, render_table, report_dir, report_path
+from fleet_testing.chaos import BYTECODE, MakePipeline, Pipeline, render_table, report_dir, report_path
 from fleet_testing.ingest import IngestProcesses
 
 
@@ -70,13 +71,25 @@ def chaos_ingest(
 
 
 @pytest.fixture
-def pipeline(chaos_ingest: IngestProcesses, operator_id: str) -> Iterator[Pipeline]:
-    """Four simulated buses streaming through the private broker into two ingest processes."""
-    running = Pipeline(chaos_ingest, operator_id)
+def make_pipeline(chaos_ingest: IngestProcesses, operator_id: str) -> Iterator[MakePipeline]:
+    """A pipeline of the test's own buses streaming through the private broker into two ingest processes."""
+    made: list[Pipeline] = []
+
+    def make(**options: Any) -> Pipeline:
+        made.append(Pipeline(chaos_ingest, operator_id, **options))
+        return made[-1]
+
     try:
-        yield running
+        yield make
     finally:
-        for agent in running.agents:
-            if agent.process is not None:
-                agent.process.kill()
-                agent.process.wait()
+        for running in made:
+            for agent in running.agents:
+                if agent.process is not None:
+                    agent.process.kill()
+                    agent.process.wait()
+
+
+@pytest.fixture
+def pipeline(make_pipeline: MakePipeline) -> Pipeline:
+    """Four simulated buses at 15 times real speed, ``normal`` durability."""
+    return make_pipeline()

@@ -70,6 +70,13 @@ class PrivateBroker:
         self.authority = authority
         return password_port, certificate_port
 
+    def add_listener(self, address: str) -> int:
+        """One more plain listener, on ``address`` (a namespace's veth end); its port. Restart to use it."""
+        port = stack.free_port()
+        with (self.directory / "mosquitto.conf").open("a") as conf:
+            conf.write(f"listener {port} {address}\n")
+        return port
+
     def start(self) -> None:
         self._process = subprocess.Popen(self._command)
         deadline = time.monotonic() + 10

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import msgspec
@@ -175,6 +175,8 @@ class Pipeline:
     """the URL agents use (default the ingest's broker); a namespaced agent reaches it elsewhere"""
     agent_prefix: tuple[str, ...] = ()
     agents: list[AgentProcess] = field(default_factory=list)
+    agents_started_at: float = 0.0
+    """when :meth:`start` started the agents (this machine's clock)"""
 
     def __post_init__(self) -> None:
         url = self.agent_broker_url or self.ingest.urls.mqtt_url
@@ -211,6 +213,7 @@ class Pipeline:
             self.ingest.start(instance, burst_s=None)
         for instance in INGEST_INSTANCES:
             self.wait_subscribed(instance)
+        self.agents_started_at = time.time()
         for agent in self.agents:
             agent.start()
         flowing = self.wait_stored({a.device: warm_frames for a in self.agents}, timeout=90)
@@ -338,6 +341,20 @@ class Pipeline:
             notes=notes.strip(),
             lost_seqs={d: s[:50] for d, s in lost_seqs.items()},
         )
+
+
+class MakePipeline(Protocol):
+    """The ``make_pipeline`` fixture: a :class:`Pipeline` of the test's own, with these options."""
+
+    def __call__(
+        self,
+        *,
+        buses: int = ...,
+        speedup: float = ...,
+        durability: str = ...,
+        agent_broker_url: str = ...,
+        agent_prefix: tuple[str, ...] = ...,
+    ) -> Pipeline: ...
 
 
 @dataclass(frozen=True)

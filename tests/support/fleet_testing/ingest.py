@@ -69,6 +69,8 @@ class IngestProcesses:
     metrics_addr: str = ""
     settings: dict[str, str] = field(default_factory=dict)
     """more FLEET_INGEST_* settings for the processes of this test"""
+    prefix: tuple[str, ...] = ()
+    """a command to run the processes under (``ip netns exec NS``)"""
     log_dir: Path | None = None
     """where long-running processes log (``ingest-<instance>.log``) instead of a pipe nobody reads"""
 
@@ -100,7 +102,7 @@ class IngestProcesses:
             await open_session(self.urls.mqtt_url, self.client_id(instance), self.group)
 
     def start(self, instance: str, *, burst_s: float | None = 3.0) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "fleet_cli", "ingest", "--instance", instance]
+        command = [*self.prefix, sys.executable, "-m", "fleet_cli", "ingest", "--instance", instance]
         if burst_s is not None:
             command += ["--burst", str(burst_s)]
         if self.log_dir is None:

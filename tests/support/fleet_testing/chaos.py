@@ -316,6 +316,8 @@ class Pipeline:
             if row["seq"] < repaired.made.get(row["device"], 0):
                 received = row["received"].timestamp()
                 recovered_at = received if recovered_at is None else max(recovered_at, received)
+                if os.environ.get("CHAOS_DEBUG") and received - repaired.wall > 4:
+                    print("LATE", row["device"], row["seq"], repaired.made[row["device"]], round(received - repaired.wall, 1))
         lost_seqs = {d: sorted(set(range(n)) - seqs[d]) for d, n in made.items()}
         lost_seqs = {d: s for d, s in lost_seqs.items() if s}
         for agent in self.agents:

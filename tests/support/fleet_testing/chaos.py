@@ -9,8 +9,10 @@ outboxes still hold and counts:
 
 * published: every frame an agent made (its outbox's sequence: the frames
   it stored before any send, numbered without gaps);
-* stored: distinct ``(device, seq)`` in ``positions``; lost = published -
-  stored; duplicated = rows beyond one per ``(device, seq)``;
+* stored: distinct ``(device, seq)`` in ``positions``; rejected: refused by
+  ingest's checks, kept in ``rejected_frames`` with the reason; lost =
+  published - stored - rejected; duplicated = rows beyond one per
+  ``(device, seq)``;
 * events duplicated: an event repeated for a bus without what closes it in
   between (``bus_online`` twice without ``bus_offline``, a geofence entered
   twice without an exit, ...), or a one-off event (a trip started) twice:
@@ -92,6 +94,8 @@ class Outcome:
     events_duplicated: int
     recovery_s: float | None
     rejected: int = 0
+    """frames ingest's checks refused (kept in rejected_frames with the reason): refused, not lost"""
+    rejected_reasons: dict[str, int] = field(default_factory=dict)
     outage_s: float = 0.0
     notes: str = ""
     lost_seqs: dict[str, list[int]] = field(default_factory=dict)
@@ -304,7 +308,9 @@ class Pipeline:
                 " ORDER BY bus, time, cause_time, cause_seq",
                 self.operator,
             )
-            rejected = await conn.fetchval("SELECT count(*) FROM rejected_frames")
+            rejected = await conn.fetch(
+                "SELECT device, seq, reason FROM rejected_frames WHERE device = ANY($1::text[])", list(made)
+            )
             return {"rows": rows, "events": events, "rejected": rejected}
 
         found = run_on(database_url, query)
@@ -316,9 +322,12 @@ class Pipeline:
             if row["seq"] < repaired.made.get(row["device"], 0):
                 received = row["received"].timestamp()
                 recovered_at = received if recovered_at is None else max(recovered_at, received)
-                if os.environ.get("CHAOS_DEBUG") and received - repaired.wall > 4:
-                    print("LATE", row["device"], row["seq"], repaired.made[row["device"]], round(received - repaired.wall, 1))
-        lost_seqs = {d: sorted(set(range(n)) - seqs[d]) for d, n in made.items()}
+        rejected: dict[str, set[int]] = {d: set() for d in made}
+        reasons: dict[str, int] = {}
+        for row in found["rejected"]:
+            rejected[row["device"]].add(row["seq"])
+            reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
+        lost_seqs = {d: sorted(set(range(n)) - seqs[d] - rejected[d]) for d, n in made.items()}
         lost_seqs = {d: s for d, s in lost_seqs.items() if s}
         for agent in self.agents:
             _, counters, waiting = agent.counters()
@@ -338,7 +347,8 @@ class Pipeline:
             events=len(found["events"]),
             events_duplicated=duplicated_events(found["events"]),
             recovery_s=None if recovery is None else round(recovery, 1),
-            rejected=found["rejected"],
+            rejected=sum(reasons.values()),
+            rejected_reasons=reasons,
             outage_s=round(repaired.outage_s, 1),
             notes=notes.strip(),
             lost_seqs={d: s[:50] for d, s in lost_seqs.items()},
@@ -433,18 +443,24 @@ def keep(outcome: Outcome) -> Outcome:
     return outcome
 
 
+def _rejected(row: dict[str, Any]) -> str:
+    reasons = row.get("rejected_reasons") or {}
+    detail = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items()))
+    return f"{row['rejected']:,}" + (f" ({detail})" if detail else "")
+
+
 def render_table(rows: dict[str, dict[str, Any]]) -> str:
     """The README's table: one line per fault, in the order they ran."""
     lines = [
-        "| fault | published | stored | lost | duplicated rows | events (duplicated) | outage s"
+        "| fault | published | stored | rejected | lost | duplicated rows | events (duplicated) | outage s"
         " | recovery s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows.values():
         recovery = "-" if row["recovery_s"] is None else f"{row['recovery_s']:.1f}"
         lines.append(
-            f"| {row['fault']} | {row['published']:,} | {row['stored']:,} | {row['lost']:,} |"
-            f" {row['duplicated']:,} | {row['events']:,} ({row['events_duplicated']}) |"
+            f"| {row['fault']} | {row['published']:,} | {row['stored']:,} | {_rejected(row)} |"
+            f" {row['lost']:,} | {row['duplicated']:,} | {row['events']:,} ({row['events_duplicated']}) |"
             f" {row['outage_s']:.1f} | {recovery} |"
         )
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

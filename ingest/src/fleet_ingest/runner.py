@@ -127,7 +127,7 @@ async def run_ingest(
         detectors=ingest_settings.detectors,
         sweep_s=ingest_settings.sweep_s,
     )
-    pool = await open_pool(urls.database_url)
+    pool = await open_pool(urls.database_url, ingest_settings.db_timeout_s)
     redis_client = open_redis(urls.redis_url)
     try:
         async with KeyCache(urls.database_url, kek) as registry:

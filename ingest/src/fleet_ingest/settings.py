@@ -26,7 +26,7 @@ The servers, keys and retention every process shares are in
 | ``FLEET_INGEST_DEVIATION_MIN_S`` | ``60`` | for at least this long before ``deviation_started`` |
 | ``FLEET_INGEST_DELAY_BANDS_S`` | ``-120,300,900,1800`` | lower limits of on time, 5, 15, 30 min late |
 | ``FLEET_INGEST_OVERSPEED_MIN_S`` | ``5`` | above a fence's speed limit this long raises ``overspeed`` |
-| ``FLEET_INGEST_DB_TIMEOUT_S`` | ``10`` | a PostgreSQL connect or query unanswered this long is retried on a new connection |
+| ``FLEET_INGEST_DB_TIMEOUT_S`` | ``10`` | a PostgreSQL connect or query unanswered this long is retried |
 """
 
 from __future__ import annotations

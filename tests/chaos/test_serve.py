@@ -112,7 +112,7 @@ class ServeProcess:
             env=self.env,
         )
         assert issued.exit_code == 0, issued.output
-        return issued.output.strip().splitlines()[-1]
+        return issued.stdout.strip()
 
     def start(self) -> None:
         self.process = subprocess.Popen(

@@ -7,12 +7,23 @@ in deploy/mosquitto/mosquitto.conf): that gap is measured and reported.
 
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 
+import asyncpg
+import redis
+from click.testing import CliRunner
+
+from fleet_cli.cli import main
+from fleet_store import stackfile
 from fleet_store.resources import MOSQUITTO_DIR
+from fleet_store.settings import load_settings
 from fleet_testing import faults
 from fleet_testing.broker import PrivateBroker
 from fleet_testing.chaos import INGEST_INSTANCES, Outcome, Pipeline, keep, run_fault
+from fleet_testing.database import run_on
+from fleet_testing.ingest import stored
 
 HELD_S = 25.0
 AUTOSAVE_S = next(
@@ -121,3 +132,50 @@ def test_broker_killed_while_it_holds_a_backlog_loses_only_what_came_since_its_l
     assert outcome.duplicated == 0
     assert outcome.events_duplicated == 0
     assert outcome.lost <= (AUTOSAVE_S + 2) * rate * 1.5, "more than an autosave interval of frames"
+
+
+def test_redis_that_lost_its_data_comes_back_and_its_live_view_is_rebuilt_from_postgresql(
+    pipeline: Pipeline,
+) -> None:
+    """Redis killed and its append-only file deleted: it starts empty, a new server as far as we know."""
+    state = stackfile.read_state(load_settings().state_dir)
+    assert state is not None
+    redis_dir = Path(state.data_dir) / "redis"
+
+    def inject() -> None:
+        faults.kill_server("redis")
+        shutil.rmtree(redis_dir / "appendonlydir", ignore_errors=True)
+        (redis_dir / "dump.rdb").unlink(missing_ok=True)
+
+    outcome = run_fault(
+        pipeline,
+        "Redis SIGKILL, its data lost",
+        inject,
+        faults.start_servers,
+        notes="events duplicated: each bus's bus_online (and geofence entered) again, its detector state"
+        " gone with Redis; live positions rebuilt by fleet live --rebuild",
+    )
+    keep(outcome)
+    # The buses are parked now (the agents stopped): only the rebuild can put them back on the map.
+    with redis.Redis.from_url(pipeline.ingest.redis_url) as client:
+        client.flushdb()
+    rebuilt = CliRunner().invoke(
+        main, ["live", "--operator", pipeline.operator, "--rebuild"], env=pipeline.ingest.env()
+    )
+    assert rebuilt.exit_code == 0, rebuilt.output
+    buses = {a.device: a.config.bus for a in pipeline.agents}
+    live = stored(pipeline.ingest.database_url, pipeline.ingest.redis_url, pipeline.operator, buses).live
+    assert live == newest_stored(pipeline), "every bus's live position is its newest stored frame"
+    assert outcome.lost == 0, outcome.lost_seqs
+    assert outcome.duplicated == 0
+
+
+def newest_stored(pipeline: Pipeline) -> dict[str, tuple[str, int]]:
+    async def query(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(
+            "SELECT DISTINCT ON (bus) bus, device, seq FROM positions WHERE operator = $1"
+            " ORDER BY bus, time DESC, seq DESC",
+            pipeline.operator,
+        )
+
+    return {r["bus"]: (r["device"], r["seq"]) for r in run_on(pipeline.ingest.database_url, query)}

@@ -10,6 +10,8 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
 from fleet_testing.chaos import Pipeline, keep, run_fault
 
 RESTART_SEC = 2.0
@@ -26,27 +28,15 @@ def _restart(pipeline: Pipeline, sig: signal.Signals) -> None:
     ingest.start("b", burst_s=None)
 
 
-def test_one_of_two_ingest_processes_stopped_loses_nothing(pipeline: Pipeline) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_one_of_two_ingest_processes_stopped_or_killed_loses_nothing(
+    pipeline: Pipeline, sig: signal.Signals
+) -> None:
     outcome = keep(
         run_fault(
             pipeline,
-            "ingest SIGTERM, one of two",
-            lambda: _restart(pipeline, signal.SIGTERM),
-            lambda: None,
-            outage_s=0.0,
-        )
-    )
-    assert outcome.lost == 0, outcome.lost_seqs
-    assert outcome.duplicated == 0
-    assert outcome.events_duplicated == 0
-
-
-def test_one_of_two_ingest_processes_killed_loses_nothing(pipeline: Pipeline) -> None:
-    outcome = keep(
-        run_fault(
-            pipeline,
-            "ingest SIGKILL, one of two",
-            lambda: _restart(pipeline, signal.SIGKILL),
+            f"ingest {sig.name}, one of two",
+            lambda: _restart(pipeline, sig),
             lambda: None,
             outage_s=0.0,
         )

@@ -2,8 +2,8 @@
 
 Every test here is marked ``chaos`` and left out of ``make test`` by the root
 pytest options (``-m "not chaos"``). Each one records its row in
-``$FLEET_STATE_DIR/chaos/report.json``; the session's end renders the
-README's table from it into ``table.md`` beside it and prints it.
+``$FLEET_STATE_DIR/chaos/report.json``; the end of a ``-m chaos`` run renders
+the README's table from it into ``table.md`` beside it and prints it.
 """
 
 from __future__ import annotations
@@ -31,15 +31,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.stack)
 
 
+def _running_chaos(config: pytest.Config) -> bool:
+    """Whether this run selected the suite (``-m chaos``); ``make test`` leaves its report alone."""
+    return str(config.option.markexpr).strip() == "chaos"
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """A run of the whole suite starts a fresh report; a selection (-k) replaces only its rows."""
-    if not session.config.option.keyword:
+    options = session.config.option
+    if _running_chaos(session.config) and not options.keyword and not options.collectonly:
         report_path(report_dir()).unlink(missing_ok=True)
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     path = report_path(report_dir())
-    if not path.exists():
+    if not _running_chaos(config) or not path.exists():
         return
     table = render_table(json.loads(path.read_text()))
     (report_dir() / "table.md").write_text(table + "\n")

@@ -52,7 +52,7 @@ def test_agents_cut_off_from_the_broker_lose_nothing(
     outcome = keep(
         run_fault(
             pipeline,
-            f"partition agents | broker ({kind}, {outage_s:.0f} s)",
+            f"partition agents from broker ({kind}, {outage_s:.0f} s)",
             lambda: namespace.cut(kind),
             namespace.heal,
             outage_s=outage_s,
@@ -89,7 +89,7 @@ def test_ingest_cut_off_from_postgresql_silently_loses_nothing(
     outcome = keep(
         run_fault(
             pipeline,
-            "partition ingest | PostgreSQL (silent, 30 s)",
+            "partition ingest from PostgreSQL (silent, 30 s)",
             lambda: namespace.cut("silent", database_relay),
             namespace.heal,
             outage_s=30.0,

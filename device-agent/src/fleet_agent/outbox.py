@@ -265,7 +265,7 @@ class Outbox:
             deleted = self._delete(seqs)
         except sqlite3.OperationalError as exc:
             if not _disk_full(exc):
-                raise OutboxError(f"outbox ack failed: {exc}") from exc
+                raise  # the publisher is restarted, and says why in the health file
             log.error("disk full: %d acknowledged frames kept, to be sent again", len(seqs))
             return
         self._count -= deleted

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 UV := uv
 
-.PHONY: bootstrap sync lint format test demo stack-down bundle fuzz
+.PHONY: bootstrap sync lint format test demo stack-down bundle fuzz chaos
 
 bootstrap:  ## install system packages, uv and TimescaleDB (idempotent)
 	scripts/bootstrap
@@ -38,6 +38,9 @@ test: lint  ## bootstrap, lint, the whole suite against real servers
 
 demo: sync  ## the whole chain: stack, feed, ingest, serve, 200 buses; the map URL and a live status (DURATION=60: exits)
 	$(UV) run fleet demo run $(if $(DURATION),--duration $(DURATION))
+
+chaos: sync  ## fault-injection suite (tests/chaos, ~15 min, not in `test`); table in .fleet/chaos/table.md
+	$(UV) run pytest tests/chaos -m chaos
 
 .PHONY: screenshot
 screenshot: sync  ## docs/map.png: the live map of a running demo, in headless Chromium

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from fleet_agent.outbox import SEQUENCE_RESERVE_BLOCK, Outbox, OutboxLimits
+from fleet_agent.outbox import SEQUENCE_RESERVE_BLOCK, WAL_CHECKPOINT_PAGES, Outbox, OutboxLimits
 from fleet_schemas import Frame
 
 START_MS = 1_795_000_000_000
@@ -87,6 +93,45 @@ def test_full_disk_thins_the_backlog_and_never_crashes(tmp_path: Path) -> None:
     kept = {f.seq for f in outbox.oldest(10_000)}
     assert max(kept) == stored[-1].seq
     assert counters.stored == len(kept) + counters.thinned + counters.dropped_full + counters.acked
+
+
+def test_the_wal_stays_small_so_a_nearly_full_disk_keeps_its_room_for_frames(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path, OutboxLimits(durability="normal"))
+    wal = tmp_path / "outbox.sqlite-wal"
+    largest = 0
+    for n in range(2_000):
+        outbox.append(make)
+        if n % 3 == 2:
+            outbox.ack([f.seq for f in outbox.oldest(10)])
+        largest = max(largest, wal.stat().st_size)
+    assert largest <= (WAL_CHECKPOINT_PAGES + 8) * 4_120, f"the WAL grew to {largest} bytes"
+
+
+@contextlib.contextmanager
+def _tmpfs(directory: Path, size: str) -> Iterator[Path]:
+    directory.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)], check=True)
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mount") is None, reason="mounting a tmpfs needs root")
+def test_an_outbox_on_a_disk_smaller_than_sqlites_default_wal_keeps_every_frame(tmp_path: Path) -> None:
+    """512 KiB: SQLite's default WAL (4 MiB before its first checkpoint) filled it and every commit,
+    acks included, failed from then on (found by the fault-injection suite)."""
+    with _tmpfs(tmp_path / "small", "512k") as small:
+        outbox = Outbox(small, OutboxLimits(durability="normal"))
+        stored = 0
+        for n in range(3_000):
+            stored += outbox.append(make) is not None
+            if n % 3 == 2:
+                outbox.ack([f.seq for f in outbox.oldest(10)])
+        counters = outbox.counters()
+        outbox.close()
+    assert stored == 3_000
+    assert counters.lost_disk_full == 0
 
 
 class OutboxMachine(RuleBasedStateMachine):

@@ -398,3 +398,21 @@ def test_a_minute_marked_while_its_rollup_is_refreshed_is_refreshed_again(databa
         return during, after
 
     assert _run(database_url, work) == (5, 8)
+
+
+def test_a_query_postgresql_does_not_answer_is_given_up_after_the_timeout(database_url: str) -> None:
+    """A silent network partition looks like this to ingest: a query that never answers. Without a
+    deadline it waited for TCP's retransmission backoff, 25 s after a 30 s partition had healed
+    (make chaos); with one it fails as a store error, retried on a new connection."""
+
+    async def scenario() -> int:
+        pool = await open_pool(database_url, timeout_s=0.5)
+        try:
+            with pytest.raises(TimeoutError):
+                await pool.execute("SELECT pg_sleep(30)")
+            answer: int = await pool.fetchval("SELECT 1")
+            return answer
+        finally:
+            await pool.close()
+
+    assert asyncio.run(scenario()) == 1, "the pool serves again after the timeout"

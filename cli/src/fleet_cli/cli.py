@@ -295,21 +295,39 @@ def ingest_http(settings: Settings, addr: str | None) -> None:
 
 @main.command()
 @click.option("--operator", required=True, help="operator whose buses to show")
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="first write each bus's newest stored frame (received within FLEET_LIVE_TTL_S) back to Redis,"
+    " for a Redis that lost its keys; never moves a bus back",
+)
 @click.pass_obj
-def live(settings: Settings, operator: str) -> None:
+def live(settings: Settings, operator: str, rebuild: bool) -> None:
     """Show where each bus of an operator is now (Redis live state), newest first.
 
     \b
     Example:
       fleet live --operator sim
+      fleet live --operator sim --rebuild   # after Redis came back empty
     """
     from fleet_ingest.service import open_redis
     from fleet_store.live import LiveState
+    from fleet_store.live_rebuild import rebuild_live
+
+    urls = stackfile.resolve_urls(settings)
 
     async def read() -> list[LivePosition]:
-        client = open_redis(stackfile.resolve_urls(settings).redis_url)
+        client = open_redis(urls.redis_url)
         try:
-            return await LiveState(client).buses(operator)
+            state = LiveState(client, ttl_s=settings.live_ttl_s)
+            if rebuild:
+                conn = await asyncpg.connect(urls.database_url)
+                try:
+                    rebuilt = await rebuild_live(conn, state, operator, settings.live_ttl_s)
+                finally:
+                    await conn.close()
+                progress(f"live: {rebuilt} buses rebuilt from PostgreSQL")
+            return await state.buses(operator)
         finally:
             await client.aclose()
 

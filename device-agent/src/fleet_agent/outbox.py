@@ -30,6 +30,8 @@ from fleet_schemas import Frame, encode_frame
 log = logging.getLogger("fleet_agent.outbox")
 
 SEQUENCE_RESERVE_BLOCK = 10_000
+WAL_CHECKPOINT_PAGES = 64
+"""fold the WAL into the database every 64 pages (256 KiB at SQLite's 4 KiB page)"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS frames (
@@ -97,6 +99,12 @@ class Outbox:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if self.limits.durability == 'full' else 'NORMAL'}")
+        # SQLite checkpoints by default once the WAL passes 1,000 pages (4 MiB), and never shrinks it:
+        # on a unit with less free than that, the WAL filled the disk before its first checkpoint and
+        # no commit, not even a DELETE, succeeded again. A small WAL, truncated after each checkpoint,
+        # leaves the disk's room to the frames.
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_PAGES * 4096}")
         conn.executescript(_SCHEMA)
         return conn
 
@@ -248,16 +256,30 @@ class Outbox:
         return [StoredFrame(*row) for row in reversed(rows)]
 
     def ack(self, seqs: list[int]) -> None:
-        """Forget frames the broker acknowledged."""
-        with _transaction(self._conn):
-            deleted = self._conn.executemany(
-                "DELETE FROM frames WHERE seq = ?", [(s,) for s in seqs]
-            ).rowcount
-            _bump(self._conn, "acked", deleted)
+        """Forget frames the broker acknowledged.
+
+        On a full disk (a DELETE needs room in the WAL too) they are kept and
+        sent again later: a duplicate downstream, never a crash or a loss.
+        """
+        try:
+            deleted = self._delete(seqs)
+        except sqlite3.OperationalError as exc:
+            if not _disk_full(exc):
+                raise  # the publisher is restarted, and says why in the health file
+            log.error("disk full: %d acknowledged frames kept, to be sent again", len(seqs))
+            return
         self._count -= deleted
         if self.full and self.count() < self.limits.max_frames * 0.9:
             self.full = False
             log.info("outbox below its limit again (%d frames)", self.count())
+
+    def _delete(self, seqs: list[int]) -> int:
+        with _transaction(self._conn):
+            deleted: int = self._conn.executemany(
+                "DELETE FROM frames WHERE seq = ?", [(s,) for s in seqs]
+            ).rowcount
+            _bump(self._conn, "acked", deleted)
+        return deleted
 
     def count(self) -> int:
         """Frames waiting for a PUBACK."""

@@ -356,15 +356,16 @@ class _Arrivals:
             await asyncio.sleep(0.1)
 
 
-async def fill_outbox(config: AgentConfig, frames: int, report: Report) -> None:
-    """Store ``frames`` simulated 1 Hz frames ending now, as a unit offline for that long holds them.
+async def fill_outbox(config: AgentConfig, frames: int, report: Report, start_ms: int | None = None) -> None:
+    """Store ``frames`` simulated 1 Hz frames ending about now, as a unit offline for that long holds them.
 
     Filled with durability "normal" to be quick: only the drain is measured.
+    The drive starts at ``start_ms`` (default ``frames`` seconds ago; a drive
+    that parks makes fewer frames a second, so its last ones may be ahead).
     """
     outbox = Outbox(Path(config.data_dir), msgspec.structs.replace(config.outbox, durability="normal"))
-    source = open_source(
-        msgspec.structs.replace(config.source, speedup=0), start_ms=int(time.time() * 1000) - frames * 1000
-    )
+    start_ms = start_ms if start_ms is not None else int(time.time() * 1000) - frames * 1000
+    source = open_source(msgspec.structs.replace(config.source, speedup=0), start_ms=start_ms)
     started = time.monotonic()
     try:
         async for fix in source.fixes():

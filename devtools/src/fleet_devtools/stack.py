@@ -517,6 +517,16 @@ def down(
     return stopped
 
 
+def server_pid(state_dir: Path, name: str) -> int | None:
+    """The process id of the stack's ``name`` server (mosquitto, redis, postgres), if it runs."""
+    state = read_state(state_dir)
+    if state is None:
+        return None
+    paths = _Paths(Path(state.data_dir))
+    files = {"mosquitto": paths.mosquitto_pid, "redis": paths.redis_pid, "postgres": paths.postgres_pid}
+    return _pid_alive(files[name])
+
+
 def status(state_dir: Path) -> list[ServiceStatus]:
     """Whether each recorded server answers on its port."""
     state = read_state(state_dir)

@@ -119,7 +119,7 @@ async def run_ingest(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     options = _options(settings, ingest_settings, client_id=client_id, burst_idle_s=burst_idle_s)
-    pool = await open_pool(urls.database_url)
+    pool = await open_pool(urls.database_url, ingest_settings.db_timeout_s)
     redis_client = open_redis(urls.redis_url)
     try:
         async with KeyCache(urls.database_url, kek) as registry:
@@ -205,7 +205,7 @@ async def run_http_ingest(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)  # uvicorn takes them while it serves, and raises them again
     options = _options(settings, ingest_settings, client_id="http", give_up_s=http_settings.give_up_s)
-    pool = await open_pool(urls.database_url)
+    pool = await open_pool(urls.database_url, ingest_settings.db_timeout_s)
     redis_client = open_redis(urls.redis_url)
     try:
         async with (

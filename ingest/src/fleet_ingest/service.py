@@ -580,9 +580,20 @@ class Ingest:
                 metrics.FRAMES_REJECTED.labels(rejected.reason).inc()
 
 
-async def open_pool(database_url: str) -> asyncpg.Pool:
-    """The connection pool ingest writes through (each connection has its staging table)."""
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4, init=prepare_connection)
+async def open_pool(database_url: str, timeout_s: float | None = None) -> asyncpg.Pool:
+    """The connection pool ingest writes through (each connection has its staging table).
+
+    ``timeout_s`` bounds each connect and each query: one that times out is
+    retried like any store error (:meth:`Ingest._retry`), on a new connection.
+    """
+    pool = await asyncpg.create_pool(
+        database_url,
+        min_size=1,
+        max_size=4,
+        init=prepare_connection,
+        command_timeout=timeout_s,
+        timeout=timeout_s if timeout_s is not None else 60.0,
+    )
     assert pool is not None
     return pool
 

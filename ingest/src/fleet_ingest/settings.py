@@ -26,6 +26,7 @@ The servers, keys and retention every process shares are in
 | ``FLEET_INGEST_DEVIATION_MIN_S`` | ``60`` | for at least this long before ``deviation_started`` |
 | ``FLEET_INGEST_DELAY_BANDS_S`` | ``-120,300,900,1800`` | lower limits of on time, 5, 15, 30 min late |
 | ``FLEET_INGEST_OVERSPEED_MIN_S`` | ``5`` | above a fence's speed limit this long raises ``overspeed`` |
+| ``FLEET_INGEST_DB_TIMEOUT_S`` | ``10`` | a PostgreSQL connect or query unanswered this long is retried |
 
 The HTTP front for drivers' phones (``fleet ingest http``) reads these too, and:
 
@@ -68,6 +69,9 @@ class IngestSettings(msgspec.Struct, frozen=True):
     eta_ttl_s: int = 3_600
     state_ttl_s: int = 604_800
     sweep_s: float = 15.0
+    db_timeout_s: float = 10.0
+    """a silent network drops packets without an error: without a deadline a query waits for TCP's
+    retransmission backoff, up to two minutes after the network is back"""
     filters: FilterPolicy = msgspec.field(default_factory=FilterPolicy)
     detectors: DetectorPolicy = msgspec.field(default_factory=DetectorPolicy)
 
@@ -113,6 +117,7 @@ def load_ingest_settings(environ: Mapping[str, str] | None = None) -> IngestSett
         eta_ttl_s=int(env_number(env, "INGEST_ETA_TTL_S", 3_600)),
         state_ttl_s=int(env_number(env, "INGEST_STATE_TTL_S", 604_800)) or 1,
         sweep_s=env_number(env, "INGEST_SWEEP_S", 15.0) or 15.0,
+        db_timeout_s=env_number(env, "INGEST_DB_TIMEOUT_S", 10.0) or 10.0,
         detectors=DetectorPolicy(
             deviation_leave_m=env_number(env, "INGEST_DEVIATION_M", 2_000.0),
             deviation_return_m=env_number(env, "INGEST_DEVIATION_RETURN_M", 1_500.0),

@@ -70,6 +70,13 @@ class PrivateBroker:
         self.authority = authority
         return password_port, certificate_port
 
+    def add_listener(self, address: str) -> int:
+        """One more plain listener, on ``address`` (a namespace's veth end); its port. Restart to use it."""
+        port = stack.free_port()
+        with (self.directory / "mosquitto.conf").open("a") as conf:
+            conf.write(f"listener {port} {address}\n")
+        return port
+
     def start(self) -> None:
         self._process = subprocess.Popen(self._command)
         deadline = time.monotonic() + 10
@@ -92,6 +99,19 @@ class PrivateBroker:
                 self._process.terminate()
             self._process.wait(timeout=120)
             self._process = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None
+
+    def kill(self) -> None:
+        """SIGKILL Mosquitto itself, as a crash would: nothing since its last autosave is kept."""
+        from fleet_testing.faults import kill_tree
+
+        assert self._process is not None
+        kill_tree(self._process.pid)
+        self._process.wait(timeout=60)
+        self._process = None
 
     def close(self) -> None:
         self.stop()

@@ -72,6 +72,10 @@ class IngestProcesses:
     metrics_addr: str = ""
     settings: dict[str, str] = field(default_factory=dict)
     """more FLEET_INGEST_* settings for the processes of this test"""
+    prefix: tuple[str, ...] = ()
+    """a command to run the processes under (``ip netns exec NS``)"""
+    log_dir: Path | None = None
+    """where long-running processes log (``ingest-<instance>.log``) instead of a pipe nobody reads"""
 
     @property
     def kek(self) -> KeyEncryptionKey:
@@ -101,10 +105,14 @@ class IngestProcesses:
             await open_session(self.urls.mqtt_url, self.client_id(instance), self.group)
 
     def start(self, instance: str, *, burst_s: float | None = 3.0) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "fleet_cli", "ingest", "--instance", instance]
+        command = [*self.prefix, sys.executable, "-m", "fleet_cli", "ingest", "--instance", instance]
         if burst_s is not None:
             command += ["--burst", str(burst_s)]
-        process = subprocess.Popen(command, env=self.env(), stderr=subprocess.PIPE)
+        if self.log_dir is None:
+            process = subprocess.Popen(command, env=self.env(), stderr=subprocess.PIPE)
+        else:
+            with (self.log_dir / f"ingest-{instance}.log").open("ab") as log:
+                process = subprocess.Popen(command, env=self.env(), stderr=log)
         self.sessions.add(instance)
         self.running[instance] = process
         return process
@@ -120,7 +128,13 @@ class IngestProcesses:
         process = self.running.pop(instance)
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=60)
-        assert process.returncode == 0, err.decode()[-3000:]
+        assert process.returncode == 0, self.log(instance) if err is None else err.decode()[-3000:]
+
+    def log(self, instance: str, tail: int = 3000) -> str:
+        """The last ``tail`` characters ``instance`` logged to its file (``log_dir``)."""
+        assert self.log_dir is not None
+        path = self.log_dir / f"ingest-{instance}.log"
+        return path.read_text(errors="replace")[-tail:] if path.exists() else ""
 
     def close(self) -> None:
         """Stop what runs; delete every broker session it made (it would queue every later frame)."""

@@ -40,5 +40,5 @@ def test_the_fleet_command_requires_neither_the_agent_nor_devtools() -> None:
 
 def test_development_commands_come_only_from_devtools() -> None:
     points = entry_points(group="fleet.commands")
-    assert {p.name for p in points} == {"stack", "simulate", "demo", "demo-feed", "bench"}
+    assert {p.name for p in points} == {"stack", "simulate", "demo", "demo-feed", "bench", "dashboards"}
     assert {p.dist.name for p in points if p.dist is not None} == {"fleet-devtools"}

@@ -22,7 +22,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import msgspec
 from litestar import get
 
 from fleet_devtools.bench_agent import Machine, Target, machine, target_lines
+from fleet_devtools.stack import free_port
 from fleet_schemas.trips import StopEta, TripEtas
 from fleet_store.errors import FleetError
 
@@ -92,13 +92,6 @@ class ApiBench(msgspec.Struct, frozen=True):
     rounds: list[Round]
     targets: list[Target]
     passed: bool
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _etas(now_ms: int, start_time: str, bus: str) -> TripEtas:
@@ -248,7 +241,7 @@ def run_api_bench(
 
     asyncio.run(seed(redis_url))
     keys, token = _token_key()
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "FLEET_SERVE_ADDR": f"127.0.0.1:{port}", "FLEET_TOKEN_KEYS": keys}
     env.pop("FLEET_TOKEN_ISSUER", None)

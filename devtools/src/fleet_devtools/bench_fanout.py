@@ -32,7 +32,6 @@ import queue
 import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -46,6 +45,7 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from fleet_devtools.bench_agent import Target, target_lines
+from fleet_devtools.stack import free_port
 from fleet_schemas.live import LivePosition
 from fleet_schemas.trips import TripEtas
 from fleet_serve.auth import Role, issue_token
@@ -354,13 +354,6 @@ def _bare_server(port: int, redis_url: str) -> None:
 # ---------------------------------------------------------------- the run
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _wait_http(url: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -551,7 +544,7 @@ def run_fanout_bench(
 ) -> FanoutBench:
     """Both phases, fleet serve then the bare loop, on the same clients and the same updates."""
     run = _Run(redis_url, report, options)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "FLEET_REDIS_URL": redis_url,
@@ -573,7 +566,7 @@ def run_fanout_bench(
         server.kill()
     report(_phase_line(fleet))
     ctx = multiprocessing.get_context("spawn")
-    bare_port = _free_port()
+    bare_port = free_port()
     bare_server = ctx.Process(target=_bare_server, args=(bare_port, redis_url))
     bare_server.start()
     try:

@@ -26,11 +26,12 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusController
 
 from fleet_serve import analyst, booking, gtfsrt, health, live, passenger_tokens
 from fleet_serve.auth import SECURITY_SCHEME, request_claims
 from fleet_serve.errors import EXCEPTION_HANDLERS
+from fleet_serve.http_metrics import RequestMetrics
 from fleet_serve.map import layers as map_layers
 from fleet_serve.map import page as map_page
 from fleet_serve.services import Services, close_services, open_services
@@ -54,13 +55,7 @@ class Metrics(PrometheusController):
     include_in_schema = False
 
 
-PROMETHEUS = PrometheusConfig(
-    app_name="fleet_serve",
-    prefix="fleet_serve",
-    group_path=True,
-    exclude=["^/metrics$"],
-    buckets=[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
-)
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 ROUTERS: list[Any] = [
     openapi_document,
@@ -105,7 +100,14 @@ def create_app(
             components=Components(security_schemes={"bearer": SECURITY_SCHEME}),
         ),
         lifespan=[lifespan],
-        middleware=[PROMETHEUS.middleware],
+        middleware=[
+            RequestMetrics(
+                app_name="fleet_serve",
+                prefix="fleet_serve",
+                buckets=LATENCY_BUCKETS_S,
+                exclude=("^/metrics$",),
+            )
+        ],
     )
 
 

@@ -336,6 +336,37 @@ def test_a_slow_client_does_not_delay_a_fast_one_and_is_closed_as_slow(
         asyncio.run(run(base.replace("http", "ws") + "/v1/live"))
 
 
+def test_a_route_box_or_operator_client_gets_one_frame_per_tick_with_the_newest_of_each_bus(
+    redis_url: str, database_url: str, operator_id: str
+) -> None:
+    """Updates of several buses published one by one within a tick reach an operator client as one frame.
+
+    The tick is long (5 s) so that the four publishes surely fall inside it; the first update goes out at
+    once (nothing was sent yet) and starts the tick.
+    """
+    op = operator_id
+    ticked = msgspec.structs.replace(SETTINGS, live_tick_ms=5_000)
+
+    async def run(url: str) -> None:
+        async with _redis(redis_url) as r, connect(f"{url}?token={_token('manager', op)}") as ws:
+            await _subscribe(ws, operator=op)
+            live = LiveState(r)
+            await live.update([_position(op, "b0", 3.0, 36.7, 1)])
+            first = await _messages(ws)
+            assert [_bus(m) for m in first] == ["b0"]
+            for seq in range(2, 6):
+                await live.update([_position(op, f"b{seq % 3}", 3.0, 36.7 + seq / 1e3, seq)])
+            frame = await _messages(ws)
+            assert {_bus(m): m.position.seq for m in frame if isinstance(m, PositionMessage)} == {
+                "b2": 5,
+                "b0": 3,
+                "b1": 4,
+            }, "one frame, the newest position of each bus"
+
+    with serving(create_app(ticked, redis_url, database_url), ticked) as base:
+        asyncio.run(run(base.replace("http", "ws") + "/v1/live"))
+
+
 def test_a_msgpack_client_gets_binary_frames_of_the_same_messages(
     live_url: str, redis_url: str, operator_id: str
 ) -> None:

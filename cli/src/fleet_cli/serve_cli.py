@@ -59,14 +59,18 @@ def serve(settings: Settings, addr: str | None, openapi_file: TextIO | None) -> 
 
 
 def run_app(app: Litestar, serve_settings: ServeSettings) -> None:
-    """Serve ``app`` as ``fleet serve`` does: one uvicorn process (uvloop, httptools), graceful stop.
+    """Serve ``app`` as ``fleet serve`` does: one uvicorn process (uvloop, httptools), graceful stop,
+    the garbage collector tuned for many connections (``fleet_serve.collector``).
 
     uvloop and httptools named, not left to ``auto``: without them uvicorn falls back to asyncio's
     loop and the pure-Python h11 parser, and a node answers a few times fewer requests.
     """
     import uvicorn
 
+    from fleet_serve.collector import tune_collector
     from fleet_serve.settings import uvicorn_options
+
+    tune_collector()
 
     uvicorn.run(
         app,

@@ -49,6 +49,7 @@ from fleet_devtools.stack import free_port
 from fleet_schemas.live import LivePosition
 from fleet_schemas.trips import TripEtas
 from fleet_serve.auth import Role, issue_token
+from fleet_serve.collector import tune_collector
 from fleet_serve.settings import ServeSettings, TokenKey
 from fleet_store.etas import EtaBoards, EtaUpdate
 from fleet_store.live import LiveState
@@ -305,6 +306,7 @@ def _worker(
         results = [r for r in await asyncio.gather(*tasks) if r is not None]
         out.put(("done", number, msgspec.msgpack.encode(results)))
 
+    tune_collector()  # thousands of connections per process, as in the servers
     asyncio.run(main())
 
 
@@ -348,6 +350,7 @@ def _bare_server(port: int, redis_url: str) -> None:
         async with serve(handler, "127.0.0.1", port, compression=None, ping_interval=None):
             await pump()
 
+    tune_collector()  # as fleet serve does, so the ceiling is not held back by the collector
     asyncio.run(main())
 
 

@@ -27,7 +27,10 @@ Message format, version 1 (JSON text frames; binary msgpack frames with
 ``?format=msgpack``, same shapes). The server sends objects with ``v`` and
 ``type``, one per frame, or an array of them when a client's queue held
 several (a frame per drain, so a busy client gets its updates coalesced per
-send instead of one frame each):
+send instead of one frame each). A client following many buses (a route, a
+box, the whole operator) gets at most one frame per tick (``FLEET_LIVE_TICK_MS``,
+100 ms), holding the newest of each bus from that tick; one-bus and one-trip
+clients get each update as it comes:
 
 * ``{"v":1,"type":"subscribed","filter":{...}}``: the filter now in force;
 * ``{"v":1,"type":"snapshot","positions":[LivePosition...],"etas":[TripEtas...]}``:
@@ -108,6 +111,11 @@ class Filter(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     trip_id: str | None = None
     route_id: str | None = None
     bbox: BBox | None = None
+
+    @property
+    def follows_many(self) -> bool:
+        """A route, a box or the whole operator (not one bus or one trip): updates coalesced per tick."""
+        return self.bus is None and self.trip_id is None
 
     def __post_init__(self) -> None:
         chosen = [name for name in ("bus", "trip_id", "route_id", "bbox") if getattr(self, name) is not None]

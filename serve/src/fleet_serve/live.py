@@ -451,9 +451,18 @@ class _Session:
         assert self.client is not None
         client = self.client
         socket = self.socket
+        loop = asyncio.get_running_loop()
+        tick_s = self.hub.services.settings.live_tick_ms / 1000
+        drained_at = -math.inf
         while True:
             await self.wake.wait()
+            if tick_s and client.filter is not None and client.filter.follows_many:
+                # a route, a box, an operator: what arrives within the tick goes out as one frame
+                wait = drained_at + tick_s - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
             self.wake.clear()
+            drained_at = loop.time()
             items = client.queue.drain(_now_ms())
             if not items:
                 continue

@@ -12,6 +12,7 @@ The servers every process shares (PostgreSQL, Redis) come from
 | ``FLEET_LIVE_SLOW_S`` | ``5`` | a client behind (queue full or a send not done) this long is closed 3008 |
 | ``FLEET_LIVE_PING_S`` | ``20`` | websocket ping interval, and the deadline for its pong |
 | ``FLEET_LIVE_AUTH_S`` | ``10`` | how long a new websocket has to send its token |
+| ``FLEET_LIVE_TICK_MS`` | ``100`` | at most a frame a tick to a route, box or operator client (0: none) |
 | ``FLEET_LIVE_DEFLATE`` | ``0`` | ``1``: offer per-message deflate (CPU per client: each compresses) |
 | ``FLEET_SERVE_PUBLIC_FEEDS`` | (none) | operators whose GTFS-rt feeds need no token (``a,b``; ``*``: all) |
 | ``FLEET_MAP_TILES`` | (none) | the map's basemap: tile URL template, style URL, ``.pmtiles`` file or URL |
@@ -110,6 +111,8 @@ class ServeSettings(msgspec.Struct, frozen=True):
     live_slow_s: float = 5.0
     live_ping_s: float = 20.0
     live_auth_s: float = 10.0
+    live_tick_ms: int = 100
+    """at most one frame per tick to a client following many buses (0: no tick)"""
     live_deflate: bool = False
     public_feeds: frozenset[str] = frozenset()
     """operators whose GTFS-realtime feeds anyone may fetch (``*``: every operator)"""
@@ -136,6 +139,7 @@ def load_serve_settings(environ: Mapping[str, str] | None = None) -> ServeSettin
         live_slow_s=_positive(env, "LIVE_SLOW_S", 5.0),
         live_ping_s=_positive(env, "LIVE_PING_S", 20.0),
         live_auth_s=_positive(env, "LIVE_AUTH_S", 10.0),
+        live_tick_ms=_tick_ms(env),
         live_deflate=_flag(env, "LIVE_DEFLATE"),
         public_feeds=frozenset(
             filter(None, (op.strip() for op in env.get(f"{PREFIX}SERVE_PUBLIC_FEEDS", "").split(",")))
@@ -149,6 +153,17 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     if raw not in ("0", "1"):
         raise ConfigError(f"{PREFIX}{name}={raw!r}: expected 0 or 1")
     return raw == "1"
+
+
+def _tick_ms(env: Mapping[str, str]) -> int:
+    raw = env.get(f"{PREFIX}LIVE_TICK_MS")
+    if raw is None:
+        return 100
+    if not raw.isdigit() or int(raw) > 10_000:
+        raise ConfigError(
+            f"{PREFIX}LIVE_TICK_MS={raw!r}: expected whole milliseconds from 0 to 10000, as 100"
+        )
+    return int(raw)
 
 
 def _positive(env: Mapping[str, str], name: str, default: float) -> float:

@@ -404,32 +404,32 @@ class _Trace:
             self.visits[f] = len(work.visits[b])
             self.inst[f] = work.inst[b] if work.state[b] != UNASSIGNED else None
 
-    def entries(self, fixes: _Fixes, b: int, visits: list[StopVisit]) -> tuple[TripAt, ...]:
-        first = int(fixes.start[b])
-        span = range(first, first + int(fixes.counts[b]))
-        columns = (
-            self.state[first : span.stop].tolist(),
-            self.along[first : span.stop].tolist(),
-            self.deviation[first : span.stop].tolist(),
-            self.delay[first : span.stop].tolist(),
-            self.next_stop[first : span.stop].tolist(),
-            self.arrived[first : span.stop].tolist(),
-            self.jumped[first : span.stop].tolist(),
-        )
+    def entries(self, fixes: _Fixes, visits: list[list[StopVisit]]) -> list[tuple[TripAt, ...]]:
+        """Every bus's trace, from the columns turned into Python values once for the whole batch (slicing
+        seven arrays per bus would cost more than the records)."""
+        rows = list(
+            zip(
+                fixes.time.tolist(), self.state.tolist(), self.along.tolist(), self.deviation.tolist(),
+                self.delay.tolist(), self.next_stop.tolist(), self.arrived.tolist(), self.jumped.tolist(),
+                self.visits, self.inst, strict=True,
+            )
+        )  # fmt: skip
         out = []
-        done = 0
-        for f, (state, along, deviation, delay, ns, arrived, jumped) in zip(
-            span, zip(*columns, strict=True), strict=True
-        ):
-            upto = self.visits[f]
-            out.append(
-                TripAt(
-                    int(fixes.time[f]), self.inst[f], STATES[state], along, deviation, delay, ns, arrived,
-                    jumped, tuple(visits[done:upto]),
-                )
-            )  # fmt: skip
-            done = upto
-        return tuple(out)
+        for first, count, served in zip(fixes.start.tolist(), fixes.counts.tolist(), visits, strict=True):
+            done = 0
+            trace = []
+            for time_ms, state, along, deviation, delay, ns, arrived, jumped, upto, inst in rows[
+                first : first + count
+            ]:
+                trace.append(
+                    TripAt(
+                        time_ms, inst, STATES[state], along, deviation, delay, ns, arrived, jumped,
+                        tuple(served[done:upto]),
+                    )
+                )  # fmt: skip
+                done = upto
+            out.append(tuple(trace))
+        return out
 
 
 def advance_batch(
@@ -682,13 +682,15 @@ def _results(work: _Batch, fixes: _Fixes, recorder: _Trace | None) -> list[Progr
         ),
         strict=True,
     )  # fmt: skip
+    traces: list[tuple[TripAt, ...]] = (
+        recorder.entries(fixes, work.visits) if recorder is not None else [()] * len(work.bus)
+    )
     rows = zip(
         work.state.tolist(), work.plan.tolist(), numbers, work.inst, work.recent, work.ended, work.bus,
-        work.visits, fixes.stale, strict=True,
+        work.visits, fixes.stale, traces, strict=True,
     )  # fmt: skip
     out = []
-    for index, (state, p, nums, inst, recent, ended, bus, visits, stale) in enumerate(rows):
-        trace = () if recorder is None else recorder.entries(fixes, index, visits)
+    for state, p, nums, inst, recent, ended, bus, visits, stale, trace in rows:
         if inst is None or state == UNASSIGNED:
             progress = BusProgress(feed_id, "unassigned", time_ms=nums[1], recent=recent, ended=ended)
             out.append(

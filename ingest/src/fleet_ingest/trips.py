@@ -164,6 +164,7 @@ def detect(
     states: dict[BusKey, bytes] = {}
     events: list[Event] = []
     late: dict[BusKey, int] = {}
+    context.fences.prefetch((f.lat, f.lon) for frames in buses.values() for f in frames)
     for bus, frames in buses.items():
         key = (operator, bus)
         before = load_state(saved.get(key, NOTHING_SAVED).state)

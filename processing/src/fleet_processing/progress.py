@@ -689,11 +689,13 @@ def _results(work: _Batch, fixes: _Fixes, recorder: _Trace | None) -> list[Progr
         work.state.tolist(), work.plan.tolist(), numbers, work.inst, work.recent, work.ended, work.bus,
         work.visits, fixes.stale, traces, strict=True,
     )  # fmt: skip
-    out = []
+    first_m, last_m, sequences = net.plan_first_m, net.plan_last_m, net.plan_sequences
+    out: list[Progressed] = []
+    append = out.append
     for state, p, nums, inst, recent, ended, bus, visits, stale, trace in rows:
         if inst is None or state == UNASSIGNED:
             progress = BusProgress(feed_id, "unassigned", time_ms=nums[1], recent=recent, ended=ended)
-            out.append(
+            append(
                 Progressed(
                     bus, progress, None, None, None, None, None, None, UNASSIGNED_BLOCK, visits, stale, trace
                 )
@@ -701,27 +703,42 @@ def _results(work: _Batch, fixes: _Fixes, recorder: _Trace | None) -> list[Progr
             continue
         plan = inst.plan
         name = STATES[state]
+        trip_id = plan.trip_id
         start_date, start_time, _, _ = labels[inst]
-        saved = (feed_id, name, plan.trip_id, start_date, start_time, *nums, recent, ended)
+        saved = (feed_id, name, trip_id, start_date, start_time, *nums, recent, ended)
         progress = BusProgress(*saved)
         conf, _, along, off, speed, delay, ns = nums[:7]
         upcoming = ns < len(plan.stop_ids)
+        travelled = along - first_m[p]
+        remaining = last_m[p] - along
         calc = Calculated(
             state=name,
-            trip_id=plan.trip_id,
+            trip_id=trip_id,
             start_date=start_date,
             start_time=start_time,
             confidence=conf,
-            distance_travelled_m=max(along - net.plan_first_m[p], 0.0),
-            distance_remaining_m=max(net.plan_last_m[p] - along, 0.0),
+            distance_travelled_m=0.0 if travelled < 0.0 else travelled,  # max(), NaN kept
+            distance_remaining_m=0.0 if remaining < 0.0 else remaining,
             off_route_m=off,
             delay_s=delay,
             on_schedule=early <= delay <= late,
             next_stop_id=plan.stop_ids[ns] if upcoming else None,
-            next_stop_sequence=net.plan_sequences[p][ns] if upcoming else None,
+            next_stop_sequence=sequences[p][ns] if upcoming else None,
         )
-        next_stop = ns if upcoming else None
-        out.append(
-            Progressed(bus, progress, inst, along, off, delay, next_stop, speed, calc, visits, stale, trace)
+        append(
+            Progressed(
+                bus,
+                progress,
+                inst,
+                along,
+                off,
+                delay,
+                ns if upcoming else None,
+                speed,
+                calc,
+                visits,
+                stale,
+                trace,
+            )
         )
     return out

@@ -55,8 +55,9 @@ class OperatorModel(msgspec.Struct, frozen=True):
 _FRAME_ORDER = op.attrgetter("time_ms", "seq")
 
 
-class SavedBus(msgspec.Struct, frozen=True):
-    """What Redis holds for one bus between batches (None: nothing yet)."""
+class SavedBus(msgspec.Struct, frozen=True, gc=False):
+    """What Redis holds for one bus between batches (None: nothing yet); untracked by the garbage
+    collector, as thousands are held at once and none can be in a cycle."""
 
     progress: bytes | None = None
     state: bytes | None = None

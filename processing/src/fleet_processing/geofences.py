@@ -54,8 +54,7 @@ METRES_PER_DEGREE = 111_320.0
 """of latitude (and of longitude at the equator)"""
 
 SEEN_POINTS = 20_000
-"""points whose cell and containing fences an index remembers (``FenceIndex.prefetch``): ten batches of
-2,000 buses, so each bus's previous fix is still there at its next"""
+"""at most this many points looked up one by one (without ``FenceIndex.prefetch``) are remembered"""
 
 CROSSING_MAX_M = 5_000.0
 """the longest segment between two fixes checked for crossed fences: beyond it (a bus silent for minutes)
@@ -120,10 +119,10 @@ class FenceIndex:
     Overlapping cells not next to a boundary cell are "sure": every point of them is inside, untested.
     A bounding-box comparison in plain Python turns most candidates away before any shapely call.
 
-    The index remembers the cell and containing fences of the last points it looked up
-    (``SEEN_POINTS``), and ``prefetch`` looks up a whole batch's fixes at once, with one vectorized shapely
-    call: a fix is the next fix's previous, and one shapely call per fix cost more than the test itself.
-    Both are caches: a point gives the same answer either way.
+    The index remembers the cell and containing fences of the points it looked up, and ``prefetch``
+    looks up a whole batch's fixes at once, with one vectorized shapely call: a fix is the next fix's
+    previous, and one shapely call per fix cost 30 times the test itself. Both are caches: a point gives
+    the same answer either way.
     """
 
     __slots__ = (
@@ -131,6 +130,7 @@ class FenceIndex:
         "_bounds",
         "_cells",
         "_last",
+        "_older",
         "_seen",
         "by_id",
         "cells_held",
@@ -166,8 +166,11 @@ class FenceIndex:
         lookups of a bus's run are found here (a cache: it changes no result)"""
         self._areas = np.empty(len(self.fences), dtype=object)
         self._areas[:] = [f.area for f in self.fences]
-        self._seen: dict[tuple[float, float], tuple[int, Set[int]]] = {}
-        """(lat, lon) -> (cell, fences containing the point) of the last points looked up"""
+        self._seen: dict[tuple[float, float], tuple[int, tuple[int, ...]]] = {}
+        """(lat, lon) -> (cell, fences containing the point) of the points looked up since the last
+        prefetch; held as tuples of ints, which the garbage collector stops tracking"""
+        self._older: dict[tuple[float, float], tuple[int, tuple[int, ...]]] = {}
+        """the same, from before the last prefetch"""
 
     def __len__(self) -> int:
         return len(self.fences)
@@ -188,13 +191,15 @@ class FenceIndex:
     def prefetch(self, points: Iterable[tuple[float, float]]) -> None:
         """Look up many (lat, lon) points at once, a batch's fixes: what ``candidates`` then finds remembered.
 
-        The exact tests of all the points go to shapely in one call.
+        The exact tests of all the points go to shapely in one call. The points of the batch before stay
+        remembered (they are the previous fixes of this one's), older ones are forgotten.
         """
         if not self.fences:
             return
-        seen, cells, bounds, resolution = self._seen, self._cells, self._bounds, self.resolution
-        if len(seen) > SEEN_POINTS:
-            seen.clear()
+        older = self._older = self._seen
+        seen: dict[tuple[float, float], tuple[int, tuple[int, ...]]] = {}
+        self._seen = seen
+        cells, bounds, resolution = self._cells, self._bounds, self.resolution
         pending: list[tuple[tuple[float, float], int, tuple[int, ...], list[int]]] = []
         tested: list[int] = []
         xs: list[float] = []
@@ -202,11 +207,15 @@ class FenceIndex:
         for point in points:
             if point in seen:
                 continue
+            known = older.get(point)
+            if known is not None:
+                seen[point] = known
+                continue
             lat, lon = point
             cell: int = h3i.latlng_to_cell(lat, lon, resolution)
             entry = cells.get(cell)
             if entry is None or not (entry[0] or entry[1]):
-                seen[point] = (cell, _NONE)
+                seen[point] = (cell, ())
                 continue
             near = [
                 k
@@ -214,7 +223,7 @@ class FenceIndex:
                 if bounds[k][0] <= lon <= bounds[k][2] and bounds[k][1] <= lat <= bounds[k][3]
             ]
             if not near:
-                seen[point] = (cell, frozenset(entry[0]))
+                seen[point] = (cell, entry[0])
                 continue
             pending.append((point, cell, entry[0], near))
             tested += near
@@ -224,18 +233,23 @@ class FenceIndex:
             return
         hits = iter(shapely.intersects_xy(self._areas[tested], xs, ys).tolist())
         for point, cell, sure, near in pending:
-            seen[point] = (cell, frozenset([*sure, *(k for k in near if next(hits))]))
+            seen[point] = (cell, (*sure, *(k for k in near if next(hits))))
+
+    def _known(self, point: tuple[float, float]) -> tuple[int, tuple[int, ...]] | None:
+        """A point's cell and containing fences, if remembered."""
+        known = self._seen.get(point)
+        return self._older.get(point) if known is None else known
 
     def candidates(self, previous: Observation | None, obs: Observation) -> tuple[Set[int], Set[int]]:
         """(the fences containing ``obs``, the others the segment from ``previous`` may cross).
 
         The second are only candidates (bounding boxes meet); ``_crossed`` tests them exactly.
         """
-        cells, seen = self._cells, self._seen
+        cells = self._cells
         last = self._last  # cell_of, inlined: this runs on every fix
         before = None
         if previous is not None:
-            known = seen.get((previous.lat, previous.lon))
+            known = self._known((previous.lat, previous.lon))
             if known is not None:
                 before = known[0]
             elif last[0] == previous.lat and last[1] == previous.lon:
@@ -243,17 +257,20 @@ class FenceIndex:
             else:
                 before = h3i.latlng_to_cell(previous.lat, previous.lon, self.resolution)
         point = (obs.lat, obs.lon)
-        known = seen.get(point)
+        known = self._known(point)
+        inside: Set[int]
         if known is None:
             cell: int = h3i.latlng_to_cell(obs.lat, obs.lon, self.resolution)
             entry = cells.get(cell)
             overlapped = entry is not None and bool(entry[0] or entry[1])
             inside = self._containing(entry, obs.lon, obs.lat) if entry is not None and overlapped else _NONE
-            if len(seen) > SEEN_POINTS:
+            seen = self._seen
+            if len(seen) >= SEEN_POINTS:  # looked up one by one, without prefetch: keep it bounded
                 seen.clear()
-            seen[point] = (cell, inside)
+            seen[point] = (cell, tuple(inside))
         else:
-            cell, inside = known
+            cell, held = known
+            inside = frozenset(held) if held else _NONE
             entry = cells.get(cell)
             overlapped = entry is not None and bool(entry[0] or entry[1])
         self._last = (obs.lat, obs.lon, cell)
@@ -285,7 +302,7 @@ class FenceIndex:
                 and shapely.intersects_xy(self.fences[k].area, lon, lat)
             ):
                 inside.add(k)
-        return frozenset(inside)
+        return inside
 
     def _crossable(
         self, entries: Sequence[_Cell], ring: bool, previous: Observation, obs: Observation

@@ -125,7 +125,8 @@ def follow(
     late: dict[BusKey, int] = {}
     for operator, buses in by_operator.items():
         for frames in buses.values():
-            frames.sort(key=_FRAME_ORDER)
+            if len(frames) > 1:  # most buses have one frame a batch
+                frames.sort(key=_FRAME_ORDER)
         model = models.get(operator)
         traces: dict[str, tuple[int, tuple[TripAt, ...]]] = {}
         if model is not None:

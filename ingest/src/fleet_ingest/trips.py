@@ -55,8 +55,9 @@ class OperatorModel(msgspec.Struct, frozen=True):
 _FRAME_ORDER = op.attrgetter("time_ms", "seq")
 
 
-class SavedBus(msgspec.Struct, frozen=True):
-    """What Redis holds for one bus between batches (None: nothing yet)."""
+class SavedBus(msgspec.Struct, frozen=True, gc=False):
+    """What Redis holds for one bus between batches (None: nothing yet); untracked by the garbage
+    collector, as thousands are held at once and none can be in a cycle."""
 
     progress: bytes | None = None
     state: bytes | None = None
@@ -124,7 +125,8 @@ def follow(
     late: dict[BusKey, int] = {}
     for operator, buses in by_operator.items():
         for frames in buses.values():
-            frames.sort(key=_FRAME_ORDER)
+            if len(frames) > 1:  # most buses have one frame a batch
+                frames.sort(key=_FRAME_ORDER)
         model = models.get(operator)
         traces: dict[str, tuple[int, tuple[TripAt, ...]]] = {}
         if model is not None:
@@ -164,6 +166,7 @@ def detect(
     states: dict[BusKey, bytes] = {}
     events: list[Event] = []
     late: dict[BusKey, int] = {}
+    context.fences.prefetch((f.lat, f.lon) for frames in buses.values() for f in frames)
     for bus, frames in buses.items():
         key = (operator, bus)
         before = load_state(saved.get(key, NOTHING_SAVED).state)
@@ -212,26 +215,40 @@ def _follow_trips(
         )
         for bus, frames in buses.items()
     ]
-    results = advance_batch(model.network, items, now_ms, trace=True)
+    network = model.network
+    results = advance_batch(network, items, now_ms, trace=True)
     requests: list[EtaRequest] = []
-    predicted: list[tuple[BusProgress | None, Progressed]] = []
+    predicted: list[tuple[BusProgress | None, Progressed, tuple[str, str], bool]] = []
+    encode = PROGRESS_ENCODER.encode
     for item, result in zip(items, results, strict=True):
         key = (operator, result.bus)
-        progress[key] = PROGRESS_ENCODER.encode(result.progress)
-        visits += result.visits
+        progress[key] = encode(result.progress)
+        if result.visits:
+            visits += result.visits
         traces[result.bus] = (result.stale, result.trace)
+        previous, instance = item.previous, result.instance
+        # The instance's label, and whether the saved progress was on it, found once per bus.
+        label = _label(network, instance) if instance is not None else None
+        same = (
+            previous is not None
+            and label is not None
+            and instance is not None
+            and previous.trip_id == instance.plan.trip_id
+            and (previous.start_date, previous.start_time) == label
+        )
         request = EtaRequest.from_progress(result, item.fixes[-1].time_ms)
-        if request is None:
+        if request is None or label is None:
             calculated[key] = result.calculated
         else:
             requests.append(request)
-            predicted.append((item.previous, result))
-        etas += _released(model.network, operator, item.previous, result, now_ms)
-    for (before, result), request, stops in zip(
+            predicted.append((previous, result, label, same))
+        if previous is not None and not same:
+            etas += _released(network, operator, previous, result, now_ms)
+    for (before, result, label, same), request, stops in zip(
         predicted, requests, predict_batch(requests, model.history, now_ms), strict=True
     ):
         calculated[(operator, result.bus)] = _with_eta(result.calculated, stops)
-        etas.append(_trip_update(model.network, operator, before, result, request, stops, now_ms))
+        etas.append(_trip_update(network, operator, before, result, request, stops, label, same, now_ms))
     return _Traced(calculated, progress, etas, visits, traces)
 
 
@@ -272,25 +289,27 @@ def _trip_update(
     result: Progressed,
     request: EtaRequest,
     stops: list[StopEta],
+    label: tuple[str, str],
+    same: bool,
     now_ms: int,
 ) -> EtaUpdate:
-    instance = request.instance
-    start_date, start_time = _label(network, instance)
+    """The prediction of the instance ``label`` names; ``same``: the saved progress was on it too."""
+    plan = request.instance.plan
     etas = _trip_etas(
         operator,
         result.bus,
         network.feed_id,
-        instance.plan,
-        start_date,
-        start_time,
+        plan,
+        label[0],
+        label[1],
         request.time_ms,
         request.delay_s,
         stops,
         now_ms,
     )
     # The stops passed since the saved progress leave their boards (all before it, on a new trip).
-    first = _first_upcoming(previous) if _same_instance(network, previous, instance) else 0
-    return EtaUpdate(etas, instance.plan.stop_ids[first : request.next_stop])
+    first = _first_upcoming(previous) if same else 0
+    return EtaUpdate(etas, plan.stop_ids[first : request.next_stop])
 
 
 def _first_upcoming(progress: BusProgress | None) -> int:
@@ -298,15 +317,6 @@ def _first_upcoming(progress: BusProgress | None) -> int:
     if progress is None:
         return 0
     return progress.next_stop + (1 if progress.stop_arrived_ms > 0 else 0)
-
-
-def _same_instance(network: Network, progress: BusProgress | None, instance: TripInstance | None) -> bool:
-    return (
-        progress is not None
-        and instance is not None
-        and progress.trip_id == instance.plan.trip_id
-        and (progress.start_date, progress.start_time) == _label(network, instance)
-    )
 
 
 def _label(network: Network, instance: TripInstance) -> tuple[str, str]:
@@ -346,10 +356,10 @@ def _trip_etas(
 
 
 def _released(
-    network: Network, operator: str, previous: BusProgress | None, result: Progressed, now_ms: int
+    network: Network, operator: str, previous: BusProgress, result: Progressed, now_ms: int
 ) -> list[EtaUpdate]:
     """A final, empty prediction for the trip the bus left (ended, or reassigned), off every board."""
-    if previous is None or previous.trip_id is None or _same_instance(network, previous, result.instance):
+    if previous.trip_id is None:
         return []
     index = network.plan_index.get(previous.trip_id)
     if index is None or previous.start_date is None or previous.start_time is None:

@@ -77,27 +77,39 @@ class DetectContext:
 
 
 def step(state: BusState, obs: Observation, ctx: DetectContext) -> tuple[BusState, list[Event]]:
-    """Run every detector on one fix newer than ``state``'s."""
-    previous = state.last_fix(obs.bus)
+    """Run every detector on one fix newer than ``state``'s.
+
+    The previous fix becomes an observation only for a detector that reads it (fences, offline): most
+    fixes of a fleet without fences need none.
+    """
     events: list[Event] = []
     offline_ms = state.offline_ms
-    if previous is not None and offline_ms == 0 and obs.time_ms - previous.time_ms >= _offline_ms(ctx):
-        silent = _offline_event(previous, ctx)
-        events.append(silent)
-        offline_ms = silent.time_ms
-    if previous is not None and offline_ms:
-        events.append(
-            make_event(
-                ctx.operator,
-                obs,
-                "bus_online",
-                details={"silent_s": (obs.time_ms - previous.time_ms) / 1000, "offline_ms": offline_ms},
+    previous: Observation | None = None
+    if state.time_ms:
+        if offline_ms == 0 and obs.time_ms - state.time_ms >= _offline_ms(ctx):
+            previous = state.last_fix(obs.bus)
+            assert previous is not None
+            silent = _offline_event(previous, ctx)
+            events.append(silent)
+            offline_ms = silent.time_ms
+        if offline_ms:
+            events.append(
+                make_event(
+                    ctx.operator,
+                    obs,
+                    "bus_online",
+                    details={"silent_s": (obs.time_ms - state.time_ms) / 1000, "offline_ms": offline_ms},
+                )
             )
-        )
-    fences, fence_events = fence_step(state.fences, previous, obs, ctx.fences, ctx.operator, ctx.policy)
+    fences = state.fences
+    if ctx.fences.fences:
+        if previous is None:
+            previous = state.last_fix(obs.bus)
+        fences, fence_events = fence_step(fences, previous, obs, ctx.fences, ctx.operator, ctx.policy)
+        events += fence_events
     trip, trip_events = trip_step(state.trip, obs, ctx.operator, ctx.policy)
-    events += fence_events
-    events += trip_events
+    if trip_events:
+        events += trip_events
     return BusState(obs.time_ms, obs.seq, obs.lat, obs.lon, obs.speed_mps, fences, trip, 0), events
 
 

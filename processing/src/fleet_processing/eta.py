@@ -50,6 +50,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -131,9 +132,12 @@ def hour_of_week(time_ms: Ints) -> Ints:
     return (time_ms // 3_600_000 + 72) % HOURS_OF_WEEK
 
 
-@dataclass(frozen=True, slots=True)
-class EtaRequest:
-    """Where one bus is on its trip instance, as progress found it at its newest fix."""
+class EtaRequest(msgspec.Struct, frozen=True, gc=False):
+    """Where one bus is on its trip instance, as progress found it at its newest fix.
+
+    A Struct rather than a frozen dataclass: one is built per bus per batch, and a frozen dataclass's
+    ``__init__`` (``object.__setattr__`` per field) costs several times as much.
+    """
 
     instance: TripInstance
     distance_m: float

@@ -227,7 +227,9 @@ class _Batch:
         self.plan = np.array(plans, dtype=np.int64)
         self.base_ms = np.array(bases, dtype=np.int64)
         self.shape = net.plan_shape[self.plan] if net.plans else np.zeros(n, dtype=np.int64)
-        cols = np.array([_SAVED(p) for p in saved], dtype=np.float64).reshape(n, len(_SAVED_FIELDS)).T.copy()
+        width = len(_SAVED_FIELDS)  # fromiter over the flat numbers: np.array reads a list of tuples slower
+        flat = itertools.chain.from_iterable(map(_SAVED, saved))
+        cols = np.fromiter(flat, dtype=np.float64, count=n * width).reshape(n, width).T.copy()
         self.conf, time, self.along, self.off, self.speed, self.delay = cols[:6]
         ints = cols[6:].astype(np.int64)
         self.next_stop, self.arrived, self.left, self.lost, self.lost_since = ints[:5]
@@ -404,32 +406,32 @@ class _Trace:
             self.visits[f] = len(work.visits[b])
             self.inst[f] = work.inst[b] if work.state[b] != UNASSIGNED else None
 
-    def entries(self, fixes: _Fixes, b: int, visits: list[StopVisit]) -> tuple[TripAt, ...]:
-        first = int(fixes.start[b])
-        span = range(first, first + int(fixes.counts[b]))
-        columns = (
-            self.state[first : span.stop].tolist(),
-            self.along[first : span.stop].tolist(),
-            self.deviation[first : span.stop].tolist(),
-            self.delay[first : span.stop].tolist(),
-            self.next_stop[first : span.stop].tolist(),
-            self.arrived[first : span.stop].tolist(),
-            self.jumped[first : span.stop].tolist(),
-        )
+    def entries(self, fixes: _Fixes, visits: list[list[StopVisit]]) -> list[tuple[TripAt, ...]]:
+        """Every bus's trace, from the columns turned into Python values once for the whole batch (slicing
+        seven arrays per bus would cost more than the records)."""
+        rows = list(
+            zip(
+                fixes.time.tolist(), self.state.tolist(), self.along.tolist(), self.deviation.tolist(),
+                self.delay.tolist(), self.next_stop.tolist(), self.arrived.tolist(), self.jumped.tolist(),
+                self.visits, self.inst, strict=True,
+            )
+        )  # fmt: skip
         out = []
-        done = 0
-        for f, (state, along, deviation, delay, ns, arrived, jumped) in zip(
-            span, zip(*columns, strict=True), strict=True
-        ):
-            upto = self.visits[f]
-            out.append(
-                TripAt(
-                    int(fixes.time[f]), self.inst[f], STATES[state], along, deviation, delay, ns, arrived,
-                    jumped, tuple(visits[done:upto]),
-                )
-            )  # fmt: skip
-            done = upto
-        return tuple(out)
+        for first, count, served in zip(fixes.start.tolist(), fixes.counts.tolist(), visits, strict=True):
+            done = 0
+            trace = []
+            for time_ms, state, along, deviation, delay, ns, arrived, jumped, upto, inst in rows[
+                first : first + count
+            ]:
+                trace.append(
+                    TripAt(
+                        time_ms, inst, STATES[state], along, deviation, delay, ns, arrived, jumped,
+                        tuple(served[done:upto]),
+                    )
+                )  # fmt: skip
+                done = upto
+            out.append(tuple(trace))
+        return out
 
 
 def advance_batch(
@@ -682,16 +684,20 @@ def _results(work: _Batch, fixes: _Fixes, recorder: _Trace | None) -> list[Progr
         ),
         strict=True,
     )  # fmt: skip
+    traces: list[tuple[TripAt, ...]] = (
+        recorder.entries(fixes, work.visits) if recorder is not None else [()] * len(work.bus)
+    )
     rows = zip(
         work.state.tolist(), work.plan.tolist(), numbers, work.inst, work.recent, work.ended, work.bus,
-        work.visits, fixes.stale, strict=True,
+        work.visits, fixes.stale, traces, strict=True,
     )  # fmt: skip
-    out = []
-    for index, (state, p, nums, inst, recent, ended, bus, visits, stale) in enumerate(rows):
-        trace = () if recorder is None else recorder.entries(fixes, index, visits)
+    first_m, last_m, sequences = net.plan_first_m, net.plan_last_m, net.plan_sequences
+    out: list[Progressed] = []
+    append = out.append
+    for state, p, nums, inst, recent, ended, bus, visits, stale, trace in rows:
         if inst is None or state == UNASSIGNED:
             progress = BusProgress(feed_id, "unassigned", time_ms=nums[1], recent=recent, ended=ended)
-            out.append(
+            append(
                 Progressed(
                     bus, progress, None, None, None, None, None, None, UNASSIGNED_BLOCK, visits, stale, trace
                 )
@@ -699,27 +705,42 @@ def _results(work: _Batch, fixes: _Fixes, recorder: _Trace | None) -> list[Progr
             continue
         plan = inst.plan
         name = STATES[state]
+        trip_id = plan.trip_id
         start_date, start_time, _, _ = labels[inst]
-        saved = (feed_id, name, plan.trip_id, start_date, start_time, *nums, recent, ended)
+        saved = (feed_id, name, trip_id, start_date, start_time, *nums, recent, ended)
         progress = BusProgress(*saved)
         conf, _, along, off, speed, delay, ns = nums[:7]
         upcoming = ns < len(plan.stop_ids)
+        travelled = along - first_m[p]
+        remaining = last_m[p] - along
         calc = Calculated(
             state=name,
-            trip_id=plan.trip_id,
+            trip_id=trip_id,
             start_date=start_date,
             start_time=start_time,
             confidence=conf,
-            distance_travelled_m=max(along - net.plan_first_m[p], 0.0),
-            distance_remaining_m=max(net.plan_last_m[p] - along, 0.0),
+            distance_travelled_m=0.0 if travelled < 0.0 else travelled,  # max(), NaN kept
+            distance_remaining_m=0.0 if remaining < 0.0 else remaining,
             off_route_m=off,
             delay_s=delay,
             on_schedule=early <= delay <= late,
             next_stop_id=plan.stop_ids[ns] if upcoming else None,
-            next_stop_sequence=net.plan_sequences[p][ns] if upcoming else None,
+            next_stop_sequence=sequences[p][ns] if upcoming else None,
         )
-        next_stop = ns if upcoming else None
-        out.append(
-            Progressed(bus, progress, inst, along, off, delay, next_stop, speed, calc, visits, stale, trace)
+        append(
+            Progressed(
+                bus,
+                progress,
+                inst,
+                along,
+                off,
+                delay,
+                ns if upcoming else None,
+                speed,
+                calc,
+                visits,
+                stale,
+                trace,
+            )
         )
     return out

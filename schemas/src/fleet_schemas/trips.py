@@ -4,6 +4,10 @@ JSON, like the live position, because serve forwards them to the booking
 platform and to browsers unchanged. Times are epoch milliseconds (UTC),
 distances metres, delays seconds (positive: late); convert at the edge that
 shows them to a person.
+
+The records made by thousands per batch (``StopEta``, ``TripEtas``, ``Calculated``, ``StopVisit``)
+skip the garbage collector (``gc=False``: they hold no cycles), so building them triggers no
+collections: collections were a fifth of ingest's processing step.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ AssignmentState = Literal["assigned", "candidate", "unassigned"]
 """``assigned``: the bus drives this trip; ``candidate``: the best guess, not sure yet; ``unassigned``."""
 
 
-class StopEta(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class StopEta(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """The prediction for one upcoming stop of a trip."""
 
     stop_sequence: int
@@ -31,7 +35,7 @@ class StopEta(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """90th percentile of the arrival"""
 
 
-class TripEtas(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class TripEtas(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """Every upcoming stop of one trip instance, as the booking API serves it."""
 
     operator: str
@@ -67,7 +71,7 @@ class StopArrival(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     updated_ms: int
 
 
-class Calculated(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Calculated(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """The live position's trip block: progress, delay and the next stop."""
 
     state: AssignmentState
@@ -88,7 +92,7 @@ class Calculated(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     next_stop_eta_ms: int | None = None
 
 
-class StopVisit(msgspec.Struct, frozen=True, kw_only=True):
+class StopVisit(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A bus served (or passed) one stop of its trip: what the historical travel times are learnt from.
 
     Emitted once, when the bus leaves the stop; a stop passed between two

@@ -125,8 +125,11 @@ def instance_key(trip_id: str, start_date: str, start_time: str) -> str:
     return f"{trip_id}/{start_date}/{start_time}"
 
 
-class EtaUpdate(msgspec.Struct, frozen=True):
-    """One instance's new prediction, and the stops it no longer comes to (off their boards)."""
+class EtaUpdate(msgspec.Struct, frozen=True, gc=False):
+    """One instance's new prediction, and the stops it no longer comes to (off their boards).
+
+    Untracked by the garbage collector (it holds no cycles): ingest makes one per bus per batch.
+    """
 
     etas: TripEtas
     gone_stop_ids: tuple[str, ...] = ()

@@ -44,6 +44,7 @@ from litestar.types import Scope
 from redis.exceptions import RedisError
 
 from fleet_serve.errors import ApiError, Forbidden, Unauthorized
+from fleet_serve.params import raw_header
 from fleet_serve.services import Services, ServicesDep
 from fleet_serve.settings import KeyKind, ServeSettings, TokenKey
 from fleet_store.errors import ConfigError
@@ -250,14 +251,10 @@ async def verify_token(services: Services, token: str) -> Claims:
 
 
 def bearer_token(scope: Scope) -> str:
-    """The token of ``Authorization: Bearer …``, else of ``?token=`` (browsers' websockets); 401 if none.
-
-    Read from the scope's raw headers (ASGI gives their names lower-cased): on the hot path this
-    skips building a Headers mapping for one header.
-    """
-    header = next((value for name, value in scope["headers"] if name == b"authorization"), None)
+    """The token of ``Authorization: Bearer …``, else of ``?token=`` (browsers' websockets); 401 if none."""
+    header = raw_header(scope, b"authorization")
     if header is not None:
-        scheme, _, value = header.decode("latin-1").partition(" ")
+        scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise Unauthorized("the Authorization header must be 'Bearer <token>'", code="token_missing")
         return value.strip()

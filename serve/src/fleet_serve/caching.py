@@ -25,6 +25,8 @@ from litestar import Request, Response
 from litestar.response.base import ASGIResponse
 from litestar.status_codes import HTTP_304_NOT_MODIFIED
 
+from fleet_serve.params import raw_header
+
 T = TypeVar("T")
 
 LIVE_MAX_AGE_S = 2
@@ -102,13 +104,5 @@ def respond(
     request: Request[Any, Any, Any], answer: Encoded, max_age_s: int = LIVE_MAX_AGE_S
 ) -> Response[Any]:
     """An answer already encoded, with its validators; an empty 304 when the client already holds it."""
-    held = _if_none_match(request)
+    held = raw_header(request.scope, b"if-none-match")
     return EncodedResponse(answer.sent(max_age_s, not_modified=matches(held, answer.etag)))
-
-
-def _if_none_match(request: Request[Any, Any, Any]) -> str | None:
-    """The ``If-None-Match`` header, read from the scope's raw headers (no ``Headers`` object built)."""
-    for name, value in request.scope["headers"]:
-        if name == b"if-none-match":
-            return value.decode("latin-1")
-    return None

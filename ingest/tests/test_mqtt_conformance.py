@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import asyncpg
 import pytest
 
 from fleet_ingest.keycache import KeyCache
@@ -30,6 +32,7 @@ from fleet_ingest.mqtt_wire import (
     PROP_RECEIVE_MAXIMUM,
     PROP_SERVER_KEEP_ALIVE,
     PROP_SESSION_EXPIRY,
+    PUBACK,
     SUBACK,
     SUBSCRIBE,
     packet,
@@ -40,7 +43,8 @@ from fleet_ingest.mqtt_wire import (
     varint,
 )
 from fleet_ingest.service import Ingest, IngestOptions, open_pool, open_redis
-from fleet_schemas import MAX_PACKET_BYTES
+from fleet_schemas import MAX_PACKET_BYTES, Frame, frames_topic, seal
+from fleet_store.devices import add_device
 from fleet_store.live import LiveState
 from fleet_store.secretbox import KeyEncryptionKey
 
@@ -475,4 +479,84 @@ def test_ingest_stops_promptly_during_a_connect_the_broker_never_answers(
             await pool.close()
             await redis_client.aclose()
 
+    _run(scenario)
+
+
+@pytest.mark.stack
+def test_overlapping_batches_ack_only_after_their_commit_and_in_arrival_order(
+    database_url: str, redis_url: str, operator_id: str
+) -> None:
+    """Ingest takes and checks the next batch while the one before commits; acks still follow commits.
+
+    PostgreSQL is held (a lock on the batch ledger) while two batches of five
+    messages arrive: nothing may be acked until it is released, and then every
+    message is acked once, in the order the broker sent them, and stored.
+    """
+    kek = KeyEncryptionKey(bytes(32))
+    now_ms = int(time.time() * 1000)
+    pubacks: list[int] = []
+
+    async def script(peer: Peer) -> None:
+        await peer.expect(CONNECT)
+        await peer.send(connack_packet())
+        await peer.expect(SUBSCRIBE)
+        # Frames and OwnTracks: two filters, both granted QoS 1.
+        await peer.send(packet(SUBACK, 0, struct.pack("!H", 1) + varint(0) + bytes([1, 1])))
+        await peer.send(b"".join(publish_packet(topic, payload, n) for n, payload in enumerate(payloads, 1)))
+        while (received := await peer._read())[0] != DISCONNECT:
+            if received[0] == PUBACK:
+                pubacks.append(struct.unpack("!H", received[2][:2])[0])
+            elif received[0] == PINGREQ:
+                await peer.send(packet(PINGRESP, 0, b""))
+
+    async def scenario() -> None:
+        conn = await asyncpg.connect(database_url)
+        pool = await open_pool(database_url)
+        redis_client = open_redis(redis_url)
+        try:
+            issued = await add_device(conn, kek, operator_id, f"{operator_id}-unit", f"{operator_id}-bus")
+            key = issued.key
+            frames = [
+                Frame(
+                    device=key.device,
+                    bus=f"{operator_id}-bus",
+                    seq=n,
+                    time_ms=now_ms - 10_000 + n * 1_000,
+                    lat=36.75,
+                    lon=3.06 + n * 1e-4,
+                )
+                for n in range(1, 11)
+            ]
+            payloads[:] = [seal([frame], key) for frame in frames]
+            holder = conn.transaction()
+            await holder.start()
+            await conn.execute("LOCK TABLE ingest_batches IN EXCLUSIVE MODE")
+            async with KeyCache(database_url, kek) as registry, scripted_peer(script) as (url, _):
+                ingest = Ingest(
+                    url,
+                    pool,
+                    LiveState(redis_client),
+                    registry,
+                    IngestOptions(client_id="pipelined", batch_max=5, flush_ms=50.0),
+                )
+                stop = asyncio.Event()
+                running = asyncio.create_task(ingest.run(stop))
+                await asyncio.sleep(1.0)
+                assert pubacks == [], "a message was acked before its batch committed"
+                await holder.rollback()
+                while len(pubacks) < 10:
+                    await asyncio.sleep(0.05)
+                stop.set()
+                await asyncio.wait_for(running, 10)
+            assert pubacks == list(range(1, 11)), "acks out of arrival order, or twice"
+            assert ingest.batches == 2
+            seqs = await conn.fetch("SELECT seq FROM positions WHERE device = $1 ORDER BY seq", key.device)
+            assert [r["seq"] for r in seqs] == list(range(1, 11))
+        finally:
+            await conn.close()
+            await pool.close()
+            await redis_client.aclose()
+
+    topic = frames_topic(operator_id, f"{operator_id}-unit")
+    payloads: list[bytes] = []
     _run(scenario)

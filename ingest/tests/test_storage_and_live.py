@@ -16,7 +16,7 @@ import redis
 import redis.asyncio as aioredis
 
 from fleet_ingest.assess import Accepted, Incoming, Rejected
-from fleet_ingest.live import live_positions
+from fleet_ingest.live import newest_positions
 from fleet_ingest.service import open_pool
 from fleet_ingest.storage import (
     _MARK_PENDING,
@@ -125,7 +125,7 @@ def test_rejected_frames_keep_their_raw_bytes_and_reason(database_url: str) -> N
 
 async def _update(live: LiveState, *frames: Accepted) -> int:
     """Write accepted frames to the live state as ingest does, received at NOW_MS."""
-    return (await live.update(live_positions(frames, NOW_MS), NOW_MS)).moved
+    return (await live.update(newest_positions(frames, NOW_MS), NOW_MS)).moved
 
 
 def test_live_position_moves_forward_only_and_is_published(redis_url: str) -> None:
@@ -169,7 +169,7 @@ def test_processing_state_is_written_only_at_the_version_it_was_read(redis_url: 
             (6, ProcessingWrite(0, b"p6", b"d6", [b'{"e":6}'])),  # read before the first write: loses
             (6, ProcessingWrite(1, b"p6", b"d6", [b'{"e":6}'])),  # read again: wins
         ]:
-            updated = await live.update(live_positions([accepted(seq)], NOW_MS), NOW_MS, {bus: write})
+            updated = await live.update(newest_positions([accepted(seq)], NOW_MS), NOW_MS, {bus: write})
             conflicts.append(updated.conflicts)
         held = await live.processing([bus, ("op-a", "BUS-02")])
         position = await live.position(*bus)
@@ -191,7 +191,7 @@ def test_a_silent_bus_is_declared_offline_once_whoever_sweeps(redis_url: str) ->
         live = LiveState(client, ttl_s=60)
         bus = ("op-a", "BUS-01")
         await live.update(
-            live_positions([accepted(5)], NOW_MS), NOW_MS, {bus: ProcessingWrite(0, None, b"s")}
+            newest_positions([accepted(5)], NOW_MS), NOW_MS, {bus: ProcessingWrite(0, None, b"s")}
         )
         early = await live.silent("op-a", NOW_MS - 1)
         silent = await live.silent("op-a", NOW_MS + 1_000)

@@ -67,8 +67,8 @@ def run_app(app: Litestar, serve_settings: ServeSettings) -> None:
     """
     import uvicorn
 
-    from fleet_serve.collector import tune_collector
     from fleet_serve.settings import uvicorn_options
+    from fleet_store.collector import tune_collector
 
     tune_collector()
 

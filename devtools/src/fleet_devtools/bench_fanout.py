@@ -49,8 +49,8 @@ from fleet_devtools.stack import free_port
 from fleet_schemas.live import LivePosition
 from fleet_schemas.trips import TripEtas
 from fleet_serve.auth import Role, issue_token
-from fleet_serve.collector import tune_collector
 from fleet_serve.settings import ServeSettings, TokenKey
+from fleet_store.collector import tune_collector
 from fleet_store.etas import EtaBoards, EtaUpdate
 from fleet_store.live import LiveState
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-import msgspec
-
 from fleet_ingest.assess import Accepted, BusKey
 from fleet_processing.filters import BusTrack, PreviousFix
 from fleet_schemas.live import LivePosition
@@ -18,8 +16,22 @@ from fleet_schemas.trips import Calculated
 from fleet_store.live import LiveState
 
 
-def live_positions(accepted: Iterable[Accepted], received_ms: int) -> list[LivePosition]:
-    """The live record of each accepted frame, stamped with when the server received it."""
+def newest_positions(
+    accepted: Iterable[Accepted], received_ms: int, calculated: Mapping[BusKey, Calculated] | None = None
+) -> list[LivePosition]:
+    """Each bus's newest accepted frame as its live record, stamped with when the server received it.
+
+    The older frames of a batch never reach Redis, so only one record per bus is
+    built (a one-frame-message batch holds about twenty fixes of each bus). It
+    carries the bus's trip block from ``calculated``, if any.
+    """
+    newest: dict[BusKey, Accepted] = {}
+    for item in accepted:
+        key = (item.operator, item.frame.bus)
+        held = newest.get(key)
+        if held is None or (item.frame.time_ms, item.frame.seq) > (held.frame.time_ms, held.frame.seq):
+            newest[key] = item
+    blocks = calculated or {}
     return [
         LivePosition(
             operator=item.operator,
@@ -34,29 +46,11 @@ def live_positions(accepted: Iterable[Accepted], received_ms: int) -> list[LiveP
             accuracy_m=f.accuracy_m,
             trip_id=f.trip_id,
             received_ms=received_ms,
+            calculated=blocks.get(key),
         )
-        for item in accepted
+        for key, item in newest.items()
         for f in (item.frame,)
     ]
-
-
-def with_trip_blocks(
-    positions: list[LivePosition], calculated: Mapping[BusKey, Calculated]
-) -> list[LivePosition]:
-    """Each bus's newest position with its trip block (older ones of the batch never reach Redis)."""
-    if not calculated:
-        return positions
-    newest: dict[BusKey, int] = {}
-    for i, p in enumerate(positions):
-        held = newest.get((p.operator, p.bus))
-        if held is None or (p.time_ms, p.seq) > (positions[held].time_ms, positions[held].seq):
-            newest[(p.operator, p.bus)] = i
-    out = list(positions)
-    for key, i in newest.items():
-        block = calculated.get(key)
-        if block is not None:
-            out[i] = msgspec.structs.replace(out[i], calculated=block)
-    return out
 
 
 async def previous(live: LiveState, buses: Iterable[BusKey]) -> dict[BusKey, BusTrack]:

@@ -23,6 +23,7 @@ from fleet_ingest.service import Ingest, IngestOptions, open_pool, open_redis, s
 from fleet_ingest.settings import HttpIngestSettings, IngestSettings
 from fleet_ingest.tokencache import TokenCache
 from fleet_schemas.backoff import sleep_unless_stopped
+from fleet_store.collector import tune_collector
 from fleet_store.errors import ConfigError
 from fleet_store.etas import EtaBoards
 from fleet_store.events import EventOutbox
@@ -125,6 +126,7 @@ async def run_ingest(
         async with KeyCache(urls.database_url, kek) as registry:
             ingest = _pipeline(settings, ingest_settings, urls, pool, redis_client, registry, options)
             upkeep = asyncio.create_task(_maintenance(urls.database_url, settings, stop))
+            tune_collector()
             try:
                 await ingest.run(stop)
             finally:

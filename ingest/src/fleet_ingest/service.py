@@ -5,11 +5,14 @@ or after ``flush_ms``), assess it (pure), commit it to PostgreSQL, run the
 processing step (pure: progress, ETAs, detectors) from each bus's state in
 Redis, write positions, states and events back with a compare-and-set per
 bus (a bus another process advanced meanwhile is recomputed from the state
-that won), store and publish the events, then PUBACK every message in it. A failed write is
+that won), store and publish the events, then PUBACK every message in it.
+The next batch is taken and assessed while one commits (the CPU work here
+overlaps the wait on PostgreSQL and Redis); commits and acks still go one
+batch at a time, in arrival order. A failed write is
 retried with backoff and nothing is acked meanwhile; the consumer's receive
 maximum then stops the broker from sending more (backpressure), and the
-broker keeps the rest in the persistent session. SIGTERM finishes the batch
-in hand, acks it and disconnects; what was received but not acked comes
+broker keeps the rest in the persistent session. SIGTERM finishes the batches
+in hand, acks them and disconnects; what was received but not acked comes
 again after the restart and is deduplicated by (device, seq).
 
 The HTTP front (``fleet ingest http``) runs the same steps through
@@ -40,7 +43,7 @@ from fleet_ingest import metrics, owntracks
 from fleet_ingest.assess import Accepted, Assessment, BusKey, DeviceInfo, Incoming, assess
 from fleet_ingest.detectors import Detectors
 from fleet_ingest.feeds import Networks
-from fleet_ingest.live import live_positions, previous, with_trip_blocks
+from fleet_ingest.live import newest_positions, previous
 from fleet_ingest.mqtt_consumer import BATCH_MAX_BYTES, Consumer, Message, MqttError
 from fleet_ingest.storage import Stored, prepare_connection, store_messages
 from fleet_ingest.trips import Followed, SavedBus, follow
@@ -80,6 +83,19 @@ class Taken(msgspec.Struct):
     outcome: Assessment
     stored: Stored
     live: list[Accepted]
+
+
+class _Checked(msgspec.Struct, frozen=True):
+    """A batch taken from the broker and checked, waiting for its turn to commit."""
+
+    messages: list[Message]
+    incoming: list[Incoming]
+    outcome: Assessment | None
+    """None when the batch held nothing to assess (OwnTracks chatter only)"""
+    ignored: list[str]
+    """OwnTracks message types that carry no position, counted"""
+    started: float
+    """monotonic time the batch was taken"""
 
 
 CAS_ROUNDS = 8
@@ -281,18 +297,38 @@ class Ingest:
             stopping.cancel()
 
     async def _consume(self, consumer: Consumer, stopping: asyncio.Future[Literal[True]]) -> bool:
-        """Batches until stopped (False) or idle in burst mode (True)."""
+        """Batches until stopped (False) or idle in burst mode (True).
+
+        Two batches are in hand at most: the next one is taken and checked (CPU
+        in this process) while the one before it commits (waiting on PostgreSQL
+        and Redis), so neither waits for the other. Commits, live updates and
+        acks still go one batch at a time, in the order the batches came.
+        """
         idle_since = time.monotonic()
-        while not stopping.done():
-            messages = await self._take(consumer, stopping)
-            metrics.IN_FLIGHT.set(consumer.waiting + len(messages))
-            if not messages:
-                burst = self._options.burst_idle_s
-                if burst is not None and time.monotonic() - idle_since >= burst:
-                    return True
-                continue
-            await self._handle(consumer, messages)
-            idle_since = time.monotonic()
+        committing: asyncio.Task[None] | None = None
+        try:
+            while not stopping.done():
+                messages = await self._take(consumer, stopping)
+                metrics.IN_FLIGHT.set(consumer.waiting + len(messages))
+                if not messages:
+                    if committing is not None:  # its acks may be what lets the broker send more
+                        previous, committing = committing, None
+                        await previous
+                        idle_since = time.monotonic()
+                        continue
+                    burst = self._options.burst_idle_s
+                    if burst is not None and time.monotonic() - idle_since >= burst:
+                        return True
+                    continue
+                checked = await self._check(consumer, messages)
+                if committing is not None:
+                    previous, committing = committing, None
+                    await previous
+                committing = asyncio.create_task(self._commit_and_ack(consumer, checked))
+                idle_since = time.monotonic()
+        finally:
+            if committing is not None:
+                await committing
         return False
 
     async def _take(self, consumer: Consumer, stopping: asyncio.Future[Literal[True]]) -> list[Message]:
@@ -313,19 +349,24 @@ class Ingest:
             await asyncio.sleep(options.flush_ms / 1000)
         return consumer.take(options.batch_max, options.batch_max_bytes)
 
-    async def _handle(self, consumer: Consumer, messages: list[Message]) -> None:
+    async def _check(self, consumer: Consumer, messages: list[Message]) -> _Checked:
+        """Sort out one batch's OwnTracks chatter and assess the rest (the batch's CPU work)."""
         started = time.monotonic()
         registry = self._registry
         incoming, ignored = owntracks.sort_out(
             ((m.topic, m.payload) for m in messages), registry.tracker, registry.device
         )
-        if incoming:
-            await self.take_in(incoming)
-        for kind in ignored:
+        outcome = await self._assess(incoming) if incoming else None
+        return _Checked(messages, incoming, outcome, ignored, started)
+
+    async def _commit_and_ack(self, consumer: Consumer, checked: _Checked) -> None:
+        if checked.outcome is not None:
+            await self._commit(checked.incoming, checked.outcome)
+        for kind in checked.ignored:
             metrics.OWNTRACKS_IGNORED.labels(kind if kind in KNOWN_TYPES else "other").inc()
-        consumer.ack([m.packet_id for m in messages])
-        metrics.MESSAGES.inc(len(messages))
-        metrics.FLUSH_SECONDS.observe(time.monotonic() - started)
+        consumer.ack([m.packet_id for m in checked.messages])
+        metrics.MESSAGES.inc(len(checked.messages))
+        metrics.FLUSH_SECONDS.observe(time.monotonic() - checked.started)
         self.batches += 1
 
     async def take_in(self, incoming: list[Incoming]) -> Taken:
@@ -335,11 +376,13 @@ class Ingest:
         down past ``give_up_s``. A Redis failure after the commit does not undo
         it: the frames are in history, and only their live update is lost.
         """
-        outcome = await self._assess(incoming)
+        return await self._commit(incoming, await self._assess(incoming))
+
+    async def _commit(self, incoming: list[Incoming], outcome: Assessment) -> Taken:
+        """Store an assessed batch, then process and show live what it kept."""
         batch_id = uuid.uuid4()
         stored = await self._retry("postgresql", lambda: self._store(batch_id, incoming, outcome))
         live = stored.kept(outcome.accepted)
-        self._buses.update(outcome.tracks)
         self._count(outcome, stored, live)
         if live:
             try:
@@ -365,20 +408,26 @@ class Ingest:
         )
 
     async def _assess(self, incoming: list[Incoming]) -> Assessment:
+        """Assess a batch and remember its buses' tracks for the next one's checks.
+
+        The tracks are kept before the batch commits, so the next batch can be
+        checked meanwhile; a batch that then fails to commit comes again, and a
+        frame judged against a track that already holds it passes again.
+        """
         outcome = self._checked(incoming)
         unknown = {
             (a.operator, a.frame.bus)
             for a in outcome.accepted
             if (a.operator, a.frame.bus) not in self._buses
         }
-        if not unknown:
-            return outcome
-        # First frames of buses this process has not seen: check them against Redis's last fix too.
-        seeded = await self._retry("redis", lambda: previous(self._live, unknown))
-        if not seeded:
-            return outcome
-        self._buses.update(seeded)
-        return self._checked(incoming)
+        if unknown:
+            # First frames of buses this process has not seen: check them against Redis's last fix too.
+            seeded = await self._retry("redis", lambda: previous(self._live, unknown))
+            if seeded:
+                self._buses.update(seeded)
+                outcome = self._checked(incoming)
+        self._buses.update(outcome.tracks)
+        return outcome
 
     async def _store(self, batch_id: uuid.UUID, incoming: list[Incoming], outcome: Assessment) -> Stored:
         started = time.monotonic()
@@ -561,9 +610,7 @@ class Ingest:
     ) -> Updated:
         started = time.monotonic()
         now_ms = int(time.time() * 1000)
-        positions = live_positions(accepted, now_ms)
-        if followed is not None:
-            positions = with_trip_blocks(positions, followed.calculated)
+        positions = newest_positions(accepted, now_ms, followed.calculated if followed is not None else None)
         updated = await self._live.update(positions, now_ms, writes)
         metrics.REDIS_WRITE_SECONDS.observe(time.monotonic() - started)
         return updated

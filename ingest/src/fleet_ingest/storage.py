@@ -38,7 +38,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import msgspec
@@ -78,7 +78,7 @@ _STAGING = "positions_staging"
 # Built from the constant names above, never from input.
 _CLAIM_IDS = (
     f"INSERT INTO frame_ids (device, seq, time) SELECT device, seq, time FROM {_STAGING}"
-    " ON CONFLICT DO NOTHING RETURNING device, seq, time"
+    " ON CONFLICT DO NOTHING RETURNING device, seq"
 )
 _UNSTAGE = f"DELETE FROM {_STAGING} WHERE (device, seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))"
 _MOVE = f"INSERT INTO positions ({_STAGED}, received_at) SELECT {_STAGED}, clock_timestamp() FROM {_STAGING}"
@@ -144,6 +144,10 @@ async def prepare_connection(conn: asyncpg.Connection) -> None:
         f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} ON COMMIT DELETE ROWS"
         f" AS SELECT {_STAGED} FROM positions WITH NO DATA"
     )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 
 def _fix_time(frame_ms: int) -> datetime:
@@ -224,13 +228,13 @@ async def store_batch(
                 records=[_position_row(a) for a in first.values()],
                 columns=POSITION_COLUMNS,
             )
-            fresh = {(r["device"], r["seq"]): r["time"] for r in await conn.fetch(_CLAIM_IDS)}
+            fresh = {(r["device"], r["seq"]) for r in await conn.fetch(_CLAIM_IDS)}
             if len(fresh) < len(first):  # stored before: not again (no join in the usual all-new batch)
                 known = [key for key in first if key not in fresh]
                 await conn.execute(_UNSTAGE, [device for device, _ in known], [seq for _, seq in known])
             await conn.execute(_MOVE)
-            stored.new = set(fresh)
-            conflicting = await _seq_conflicts(conn, fresh, accepted)
+            stored.new = fresh
+            conflicting = await _seq_conflicts(conn, fresh, first, accepted)
             stored.conflicts = {(*_key(a), a.frame.time_ms) for a in conflicting}
             stored.refused = [_conflict_row(a) for a in conflicting]
             rejections += stored.refused
@@ -247,24 +251,24 @@ def _key(item: Accepted) -> tuple[str, int]:
 
 async def _seq_conflicts(
     conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
-    fresh: dict[tuple[str, int], datetime],
+    fresh: set[tuple[str, int]],
+    first: dict[tuple[str, int], Accepted],
     accepted: Sequence[Accepted],
 ) -> list[Accepted]:
     """The frames whose identity is stored (now or before) with another fix time.
 
-    Only frames whose identity was not new this time are looked up (redeliveries, mostly), one
-    index probe each; in a batch without them there is no query at all.
+    A new identity was stored with the fix time of its ``first`` copy in the batch. Only the
+    frames whose identity was not new are looked up (redeliveries, mostly), one index probe
+    each; in a batch without them there is no query at all.
     """
     if len(fresh) == len(accepted):
         return []  # every frame was a new identity of its own: the usual batch
+    stored_ms = {key: first[key].frame.time_ms for key in fresh}
     seen = [a for a in accepted if _key(a) not in fresh]
-    times = dict(fresh)
     if seen:
         rows = await conn.fetch(_STORED_TIMES, [a.frame.device for a in seen], [a.frame.seq for a in seen])
-        times.update({(r["device"], r["seq"]): r["time"] for r in rows})
-    return [
-        item for item in accepted if (sent := _fix_time(item.frame.time_ms)) != times.get(_key(item), sent)
-    ]
+        stored_ms.update({(r["device"], r["seq"]): (r["time"] - _EPOCH) // _MS for r in rows})
+    return [item for item in accepted if stored_ms.get(_key(item), item.frame.time_ms) != item.frame.time_ms]
 
 
 def _conflict_row(item: Accepted) -> Rejected:

@@ -60,7 +60,7 @@ def serve(settings: Settings, addr: str | None, openapi_file: TextIO | None) -> 
 
 def run_app(app: Litestar, serve_settings: ServeSettings) -> None:
     """Serve ``app`` as ``fleet serve`` does: one uvicorn process (uvloop, httptools), graceful stop,
-    the garbage collector tuned for many connections (``fleet_serve.collector``).
+    the garbage collector tuned for many connections (``fleet_store.collector``).
 
     uvloop and httptools named, not left to ``auto``: without them uvicorn falls back to asyncio's
     loop and the pure-Python h11 parser, and a node answers a few times fewer requests.

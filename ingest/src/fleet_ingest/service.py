@@ -312,18 +312,18 @@ class Ingest:
                 metrics.IN_FLIGHT.set(consumer.waiting + len(messages))
                 if not messages:
                     if committing is not None:  # its acks may be what lets the broker send more
-                        previous, committing = committing, None
-                        await previous
+                        earlier, committing = committing, None
+                        await earlier
                         idle_since = time.monotonic()
                         continue
                     burst = self._options.burst_idle_s
                     if burst is not None and time.monotonic() - idle_since >= burst:
                         return True
                     continue
-                checked = await self._check(consumer, messages)
+                checked = await self._check(messages)
                 if committing is not None:
-                    previous, committing = committing, None
-                    await previous
+                    earlier, committing = committing, None
+                    await earlier
                 committing = asyncio.create_task(self._commit_and_ack(consumer, checked))
                 idle_since = time.monotonic()
         finally:
@@ -349,7 +349,7 @@ class Ingest:
             await asyncio.sleep(options.flush_ms / 1000)
         return consumer.take(options.batch_max, options.batch_max_bytes)
 
-    async def _check(self, consumer: Consumer, messages: list[Message]) -> _Checked:
+    async def _check(self, messages: list[Message]) -> _Checked:
         """Sort out one batch's OwnTracks chatter and assess the rest (the batch's CPU work)."""
         started = time.monotonic()
         registry = self._registry

@@ -38,13 +38,14 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
 
 from fleet_ingest.assess import Accepted, Incoming, Rejected, claimed_by
 from fleet_schemas import encode_frame, frames_topic
+from fleet_store.events import epoch_ms
 
 log = logging.getLogger("fleet_ingest.storage")
 
@@ -144,10 +145,6 @@ async def prepare_connection(conn: asyncpg.Connection) -> None:
         f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} ON COMMIT DELETE ROWS"
         f" AS SELECT {_STAGED} FROM positions WITH NO DATA"
     )
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
 
 
 def _fix_time(frame_ms: int) -> datetime:
@@ -267,7 +264,7 @@ async def _seq_conflicts(
     seen = [a for a in accepted if _key(a) not in fresh]
     if seen:
         rows = await conn.fetch(_STORED_TIMES, [a.frame.device for a in seen], [a.frame.seq for a in seen])
-        stored_ms.update({(r["device"], r["seq"]): (r["time"] - _EPOCH) // _MS for r in rows})
+        stored_ms.update({(r["device"], r["seq"]): epoch_ms(r["time"]) for r in rows})
     return [item for item in accepted if stored_ms.get(_key(item), item.frame.time_ms) != item.frame.time_ms]
 
 

@@ -88,6 +88,7 @@ def test_the_page_is_revalidated_and_its_hashed_assets_are_cached_for_good(
     page = client.get("/map")
     assert page.status_code == 200
     assert page.headers["cache-control"] == "no-cache"
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
     assert "default-src 'self'" in page.headers["content-security-policy"]
     script = next(p.name for p in map_bundle.glob("main-*.js"))
     assert f"/map/static/{script}" in page.text

@@ -22,6 +22,7 @@ import anyio
 import msgspec
 from litestar import Response, get
 from litestar.datastructures import CacheControlHeader
+from litestar.enums import MediaType
 from litestar.params import HeaderParameter
 from litestar.response import File
 from litestar.static_files import create_static_files_router
@@ -63,7 +64,7 @@ def map_page() -> Response[bytes]:
         )
     return Response(
         content=INDEX.read_bytes(),
-        media_type="text/html; charset=utf-8",
+        media_type=MediaType.HTML,  # Litestar adds the charset itself
         headers={
             "Cache-Control": "no-cache",
             # the page and everything it loads come from this server; websockets to it too

@@ -69,9 +69,27 @@ def seen(fix: Fix) -> tuple[object, ...]:
     return (fix.time_iso, round(fix.lat, 9), round(fix.lon, 9), speed, fix.mode, fix.hdop, fix.satellites)
 
 
+class Gpsd(msgspec.Struct):
+    """A private gpsd on ``port`` reading a pty; ``play`` writes the capture into the pty."""
+
+    port: int
+    master: int
+    player: threading.Thread | None = None
+
+    def play(self) -> None:
+        def write() -> None:
+            for line in CAPTURE.read_bytes().splitlines(keepends=True):
+                if not line.startswith(b"#"):
+                    os.write(self.master, line)
+                    time.sleep(0.002)
+
+        self.player = threading.Thread(target=write, daemon=True)
+        self.player.start()
+
+
 @pytest.fixture
-def gpsd_port() -> Iterator[int]:
-    """A port where a private gpsd serves ``CAPTURE``, written into its pty about 1.5 s from now."""
+def gpsd() -> Iterator[Gpsd]:
+    """A private gpsd whose pty gets ``CAPTURE`` only when the test says so."""
     if not CAPTURE.exists():
         pytest.skip(f"capture {CAPTURE} is absent")
     assert GPSD is not None
@@ -79,23 +97,15 @@ def gpsd_port() -> Iterator[int]:
     device = os.ttyname(slave)
     os.chmod(device, 0o666)  # noqa: S103 - a test's pty; gpsd started as root reads it as its own user
     port = free_port()
-    gpsd = subprocess.Popen([GPSD, "-N", "-n", "-b", "-S", str(port), device], stderr=subprocess.DEVNULL)
-
-    def play() -> None:
-        time.sleep(1.5)  # the source connects and watches meanwhile
-        for line in CAPTURE.read_bytes().splitlines(keepends=True):
-            if not line.startswith(b"#"):
-                os.write(master, line)
-                time.sleep(0.002)
-
-    player = threading.Thread(target=play, daemon=True)
-    player.start()
+    process = subprocess.Popen([GPSD, "-N", "-n", "-b", "-S", str(port), device], stderr=subprocess.DEVNULL)
+    served = Gpsd(port=port, master=master)
     try:
-        yield port
+        yield served
     finally:
-        gpsd.terminate()
-        gpsd.wait(timeout=10)
-        player.join(timeout=30)
+        process.terminate()
+        process.wait(timeout=10)
+        if served.player is not None:
+            served.player.join(timeout=30)
         os.close(master)
         os.close(slave)
 
@@ -109,12 +119,27 @@ async def take(source: GpsdSource, count: int) -> list[Fix]:
     return fixes
 
 
+async def play_once_watching(source: GpsdSource, gpsd: Gpsd) -> None:
+    """Starts the capture once gpsd has answered the source's WATCH, so no sentence precedes the watch."""
+    while source.counters.skipped < 2:  # VERSION on connect, then DEVICES/WATCH for the watch
+        await asyncio.sleep(0.02)
+    gpsd.play()
+
+
+async def take_capture(source: GpsdSource, gpsd: Gpsd, count: int) -> list[Fix]:
+    player = asyncio.create_task(play_once_watching(source, gpsd))
+    try:
+        return await take(source, count)
+    finally:
+        player.cancel()
+
+
 @needs_gpsd
-def test_source_yields_every_fix_gpsd_reports_for_a_real_capture(gpsd_port: int) -> None:
+def test_source_yields_every_fix_gpsd_reports_for_a_real_capture(gpsd: Gpsd) -> None:
     expected = expected_fixes(CAPTURE.with_name(CAPTURE.name + ".chk"))
-    # gpsd is not listening yet when the source first connects: that exercises the retry too.
-    source = GpsdSource("127.0.0.1", gpsd_port, retry_s=0.1, max_retry_s=0.5)
-    fixes = asyncio.run(asyncio.wait_for(take(source, len(expected)), TIMEOUT_S))
+    # gpsd may not be listening yet when the source first connects: that exercises the retry too.
+    source = GpsdSource("127.0.0.1", gpsd.port, retry_s=0.1, max_retry_s=0.5)
+    fixes = asyncio.run(asyncio.wait_for(take_capture(source, gpsd, len(expected)), TIMEOUT_S))
     print(f"{CAPTURE.name}: {len(fixes)} fixes from gpsd, {len(expected)} TPVs with a fix in the .chk")
     print(source.counters)
     assert [seen(fix) for fix in fixes] == expected

@@ -120,12 +120,13 @@ def assess(
     previous: Mapping[BusKey, BusTrack],
     policy: FilterPolicy,
     now_ms: int,
+    first_index: int = 0,
 ) -> Assessment:
-    """Verify and check every frame of every message."""
+    """Verify and check every frame of every message; the first is message ``first_index`` of its batch."""
     accepted: list[Accepted] = []
     rejected: list[Rejected] = []
     tracks: dict[BusKey, BusTrack] = {}
-    for index, message in enumerate(messages):
+    for index, message in enumerate(messages, first_index):
         auth = message.authenticated
         if auth is not None and auth.reason is not None:  # the front could not decode it
             rejected.append(

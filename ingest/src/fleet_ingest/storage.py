@@ -76,13 +76,32 @@ POSITION_COLUMNS = (
 )
 _STAGED = ", ".join(POSITION_COLUMNS)
 _STAGING = "positions_staging"
-# Built from the constant names above, never from input.
-_CLAIM_IDS = (
-    f"INSERT INTO frame_ids (device, seq, time) SELECT device, seq, time FROM {_STAGING}"
-    " ON CONFLICT DO NOTHING RETURNING device, seq"
+_CLAIM_BATCH = "INSERT INTO ingest_batches (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id"
+# Built from the constant names above, never from input. One statement, one round trip, for the
+# whole of an accepted batch: its claim, its identities' claims, the move of the new ones into
+# positions, the minutes whose rollups they make stale (one row per batch and minute, never
+# updated: see fleet_store.maintain for why that cannot lose a minute). It answers whether the
+# batch was new and which staged identities were stored before (none in the usual batch).
+_COMMIT_STAGED = f"""
+WITH batch AS (
+    {_CLAIM_BATCH}
+), claimed AS (
+    INSERT INTO frame_ids (device, seq, time)
+    SELECT device, seq, time FROM {_STAGING} WHERE EXISTS (SELECT FROM batch)
+    ON CONFLICT DO NOTHING RETURNING device, seq, time
+), moved AS (
+    INSERT INTO positions ({_STAGED}, received_at)
+    SELECT {", ".join(f"s.{c}" for c in POSITION_COLUMNS)}, clock_timestamp()
+    FROM {_STAGING} AS s JOIN claimed USING (device, seq)
+), pending AS (
+    INSERT INTO rollup_pending (bucket) SELECT DISTINCT time_bucket('1 minute', time) FROM claimed
 )
-_UNSTAGE = f"DELETE FROM {_STAGING} WHERE (device, seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))"
-_MOVE = f"INSERT INTO positions ({_STAGED}, received_at) SELECT {_STAGED}, clock_timestamp() FROM {_STAGING}"
+SELECT EXISTS (SELECT FROM batch) AS new_batch, array_agg(device) AS devices, array_agg(seq) AS seqs
+FROM (
+    SELECT device, seq FROM {_STAGING} WHERE EXISTS (SELECT FROM batch)
+    EXCEPT ALL SELECT device, seq FROM claimed
+) AS known
+"""
 # Only for the frames whose identity was not new (redeliveries, mostly): an index lookup each.
 _STORED_TIMES = (
     "SELECT device, seq, time FROM frame_ids"
@@ -100,11 +119,6 @@ WITH r AS (
 INSERT INTO rejected_frames (topic, reason, detail, device, seq, raw, raw_length, raw_sha256, fingerprint)
 SELECT DISTINCT ON (r.fingerprint) r.* FROM r JOIN claimed USING (fingerprint)
 """
-_CLAIM_BATCH = "INSERT INTO ingest_batches (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id"
-# One row per batch and minute, never updated: see fleet_store.maintain for why that cannot lose a minute.
-_MARK_PENDING = (
-    f"INSERT INTO rollup_pending (bucket) SELECT DISTINCT time_bucket('1 minute', time) FROM {_STAGING}"
-)
 
 
 class Stored(msgspec.Struct):
@@ -213,8 +227,6 @@ async def store_batch(
     """
     stored = Stored()
     async with pool.acquire() as conn, conn.transaction():
-        if await conn.fetchval(_CLAIM_BATCH, batch_id) is None:
-            return stored  # committed by the attempt whose answer was lost
         rejections = list(rejected)
         if accepted:
             # One staged row per identity: the first of a batch's copies; the rest are duplicates
@@ -225,17 +237,21 @@ async def store_batch(
                 records=[_position_row(a) for a in first.values()],
                 columns=POSITION_COLUMNS,
             )
-            fresh = {(r["device"], r["seq"]) for r in await conn.fetch(_CLAIM_IDS)}
-            if len(fresh) < len(first):  # stored before: not again (no join in the usual all-new batch)
-                known = [key for key in first if key not in fresh]
-                await conn.execute(_UNSTAGE, [device for device, _ in known], [seq for _, seq in known])
-            await conn.execute(_MOVE)
+            committed = await conn.fetchrow(_COMMIT_STAGED, batch_id)
+            assert committed is not None  # an aggregate without GROUP BY: always one row
+            if not committed["new_batch"]:
+                return stored  # committed by the attempt whose answer was lost
+            known = committed["devices"] or ()
+            fresh = set(first)
+            if known:  # stored before: not again
+                fresh.difference_update(zip(known, committed["seqs"], strict=True))
             stored.new = fresh
             conflicting = await _seq_conflicts(conn, fresh, first, accepted)
             stored.conflicts = {(*_key(a), a.frame.time_ms) for a in conflicting}
             stored.refused = [_conflict_row(a) for a in conflicting]
             rejections += stored.refused
-            await conn.execute(_MARK_PENDING)
+        elif await conn.fetchval(_CLAIM_BATCH, batch_id) is None:
+            return stored  # committed by the attempt whose answer was lost
         if rejections:
             status = await conn.execute(_REJECT, *_rejected_rows(rejections))
             stored.repeated = len(rejections) - int(status.split()[-1])

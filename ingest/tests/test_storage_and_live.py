@@ -19,7 +19,8 @@ from fleet_ingest.assess import Accepted, Incoming, Rejected
 from fleet_ingest.live import newest_positions
 from fleet_ingest.service import open_pool
 from fleet_ingest.storage import (
-    _COMMIT_STAGED,
+    _CLAIM_STAGED,
+    _MOVE_STAGED,
     POSITION_COLUMNS,
     RAW_KEPT_BYTES,
     Stored,
@@ -385,7 +386,8 @@ def test_a_minute_marked_while_its_rollup_is_refreshed_is_refreshed_again(databa
             await ingest_conn.copy_records_to_table(
                 "positions_staging", records=[_position_row(a) for a in later], columns=POSITION_COLUMNS
             )
-            await ingest_conn.fetchrow(_COMMIT_STAGED, uuid.uuid4())
+            await ingest_conn.fetchrow(_CLAIM_STAGED, uuid.uuid4(), len(later))
+            await ingest_conn.execute(_MOVE_STAGED)
             async with pool.acquire() as refresher:
                 await refresh_rollups(refresher)
             await transaction.commit()

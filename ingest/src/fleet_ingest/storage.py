@@ -77,30 +77,37 @@ POSITION_COLUMNS = (
 _STAGED = ", ".join(POSITION_COLUMNS)
 _STAGING = "positions_staging"
 _CLAIM_BATCH = "INSERT INTO ingest_batches (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id"
-# Built from the constant names above, never from input. One statement, one round trip, for the
-# whole of an accepted batch: its claim, its identities' claims, the move of the new ones into
-# positions, the minutes whose rollups they make stale (one row per batch and minute, never
-# updated: see fleet_store.maintain for why that cannot lose a minute). It answers whether the
-# batch was new and which staged identities were stored before (none in the usual batch).
-_COMMIT_STAGED = f"""
+# Built from the constant names above, never from input. The batch's claim and its identities'
+# claims, in one round trip; it answers whether the batch was new and which staged identities
+# were stored before (looked for only when fewer were claimed than staged: none in the usual
+# batch, which sends back no row per frame). $2 is the number of staged rows.
+_CLAIM_STAGED = f"""
 WITH batch AS (
     {_CLAIM_BATCH}
 ), claimed AS (
     INSERT INTO frame_ids (device, seq, time)
     SELECT device, seq, time FROM {_STAGING} WHERE EXISTS (SELECT FROM batch)
-    ON CONFLICT DO NOTHING RETURNING device, seq, time
-), moved AS (
-    INSERT INTO positions ({_STAGED}, received_at)
-    SELECT {", ".join(f"s.{c}" for c in POSITION_COLUMNS)}, clock_timestamp()
-    FROM {_STAGING} AS s JOIN claimed USING (device, seq)
-), pending AS (
-    INSERT INTO rollup_pending (bucket) SELECT DISTINCT time_bucket('1 minute', time) FROM claimed
+    ON CONFLICT DO NOTHING RETURNING device, seq
+), counted AS (
+    SELECT count(*) AS claimed FROM claimed
 )
-SELECT EXISTS (SELECT FROM batch) AS new_batch, array_agg(device) AS devices, array_agg(seq) AS seqs
-FROM (
-    SELECT device, seq FROM {_STAGING} WHERE EXISTS (SELECT FROM batch)
-    EXCEPT ALL SELECT device, seq FROM claimed
-) AS known
+SELECT EXISTS (SELECT FROM batch) AS new_batch,
+    CASE WHEN claimed < $2 THEN (
+        SELECT array_agg((device, seq)) FROM (
+            SELECT device, seq FROM {_STAGING} EXCEPT ALL SELECT device, seq FROM claimed
+        ) AS known
+    ) END AS known
+FROM counted
+"""
+_UNSTAGE = f"DELETE FROM {_STAGING} WHERE (device, seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))"
+# What is left staged is new: into positions, and the minutes whose rollups it makes stale
+# marked (one row per batch and minute, never updated: see fleet_store.maintain for why that
+# cannot lose a minute).
+_MOVE_STAGED = f"""
+WITH pending AS (
+    INSERT INTO rollup_pending (bucket) SELECT DISTINCT time_bucket('1 minute', time) FROM {_STAGING}
+)
+INSERT INTO positions ({_STAGED}, received_at) SELECT {_STAGED}, clock_timestamp() FROM {_STAGING}
 """
 # Only for the frames whose identity was not new (redeliveries, mostly): an index lookup each.
 _STORED_TIMES = (
@@ -237,14 +244,16 @@ async def store_batch(
                 records=[_position_row(a) for a in first.values()],
                 columns=POSITION_COLUMNS,
             )
-            committed = await conn.fetchrow(_COMMIT_STAGED, batch_id)
-            assert committed is not None  # an aggregate without GROUP BY: always one row
-            if not committed["new_batch"]:
+            claimed = await conn.fetchrow(_CLAIM_STAGED, batch_id, len(first))
+            assert claimed is not None  # an aggregate's row: always one
+            if not claimed["new_batch"]:
                 return stored  # committed by the attempt whose answer was lost
-            known = committed["devices"] or ()
             fresh = set(first)
-            if known:  # stored before: not again
-                fresh.difference_update(zip(known, committed["seqs"], strict=True))
+            if claimed["known"]:  # stored before: not again
+                known = [(device, seq) for device, seq in claimed["known"]]
+                fresh.difference_update(known)
+                await conn.execute(_UNSTAGE, [device for device, _ in known], [seq for _, seq in known])
+            await conn.execute(_MOVE_STAGED)
             stored.new = fresh
             conflicting = await _seq_conflicts(conn, fresh, first, accepted)
             stored.conflicts = {(*_key(a), a.frame.time_ms) for a in conflicting}

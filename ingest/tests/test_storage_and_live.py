@@ -21,10 +21,12 @@ from fleet_ingest.service import open_pool
 from fleet_ingest.storage import (
     _CLAIM_STAGED,
     _MOVE_STAGED,
+    PART_MIN_FRAMES,
     POSITION_COLUMNS,
     RAW_KEPT_BYTES,
     Stored,
     _position_row,
+    parts_by_device,
     store_batch,
     store_messages,
 )
@@ -370,6 +372,50 @@ def test_a_message_postgresql_refuses_is_isolated_and_kept_as_unstorable(databas
     assert [(r["reason"], bytes(r["raw"])) for r in rejected] == [("unstorable", b"message 2")]
     assert "CharacterNotInRepertoireError (22021)" in rejected[0]["detail"]
     assert poison not in stored.kept([*good, poison])
+
+
+def _two_devices_batch(frames_each: int) -> tuple[list[Incoming], list[Accepted]]:
+    """One message per frame, from two devices that land in different parts."""
+    incoming: list[Incoming] = []
+    items: list[Accepted] = []
+    for n in range(frames_each):
+        for device in ("unit-1", "unit-4"):
+            items.append(Accepted("op-a", f"{device}-k1", frame(device, n + 1), message=len(incoming)))
+            incoming.append(Incoming(f"fleet/v1/op-a/{device}/frames", b"signed bytes"))
+    return incoming, items
+
+
+def test_a_big_batch_is_split_by_device_and_small_ones_are_not() -> None:
+    incoming, items = _two_devices_batch(PART_MIN_FRAMES)
+    groups = parts_by_device(incoming, len(items), parts=2)
+    assert len(groups) == 2
+    assert sorted(i for group in groups for i in group) == list(range(len(incoming)))
+    for group in groups:
+        assert len({incoming[i].topic for i in group}) == 1, "one device's messages in one part"
+    assert parts_by_device(incoming, PART_MIN_FRAMES * 2 - 1, parts=2) == [list(range(len(incoming)))]
+    assert parts_by_device(incoming, len(items), parts=1) == [list(range(len(incoming)))]
+
+
+def test_a_batch_stored_in_concurrent_parts_is_stored_once_and_a_retry_redoes_only_the_missing_part(
+    database_url: str,
+) -> None:
+    incoming, items = _two_devices_batch(PART_MIN_FRAMES)
+    batch = uuid.uuid4()
+
+    async def work(pool: asyncpg.Pool) -> tuple[Stored, Stored, Stored, int]:
+        first = await store_messages(pool, batch, incoming, items, [], parts=2)
+        # An attempt that knows part 0 committed (as after part 1 failed) runs part 1 only: its
+        # commit was already made, so it finds nothing new, and part 0's answer is the one kept.
+        kept = Stored(new={("unit-4", 0)})
+        retried = await store_messages(pool, batch, incoming, items, [], parts=2, done={0: kept})
+        again = await store_messages(pool, batch, incoming, items, [], parts=2)
+        return first, retried, again, await pool.fetchval("SELECT count(*) FROM positions")
+
+    first, retried, again, count = _run(database_url, work)
+    assert count == len(items)
+    assert first.new == {(a.frame.device, a.frame.seq) for a in items}
+    assert retried.new == {("unit-4", 0)}
+    assert again.new == set(), "the same batch id stores nothing twice"
 
 
 def test_a_minute_marked_while_its_rollup_is_refreshed_is_refreshed_again(database_url: str) -> None:

@@ -150,6 +150,7 @@ def _options(
         client_id=client_id,
         share_group=ingest_settings.group,
         batch_max=ingest_settings.batch_max,
+        store_parts=ingest_settings.store_parts,
         flush_ms=ingest_settings.flush_ms,
         session_expiry_s=ingest_settings.session_expiry_s,
         live_ttl_s=settings.live_ttl_s,

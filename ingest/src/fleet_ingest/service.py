@@ -45,6 +45,7 @@ from fleet_ingest.detectors import Detectors
 from fleet_ingest.feeds import Networks
 from fleet_ingest.live import newest_positions, previous
 from fleet_ingest.mqtt_consumer import BATCH_MAX_BYTES, Consumer, Message, MqttError
+from fleet_ingest.settings import POOL_CONNECTIONS
 from fleet_ingest.storage import Stored, prepare_connection, store_messages
 from fleet_ingest.trips import Followed, SavedBus, follow
 from fleet_processing.detect import STATE_ENCODER, load_state, went_offline
@@ -131,6 +132,8 @@ class IngestOptions(msgspec.Struct, frozen=True):
     """payload per batch, so a batch of big messages cannot block the event loop for seconds"""
     flush_ms: float = 5.0
     receive_maximum: int = 20_000
+    store_parts: int = 2
+    """transactions a big batch is stored in, concurrently (FLEET_INGEST_STORE_PARTS); at most the pool's"""
     session_expiry_s: int = 604_800
     """how long the broker queues this instance's share while it is away (FLEET_INGEST_SESSION_EXPIRY_S)"""
     live_ttl_s: int = 900
@@ -386,7 +389,8 @@ class Ingest:
     async def _commit(self, incoming: list[Incoming], outcome: Assessment) -> Taken:
         """Store an assessed batch, then process and show live what it kept."""
         batch_id = uuid.uuid4()
-        stored = await self._retry("postgresql", lambda: self._store(batch_id, incoming, outcome))
+        done: dict[int, Stored] = {}  # the parts committed, kept across retries
+        stored = await self._retry("postgresql", lambda: self._store(batch_id, incoming, outcome, done))
         live = stored.kept(outcome.accepted)
         self._count(outcome, stored, live)
         if live:
@@ -452,9 +456,19 @@ class Ingest:
         self._buses.update(outcome.tracks)
         return outcome
 
-    async def _store(self, batch_id: uuid.UUID, incoming: list[Incoming], outcome: Assessment) -> Stored:
+    async def _store(
+        self, batch_id: uuid.UUID, incoming: list[Incoming], outcome: Assessment, done: dict[int, Stored]
+    ) -> Stored:
         started = time.monotonic()
-        stored = await store_messages(self._pool, batch_id, incoming, outcome.accepted, outcome.rejected)
+        stored = await store_messages(
+            self._pool,
+            batch_id,
+            incoming,
+            outcome.accepted,
+            outcome.rejected,
+            parts=self._options.store_parts,
+            done=done,
+        )
         committed = time.time()
         metrics.DB_WRITE_SECONDS.observe(time.monotonic() - started)
         for item in outcome.accepted:
@@ -659,7 +673,7 @@ async def open_pool(database_url: str, timeout_s: float | None = None) -> asyncp
     pool = await asyncpg.create_pool(
         database_url,
         min_size=1,
-        max_size=4,
+        max_size=POOL_CONNECTIONS,
         init=prepare_connection,
         command_timeout=timeout_s,
         timeout=timeout_s if timeout_s is not None else 60.0,

@@ -9,6 +9,7 @@ The servers, keys and retention every process shares are in
 | ``FLEET_INGEST_GROUP`` | ``ingest`` | MQTT 5 shared-subscription group of the ingest processes |
 | ``FLEET_INGEST_CLIENT_ID`` | ``ingest-<host>`` | MQTT client id (persistent session); one per process |
 | ``FLEET_INGEST_BATCH_MAX`` | ``2000`` | messages per micro-batch at most |
+| ``FLEET_INGEST_STORE_PARTS`` | ``2`` | transactions a big batch is stored in at once, by device (1-4) |
 | ``FLEET_INGEST_SESSION_EXPIRY_S`` | ``604800`` | the broker queues an absent instance's share this long |
 | ``FLEET_INGEST_FLUSH_MS`` | ``5`` | how long a batch waits to fill once its first message arrived |
 | ``FLEET_INGEST_HORIZON_DAYS`` | ``30`` | frames older than this are rejected (``too_old``) |
@@ -54,6 +55,9 @@ from fleet_processing.filters import FilterPolicy
 from fleet_store.errors import ConfigError
 from fleet_store.settings import PREFIX, env_number
 
+POOL_CONNECTIONS = 4
+"""connections of an ingest process's PostgreSQL pool: a batch's concurrent parts at most"""
+
 
 class IngestSettings(msgspec.Struct, frozen=True):
     """What one ingest process reads beyond the shared settings."""
@@ -62,6 +66,7 @@ class IngestSettings(msgspec.Struct, frozen=True):
     group: str = "ingest"
     client_id: str = "ingest"
     batch_max: int = 2_000
+    store_parts: int = 2
     flush_ms: float = 5.0
     session_expiry_s: int = 604_800
     trips: bool = True
@@ -110,6 +115,7 @@ def load_ingest_settings(environ: Mapping[str, str] | None = None) -> IngestSett
         group=env.get(f"{PREFIX}INGEST_GROUP", "ingest"),
         client_id=env.get(f"{PREFIX}INGEST_CLIENT_ID") or f"ingest-{socket.gethostname()}",
         batch_max=int(env_number(env, "INGEST_BATCH_MAX", 2_000)) or 1,
+        store_parts=max(1, min(POOL_CONNECTIONS, int(env_number(env, "INGEST_STORE_PARTS", 2)))),
         flush_ms=env_number(env, "INGEST_FLUSH_MS", 5.0),
         session_expiry_s=int(env_number(env, "INGEST_SESSION_EXPIRY_S", 604_800)),
         trips=_switch(env, "INGEST_TRIPS", default=True),

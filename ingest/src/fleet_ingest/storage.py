@@ -34,9 +34,11 @@ the others, and keeps that one as an ``unstorable`` rejection with its raw bytes
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import uuid
+import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -326,19 +328,83 @@ def _describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+PART_MIN_FRAMES = 5_000
+"""a batch is split into concurrent parts only if each part gets this many accepted frames.
+
+Measured on 2 cores (2026-12-02, alternated drains of 100,000 frames): two parts stored batches of
+100-frame messages (50,000-140,000 frames) 1.25 times faster, but not 2,000-frame batches of
+one-frame messages, whose check and broker already keep the cores busy meanwhile."""
+
+
+def parts_by_device(incoming: Sequence[Incoming], accepted_frames: int, parts: int) -> list[list[int]]:
+    """The batch's message indexes in at most ``parts`` groups, each device's messages in one group.
+
+    A device's frames are its identities, and its rejections' fingerprints name its topic: no unique
+    key is written by two parts, so concurrent parts never wait for each other's locks.
+    """
+    count = max(1, min(parts, accepted_frames // PART_MIN_FRAMES))
+    if count == 1:
+        return [list(range(len(incoming)))]
+    groups: list[list[int]] = [[] for _ in range(count)]
+    for index, message in enumerate(incoming):
+        groups[zlib.crc32((claimed_by(message) or "").encode()) % count].append(index)
+    return [group for group in groups if group]
+
+
 async def store_messages(
     pool: asyncpg.Pool,
     batch_id: uuid.UUID,
     incoming: Sequence[Incoming],
     accepted: Sequence[Accepted],
     rejected: Sequence[Rejected],
+    *,
+    parts: int = 1,
+    done: dict[int, Stored] | None = None,
 ) -> Stored:
     """Commit a micro-batch; a message refused for good is isolated by halving and kept as ``unstorable``.
 
+    A big batch is split by device into up to ``parts`` transactions committed
+    concurrently, on as many connections: PostgreSQL then uses more than one
+    core for one ingest process. ``done`` keeps what each part committed, so
+    a retry after a part failed redoes only the others.
+
     Raises only transient errors; retrying with the same ``batch_id`` redoes
-    the same halves under the same derived ids, so no part is stored twice.
+    the same parts and halves under the same derived ids, so no part is stored twice.
     """
-    return await _store_part(pool, batch_id, incoming, list(range(len(incoming))), accepted, rejected)
+    groups = parts_by_device(incoming, len(accepted), parts)
+    if len(groups) == 1:
+        return await _store_part(pool, batch_id, incoming, groups[0], accepted, rejected)
+    done = {} if done is None else done
+    of_message = {index: number for number, group in enumerate(groups) for index in group}
+    split_accepted: list[list[Accepted]] = [[] for _ in groups]
+    split_rejected: list[list[Rejected]] = [[] for _ in groups]
+    for a in accepted:
+        split_accepted[of_message[a.message]].append(a)
+    for r in rejected:
+        split_rejected[of_message[r.message]].append(r)
+    todo = [number for number in range(len(groups)) if number not in done]
+    results = await asyncio.gather(
+        *(
+            _store_part(
+                pool,
+                uuid.uuid5(batch_id, f"part {number} of {len(groups)}"),
+                incoming,
+                groups[number],
+                split_accepted[number],
+                split_rejected[number],
+            )
+            for number in todo
+        ),
+        return_exceptions=True,
+    )
+    failures = [result for result in results if isinstance(result, BaseException)]
+    done.update((n, r) for n, r in zip(todo, results, strict=True) if not isinstance(r, BaseException))
+    if failures:
+        raise failures[0]
+    stored = Stored()
+    for number in range(len(groups)):
+        stored.merge(done[number])
+    return stored
 
 
 async def _store_part(

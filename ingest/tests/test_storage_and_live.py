@@ -374,6 +374,26 @@ def test_a_message_postgresql_refuses_is_isolated_and_kept_as_unstorable(databas
     assert poison not in stored.kept([*good, poison])
 
 
+def test_a_retry_above_committed_halves_keeps_what_they_stored(database_url: str) -> None:
+    """A batch whose poison message was isolated by halving fails again on a retry (as after a
+    transient error in one half): the halves that committed answer from ``done``, not as empty."""
+    poison = Accepted("op-a", "unit-1-k1", frame("unit-1", 3, trip_id="T\x00"), message=2)
+    incoming = [Incoming("fleet/v1/op-a/unit-1/frames", f"message {i}".encode()) for i in range(4)]
+    good = [Accepted("op-a", "unit-1-k1", frame("unit-1", 10 + i), message=i) for i in (0, 1, 3)]
+    batch = uuid.uuid4()
+
+    async def work(pool: asyncpg.Pool) -> tuple[Stored, Stored]:
+        done: dict[uuid.UUID, Stored] = {}
+        first = await store_messages(pool, batch, incoming, [*good, poison], [], done=done)
+        del done[batch]  # the whole batch is tried again; its halves are known
+        return first, await store_messages(pool, batch, incoming, [*good, poison], [], done=done)
+
+    first, retried = _run(database_url, work)
+    assert retried.new == first.new == {("unit-1", s) for s in (10, 11, 13)}
+    assert retried.dropped == first.dropped == {2}
+    assert [r.reason for r in retried.refused] == ["unstorable"]
+
+
 def _two_devices_batch(frames_each: int) -> tuple[list[Incoming], list[Accepted]]:
     """One message per frame, from two devices that land in different parts."""
     incoming: list[Incoming] = []
@@ -407,7 +427,8 @@ def test_a_batch_stored_in_concurrent_parts_is_stored_once_and_a_retry_redoes_on
         # An attempt that knows part 0 committed (as after part 1 failed) runs part 1 only: its
         # commit was already made, so it finds nothing new, and part 0's answer is the one kept.
         kept = Stored(new={("unit-4", 0)})
-        retried = await store_messages(pool, batch, incoming, items, [], parts=2, done={0: kept})
+        part_0 = uuid.uuid5(batch, "part 0 of 2")
+        retried = await store_messages(pool, batch, incoming, items, [], parts=2, done={part_0: kept})
         again = await store_messages(pool, batch, incoming, items, [], parts=2)
         return first, retried, again, await pool.fetchval("SELECT count(*) FROM positions")
 

@@ -359,22 +359,24 @@ async def store_messages(
     rejected: Sequence[Rejected],
     *,
     parts: int = 1,
-    done: dict[int, Stored] | None = None,
+    done: dict[uuid.UUID, Stored] | None = None,
 ) -> Stored:
     """Commit a micro-batch; a message refused for good is isolated by halving and kept as ``unstorable``.
 
     A big batch is split by device into up to ``parts`` transactions committed
     concurrently, on as many connections: PostgreSQL then uses more than one
-    core for one ingest process. ``done`` keeps what each part committed, so
-    a retry after a part failed redoes only the others.
+    core for one ingest process.
 
     Raises only transient errors; retrying with the same ``batch_id`` redoes
-    the same parts and halves under the same derived ids, so no part is stored twice.
+    the same parts and halves under the same derived ids, so no part is stored
+    twice. Pass the same ``done`` to every attempt: it keeps what each
+    transaction committed, so a retry redoes only the parts and halves that
+    failed and still knows what the others stored.
     """
+    done = {} if done is None else done
     groups = parts_by_device(incoming, len(accepted), parts)
     if len(groups) == 1:
-        return await _store_part(pool, batch_id, incoming, groups[0], accepted, rejected)
-    done = {} if done is None else done
+        return await _store_part(pool, batch_id, incoming, groups[0], accepted, rejected, done)
     of_message = {index: number for number, group in enumerate(groups) for index in group}
     split_accepted: list[list[Accepted]] = [[] for _ in groups]
     split_rejected: list[list[Rejected]] = [[] for _ in groups]
@@ -382,28 +384,26 @@ async def store_messages(
         split_accepted[of_message[a.message]].append(a)
     for r in rejected:
         split_rejected[of_message[r.message]].append(r)
-    todo = [number for number in range(len(groups)) if number not in done]
     results = await asyncio.gather(
         *(
             _store_part(
                 pool,
                 uuid.uuid5(batch_id, f"part {number} of {len(groups)}"),
                 incoming,
-                groups[number],
+                group,
                 split_accepted[number],
                 split_rejected[number],
+                done,
             )
-            for number in todo
+            for number, group in enumerate(groups)
         ),
         return_exceptions=True,
     )
-    failures = [result for result in results if isinstance(result, BaseException)]
-    done.update((n, r) for n, r in zip(todo, results, strict=True) if not isinstance(r, BaseException))
-    if failures:
-        raise failures[0]
     stored = Stored()
-    for number in range(len(groups)):
-        stored.merge(done[number])
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result  # the parts that committed are in ``done``
+        stored.merge(result)
     return stored
 
 
@@ -414,9 +414,12 @@ async def _store_part(
     messages: list[int],
     accepted: Sequence[Accepted],
     rejected: Sequence[Rejected],
+    done: dict[uuid.UUID, Stored],
 ) -> Stored:
+    if part_id in done:
+        return done[part_id]
     try:
-        return await store_batch(pool, part_id, accepted, rejected)
+        stored = await store_batch(pool, part_id, accepted, rejected)
     except Exception as exc:
         if not is_permanent(exc) or not messages:
             raise
@@ -433,17 +436,24 @@ async def _store_part(
                         part,
                         [a for a in accepted if a.message in keep],
                         [r for r in rejected if r.message in keep],
+                        done,
                     )
                 )
-            return stored
-        index = messages[0]
-        message = incoming[index]
-        detail = f"PostgreSQL cannot store it: {_describe(exc)}"
-        log.error(
-            "message cannot be stored; kept as rejected", extra={"topic": message.topic, "error": detail}
-        )
-        row = Rejected(message.topic, "unstorable", detail, claimed_by(message), None, message.payload, index)
-        stored = await store_batch(pool, uuid.uuid5(part_id, "unstorable"), [], [row])
-        stored.refused.append(row)
-        stored.dropped.add(index)
-        return stored
+        else:
+            stored = await _store_unstorable(pool, part_id, incoming, messages[0], exc)
+    done[part_id] = stored
+    return stored
+
+
+async def _store_unstorable(
+    pool: asyncpg.Pool, part_id: uuid.UUID, incoming: Sequence[Incoming], index: int, exc: Exception
+) -> Stored:
+    """Keep the one message PostgreSQL refused as an ``unstorable`` rejection, with its raw bytes."""
+    message = incoming[index]
+    detail = f"PostgreSQL cannot store it: {_describe(exc)}"
+    log.error("message cannot be stored; kept as rejected", extra={"topic": message.topic, "error": detail})
+    row = Rejected(message.topic, "unstorable", detail, claimed_by(message), None, message.payload, index)
+    stored = await store_batch(pool, uuid.uuid5(part_id, "unstorable"), [], [row])
+    stored.refused.append(row)
+    stored.dropped.add(index)
+    return stored

@@ -12,7 +12,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from fleet_cli.cli import main
+from fleet_cli.cli import _FleetGroup, main
 from fleet_store.migrate import load_migrations, migrate
 from fleet_store.settings import ServiceUrls
 from fleet_testing.ingest import fleet_env
@@ -155,3 +155,14 @@ def test_the_readme_recipe_stack_env_then_devices_add_works_as_written(
     assert result.returncode == 0, result.stderr
     assert f"broker folder: {Path('.fleet').absolute()}/data/mosquitto" in result.stdout
     assert (tmp_path / "key.toml").exists()
+
+
+def test_a_core_command_is_found_without_loading_the_installed_extras() -> None:
+    """``fleet ingest`` must not import every installed command group before it starts."""
+    ingest_command = main.commands["ingest"]
+    group = _FleetGroup(name="fleet", commands={"ingest": ingest_command})
+    ctx = click.Context(group)
+    assert group.get_command(ctx, "ingest") is ingest_command
+    assert not group._extras_loaded
+    assert group.get_command(ctx, "bench") is not None  # fleet_devtools' group, by its entry point
+    assert group._extras_loaded

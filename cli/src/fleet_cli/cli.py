@@ -37,8 +37,9 @@ COMMANDS_GROUP = "fleet.commands"
 class _FleetGroup(click.Group):
     """Shows a FleetError as one line with its code, not a traceback; adds installed command groups.
 
-    The extra commands are looked up only when click asks for commands, after
-    this module is imported, so a package registering some may import it.
+    The extra commands are looked up only when click asks for the list or for a
+    name this package lacks, after this module is imported, so a package
+    registering some may import it.
     """
 
     _extras_loaded = False
@@ -56,8 +57,13 @@ class _FleetGroup(click.Group):
         return super().list_commands(ctx)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        self._load_extras()
-        return super().get_command(ctx, cmd_name)
+        # Only a name this package lacks loads the extras: ``fleet ingest`` starts without
+        # importing every installed command (1.6 s of litestar, numpy and the rest before).
+        command = super().get_command(ctx, cmd_name)
+        if command is None and not self._extras_loaded:
+            self._load_extras()
+            command = super().get_command(ctx, cmd_name)
+        return command
 
     def invoke(self, ctx: click.Context) -> object:
         try:

@@ -377,13 +377,6 @@ async def store_messages(
     groups = parts_by_device(incoming, len(accepted), parts)
     if len(groups) == 1:
         return await _store_part(pool, batch_id, incoming, groups[0], accepted, rejected, done)
-    of_message = {index: number for number, group in enumerate(groups) for index in group}
-    split_accepted: list[list[Accepted]] = [[] for _ in groups]
-    split_rejected: list[list[Rejected]] = [[] for _ in groups]
-    for a in accepted:
-        split_accepted[of_message[a.message]].append(a)
-    for r in rejected:
-        split_rejected[of_message[r.message]].append(r)
     results = await asyncio.gather(
         *(
             _store_part(
@@ -391,8 +384,7 @@ async def store_messages(
                 uuid.uuid5(batch_id, f"part {number} of {len(groups)}"),
                 incoming,
                 group,
-                split_accepted[number],
-                split_rejected[number],
+                *_of_messages(group, accepted, rejected),
                 done,
             )
             for number, group in enumerate(groups)
@@ -405,6 +397,14 @@ async def store_messages(
             raise result  # the parts that committed are in ``done``
         stored.merge(result)
     return stored
+
+
+def _of_messages(
+    messages: list[int], accepted: Sequence[Accepted], rejected: Sequence[Rejected]
+) -> tuple[list[Accepted], list[Rejected]]:
+    """The accepted frames and rejections that came in these messages (a part's or a half's)."""
+    keep = set(messages)
+    return [a for a in accepted if a.message in keep], [r for r in rejected if r.message in keep]
 
 
 async def _store_part(
@@ -427,15 +427,13 @@ async def _store_part(
             stored = Stored()
             half = len(messages) // 2
             for tag, part in (("first", messages[:half]), ("second", messages[half:])):
-                keep = set(part)
                 stored.merge(
                     await _store_part(
                         pool,
                         uuid.uuid5(part_id, tag),
                         incoming,
                         part,
-                        [a for a in accepted if a.message in keep],
-                        [r for r in rejected if r.message in keep],
+                        *_of_messages(part, accepted, rejected),
                         done,
                     )
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fleet_devtools.synthetic_feed import METRES_PER_DEGREE
 from fleet_ingest.assess import Accepted
 from fleet_ingest.trips import Followed, OperatorModel, SavedBus, follow
 from fleet_processing.detect import STATE_DECODER
@@ -109,3 +110,23 @@ def test_buses_of_operators_without_a_feed_get_no_trip_data_only_a_detector_stat
     assert (followed.calculated, followed.progress, followed.etas, followed.visits) == ({}, {}, [], [])
     state = STATE_DECODER.decode(followed.states[KEY])
     assert (state.time_ms, state.lat, state.lon) == (fixes[-1].time_ms, fixes[-1].lat, fixes[-1].lon)
+
+
+def test_a_detour_longer_than_release_lost_s_on_a_named_trip_is_one_deviation_of_a_trip_kept() -> None:
+    feed, model = _model()
+    start = 8 * 3600 + 30
+    before, _ = drive(feed, TRIP, every(start, start + 150, 10.0), named=True)
+    last, north = before[-1], 3_000 / METRES_PER_DEGREE
+    away = [
+        FixPoint(last.time_ms + k * 10_000, last.lat + north, last.lon, accuracy_m=10.0, trip_id=TRIP)
+        for k in range(1, 91)
+    ]  # 15 minutes 3 km off the road, where a wrong inference would be given up
+    back, _ = drive(feed, TRIP, every(start + 150 + 910, start + 240 + 910, 10.0), late_s=910, named=True)
+    events = [e for b in _drive_batches(model, before + away + back, per_batch=7) for e in b.events]
+    told = [(e.kind, e.details.get("reason")) for e in events if e.kind.startswith(("deviation", "trip_"))]
+    assert told == [
+        ("trip_assigned", None),
+        ("trip_started", None),
+        ("deviation_started", None),
+        ("deviation_ended", "returned"),
+    ]

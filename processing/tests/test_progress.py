@@ -251,6 +251,45 @@ def test_a_fix_without_accuracy_counts_as_the_assumed_accuracy() -> None:
     assert results[-1].along_m == pytest.approx(truth[-1], abs=1.0)
 
 
+DETOUR_FIXES = 90
+"""fixes 10 s apart a kilometre off the road: a detour of 15 minutes, longer than ``release_lost_s``"""
+
+
+def _detour_of(named: bool) -> tuple[list[Progressed], list[Progressed], list[Progressed], list[float]]:
+    """A bus on straight-1 that leaves its road for 15 minutes and comes back where it left, 910 s late."""
+    rows = rows_of(FEED, "straight-1")
+    start = rows[0].departure_s + 30
+    before, _ = drive(FEED, "straight-1", every(start, start + 150, 10), named=named)
+    last = before[-1]
+    north = 1000 / METRES_PER_DEGREE
+    away = [
+        FixPoint(last.time_ms + k * 10_000, last.lat + north, last.lon, accuracy_m=10.0, trip_id=last.trip_id)
+        for k in range(1, DETOUR_FIXES + 1)
+    ]
+    late = (DETOUR_FIXES + 1) * 10
+    after, truth = drive(FEED, "straight-1", every(start + 150 + late, start + 240 + late, 10), late_s=late)
+    if named:
+        after = [msgspec.structs.replace(f, trip_id="straight-1") for f in after]
+    results = run(NET, before + away + after)
+    return results[: len(before)], results[len(before) : -len(after)], results[-len(after) :], truth
+
+
+def test_a_bus_whose_frames_name_its_trip_keeps_it_through_a_detour_longer_than_release_lost_s() -> None:
+    before, away, after, truth = _detour_of(named=True)
+    assert len(assigned_to(before + away + after, "straight-1")) == len(before + away + after)
+    for r, t in zip(after, truth, strict=True):
+        assert r.along_m == pytest.approx(t, abs=30.0)  # back on its road, progress goes on from there
+
+
+def test_a_bus_on_an_inferred_trip_is_released_after_release_lost_s_off_its_line() -> None:
+    before, away, _, _ = _detour_of(named=False)
+    assert before[-1].calculated.state == "assigned"
+    lost_s = [k * 10 for k in range(DETOUR_FIXES)]  # since the first fix off the road
+    assert [r.calculated.state for r in away] == [
+        "assigned" if s < 600 else "unassigned" for s in lost_s
+    ]  # the inference may have been wrong: given up after 10 minutes
+
+
 def test_a_trip_far_past_its_last_arrival_releases_the_bus() -> None:
     rows = rows_of(FEED, "straight-0")
     start = rows[0].departure_s + 30

@@ -21,7 +21,7 @@ class ProgressPolicy(msgspec.Struct, frozen=True, kw_only=True):
     relocate_fixes: int = 3
     """this many consecutive lost fixes that agree with each other move the progress there (a jump)"""
     release_lost_s: float = 600.0
-    """a bus lost from its trip's line this long is released"""
+    """a bus lost from its trip's line this long is released, unless its frames name that trip (a detour)"""
     release_after_s: float = 7_200.0
     """a trip is released this long after its last scheduled arrival, reached or not"""
     min_move_m: float = 150.0

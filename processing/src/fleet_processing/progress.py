@@ -665,8 +665,24 @@ def _lost(
     out = a1.copy()
     out[np.flatnonzero(mask)[jump]] = ahead[jump]
     release = np.zeros(len(a1), dtype=bool)
-    release[np.flatnonzero(mask)] = ~jump & (t - since >= policy.release_lost_s * 1000)
+    overlong = ~jump & (t - since >= policy.release_lost_s * 1000)
+    if overlong.any():
+        overlong[overlong] = ~_names_its_trip(work, lb[overlong], fixes, lf[overlong])
+    release[np.flatnonzero(mask)] = overlong
     return out, release, off, jump
+
+
+def _names_its_trip(work: _Batch, buses: Ints, fixes: _Fixes, at: Ints) -> Bools:
+    """Whether each fix names the trip its bus is on. A driver's console saying so keeps the trip
+    through a detour of any length (the deviation reports it); only an inferred trip is given up after
+    ``release_lost_s`` off its line, as the inference may have been wrong."""
+    return np.array(
+        [
+            (inst := work.inst[b]) is not None and fixes.points[f].trip_id == inst.plan.trip_id
+            for b, f in zip(buses.tolist(), at.tolist(), strict=True)
+        ],
+        dtype=bool,
+    )
 
 
 def _results(work: _Batch, fixes: _Fixes, recorder: _Trace | None) -> list[Progressed]:

@@ -60,8 +60,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     * ``bus_offline``: ``last_fix_ms``, ``silent_s`` (the timeout); ``bus_online``: ``silent_s``
       (how long it was silent), ``offline_ms``;
     * ``trip_*``: ``route_id``; ``trip_unassigned``: ``reason`` (``reassigned`` to another instance,
-      or ``released`` by progress: lost from its line, or overdue); ``trip_completed``: ``delay_s`` at
-      the last stop.
+      or ``released`` by progress: lost from its line when its frames don't name the trip, or
+      overdue); ``trip_completed``: ``delay_s`` at the last stop.
     """
 
     operator: str

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from fleet_devtools.synthetic_feed import METRES_PER_DEGREE
 from fleet_ingest.assess import Accepted
 from fleet_ingest.trips import Followed, OperatorModel, SavedBus, follow
 from fleet_processing.detect import STATE_DECODER
@@ -10,7 +9,7 @@ from fleet_processing.eta import SegmentHistory
 from fleet_processing.progress import PROGRESS_DECODER, PROGRESS_ENCODER, FixPoint
 from fleet_schemas import Frame
 from fleet_schemas.gtfs import Feed
-from fleet_testing.trips import drive, every, line, network
+from fleet_testing.trips import detour, drive, every, line, network
 
 OPERATOR = "op-a"
 BUS = "BUS-1"
@@ -114,14 +113,8 @@ def test_buses_of_operators_without_a_feed_get_no_trip_data_only_a_detector_stat
 
 def test_a_detour_longer_than_release_lost_s_on_a_named_trip_is_one_deviation_of_a_trip_kept() -> None:
     feed, model = _model()
-    start = 8 * 3600 + 30
-    before, _ = drive(feed, TRIP, every(start, start + 150, 10.0), named=True)
-    last, north = before[-1], 3_000 / METRES_PER_DEGREE
-    away = [
-        FixPoint(last.time_ms + k * 10_000, last.lat + north, last.lon, accuracy_m=10.0, trip_id=TRIP)
-        for k in range(1, 91)
-    ]  # 15 minutes 3 km off the road, where a wrong inference would be given up
-    back, _ = drive(feed, TRIP, every(start + 150 + 910, start + 240 + 910, 10.0), late_s=910, named=True)
+    before, away, back, _ = detour(feed, TRIP, 8 * 3600 + 30, off_m=3_000, fixes=90, named=True)
+    # 15 minutes 3 km off the road, where a wrong inference would be given up
     events = [e for b in _drive_batches(model, before + away + back, per_batch=7) for e in b.events]
     told = [(e.kind, e.details.get("reason")) for e in events if e.kind.startswith(("deviation", "trip_"))]
     assert told == [

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from fleet_devtools.synthetic_feed import METRES_PER_DEGREE, point_at
 from fleet_processing.errors import FixOrderError
 from fleet_processing.progress import BusFixes, FixPoint, Progressed, advance_batch
-from fleet_testing.trips import ORIGIN_MS, drive, every, line, network, rows_of, run
+from fleet_testing.trips import ORIGIN_MS, detour, drive, every, line, network, rows_of, run
 
 AWKWARD = ["loop", "out-and-back", "figure-eight"]
 CORNER_LAG = {
@@ -252,26 +252,17 @@ def test_a_fix_without_accuracy_counts_as_the_assumed_accuracy() -> None:
 
 
 DETOUR_FIXES = 90
-"""fixes 10 s apart a kilometre off the road: a detour of 15 minutes, longer than ``release_lost_s``"""
+"""fixes 10 s apart off the road: a detour of 15 minutes, longer than ``release_lost_s``"""
 
 
 def _detour_of(named: bool) -> tuple[list[Progressed], list[Progressed], list[Progressed], list[float]]:
-    """A bus on straight-1 that leaves its road for 15 minutes and comes back where it left, 910 s late."""
+    """A bus on straight-1 that leaves its road 1 km for 15 minutes and comes back where it left."""
     rows = rows_of(FEED, "straight-1")
-    start = rows[0].departure_s + 30
-    before, _ = drive(FEED, "straight-1", every(start, start + 150, 10), named=named)
-    last = before[-1]
-    north = 1000 / METRES_PER_DEGREE
-    away = [
-        FixPoint(last.time_ms + k * 10_000, last.lat + north, last.lon, accuracy_m=10.0, trip_id=last.trip_id)
-        for k in range(1, DETOUR_FIXES + 1)
-    ]
-    late = (DETOUR_FIXES + 1) * 10
-    after, truth = drive(FEED, "straight-1", every(start + 150 + late, start + 240 + late, 10), late_s=late)
-    if named:
-        after = [msgspec.structs.replace(f, trip_id="straight-1") for f in after]
-    results = run(NET, before + away + after)
-    return results[: len(before)], results[len(before) : -len(after)], results[-len(after) :], truth
+    before, away, back, truth = detour(
+        FEED, "straight-1", rows[0].departure_s + 30, off_m=1_000, fixes=DETOUR_FIXES, named=named
+    )
+    results = run(NET, before + away + back)
+    return results[: len(before)], results[len(before) : -len(back)], results[-len(back) :], truth
 
 
 def test_a_bus_whose_frames_name_its_trip_keeps_it_through_a_detour_longer_than_release_lost_s() -> None:

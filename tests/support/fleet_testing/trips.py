@@ -110,6 +110,27 @@ def drive(
     return fixes, truth
 
 
+def detour(
+    feed: Feed, trip_id: str, start_s: float, *, off_m: float, fixes: int, named: bool
+) -> tuple[list[FixPoint], list[FixPoint], list[FixPoint], list[float]]:
+    """A bus driving ``trip_id`` from ``start_s`` for 150 s, then ``fixes`` fixes 10 s apart ``off_m`` north
+    of where it left its road, then 90 s more of the trip from there, as late as the detour took.
+
+    Returns the fixes before, away and back, and the truth (metres along) of those back.
+    """
+    before, _ = drive(feed, trip_id, every(start_s, start_s + 150, 10), named=named)
+    last, north = before[-1], off_m / METRES_PER_DEGREE
+    away = [
+        FixPoint(last.time_ms + k * 10_000, last.lat + north, last.lon, accuracy_m=10.0, trip_id=last.trip_id)
+        for k in range(1, fixes + 1)
+    ]
+    late = (fixes + 1) * 10
+    back, truth = drive(
+        feed, trip_id, every(start_s + 150 + late, start_s + 240 + late, 10), late_s=late, named=named
+    )
+    return before, away, back, truth
+
+
 def run(
     net: Network,
     fixes: list[FixPoint],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import asyncpg
@@ -12,7 +13,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from fleet_cli.cli import _FleetGroup, main
+from fleet_cli.cli import CORE_COMMANDS, _FleetGroup, main
 from fleet_store.migrate import load_migrations, migrate
 from fleet_store.settings import ServiceUrls
 from fleet_testing.ingest import fleet_env
@@ -166,3 +167,27 @@ def test_a_core_command_is_found_without_loading_the_installed_extras() -> None:
     assert not group._extras_loaded
     assert group.get_command(ctx, "bench") is not None  # fleet_devtools' group, by its entry point
     assert group._extras_loaded
+
+
+def test_fleet_ingest_starts_without_importing_the_other_commands_or_the_web_framework() -> None:
+    """Every core group is imported when named: ``fleet ingest`` loads neither litestar nor the CLI groups."""
+    probe = (
+        "import sys, click\n"
+        "from fleet_cli.cli import main\n"
+        "main.get_command(click.Context(main), 'ingest')\n"
+        "import fleet_ingest.runner\n"
+        "loaded = [m for m in sys.modules if m.startswith('litestar') or m.startswith('fleet_cli.')]\n"
+        "print(sorted(m for m in loaded if not m.startswith('fleet_cli.cli')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_every_core_command_is_listed_and_found_by_its_name() -> None:
+    ctx = click.Context(main)
+    listed = main.list_commands(ctx)
+    for name in CORE_COMMANDS:
+        assert name in listed
+        command = main.get_command(ctx, name)
+        assert command is not None, name
+        assert command.name == name

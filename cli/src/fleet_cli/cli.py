@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -15,15 +16,6 @@ import click
 import msgspec
 
 from fleet_cli import __version__
-from fleet_cli.broker_exporter_cli import broker_exporter
-from fleet_cli.devices_cli import devices
-from fleet_cli.events_cli import events
-from fleet_cli.geofences_cli import geofences
-from fleet_cli.gtfs_cli import gtfs
-from fleet_cli.routes_cli import routes
-from fleet_cli.serve_cli import serve
-from fleet_cli.status_cli import status
-from fleet_cli.tokens_cli import tokens_group
 from fleet_schemas.live import LivePosition
 from fleet_store import sessions, stackfile
 from fleet_store.errors import ConfigError, FleetError
@@ -33,11 +25,27 @@ from fleet_store.settings import ServiceUrls, Settings, load_settings
 COMMANDS_GROUP = "fleet.commands"
 """Entry point group through which other installed packages (fleet_devtools) add commands."""
 
+CORE_COMMANDS = {
+    "broker-exporter": "fleet_cli.broker_exporter_cli:broker_exporter",
+    "devices": "fleet_cli.devices_cli:devices",
+    "events": "fleet_cli.events_cli:events",
+    "geofences": "fleet_cli.geofences_cli:geofences",
+    "gtfs": "fleet_cli.gtfs_cli:gtfs",
+    "routes": "fleet_cli.routes_cli:routes",
+    "serve": "fleet_cli.serve_cli:serve",
+    "status": "fleet_cli.status_cli:status",
+    "tokens": "fleet_cli.tokens_cli:tokens_group",
+}
+"""This package's command groups kept in their own modules, imported only when named (or listed): each
+pulls in what its work needs (litestar, shapely, pyproj...), which ``fleet ingest`` and the rest need not
+load before they start."""
+
 
 class _FleetGroup(click.Group):
     """Shows a FleetError as one line with its code, not a traceback; adds installed command groups.
 
-    The extra commands are looked up only when click asks for the list or for a
+    The core groups (``CORE_COMMANDS``) are imported when named or listed. The
+    extra commands are looked up only when click asks for the list or for a
     name this package lacks, after this module is imported, so a package
     registering some may import it.
     """
@@ -49,17 +57,27 @@ class _FleetGroup(click.Group):
             return
         self._extras_loaded = True
         for point in entry_points(group=COMMANDS_GROUP):
-            if point.name not in self.commands:
+            if point.name not in self.commands and point.name not in CORE_COMMANDS:
                 self.add_command(point.load(), point.name)
+
+    def _load_core(self, name: str) -> click.Command | None:
+        where = CORE_COMMANDS.get(name)
+        if where is None:
+            return None
+        module, _, attribute = where.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command), where
+        self.add_command(command, name)
+        return command
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_extras()
-        return super().list_commands(ctx)
+        return sorted({*super().list_commands(ctx), *CORE_COMMANDS})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        # Only a name this package lacks loads the extras: ``fleet ingest`` starts without
-        # importing every installed command (1.6 s of litestar, numpy and the rest before).
-        command = super().get_command(ctx, cmd_name)
+        # Only a name this package lacks loads the extras, and only the core group named is imported:
+        # ``fleet ingest`` starts without importing every command (litestar, shapely and the rest).
+        command = super().get_command(ctx, cmd_name) or self._load_core(cmd_name)
         if command is None and not self._extras_loaded:
             self._load_extras()
             command = super().get_command(ctx, cmd_name)
@@ -187,17 +205,6 @@ def db_migrate(settings: Settings, sql_dir: Path | None) -> None:
             "retention, compression and continuous aggregates: not under this license; "
             "fleet does retention and rollups itself"
         )
-
-
-main.add_command(devices)
-main.add_command(gtfs)
-main.add_command(events)
-main.add_command(geofences)
-main.add_command(routes)
-main.add_command(serve)
-main.add_command(tokens_group)
-main.add_command(broker_exporter)
-main.add_command(status)
 
 
 @main.group(invoke_without_command=True)

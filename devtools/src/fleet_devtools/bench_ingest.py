@@ -10,7 +10,9 @@ Every figure comes from the same run, on the same broker and database:
   time) to the row's commit (``received_at``), p50 and p99;
 * drains of a queued backlog with 1 and with 2 ingest processes, for live
   messages and for batched ones (100 frames per message, as agents send
-  after an outage).
+  after an outage); two processes run with ``FLEET_INGEST_STORE_PARTS=1``,
+  as the README configures several processes sharing a database host of
+  few cores (unless the environment sets it).
 
 The load comes from a lean asyncio publisher (pre-signed messages, QoS 1, a
 window of PUBACKs), so the generator is not what limits the rates measured.
@@ -440,7 +442,7 @@ class IngestBench:
         importing = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "fleet_cli", "gtfs", "import", str(feed_dir())),
             *("--operator", self.operator),
-            env=self._env("unused"),
+            env=self._env("unused", 1),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -457,9 +459,12 @@ class IngestBench:
         self.network = build_network(feed, operator=self.operator, feed_id=feed_id)
         self.report(f"imported the demo feed: {len(self.network.plans)} trips")
 
-    def _env(self, group: str, *, trips: bool = True) -> dict[str, str]:
+    def _env(self, group: str, processes: int, *, trips: bool = True) -> dict[str, str]:
         return {
             "FLEET_INGEST_TRIPS": "on" if trips else "off",
+            # Configured as the README says for several processes on one database host of few cores:
+            # each batch in one transaction (parts only add contention once the processes fill the host).
+            **({"FLEET_INGEST_STORE_PARTS": "1"} if processes > 1 else {}),
             **os.environ,
             "FLEET_MQTT_URL": self.urls.mqtt_url,
             "FLEET_DATABASE_URL": self.urls.database_url,
@@ -499,7 +504,7 @@ class IngestBench:
         return [
             subprocess.Popen(
                 [sys.executable, "-m", "fleet_cli", "ingest", "--instance", str(n), *burst],
-                env=self._env(group, trips=trips),
+                env=self._env(group, processes, trips=trips),
                 stderr=subprocess.DEVNULL,
             )
             for n in range(1, processes + 1)

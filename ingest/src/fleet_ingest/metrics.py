@@ -6,6 +6,7 @@ from typing import get_args
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from fleet_ingest.batch_histogram import BatchHistogram
 from fleet_schemas.events import EVENT_KINDS
 from fleet_schemas.trips import AssignmentState
 
@@ -39,7 +40,7 @@ BATCH_FRAMES = Histogram(
 FLUSH_SECONDS = Histogram("fleet_ingest_flush_seconds", "From a batch taken to its acks written")
 DB_WRITE_SECONDS = Histogram("fleet_ingest_db_write_seconds", "One batch's PostgreSQL transaction")
 REDIS_WRITE_SECONDS = Histogram("fleet_ingest_redis_write_seconds", "One batch's Redis live-state update")
-LAG_SECONDS = Histogram(
+LAG_SECONDS = BatchHistogram(
     "fleet_ingest_lag_seconds",
     "Fix time to committed, per accepted frame",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400),

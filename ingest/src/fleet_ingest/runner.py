@@ -14,7 +14,6 @@ import redis.asyncio as aioredis
 from prometheus_client import start_http_server
 
 from fleet_ingest.feeds import Networks
-from fleet_ingest.http_front import HttpFront
 from fleet_ingest.intake import Intake
 from fleet_ingest.keycache import KeyCache
 from fleet_ingest.mqtt_consumer import Consumer
@@ -200,6 +199,8 @@ async def run_http_ingest(
     (rollups, retention) and the offline sweep stay with ``fleet ingest``.
     """
     import uvicorn
+
+    from fleet_ingest.http_front import HttpFront  # litestar: loaded by the HTTP front only
 
     host, port = _host_port(http_settings.addr, "FLEET_HTTP_INGEST_ADDR")
     kek = load_key_encryption_key(settings)

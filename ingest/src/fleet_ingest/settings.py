@@ -9,7 +9,7 @@ The servers, keys and retention every process shares are in
 | ``FLEET_INGEST_GROUP`` | ``ingest`` | MQTT 5 shared-subscription group of the ingest processes |
 | ``FLEET_INGEST_CLIENT_ID`` | ``ingest-<host>`` | MQTT client id (persistent session); one per process |
 | ``FLEET_INGEST_BATCH_MAX`` | ``2000`` | messages per micro-batch at most |
-| ``FLEET_INGEST_STORE_PARTS`` | ``2`` | transactions a big batch is stored in at once, by device (1-4) |
+| ``FLEET_INGEST_STORE_PARTS`` | ``2`` | big-batch transactions at once (1-4; 1: many processes, one host) |
 | ``FLEET_INGEST_SESSION_EXPIRY_S`` | ``604800`` | the broker queues an absent instance's share this long |
 | ``FLEET_INGEST_FLUSH_MS`` | ``5`` | how long a batch waits to fill once its first message arrived |
 | ``FLEET_INGEST_HORIZON_DAYS`` | ``30`` | frames older than this are rejected (``too_old``) |

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from fleet_ingest.batch_histogram import BatchHistogram
 from fleet_ingest.metrics import LAG_SECONDS
@@ -15,14 +16,13 @@ BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 
 
 
 def _series(registry: CollectorRegistry) -> dict[str, float]:
-    """Every sample of the exposition but the library's ``_created`` timestamp."""
-    out = {}
-    for line in generate_latest(registry).decode().splitlines():
-        if line.startswith("#") or "_created" in line:
-            continue
-        name, value = line.rsplit(" ", 1)
-        out[name] = float(value)
-    return out
+    """Every sample of the exposition, parsed by the library, but its ``_created`` timestamp."""
+    return {
+        f"{sample.name}{{{','.join(f'{k}={v!r}' for k, v in sorted(sample.labels.items()))}}}": sample.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    }
 
 
 def _both(values: list[list[float]]) -> tuple[dict[str, float], dict[str, float]]:
@@ -60,7 +60,7 @@ def test_a_batch_histogram_exposes_the_series_a_histogram_of_the_same_values_doe
 def test_no_values_leave_every_bucket_at_zero() -> None:
     library, batched = _both([[]])
     assert batched == library
-    assert batched['lag_seconds_bucket{le="+Inf"}'] == 0
+    assert batched["lag_seconds_bucket{le='+Inf'}"] == 0
 
 
 def test_buckets_must_be_distinct_finite_numbers() -> None:
@@ -70,7 +70,7 @@ def test_buckets_must_be_distinct_finite_numbers() -> None:
 
 def test_the_ingest_lag_is_served_under_its_name_and_counts_what_it_observes() -> None:
     def count() -> float:
-        return _series(REGISTRY)["fleet_ingest_lag_seconds_count"]
+        return _series(REGISTRY)["fleet_ingest_lag_seconds_count{}"]
 
     before = count()
     LAG_SECONDS.observe_many(np.array([0.02, 7.0, 90_000.0]))

@@ -40,7 +40,6 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-import asyncpg
 import msgspec
 from litestar import Litestar, Request, Response, route
 from litestar.exceptions import HTTPException
@@ -54,6 +53,7 @@ from fleet_ingest.tokencache import TokenCache, TooManyChecks, Verified
 from fleet_schemas import FleetSchemaError, Frame, decode_batch, frames_topic
 from fleet_schemas.osmand import PhoneReport, decode_json, decode_query, to_frames
 from fleet_store.device_tokens import Credential, parse_credential
+from fleet_store.outages import POSTGRES_UNAVAILABLE
 
 log = logging.getLogger("fleet_ingest.http_front")
 
@@ -61,7 +61,6 @@ OSMAND_PATH = "/"
 FRAMES_PATH = "/v1/ingest/frames"
 RETRY_AFTER_S = 5
 _BLANKED = b"[token]"
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class _DeviceId(msgspec.Struct):
@@ -238,7 +237,7 @@ class HttpFront:
             verified = await self._tokens.verify(credential)
         except TooManyChecks as exc:
             raise Refused(429, "rate_limited", str(exc), exc.wait_s) from None
-        except _DB_ERRORS:
+        except POSTGRES_UNAVAILABLE:
             raise Refused(503, "unavailable", "the device registry cannot be read", RETRY_AFTER_S) from None
         if verified is None:
             raise Refused(401, "token_invalid", "the device token is wrong or revoked")

@@ -39,6 +39,7 @@ from fleet_processing.owntracks import secretbox_key
 from fleet_schemas import DeviceKey
 from fleet_schemas.backoff import Backoff
 from fleet_store.errors import KeyEncryptionError
+from fleet_store.outages import POSTGRES_UNAVAILABLE
 from fleet_store.owntracks import open_encryption_key
 from fleet_store.secretbox import KeyEncryptionKey, Sealed
 
@@ -56,8 +57,6 @@ _DEVICES = (
     "SELECT device, operator, bus, status, kind, COALESCE(owntracks_user, device) AS owntracks_user,"
     " owntracks_sealed_key, owntracks_kek_id FROM devices"
 )
-
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class _Usable(msgspec.Struct, frozen=True):
@@ -137,7 +136,7 @@ class KeyCache:
     async def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(*_DB_ERRORS):
+            with contextlib.suppress(*POSTGRES_UNAVAILABLE):
                 await conn.close(timeout=5)
 
     async def _check_kek(self, conn: asyncpg.Connection) -> None:
@@ -249,7 +248,7 @@ class KeyCache:
                 next_poll = await self._refresh(next_poll)
                 backoff.reset()
                 continue
-            except _DB_ERRORS as exc:
+            except POSTGRES_UNAVAILABLE as exc:
                 delay = backoff.next_delay()
                 log.warning(
                     "key cache cannot read the registry; answering from what it holds",

@@ -29,6 +29,7 @@ from fleet_store.events import EventOutbox
 from fleet_store.history import refresh_segment_times
 from fleet_store.live import LiveState
 from fleet_store.maintain import maintain, refresh_rollups
+from fleet_store.outages import POSTGRES_UNAVAILABLE
 from fleet_store.secretbox import load_key_encryption_key
 from fleet_store.settings import ServiceUrls, Settings
 
@@ -76,7 +77,7 @@ async def _maintenance(database_url: str, settings: Settings, stop: asyncio.Even
                     await refresh_segment_times(conn)
             finally:
                 await conn.close()
-        except (OSError, asyncpg.PostgresError) as exc:
+        except POSTGRES_UNAVAILABLE as exc:
             log.warning("maintenance failed; will retry", extra={"error": str(exc)})
 
 

@@ -61,6 +61,9 @@ from fleet_store import sessions
 from fleet_store.etas import EtaBoards
 from fleet_store.history import write_visits
 from fleet_store.live import LiveState, OfflineWrite, ProcessingWrite, Updated
+from fleet_store.outages import POSTGRES_UNAVAILABLE
+
+_STORE_DOWN: tuple[type[Exception], ...] = (*POSTGRES_UNAVAILABLE, redis.exceptions.RedisError)
 
 log = logging.getLogger("fleet_ingest.service")
 
@@ -239,7 +242,7 @@ class Ingest:
                 await sessions.record(
                     self._pool, options.client_id, options.share_group, options.session_expiry_s
                 )
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except POSTGRES_UNAVAILABLE as exc:
                 log.warning("recording the session failed", extra={"error": str(exc)})
             await self._refresh_models()
             try:
@@ -247,7 +250,7 @@ class Ingest:
                 metrics.BUSES_LIVE.set(await self._live.buses_live())
                 metrics.BUSES_OFFLINE.set(await self._live.buses_offline())
                 await self._flush_events(await self._live.operators())  # left by a process that died
-            except (redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
+            except _STORE_DOWN as exc:
                 log.warning("live-state upkeep failed", extra={"error": str(exc)})
             await sleep_unless_stopped(stop, 30.0)
 
@@ -257,7 +260,7 @@ class Ingest:
             if self._networks is not None:
                 await self._networks.refresh(self._pool)
             await self._detectors.refresh(self._pool)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except POSTGRES_UNAVAILABLE as exc:
             log.warning("loading feeds or fences failed; will retry", extra={"error": str(exc)})
 
     async def _connect_and_consume(self, stop: asyncio.Event) -> None:
@@ -509,13 +512,7 @@ class Ingest:
                     return await attempt()
                 # A server that does not answer at all (not even a refused connection) is down too.
                 return await asyncio.wait_for(attempt(), max(0.1, give_up_at - time.monotonic()))
-            except (
-                OSError,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                asyncpg.InternalClientError,
-                redis.exceptions.RedisError,
-            ) as exc:
+            except _STORE_DOWN as exc:
                 metrics.STORE_ERRORS.labels(store).inc()
                 delay = backoff.next_delay()
                 if store == "postgresql":
@@ -623,7 +620,7 @@ class Ingest:
                 return
             try:
                 await self._sweep_once(int(time.time() * 1000))
-            except (redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
+            except _STORE_DOWN as exc:
                 log.warning("offline sweep failed; will retry", extra={"error": str(exc)})
 
     async def _sweep_once(self, now_ms: int) -> int:

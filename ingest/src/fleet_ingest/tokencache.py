@@ -45,6 +45,7 @@ from fleet_ingest.ratelimit import RateLimiter
 from fleet_schemas.backoff import Backoff
 from fleet_store import device_tokens
 from fleet_store.device_tokens import Credential
+from fleet_store.outages import POSTGRES_UNAVAILABLE
 
 log = logging.getLogger("fleet_ingest.tokencache")
 
@@ -57,7 +58,6 @@ CHECKS_BURST = 5
 HASHING_AT_ONCE = 2
 DEVICES_CHANNEL = "fleet_devices"
 _RETRY_S = (0.5, 15.0)
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 _STILL_ACTIVE = (
     "SELECT t.token_id, d.operator, d.bus FROM device_tokens t JOIN devices d USING (device)"
     " WHERE t.token_id = ANY($1::text[]) AND t.status = 'active' AND d.status = 'active'"
@@ -200,9 +200,9 @@ class TokenCache:
                         await self._poll(conn)
                         await asyncio.sleep(self._poll_s)
                 finally:
-                    with contextlib.suppress(*_DB_ERRORS):
+                    with contextlib.suppress(*POSTGRES_UNAVAILABLE):
                         await conn.close(timeout=5)
-            except _DB_ERRORS as exc:
+            except POSTGRES_UNAVAILABLE as exc:
                 delay = backoff.next_delay()
                 log.warning(
                     "token cache cannot read the registry; verified tokens keep working",

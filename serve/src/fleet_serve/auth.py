@@ -31,7 +31,6 @@ import time
 from functools import cache, lru_cache
 from typing import Literal, TypeAlias, get_args
 
-import asyncpg
 import jwt
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -48,6 +47,9 @@ from fleet_serve.params import raw_header
 from fleet_serve.services import Services, ServicesDep
 from fleet_serve.settings import KeyKind, ServeSettings, TokenKey
 from fleet_store.errors import ConfigError
+from fleet_store.outages import POSTGRES_UNAVAILABLE
+
+_REVOCATIONS_UNREADABLE: tuple[type[Exception], ...] = (*POSTGRES_UNAVAILABLE, RedisError)
 
 Role = Literal["manager", "booking", "passenger", "analyst"]
 ROLES: tuple[Role, ...] = get_args(Role)
@@ -241,7 +243,7 @@ async def verify_token(services: Services, token: str) -> Claims:
     claims = decode_token(services.settings, token)
     try:
         revoked = await services.revocations.is_revoked(claims.jti)
-    except (RedisError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+    except _REVOCATIONS_UNREADABLE as exc:
         raise ApiError(
             "token revocations cannot be checked now", code="auth_unavailable", status=503
         ) from exc

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 import msgspec
 import redis.exceptions
 from litestar import Response, get
 
 from fleet_serve.services import Services, ServicesDep
+from fleet_store.outages import POSTGRES_UNAVAILABLE
+
+_UNREACHABLE: tuple[type[Exception], ...] = (*POSTGRES_UNAVAILABLE, TimeoutError)
 
 PROBE_TIMEOUT_S = 2.0
 
@@ -52,7 +54,7 @@ async def _postgresql(services: Services) -> str:
     try:
         async with asyncio.timeout(PROBE_TIMEOUT_S), services.pool.acquire() as conn:
             await conn.fetchval("SELECT 1")
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+    except _UNREACHABLE:
         return "unreachable"
     return "ok"
 

@@ -36,6 +36,10 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from fleet_store.outages import POSTGRES_UNAVAILABLE
+
+_FOLLOW_LOST: tuple[type[Exception], ...] = (*POSTGRES_UNAVAILABLE, RedisError, TimeoutError)
+
 log = logging.getLogger("fleet_store.tokens")
 
 CHANNEL = "fleet:tokens:revocations"
@@ -165,7 +169,7 @@ class RevocationWatcher:
         while not self._stopping.is_set():
             try:
                 await self._follow()
-            except (RedisError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except _FOLLOW_LOST as exc:
                 log.warning(
                     "token revocations: %s; checking Redis per request until back", type(exc).__name__
                 )

@@ -33,7 +33,7 @@ from fleet_schemas import DeviceKey, Frame, frames_topic, seal
 from fleet_store.events import read_events
 from fleet_store.geofences import import_fences
 from fleet_store.gtfs import activate, write_feed
-from fleet_store.live import LiveState
+from fleet_store.live import LiveState, proc_key
 from fleet_store.mqtt import connect_client
 from fleet_testing.ingest import IngestProcesses, register_devices
 from fleet_testing.trips import (
@@ -112,6 +112,16 @@ async def _publish_in_order(
         await client.aclose()
 
 
+def _reprocess(
+    ingest: IngestProcesses, operator: str, from_ms: int, to_ms: int, *options: str
+) -> ReprocessReport:
+    """``fleet events reprocess`` of the range, its report."""
+    args = ["events", "reprocess", "--operator", operator, "--from", _iso(from_ms), "--to", _iso(to_ms)]
+    result = CliRunner().invoke(main, [*args, "--json", *options], env=ingest.env())
+    assert result.exit_code == 0, result.output
+    return msgspec.json.decode(result.stdout, type=ReprocessReport)
+
+
 def test_reprocess_yields_the_live_events_of_two_ingest_processes_fed_every_message_twice(
     ingest: IngestProcesses, operator_id: str
 ) -> None:
@@ -150,24 +160,56 @@ def test_reprocess_yields_the_live_events_of_two_ingest_processes_fed_every_mess
     assert {(bus, "overspeed") for bus in (bus_one, bus_two)} <= live.keys(), live
     assert {(bus, "geofence_dwell") for bus in (bus_one, bus_two)} <= live.keys(), live
 
-    def reprocess(*options: str) -> ReprocessReport:
-        args = [
-            "events",
-            "reprocess",
-            "--operator",
-            operator_id,
-            "--from",
-            _iso(from_ms),
-            "--to",
-            _iso(to_ms),
-        ]
-        result = CliRunner().invoke(main, [*args, "--json", *options], env=ingest.env())
-        assert result.exit_code == 0, result.output
-        return msgspec.json.decode(result.stdout, type=ReprocessReport)
-
-    compared = reprocess("--dry-run")
+    compared = _reprocess(ingest, operator_id, from_ms, to_ms, "--dry-run")
     assert compared.fixes == len(first) + len(second), "each frame stored once"
     assert (compared.missing, compared.stored_not_recomputed, compared.changed) == ([], [], [])
     assert compared.recomputed == compared.already_stored == sum(live.values())
-    again = reprocess()
+    again = _reprocess(ingest, operator_id, from_ms, to_ms)
     assert (again.added, again.deleted, again.already_stored) == (0, 0, sum(live.values()))
+
+
+def test_a_bus_whose_state_redis_lost_mid_drive_goes_on_without_raising_an_event_twice(
+    ingest: IngestProcesses, operator_id: str
+) -> None:
+    """Halfway through the drives Redis loses both buses' processing state; ingest rebuilds it from
+    their stored frames, so the events stored are exactly those a replay of the whole range finds: no
+    second ``trip_assigned``, ``geofence_entered`` or ``bus_online`` when the frames come back."""
+    asyncio.run(_store_feed_and_fences(ingest.database_url, operator_id))
+    buses, keys = asyncio.run(register_devices(ingest.database_url, ingest.kek, operator_id, 2))
+    (one, bus_one), (two, bus_two) = buses.items()
+    feed, _ = network([line("straight", departures_s=TWO_DEPARTURES)])
+    first, second = coaches_on_the_straight_line(feed)
+    coaches = {
+        one: (bus_one, keys[0], _messages(one, bus_one, keys[0], first)),
+        two: (bus_two, keys[1], _messages(two, bus_two, keys[1], second)),
+    }
+    # the second coach starts late: cut where both have driven a while, the first coach past its silence
+    cut_ms = second[len(second) // 2].time_ms
+
+    def part(before: bool) -> dict[str, tuple[str, DeviceKey, list[list[Frame]]]]:
+        return {
+            device: (bus, key, [m for m in messages if (m[-1].time_ms < cut_ms) == before])
+            for device, (bus, key, messages) in coaches.items()
+        }
+
+    async def forget_states() -> int:
+        client = aioredis.Redis.from_url(ingest.redis_url)
+        try:
+            return int(await client.delete(*(proc_key(operator_id, bus) for bus in (bus_one, bus_two))))
+        finally:
+            await client.aclose()
+
+    asyncio.run(ingest.open_sessions("a"))
+    ingest.start("a", burst_s=None)
+    asyncio.run(_publish_in_order(ingest, operator_id, part(before=True)))
+    assert asyncio.run(forget_states()) == 2, "both buses had a state to lose"
+    asyncio.run(_publish_in_order(ingest, operator_id, part(before=False)))
+    ingest.terminate("a")
+
+    to_ms = max(first[-1].time_ms, second[-1].time_ms) + 60_000
+    compared = _reprocess(ingest, operator_id, first[0].time_ms, to_ms, "--dry-run")
+    assert compared.fixes == len(first) + len(second), "each frame stored once"
+    twice = [(e.bus, e.kind) for e in compared.stored_not_recomputed]
+    assert twice == [], f"raised again after the state was lost: {twice}"
+    assert (compared.missing, compared.changed) == ([], [])
+    assert compared.recomputed == compared.already_stored > 0

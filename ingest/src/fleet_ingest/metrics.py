@@ -84,6 +84,10 @@ STATE_CONFLICTS = Counter(
     "fleet_ingest_state_conflicts_total",
     "Buses recomputed because another ingest process wrote their state between read and write",
 )
+STATES_RECOVERED = Counter(
+    "fleet_ingest_states_recovered_total",
+    "Buses found with no processing state in Redis whose state was rebuilt from their stored frames",
+)
 EVENTS_STORED = Counter("fleet_ingest_events_stored_total", "Events newly stored in PostgreSQL and published")
 OFFLINE_SWEEPS = Counter("fleet_ingest_offline_sweeps_total", "Offline sweeps run by this process")
 FENCES_LOADED = Gauge("fleet_ingest_fences_loaded", "Geofences in the indexes held, over every operator")

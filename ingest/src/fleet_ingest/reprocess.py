@@ -30,6 +30,13 @@ already stored, missing (stored unless ``dry_run``), stored but not
 recomputed (deleted only with ``replace``), and the same key with other
 content (rewritten only with ``replace``). Events added here are history: they
 are not published on the live channel.
+
+The same replay gives ingest back a bus's processing state when Redis has
+none for it but PostgreSQL has its frames (Redis lost its keys, or the state
+expired): :func:`frames_before` reads the bus's newest stored frames before
+its batch, :func:`recovered_states` runs them, and the bus goes on from the
+state they lead to instead of from nothing, which would raise its
+``trip_assigned``, ``geofence_entered`` or ``bus_online`` a second time.
 """
 
 from __future__ import annotations
@@ -65,6 +72,17 @@ ORDER BY bus, time, seq, device
 LIMIT $8
 """  # noqa: S608
 _COUNT = "SELECT count(*) FROM positions WHERE operator = $1 AND time >= $2 AND time < $3"
+# Built from the constant names above, never from input.
+_BEFORE = f"""
+SELECT r.* FROM unnest($2::text[], $3::timestamptz[]) AS b(bus, before)
+CROSS JOIN LATERAL (
+  SELECT {", ".join(_FRAME_COLUMNS)}, key_id, (extract(epoch FROM time) * 1000)::bigint AS time_ms
+  FROM positions
+  WHERE operator = $1 AND bus = b.bus AND time < b.before AND time >= b.before - make_interval(secs => $4)
+  ORDER BY time DESC, seq DESC
+  LIMIT $5
+) AS r
+"""  # noqa: S608
 
 
 class Replay:
@@ -176,6 +194,35 @@ async def stored_frames(
         cursor = (last["bus"], last["time"], last["seq"], last["device"])
         if len(rows) < page_rows:
             return
+
+
+async def frames_before(
+    conn: asyncpg.pool.PoolConnectionProxy | asyncpg.Connection,
+    operator: str,
+    firsts: Mapping[str, int],
+    window_s: float,
+    per_bus: int,
+) -> list[Accepted]:
+    """Each bus's stored frames in the ``window_s`` before ``firsts[bus]`` (ms), its newest ``per_bus``
+    at most, in (bus, time, seq) order: what it drove before the frames now being processed."""
+    buses = sorted(firsts)
+    rows = await conn.fetch(
+        _BEFORE, operator, buses, [_time(firsts[b]) for b in buses], float(window_s), per_bus
+    )
+    frames = [_accepted(operator, r) for r in rows]
+    frames.sort(key=lambda a: (a.frame.bus, a.frame.time_ms, a.frame.seq))
+    return frames
+
+
+def recovered_states(
+    models: Mapping[str, OperatorModel], contexts: Mapping[str, DetectContext], frames: Sequence[Accepted]
+) -> dict[BusKey, SavedBus]:
+    """The progress and detector state each bus's ``frames`` (in time order) lead to; their events dropped,
+    as ingest raised them when the frames came."""
+    replay = Replay(models, contexts)
+    for start in range(0, len(frames), PAGE_ROWS):
+        replay.feed(frames[start : start + PAGE_ROWS])
+    return replay.saved
 
 
 async def reprocess(

@@ -159,6 +159,8 @@ def _options(
         detectors=ingest_settings.detectors,
         sweep_s=ingest_settings.sweep_s,
         give_up_s=give_up_s,
+        recover_s=ingest_settings.recover_s,
+        recover_fixes=ingest_settings.recover_fixes,
     )
 
 

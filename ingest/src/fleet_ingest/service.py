@@ -46,6 +46,7 @@ from fleet_ingest.detectors import Detectors
 from fleet_ingest.feeds import Networks
 from fleet_ingest.live import newest_positions, previous
 from fleet_ingest.mqtt_consumer import BATCH_MAX_BYTES, Consumer, Message, MqttError
+from fleet_ingest.reprocess import frames_before, recovered_states
 from fleet_ingest.settings import POOL_CONNECTIONS
 from fleet_ingest.storage import Stored, prepare_connection, store_messages
 from fleet_ingest.trips import Followed, SavedBus, follow
@@ -150,6 +151,11 @@ class IngestOptions(msgspec.Struct, frozen=True):
     """how often this process looks for buses gone silent (FLEET_INGEST_SWEEP_S)"""
     give_up_s: float | None = None
     """how long a write is retried before :class:`StoreUnavailable`; None: until it succeeds (MQTT)"""
+    recover_s: float = 3_600.0
+    """a bus with no processing state in Redis goes on from its stored frames of this long before its
+    batch (FLEET_INGEST_RECOVER_S; 0: from nothing)"""
+    recover_fixes: int = 600
+    """of those, its newest this many at most (FLEET_INGEST_RECOVER_FIXES)"""
 
 
 def check_slices(incoming: Sequence[Incoming], max_bytes: int = CHECK_SLICE_BYTES) -> list[tuple[int, int]]:
@@ -535,14 +541,22 @@ class Ingest:
         as a conflict: it is read again and its frames run again from the
         state that won (those not newer than it are then late). After
         ``CAS_ROUNDS`` rounds its position is written without the check, and
-        without events.
+        without events. A bus Redis holds no state for starts from the state
+        its stored frames lead to (:meth:`_recover`), still written at version 0.
         """
         pending = kept
-        for _ in range(CAS_ROUNDS):
+        for round_ in range(CAS_ROUNDS):
             buses = sorted({(a.operator, a.frame.bus) for a in pending})
             held = await self._retry("redis", partial(self._live.processing, buses))
             saved = dict(zip(buses, held, strict=True))
-            followed = self._follow(pending, {k: SavedBus(h.progress, h.state) for k, h in saved.items()})
+            carried = {k: SavedBus(h.progress, h.state) for k, h in saved.items()}
+            if round_ == 0:  # a conflict means another process wrote a state: nothing to recover then
+                empty = {
+                    k for k, h in saved.items() if h.version == 0 and h.progress is None and h.state is None
+                }
+                if empty and self._options.recover_s > 0:
+                    carried |= await self._retry("postgresql", partial(self._recover, pending, empty))
+            followed = self._follow(pending, carried)
             if followed is None:
                 await self._retry("redis", partial(self._update_live, pending, None, {}))
                 return
@@ -566,6 +580,37 @@ class Ingest:
             pending = [a for a in pending if (a.operator, a.frame.bus) in updated.conflicts]
         log.warning("buses still contended; written without events", extra={"buses": len(pending)})
         await self._retry("redis", partial(self._update_live, pending, None, {}))
+
+    async def _recover(self, kept: list[Accepted], empty: set[BusKey]) -> dict[BusKey, SavedBus]:
+        """The state each bus of ``empty`` would have, from its frames stored before this batch.
+
+        A new bus has none and keeps starting from nothing; one whose state Redis lost (or let expire)
+        goes on where its frames left it, so its trip, the fences it is in and its online state are
+        not found, and raised, a second time.
+        """
+        firsts: dict[str, dict[str, int]] = defaultdict(dict)
+        for a in kept:
+            if (a.operator, a.frame.bus) in empty:
+                held = firsts[a.operator].get(a.frame.bus)
+                firsts[a.operator][a.frame.bus] = (
+                    a.frame.time_ms if held is None else min(held, a.frame.time_ms)
+                )
+        frames: list[Accepted] = []
+        async with self._pool.acquire() as conn:
+            for operator, buses in firsts.items():
+                frames += await frames_before(
+                    conn, operator, buses, self._options.recover_s, self._options.recover_fixes
+                )
+        if not frames:
+            return {}
+        models = self._networks.models if self._networks is not None else {}
+        recovered = recovered_states(models, self._detectors.contexts(firsts.keys()), frames)
+        metrics.STATES_RECOVERED.inc(len(recovered))
+        log.info(
+            "processing state rebuilt from stored frames",
+            extra={"buses": len(recovered), "frames": len(frames)},
+        )
+        return recovered
 
     def _follow(self, kept: list[Accepted], saved: Mapping[BusKey, SavedBus]) -> Followed | None:
         """The processing step (pure, in fleet_processing) on the kept frames.

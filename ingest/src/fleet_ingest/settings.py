@@ -28,6 +28,8 @@ The servers, keys and retention every process shares are in
 | ``FLEET_INGEST_DELAY_BANDS_S`` | ``-120,300,900,1800`` | lower limits of on time, 5, 15, 30 min late |
 | ``FLEET_INGEST_OVERSPEED_MIN_S`` | ``5`` | above a fence's speed limit this long raises ``overspeed`` |
 | ``FLEET_INGEST_DB_TIMEOUT_S`` | ``10`` | a PostgreSQL connect or query unanswered this long is retried |
+| ``FLEET_INGEST_RECOVER_S`` | ``3600`` | a bus with no state in Redis replays its frames this long (0: no) |
+| ``FLEET_INGEST_RECOVER_FIXES`` | ``600`` | of those, its newest this many at most |
 
 The HTTP front for drivers' phones (``fleet ingest http``) reads these too, and:
 
@@ -77,6 +79,8 @@ class IngestSettings(msgspec.Struct, frozen=True):
     db_timeout_s: float = 10.0
     """a silent network drops packets without an error: without a deadline a query waits for TCP's
     retransmission backoff, up to two minutes after the network is back"""
+    recover_s: float = 3_600.0
+    recover_fixes: int = 600
     filters: FilterPolicy = msgspec.field(default_factory=FilterPolicy)
     detectors: DetectorPolicy = msgspec.field(default_factory=DetectorPolicy)
 
@@ -124,6 +128,8 @@ def load_ingest_settings(environ: Mapping[str, str] | None = None) -> IngestSett
         state_ttl_s=int(env_number(env, "INGEST_STATE_TTL_S", 604_800)) or 1,
         sweep_s=env_number(env, "INGEST_SWEEP_S", 15.0) or 15.0,
         db_timeout_s=env_number(env, "INGEST_DB_TIMEOUT_S", 10.0) or 10.0,
+        recover_s=max(0.0, env_number(env, "INGEST_RECOVER_S", 3_600.0)),
+        recover_fixes=max(1, int(env_number(env, "INGEST_RECOVER_FIXES", 600))),
         detectors=DetectorPolicy(
             deviation_leave_m=env_number(env, "INGEST_DEVIATION_M", 2_000.0),
             deviation_return_m=env_number(env, "INGEST_DEVIATION_RETURN_M", 1_500.0),

@@ -6,9 +6,9 @@ would stay off the map until it moves. ``rebuild_live`` writes, for every bus
 whose newest frame PostgreSQL received within the live TTL, that frame as its
 live position, through the same forward-only compare-and-set as ingest: it
 never moves a bus that already has a newer one back. What processing keeps
-per bus (trip progress, detector state) is not rebuilt: it is derived from
-the frames, and the next frames start it again (a bus then gets its
-``bus_online`` once more).
+per bus (trip progress, detector state) is not written here: ingest rebuilds
+it from the stored frames when a bus's next frame finds none
+(``fleet_ingest.reprocess.recovered_states``).
 """
 
 from __future__ import annotations

@@ -14,14 +14,16 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from click.testing import CliRunner
 
 from fleet_cli.cli import main
 from fleet_devtools import stack
+from fleet_devtools.scratch import recreate_database
 from fleet_store import stackfile
-from fleet_store.settings import load_settings
+from fleet_store.settings import ServiceUrls, load_settings
 from fleet_testing.ingest import IngestProcesses, register_devices, stored
 from fleet_testing.mqtt import publish_all
 from fleet_testing.traffic import Traffic, mixed_traffic
@@ -180,3 +182,24 @@ def test_ingest_records_its_session_and_forget_removes_it(ingest: IngestProcesse
     forgot = CliRunner(env=env).invoke(main, ["ingest", "--instance", "1", "--forget"])
     assert forgot.exit_code == 0, forgot.output
     assert "ingest sessions: 0" in CliRunner(env=env).invoke(main, ["ingest", "--sessions"]).output
+
+
+def test_sessions_on_an_unmigrated_database_say_why_and_still_show_the_broker(
+    stack_urls: ServiceUrls,
+) -> None:
+    name = f"{urlsplit(stack_urls.database_url).path.lstrip('/')}_unmigrated"
+    asyncio.run(recreate_database(stack_urls.database_url, name))
+    try:
+        env = {
+            "FLEET_MQTT_URL": stack_urls.mqtt_url,
+            "FLEET_DATABASE_URL": urlunsplit(urlsplit(stack_urls.database_url)._replace(path=f"/{name}")),
+            "FLEET_REDIS_URL": stack_urls.redis_url,
+        }
+        listed = CliRunner(env=env).invoke(main, ["ingest", "--sessions"])
+    finally:
+        asyncio.run(recreate_database(stack_urls.database_url, name, create=False))
+    assert listed.exit_code == 0, listed.output
+    assert "ingest sessions: unknown (the database schema is behind" in listed.output
+    assert "run `fleet db migrate`" in listed.output
+    assert "messages stored" in listed.output
+    assert "retained messages under fleet/" in listed.output

@@ -128,10 +128,19 @@ async def on_database(database_url: str, work: Callable[[asyncpg.Connection], Aw
 
 
 def print_sessions(urls: ServiceUrls) -> None:
-    """The ingest sessions the registry knows, and what the broker says it stores."""
+    """The ingest sessions the registry knows, and what the broker says it stores.
+
+    A database that cannot say (not migrated, not reachable) gets its reason on the sessions line;
+    the broker's lines follow all the same.
+    """
     now = datetime.now(UTC)
-    rows = asyncio.run(on_database(urls.database_url, sessions.listed))
-    click.echo(f"ingest sessions: {len(rows)}")
+    try:
+        rows = asyncio.run(on_database(urls.database_url, sessions.listed))
+    except FleetError as exc:
+        rows = []
+        click.echo(f"ingest sessions: unknown ({exc.message})")
+    else:
+        click.echo(f"ingest sessions: {len(rows)}")
     for row in rows:
         age = (now - row.last_seen).total_seconds()
         note = "running" if age < 90 else f"ABSENT for {_duration(age)}: forget it or bring it back"

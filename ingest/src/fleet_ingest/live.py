@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 
 from fleet_ingest.assess import Accepted, BusKey
 from fleet_processing.filters import BusTrack, PreviousFix
-from fleet_schemas.live import LivePosition
+from fleet_schemas.live import LivePosition, newest_each
 from fleet_schemas.trips import Calculated
 from fleet_store.live import LiveState
 
@@ -25,12 +25,7 @@ def newest_positions(
     built (a one-frame-message batch holds about twenty fixes of each bus). It
     carries the bus's trip block from ``calculated``, if any.
     """
-    newest: dict[BusKey, Accepted] = {}
-    for item in accepted:
-        key = (item.operator, item.frame.bus)
-        held = newest.get(key)
-        if held is None or (item.frame.time_ms, item.frame.seq) > (held.frame.time_ms, held.frame.seq):
-            newest[key] = item
+    newest = newest_each(accepted, _bus_of, _stamp)
     blocks = calculated or {}
     return [
         LivePosition(
@@ -51,6 +46,14 @@ def newest_positions(
         for key, item in newest.items()
         for f in (item.frame,)
     ]
+
+
+def _bus_of(item: Accepted) -> BusKey:
+    return item.operator, item.frame.bus
+
+
+def _stamp(item: Accepted) -> tuple[int, int]:
+    return item.frame.time_ms, item.frame.seq
 
 
 async def previous(live: LiveState, buses: Iterable[BusKey]) -> dict[BusKey, BusTrack]:

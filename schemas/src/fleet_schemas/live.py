@@ -5,9 +5,15 @@ JSON, because the websocket fan-out forwards it to browsers unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Iterable
+from typing import TypeVar
+
 import msgspec
 
 from fleet_schemas.trips import Calculated
+
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
 
 
 class LivePosition(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -31,3 +37,21 @@ class LivePosition(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
 
 LIVE_ENCODER = msgspec.json.Encoder()
 LIVE_DECODER = msgspec.json.Decoder(LivePosition)
+
+
+def newest_each(
+    items: Iterable[T], key: Callable[[T], K], stamp: Callable[[T], tuple[int, int]]
+) -> dict[K, T]:
+    """The newest item of each ``key`` by ``stamp`` (fix time, sequence): what a live record keeps of a
+    bus, whichever order its frames came in; the first of equal stamps stays."""
+    newest: dict[K, T] = {}
+    for item in items:
+        k = key(item)
+        held = newest.get(k)
+        if held is None or stamp(item) > stamp(held):
+            newest[k] = item
+    return newest
+
+
+def position_stamp(position: LivePosition) -> tuple[int, int]:
+    return position.time_ms, position.seq

@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from google.protobuf import json_format
@@ -51,7 +52,7 @@ from google.protobuf.message import DecodeError
 from google.transit import gtfs_realtime_pb2 as rt
 
 from fleet_schemas.gtfs import Feed
-from fleet_schemas.live import LivePosition
+from fleet_schemas.live import LivePosition, newest_each, position_stamp
 from fleet_schemas.trips import StopEta, TripEtas
 from fleet_serve.errors import ApiError
 
@@ -190,12 +191,8 @@ def _freshness(time_ms: int, updated_ms: int | None, now_ms: int) -> tuple[bool,
 
 
 def _newest_per_bus(positions: Iterable[LivePosition]) -> list[LivePosition]:
-    newest: dict[str, LivePosition] = {}
-    for position in positions:
-        held = newest.get(position.bus)
-        if held is None or (position.time_ms, position.seq) > (held.time_ms, held.seq):
-            newest[position.bus] = position
-    return sorted(newest.values(), key=lambda position: position.bus)
+    newest = newest_each(positions, attrgetter("bus"), position_stamp)
+    return [newest[bus] for bus in sorted(newest)]
 
 
 def _valid_coordinates(position: LivePosition) -> bool:

@@ -45,7 +45,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import msgspec
 import redis.asyncio as aioredis
 
-from fleet_schemas.live import LIVE_DECODER, LIVE_ENCODER, LivePosition
+from fleet_schemas.live import LIVE_DECODER, LIVE_ENCODER, LivePosition, newest_each, position_stamp
 from fleet_store.events import outbox_key
 
 GEO_MAX_LAT = 85.05112878
@@ -174,6 +174,10 @@ class OfflineWrite(msgspec.Struct, frozen=True):
     event: bytes = b""
 
 
+def _operator_bus(position: LivePosition) -> tuple[str, str]:
+    return position.operator, position.bus
+
+
 def geo_key(operator: str) -> str:
     return f"fleet:{{{operator}}}:live"
 
@@ -226,12 +230,7 @@ class LiveState:
         """
         writes = writes or {}
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-        newest: dict[tuple[str, str], LivePosition] = {}
-        for item in positions:
-            key = (item.operator, item.bus)
-            held = newest.get(key)
-            if held is None or (item.time_ms, item.seq) > (held.time_ms, held.seq):
-                newest[key] = item
+        newest = newest_each(positions, _operator_bus, position_stamp)
         by_operator: dict[str, list[LivePosition]] = defaultdict(list)
         for (operator, _bus), item in newest.items():
             by_operator[operator].append(item)

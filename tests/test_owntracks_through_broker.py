@@ -162,7 +162,7 @@ async def _rows(database_url: str) -> tuple[list[asyncpg.Record], list[asyncpg.R
         return (
             await conn.fetch(
                 "SELECT device, bus, operator, seq, time, lat, lon, speed_mps, heading_deg, accuracy_m,"
-                " altitude_m, source, key_id FROM positions ORDER BY device, seq"
+                " altitude_m, source, key_id, battery_pct, charging FROM positions ORDER BY device, seq"
             ),
             await conn.fetch("SELECT topic, reason, device FROM rejected_frames ORDER BY reason, topic"),
         )
@@ -223,6 +223,7 @@ def test_plain_and_encrypted_locations_are_stored_once_in_si_units_and_bad_ones_
     assert first["speed_mps"] == pytest.approx(30 / 3.6)
     assert (first["heading_deg"], first["accuracy_m"], first["altitude_m"]) == (270.0, 9.0, 52.0)
     assert (first["source"], first["key_id"]) == ("phone", f"owntracks:{apps.sealed.user}")
+    assert (first["battery_pct"], first["charging"]) == (77.0, False)  # batt 77, bs 1: unplugged
     assert (positions[1]["speed_mps"], positions[1]["heading_deg"]) == (None, None)
     assert positions[2]["lat"] == 36.7525
     assert [(r["reason"], r["device"]) for r in rejected] == [

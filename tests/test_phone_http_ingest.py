@@ -138,7 +138,8 @@ def _rows(database_url: str, query: str, *args: object) -> list[asyncpg.Record]:
 def _positions(database_url: str, device: str) -> list[asyncpg.Record]:
     return _rows(
         database_url,
-        "SELECT seq, time, lat, lon, speed_mps, heading_deg, altitude_m, accuracy_m, source, key_id, bus"
+        "SELECT seq, time, lat, lon, speed_mps, heading_deg, altitude_m, accuracy_m, source, key_id, bus,"
+        " battery_pct, charging"
         " FROM positions WHERE device = $1 ORDER BY time",
         device,
     )
@@ -178,6 +179,10 @@ def test_traccar_client_and_osmand_requests_are_stored_in_si_units(front: Front,
     assert (body["seq"], body["speed_mps"], body["heading_deg"]) == ((t0 + 10) * 1000 + 250, 12.5, None)
     assert body["accuracy_m"] == pytest.approx(4.2, rel=1e-6)
     assert (body["lat"], body["lon"]) == (36.7535, 3.0430)
+    assert (query["battery_pct"], query["charging"]) == (81.0, None)
+    assert body["battery_pct"] == pytest.approx(79.0, rel=1e-6)
+    assert body["charging"] is False
+    assert (osmand["battery_pct"], osmand["charging"]) == (None, None)
     assert (osmand["seq"], osmand["accuracy_m"], osmand["heading_deg"]) == ((t0 + 20) * 1000 + 125, 3.5, 12.0)
     assert osmand["speed_mps"] == pytest.approx(16.4, rel=1e-6)
     assert {(r["source"], r["key_id"], r["bus"]) for r in (query, body, osmand)} == {

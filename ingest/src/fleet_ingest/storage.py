@@ -74,6 +74,8 @@ POSITION_COLUMNS = (
     "fuel_pct",
     "trip_id",
     "source",
+    "battery_pct",
+    "charging",
     "key_id",
 )
 _STAGED = ", ".join(POSITION_COLUMNS)
@@ -196,6 +198,8 @@ def _position_row(item: Accepted) -> tuple[object, ...]:
         f.fuel_pct,
         f.trip_id,
         f.source,
+        f.battery_pct,
+        f.charging,
         item.key_id,
     )
 

@@ -103,6 +103,10 @@ def read_payload(raw: bytes, key: bytes | None) -> Location | Other:
     return decode_location(raw)
 
 
+_PLUGGED = {1: False, 2: True, 3: True}
+"""OwnTracks' battery status: unplugged, charging, full on the charger (0, unknown, says nothing)"""
+
+
 def _known(value: float | None) -> float | None:
     """None for CoreLocation's negative "unknown"."""
     return None if value is None or value < 0 else value
@@ -124,6 +128,8 @@ def to_frame(location: Location, device: str, bus: str) -> Frame:
         heading_deg=None if cog is None else cog % 360.0,
         altitude_m=location.alt,
         source="phone",
+        battery_pct=_known(location.batt),
+        charging=_PLUGGED.get(location.bs) if location.bs is not None else None,
     )
     return check_frame(frame)
 

@@ -50,6 +50,9 @@ Satellites = Annotated[int, msgspec.Meta(ge=0, le=255, description="satellites u
 Hdop = Annotated[float, msgspec.Meta(ge=0.0, le=100.0, description="horizontal dilution of precision")]
 Passengers = Annotated[int, msgspec.Meta(ge=0, le=1_000, description="passengers on board")]
 FuelPct = Annotated[float, msgspec.Meta(ge=0.0, le=100.0, description="fuel level, percent of tank")]
+BatteryPct = Annotated[
+    float, msgspec.Meta(ge=0.0, le=100.0, description="the device's battery level, percent (phones)")
+]
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*\Z"
 """Free text on the wire: any Unicode but control characters. PostgreSQL text cannot hold NUL, and
 no id or name needs a newline or escape; lone surrogates never decode (msgpack strings are UTF-8,
@@ -86,6 +89,9 @@ class Frame(msgspec.Struct, array_like=True, frozen=True, kw_only=True):
     fuel_pct: FuelPct | None = None
     trip_id: TripId | None = None
     source: Source = "gps"
+    battery_pct: BatteryPct | None = None
+    charging: bool | None = None
+    """whether the device's battery is charging (a phone on the dashboard's charger)"""
 
 
 class Batch(msgspec.Struct, array_like=True, frozen=True):

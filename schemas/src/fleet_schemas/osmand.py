@@ -35,7 +35,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Annotated
 
 import msgspec
 
@@ -43,6 +42,7 @@ from fleet_schemas.errors import InvalidFieldError, OutOfRangeError, Undecodable
 from fleet_schemas.frames import (
     AccuracyM,
     AltitudeM,
+    BatteryPct,
     FixTimeMs,
     Frame,
     Hdop,
@@ -60,7 +60,6 @@ MAX_FIXES = 1_000
 """fixes in one JSON body at most (the app's batch)"""
 MAX_VALUE_CHARS = 64
 
-BatteryPct = Annotated[float, msgspec.Meta(ge=0.0, le=100.0, description="battery level, percent")]
 
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -303,6 +302,8 @@ def to_frames(fixes: Sequence[PhoneFix], device: str, bus: str) -> list[Frame]:
             altitude_m=fix.altitude_m,
             hdop=fix.hdop,
             source="phone",
+            battery_pct=fix.battery_pct,
+            charging=fix.charging,
         )
         for fix in fixes
     ]

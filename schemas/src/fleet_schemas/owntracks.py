@@ -8,7 +8,7 @@ app's own business. With a secret configured, the app sends
 ``{"_type": "encrypted", "data": base64(nonce || secretbox)}`` instead, the
 plaintext being one of the others. Field meanings and units are the
 booklet's (owntracks.org/booklet/tech/json): ``tst`` epoch seconds, ``vel``
-km/h, ``acc``/``vac``/``alt`` m, ``cog`` degrees, ``batt`` percent.
+km/h, ``acc``/``vac``/``alt`` m, ``cog`` degrees, ``batt`` percent, ``bs`` the battery's status.
 
 Turning these into fleet frames (SI units, decryption) is
 ``fleet_processing.owntracks``'s job; this module only says what the bytes
@@ -129,6 +129,8 @@ class Location(msgspec.Struct, frozen=True):
     """course over ground, degrees"""
     batt: float | None = None
     """battery level, percent"""
+    bs: int | None = None
+    """battery status: 0 unknown, 1 unplugged, 2 charging, 3 full (plugged in)"""
     tid: str | None = None
     """tracker id, two characters shown on the app's map"""
     created_at: float | None = None

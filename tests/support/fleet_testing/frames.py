@@ -41,6 +41,8 @@ def frames(device: str | st.SearchStrategy[str] = identifiers) -> st.SearchStrat
         fuel_pct=st.none() | _floats(0, 100),
         trip_id=st.none() | st.text(texts, min_size=1, max_size=128),
         source=st.sampled_from(["gps", "phone", "sim"]),
+        battery_pct=st.none() | _floats(0, 100),
+        charging=st.none() | st.booleans(),
     )
 
 

@@ -18,10 +18,13 @@ from urllib.parse import urlencode
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 
 from fleet_devtools import stack
 from fleet_schemas import Frame, encode_batch, seal
+from fleet_schemas.live import LivePosition
 from fleet_store import devices, stackfile
+from fleet_store.live import LiveState
 from fleet_store.settings import ServiceUrls, load_settings
 from fleet_testing.database import empty_tables
 from fleet_testing.ingest import IngestProcesses, stored
@@ -124,6 +127,14 @@ def _osmand(base: str, token: str, t_ms: int) -> Answer:
     return request(url)
 
 
+async def _live_position(redis_url: str, operator: str) -> LivePosition | None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        return await LiveState(client).position(operator, BUS)
+    finally:
+        await client.aclose()
+
+
 def _rows(database_url: str, query: str, *args: object) -> list[asyncpg.Record]:
     async def fetch() -> list[asyncpg.Record]:
         conn = await asyncpg.connect(database_url)
@@ -157,7 +168,15 @@ def test_traccar_client_and_osmand_requests_are_stored_in_si_units(front: Front,
     device, token = _phone(front, operator_id)
     t0 = _now_s()
     form = urlencode(
-        {"id": token, "timestamp": str(t0 + 30), "lat": "36.7550", "lon": "3.0445", "speed": "0"}
+        {
+            "id": token,
+            "timestamp": str(t0 + 30),
+            "lat": "36.7550",
+            "lon": "3.0445",
+            "speed": "0",
+            "batt": "64",
+            "charge": "true",
+        }
     )
     answers = [
         _traccar_client(front.base, token, t0),
@@ -188,8 +207,12 @@ def test_traccar_client_and_osmand_requests_are_stored_in_si_units(front: Front,
     assert {(r["source"], r["key_id"], r["bus"]) for r in (query, body, osmand)} == {
         ("phone", f"{device}-t1", BUS)
     }
+    assert (posted["battery_pct"], posted["charging"]) == (64.0, True)
     live = stored(front.ingest.database_url, front.ingest.redis_url, operator_id, {device: BUS}).live
     assert live == {BUS: (device, (t0 + 30) * 1000)}
+    position = asyncio.run(_live_position(front.ingest.redis_url, operator_id))
+    assert position is not None
+    assert (position.battery_pct, position.charging) == (64.0, True), "the manager sees the phone's battery"
 
 
 def test_a_retried_request_is_stored_once(front: Front, operator_id: str) -> None:

@@ -78,9 +78,27 @@ async def _store_feed_and_fences(database_url: str, operator: str) -> None:
         await conn.close()
 
 
-async def _publish_in_order(
-    ingest: IngestProcesses, operator: str, coaches: dict[str, tuple[str, DeviceKey, list[list[Frame]]]]
-) -> None:
+Coaches = dict[str, tuple[str, DeviceKey, list[list[Frame]]]]
+"""by device: its bus, its key and its messages in order"""
+
+
+def _two_coaches(
+    ingest: IngestProcesses, operator: str
+) -> tuple[Coaches, tuple[str, str], tuple[list[FixPoint], list[FixPoint]]]:
+    """The straight line's feed and fences stored, two devices registered, their coaches' messages."""
+    asyncio.run(_store_feed_and_fences(ingest.database_url, operator))
+    buses, keys = asyncio.run(register_devices(ingest.database_url, ingest.kek, operator, 2))
+    (one, bus_one), (two, bus_two) = buses.items()
+    feed, _ = network([line("straight", departures_s=TWO_DEPARTURES)])
+    first, second = coaches_on_the_straight_line(feed)
+    coaches = {
+        one: (bus_one, keys[0], _messages(one, bus_one, keys[0], first)),
+        two: (bus_two, keys[1], _messages(two, bus_two, keys[1], second)),
+    }
+    return coaches, (bus_one, bus_two), (first, second)
+
+
+async def _publish_in_order(ingest: IngestProcesses, operator: str, coaches: Coaches) -> None:
     """Each coach's messages, twice each, the next one once the previous is live."""
     client = aioredis.Redis.from_url(ingest.redis_url)
     live = LiveState(client)
@@ -125,15 +143,7 @@ def _reprocess(
 def test_reprocess_yields_the_live_events_of_two_ingest_processes_fed_every_message_twice(
     ingest: IngestProcesses, operator_id: str
 ) -> None:
-    asyncio.run(_store_feed_and_fences(ingest.database_url, operator_id))
-    buses, keys = asyncio.run(register_devices(ingest.database_url, ingest.kek, operator_id, 2))
-    (one, bus_one), (two, bus_two) = buses.items()
-    feed, _ = network([line("straight", departures_s=TWO_DEPARTURES)])
-    first, second = coaches_on_the_straight_line(feed)
-    coaches = {
-        one: (bus_one, keys[0], _messages(one, bus_one, keys[0], first)),
-        two: (bus_two, keys[1], _messages(two, bus_two, keys[1], second)),
-    }
+    coaches, (bus_one, bus_two), (first, second) = _two_coaches(ingest, operator_id)
     asyncio.run(ingest.open_sessions("a", "b"))
     ingest.start("a")
     ingest.start("b")
@@ -174,19 +184,11 @@ def test_a_bus_whose_state_redis_lost_mid_drive_goes_on_without_raising_an_event
     """Halfway through the drives Redis loses both buses' processing state; ingest rebuilds it from
     their stored frames, so the events stored are exactly those a replay of the whole range finds: no
     second ``trip_assigned``, ``geofence_entered`` or ``bus_online`` when the frames come back."""
-    asyncio.run(_store_feed_and_fences(ingest.database_url, operator_id))
-    buses, keys = asyncio.run(register_devices(ingest.database_url, ingest.kek, operator_id, 2))
-    (one, bus_one), (two, bus_two) = buses.items()
-    feed, _ = network([line("straight", departures_s=TWO_DEPARTURES)])
-    first, second = coaches_on_the_straight_line(feed)
-    coaches = {
-        one: (bus_one, keys[0], _messages(one, bus_one, keys[0], first)),
-        two: (bus_two, keys[1], _messages(two, bus_two, keys[1], second)),
-    }
+    coaches, (bus_one, bus_two), (first, second) = _two_coaches(ingest, operator_id)
     # the second coach starts late: cut where both have driven a while, the first coach past its silence
     cut_ms = second[len(second) // 2].time_ms
 
-    def part(before: bool) -> dict[str, tuple[str, DeviceKey, list[list[Frame]]]]:
+    def part(before: bool) -> Coaches:
         return {
             device: (bus, key, [m for m in messages if (m[-1].time_ms < cut_ms) == before])
             for device, (bus, key, messages) in coaches.items()

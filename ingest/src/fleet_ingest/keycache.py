@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,9 +35,9 @@ import msgspec
 
 from fleet_ingest.assess import DeviceInfo
 from fleet_ingest.owntracks import Tracker
+from fleet_ingest.refresher import keep_fresh
 from fleet_processing.owntracks import secretbox_key
 from fleet_schemas import DeviceKey
-from fleet_schemas.backoff import Backoff
 from fleet_store.errors import KeyEncryptionError
 from fleet_store.outages import POSTGRES_UNAVAILABLE
 from fleet_store.owntracks import open_encryption_key
@@ -49,7 +49,6 @@ POLL_S = 2.0
 OVERLAP = timedelta(minutes=1)
 KEYS_CHANNEL = "fleet_keys"
 DEVICES_CHANNEL = "fleet_devices"
-_RETRY_S = (0.5, 15.0)
 
 _USABLE = "(status = 'active' OR (status = 'retired' AND grace_until > now()))"
 _KEYS = "SELECT key_id, device, status, grace_until, sealed_secret, kek_id FROM device_keys"
@@ -90,7 +89,7 @@ class KeyCache:
         finally:
             await checking.close()
         await self._connect()
-        self._task = asyncio.create_task(self._keep_fresh())
+        self._task = asyncio.create_task(keep_fresh("key cache", self._follow, log, self._disconnect))
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -240,26 +239,11 @@ class KeyCache:
 
     # ------------------------------------------------------------ staying fresh
 
-    async def _keep_fresh(self) -> None:
-        backoff = Backoff(*_RETRY_S)
+    async def _follow(self, healthy: Callable[[], None]) -> None:
         next_poll = time.monotonic() + self._poll_s
         while True:
-            try:
-                next_poll = await self._refresh(next_poll)
-                backoff.reset()
-                continue
-            except POSTGRES_UNAVAILABLE as exc:
-                delay = backoff.next_delay()
-                log.warning(
-                    "key cache cannot read the registry; answering from what it holds",
-                    extra={"error": str(exc), "retry_in_s": round(delay, 2)},
-                )
-            except Exception:
-                # A refresher that died would stop revocations reaching ingest: log the bug, go on.
-                delay = backoff.next_delay()
-                log.exception("key cache refresh failed; answering from what it holds")
-            await self._disconnect()
-            await asyncio.sleep(delay)
+            next_poll = await self._refresh(next_poll)
+            healthy()
 
     async def _refresh(self, next_poll: float) -> float:
         """Wait for a notification or the poll time, read what changed; return the next poll time."""

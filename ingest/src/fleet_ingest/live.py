@@ -42,6 +42,8 @@ def newest_positions(
             trip_id=f.trip_id,
             received_ms=received_ms,
             calculated=blocks.get(key),
+            battery_pct=f.battery_pct,
+            charging=f.charging,
         )
         for key, item in newest.items()
         for f in (item.frame,)

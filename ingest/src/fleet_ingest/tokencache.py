@@ -35,6 +35,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict, defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -42,7 +43,7 @@ import msgspec
 
 from fleet_ingest import metrics
 from fleet_ingest.ratelimit import RateLimiter
-from fleet_schemas.backoff import Backoff
+from fleet_ingest.refresher import keep_fresh
 from fleet_store import device_tokens
 from fleet_store.device_tokens import Credential
 from fleet_store.outages import POSTGRES_UNAVAILABLE
@@ -57,7 +58,6 @@ CHECKS_PER_S = 0.2
 CHECKS_BURST = 5
 HASHING_AT_ONCE = 2
 DEVICES_CHANNEL = "fleet_devices"
-_RETRY_S = (0.5, 15.0)
 _STILL_ACTIVE = (
     "SELECT t.token_id, d.operator, d.bus FROM device_tokens t JOIN devices d USING (device)"
     " WHERE t.token_id = ANY($1::text[]) AND t.status = 'active' AND d.status = 'active'"
@@ -102,7 +102,7 @@ class TokenCache:
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> TokenCache:
-        self._task = asyncio.create_task(self._keep_fresh())
+        self._task = asyncio.create_task(keep_fresh("token cache", self._follow, log))
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -187,28 +187,18 @@ class TokenCache:
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
         self.forget_device(str(payload))
 
-    async def _keep_fresh(self) -> None:
-        backoff = Backoff(*_RETRY_S)
-        while True:
-            try:
-                conn = await asyncpg.connect(self._url)
-                try:
-                    await conn.add_listener(device_tokens.CHANNEL, self._notified)
-                    await conn.add_listener(DEVICES_CHANNEL, self._notified)
-                    backoff.reset()
-                    while True:
-                        await self._poll(conn)
-                        await asyncio.sleep(self._poll_s)
-                finally:
-                    with contextlib.suppress(*POSTGRES_UNAVAILABLE):
-                        await conn.close(timeout=5)
-            except POSTGRES_UNAVAILABLE as exc:
-                delay = backoff.next_delay()
-                log.warning(
-                    "token cache cannot read the registry; verified tokens keep working",
-                    extra={"error": str(exc), "retry_in_s": round(delay, 2)},
-                )
-                await asyncio.sleep(delay)
+    async def _follow(self, healthy: Callable[[], None]) -> None:
+        conn = await asyncpg.connect(self._url)
+        try:
+            await conn.add_listener(device_tokens.CHANNEL, self._notified)
+            await conn.add_listener(DEVICES_CHANNEL, self._notified)
+            while True:
+                await self._poll(conn)
+                healthy()
+                await asyncio.sleep(self._poll_s)
+        finally:
+            with contextlib.suppress(*POSTGRES_UNAVAILABLE):
+                await conn.close(timeout=5)
 
     async def _poll(self, conn: asyncpg.Connection) -> None:
         """Drop cached tokens no longer active, or whose device moved to another operator or bus."""

@@ -33,6 +33,9 @@ class LivePosition(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     received_ms: int | None = None
     calculated: Calculated | None = None
     """where the bus is on its trip (None until processing has a feed for its operator)"""
+    battery_pct: float | None = None
+    """the sending phone's battery level, percent (None: an onboard unit, or the app did not say)"""
+    charging: bool | None = None
 
 
 LIVE_ENCODER = msgspec.json.Encoder()

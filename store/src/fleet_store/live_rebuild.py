@@ -22,7 +22,8 @@ from fleet_store.live import LiveState
 
 _NEWEST = """
 SELECT DISTINCT ON (operator, bus)
-       operator, bus, device, seq, time, lat, lon, speed_mps, heading_deg, accuracy_m, trip_id, received_at
+       operator, bus, device, seq, time, lat, lon, speed_mps, heading_deg, accuracy_m, trip_id, received_at,
+       battery_pct, charging
 FROM positions
 WHERE operator = $1 AND received_at > now() - make_interval(secs => $2)
 ORDER BY operator, bus, time DESC, seq DESC
@@ -46,6 +47,8 @@ async def rebuild_live(conn: asyncpg.Connection, live: LiveState, operator: str,
             accuracy_m=r["accuracy_m"],
             trip_id=r["trip_id"],
             received_ms=round(r["received_at"].timestamp() * 1000),
+            battery_pct=r["battery_pct"],
+            charging=r["charging"],
         )
         for r in rows
     ]

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from fleet_ingest.assess import Accepted, Incoming, Rejected
 from fleet_ingest.live import newest_positions
-from fleet_ingest.service import open_pool
+from fleet_ingest.service import FailingBuses, open_pool
 from fleet_ingest.storage import (
     _CLAIM_STAGED,
     _MOVE_STAGED,
@@ -483,3 +483,13 @@ def test_a_query_postgresql_does_not_answer_is_given_up_after_the_timeout(databa
             await pool.close()
 
     assert asyncio.run(scenario()) == 1, "the pool serves again after the timeout"
+
+
+def test_a_bus_whose_processing_failed_is_not_looked_up_again_within_the_window() -> None:
+    failing = FailingBuses(size=2)
+    a, b, c = ("op", "a"), ("op", "b"), ("op", "c")
+    failing.note([a], now=100.0)
+    assert failing.without([a, b], now=150.0, window_s=60.0) == {b}
+    assert failing.without([a, b], now=161.0, window_s=60.0) == {a, b}, "the window passed"
+    failing.note([b, c], now=170.0)  # size 2: a, the oldest, is forgotten
+    assert failing.without([a, b, c], now=171.0, window_s=60.0) == {a}

@@ -91,6 +91,24 @@ def test_negative_unknowns_are_absent_and_north_is_zero() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("batt", "bs", "kept"),
+    [(81, 1, (81.0, False)), (55, 2, (55.0, True)), (100, 3, (100.0, True)), (40, 0, (40.0, None))],
+)
+def test_the_battery_and_whether_it_charges_come_with_the_fix(
+    batt: int, bs: int, kept: tuple[float, bool | None]
+) -> None:
+    frame = read_frame(payload(batt=batt, bs=bs), None, "p", "b")
+    assert not isinstance(frame, Other)
+    assert (frame.battery_pct, frame.charging) == kept
+
+
+def test_a_malformed_battery_costs_the_battery_not_the_position() -> None:
+    frame = read_frame(payload(batt=140, bs="plugged"), None, "p", "b")
+    assert not isinstance(frame, Other)
+    assert (frame.lat, frame.battery_pct, frame.charging) == (36.7525, None, None)
+
+
 def test_numbers_sent_as_strings_are_read_as_numbers() -> None:
     frame = read_frame(payload(tst=str(TST), lat="36.75", lon="3.04", acc="8"), None, "p", "b")
     assert not isinstance(frame, Other)

@@ -20,6 +20,7 @@ from fleet_cli.cli import print_sessions, progress
 from fleet_devtools import stack
 from fleet_store import stackfile
 from fleet_store.broker_accounts import BrokerLogin, broker_dir
+from fleet_store.errors import FleetError
 from fleet_store.secretbox import KEK_FILE, load_key_encryption_key
 from fleet_store.settings import ServiceUrls, Settings
 
@@ -96,7 +97,12 @@ def status(settings: Settings) -> None:
         click.echo(f"{service.name:<10} {state:<5} {service.url}  ({service.detail})")
     if not all(s.answering for s in services):
         sys.exit(1)
-    print_sessions(stackfile.resolve_urls(settings))
+    try:
+        urls = stackfile.resolve_urls(settings)
+    except FleetError as exc:
+        click.echo(f"ingest sessions: unknown ({exc.message})")
+        return
+    print_sessions(urls)
 
 
 @stack_group.command()

@@ -88,6 +88,10 @@ STATES_RECOVERED = Counter(
     "fleet_ingest_states_recovered_total",
     "Buses found with no processing state in Redis whose state was rebuilt from their stored frames",
 )
+RECOVERY_FAILURES = Counter(
+    "fleet_ingest_state_recovery_failures_total",
+    "Batches whose buses without state started from nothing: stored frames unreadable, or replay failed",
+)
 EVENTS_STORED = Counter("fleet_ingest_events_stored_total", "Events newly stored in PostgreSQL and published")
 OFFLINE_SWEEPS = Counter("fleet_ingest_offline_sweeps_total", "Offline sweeps run by this process")
 FENCES_LOADED = Gauge("fleet_ingest_fences_loaded", "Geofences in the indexes held, over every operator")

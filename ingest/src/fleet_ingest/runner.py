@@ -161,6 +161,7 @@ def _options(
         give_up_s=give_up_s,
         recover_s=ingest_settings.recover_s,
         recover_fixes=ingest_settings.recover_fixes,
+        recover_timeout_s=ingest_settings.db_timeout_s,
     )
 
 

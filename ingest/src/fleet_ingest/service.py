@@ -65,6 +65,7 @@ from fleet_store.live import LiveState, OfflineWrite, ProcessingWrite, Updated
 from fleet_store.outages import POSTGRES_UNAVAILABLE
 
 _STORE_DOWN: tuple[type[Exception], ...] = (*POSTGRES_UNAVAILABLE, redis.exceptions.RedisError)
+_FRAMES_UNREAD: tuple[type[Exception], ...] = (*POSTGRES_UNAVAILABLE, TimeoutError)
 
 log = logging.getLogger("fleet_ingest.service")
 
@@ -105,6 +106,10 @@ class _Checked(msgspec.Struct, frozen=True):
 
 
 CAS_ROUNDS = 8
+RECOVER_FRAMES_MAX = 100_000
+"""stored frames a batch replays at most to rebuild the state of buses Redis holds none for (after a
+Redis that lost its keys, a whole fleet's first batch): each bus gets its share, up to recover_fixes;
+about 2 s of replay on the event loop, once"""
 """rounds of recomputing the buses another process advanced meanwhile before writing them unchecked"""
 CHECK_SLICE_BYTES = 64 * 1024
 """payload checked between two yields to the event loop (about 350 one-frame messages, or 10 of
@@ -156,6 +161,28 @@ class IngestOptions(msgspec.Struct, frozen=True):
     batch (FLEET_INGEST_RECOVER_S; 0: from nothing)"""
     recover_fixes: int = 600
     """of those, its newest this many at most (FLEET_INGEST_RECOVER_FIXES)"""
+    recover_timeout_s: float = 10.0
+    """the stored frames unread by then, the buses start from nothing (FLEET_INGEST_DB_TIMEOUT_S)"""
+
+
+class FailingBuses:
+    """Buses whose processing step failed lately, and when: their state was not written, so each of their
+    batches would otherwise look up and replay their stored frames again, a query and a replay a batch."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self._size = size
+        self._failed: OrderedDict[BusKey, float] = OrderedDict()
+
+    def note(self, buses: Iterable[BusKey], now: float) -> None:
+        for bus in buses:
+            self._failed.pop(bus, None)
+            self._failed[bus] = now
+        while len(self._failed) > self._size:
+            self._failed.popitem(last=False)
+
+    def without(self, buses: Iterable[BusKey], now: float, window_s: float) -> set[BusKey]:
+        """Those of ``buses`` that have not failed within ``window_s`` before ``now``."""
+        return {b for b in buses if now - self._failed.get(b, -window_s - 1.0) > window_s}
 
 
 def check_slices(incoming: Sequence[Incoming], max_bytes: int = CHECK_SLICE_BYTES) -> list[tuple[int, int]]:
@@ -226,6 +253,7 @@ class Ingest:
         self._detectors = Detectors(options.detectors)
         self._buses = _BusCache()
         self._stop = asyncio.Event()
+        self._failing = FailingBuses()
         self.batches = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -555,9 +583,10 @@ class Ingest:
                     k for k, h in saved.items() if h.version == 0 and h.progress is None and h.state is None
                 }
                 if empty and self._options.recover_s > 0:
-                    carried |= await self._retry("postgresql", partial(self._recover, pending, empty))
+                    carried |= await self._recover(pending, empty)
             followed = self._follow(pending, carried)
             if followed is None:
+                self._failing.note(buses, time.monotonic())
                 await self._retry("redis", partial(self._update_live, pending, None, {}))
                 return
             events: dict[BusKey, list[bytes]] = defaultdict(list)
@@ -586,25 +615,43 @@ class Ingest:
 
         A new bus has none and keeps starting from nothing; one whose state Redis lost (or let expire)
         goes on where its frames left it, so its trip, the fences it is in and its online state are
-        not found, and raised, a second time.
+        not found, and raised, a second time. Best effort: a batch reads ``RECOVER_FRAMES_MAX``
+        frames at most, a bus whose processing failed lately is not looked up again for
+        ``recover_s``, and a database that fails or is slow, or a replay that fails, leaves the buses
+        starting from nothing (as before the recovery existed), logged and counted, never a stalled batch.
         """
+        wanted = self._failing.without(empty, time.monotonic(), self._options.recover_s)
+        if not wanted:
+            return {}
         firsts: dict[str, dict[str, int]] = defaultdict(dict)
         for a in kept:
-            if (a.operator, a.frame.bus) in empty:
+            if (a.operator, a.frame.bus) in wanted:
                 held = firsts[a.operator].get(a.frame.bus)
                 firsts[a.operator][a.frame.bus] = (
                     a.frame.time_ms if held is None else min(held, a.frame.time_ms)
                 )
+        per_bus = max(1, min(self._options.recover_fixes, RECOVER_FRAMES_MAX // len(wanted)))
         frames: list[Accepted] = []
-        async with self._pool.acquire() as conn:
-            for operator, buses in firsts.items():
-                frames += await frames_before(
-                    conn, operator, buses, self._options.recover_s, self._options.recover_fixes
-                )
+        try:
+            async with asyncio.timeout(self._options.recover_timeout_s), self._pool.acquire() as conn:
+                for operator, buses in firsts.items():
+                    frames += await frames_before(conn, operator, buses, self._options.recover_s, per_bus)
+        except _FRAMES_UNREAD as exc:
+            metrics.RECOVERY_FAILURES.inc()
+            log.warning(
+                "stored frames unreadable; buses without state start from nothing",
+                extra={"buses": len(wanted), "error": str(exc) or type(exc).__name__},
+            )
+            return {}
         if not frames:
             return {}
         models = self._networks.models if self._networks is not None else {}
-        recovered = recovered_states(models, self._detectors.contexts(firsts.keys()), frames)
+        try:
+            recovered = recovered_states(models, self._detectors.contexts(firsts.keys()), frames)
+        except Exception:
+            metrics.RECOVERY_FAILURES.inc()
+            log.exception("replaying stored frames failed; buses without state start from nothing")
+            return {}
         metrics.STATES_RECOVERED.inc(len(recovered))
         log.info(
             "processing state rebuilt from stored frames",

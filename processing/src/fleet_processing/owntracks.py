@@ -128,8 +128,8 @@ def to_frame(location: Location, device: str, bus: str) -> Frame:
         heading_deg=None if cog is None else cog % 360.0,
         altitude_m=location.alt,
         source="phone",
-        battery_pct=_known(location.batt),
-        charging=_PLUGGED.get(location.bs) if location.bs is not None else None,
+        battery_pct=location.batt if location.batt is not None and 0 <= location.batt <= 100 else None,
+        charging=_PLUGGED.get(location.bs) if isinstance(location.bs, int) else None,
     )
     return check_frame(frame)
 

@@ -129,8 +129,9 @@ class Location(msgspec.Struct, frozen=True):
     """course over ground, degrees"""
     batt: float | None = None
     """battery level, percent"""
-    bs: int | None = None
-    """battery status: 0 unknown, 1 unplugged, 2 charging, 3 full (plugged in)"""
+    bs: object = None
+    """battery status: 0 unknown, 1 unplugged, 2 charging, 3 full (plugged in); anything else unknown,
+    as a malformed battery must not cost the position"""
     tid: str | None = None
     """tracker id, two characters shown on the app's map"""
     created_at: float | None = None

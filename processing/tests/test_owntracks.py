@@ -107,6 +107,9 @@ def test_a_malformed_battery_costs_the_battery_not_the_position() -> None:
     frame = read_frame(payload(batt=140, bs="plugged"), None, "p", "b")
     assert not isinstance(frame, Other)
     assert (frame.lat, frame.battery_pct, frame.charging) == (36.7525, None, None)
+    as_bool = read_frame(payload(bs=True), None, "p", "b")  # JSON true is no battery status
+    assert not isinstance(as_bool, Other)
+    assert as_bool.charging is None
 
 
 def test_numbers_sent_as_strings_are_read_as_numbers() -> None:

@@ -82,6 +82,7 @@ CROSS JOIN LATERAL (
   ORDER BY time DESC, seq DESC
   LIMIT $5
 ) AS r
+ORDER BY r.bus, r.time_ms, r.seq
 """  # noqa: S608
 
 
@@ -209,9 +210,7 @@ async def frames_before(
     rows = await conn.fetch(
         _BEFORE, operator, buses, [_time(firsts[b]) for b in buses], float(window_s), per_bus
     )
-    frames = [_accepted(operator, r) for r in rows]
-    frames.sort(key=lambda a: (a.frame.bus, a.frame.time_ms, a.frame.seq))
-    return frames
+    return [_accepted(operator, r) for r in rows]
 
 
 def recovered_states(

@@ -106,11 +106,11 @@ class _Checked(msgspec.Struct, frozen=True):
 
 
 CAS_ROUNDS = 8
+"""rounds of recomputing the buses another process advanced meanwhile before writing them unchecked"""
 RECOVER_FRAMES_MAX = 100_000
 """stored frames a batch replays at most to rebuild the state of buses Redis holds none for (after a
 Redis that lost its keys, a whole fleet's first batch): each bus gets its share, up to recover_fixes;
 about 2 s of replay on the event loop, once"""
-"""rounds of recomputing the buses another process advanced meanwhile before writing them unchecked"""
 CHECK_SLICE_BYTES = 64 * 1024
 """payload checked between two yields to the event loop (about 350 one-frame messages, or 10 of
 100 frames: a few milliseconds). A whole batch's check (30 ms for 2,000 one-frame messages, most

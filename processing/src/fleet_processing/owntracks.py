@@ -129,7 +129,7 @@ def to_frame(location: Location, device: str, bus: str) -> Frame:
         altitude_m=location.alt,
         source="phone",
         battery_pct=location.batt if location.batt is not None and 0 <= location.batt <= 100 else None,
-        charging=_PLUGGED.get(location.bs) if isinstance(location.bs, int) else None,
+        charging=_PLUGGED.get(location.bs) if type(location.bs) is int else None,  # not a JSON true
     )
     return check_frame(frame)
 

@@ -259,7 +259,7 @@ class Ingest:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` (or, in burst mode, until idle); reconnect to the broker on failure."""
         self._stop = stop
-        await self._refresh_models()
+        await self.refresh_models()
         upkeep = asyncio.create_task(self._upkeep(stop))
         sweep = asyncio.create_task(self._sweep(stop))
         try:
@@ -278,7 +278,7 @@ class Ingest:
                 )
             except POSTGRES_UNAVAILABLE as exc:
                 log.warning("recording the session failed", extra={"error": str(exc)})
-            await self._refresh_models()
+            await self.refresh_models()
             try:
                 await self._live.prune()
                 metrics.BUSES_LIVE.set(await self._live.buses_live())
@@ -288,7 +288,7 @@ class Ingest:
                 log.warning("live-state upkeep failed", extra={"error": str(exc)})
             await sleep_unless_stopped(stop, 30.0)
 
-    async def _refresh_models(self) -> None:
+    async def refresh_models(self) -> None:
         """Follow the active feeds, fences and route limits; a failure keeps what is held (retried later)."""
         try:
             if self._networks is not None:
@@ -460,7 +460,7 @@ class Ingest:
         """Follow the feeds, fences and route limits every 30 s, for a process that does not :meth:`run`."""
         self._stop = stop
         while not stop.is_set():
-            await self._refresh_models()
+            await self.refresh_models()
             await sleep_unless_stopped(stop, 30.0)
 
     def _checked(self, incoming: list[Incoming], first_index: int) -> Assessment:
@@ -569,21 +569,21 @@ class Ingest:
         as a conflict: it is read again and its frames run again from the
         state that won (those not newer than it are then late). After
         ``CAS_ROUNDS`` rounds its position is written without the check, and
-        without events. A bus Redis holds no state for starts from the state
-        its stored frames lead to (:meth:`_recover`), still written at version 0.
+        without events. A bus Redis holds no state for, in any round, starts
+        from the state its stored frames lead to (:meth:`_recover`), still
+        written at version 0.
         """
         pending = kept
-        for round_ in range(CAS_ROUNDS):
+        for _ in range(CAS_ROUNDS):
             buses = sorted({(a.operator, a.frame.bus) for a in pending})
             held = await self._retry("redis", partial(self._live.processing, buses))
             saved = dict(zip(buses, held, strict=True))
             carried = {k: SavedBus(h.progress, h.state) for k, h in saved.items()}
-            if round_ == 0:  # a conflict means another process wrote a state: nothing to recover then
-                empty = {
-                    k for k, h in saved.items() if h.version == 0 and h.progress is None and h.state is None
-                }
-                if empty and self._options.recover_s > 0:
-                    carried |= await self._recover(pending, empty)
+            # Also after a conflict: the bus's hash may have been lost (a Redis that restarted empty)
+            # between our read and our write, rather than written by another process.
+            empty = {k for k, h in saved.items() if h.version == 0 and h.progress is None and h.state is None}
+            if empty and self._options.recover_s > 0:
+                carried |= await self._recover(pending, empty)
             followed = self._follow(pending, carried)
             if followed is None:
                 self._failing.note(buses, time.monotonic())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import msgspec
 import pytest
@@ -334,3 +335,29 @@ def test_trace_is_the_same_whatever_the_batch_split(per_batch: int, seed: int, n
     visited = [v.stop_sequence for entry in one_by_one for v in entry[-1]]  # type: ignore[attr-defined]
     assert visited  # every stop served once, in order
     assert visited == sorted(visited)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    noise=st.floats(0, 90),
+    step=st.floats(2, 40),
+    per_batch=st.integers(2, 400),
+    naming=st.floats(0, 0.2),
+    seed=st.integers(0, 2**16),
+)
+def test_a_parked_bus_taken_in_a_run_at_a_time_gets_the_trace_of_one_fix_at_a_time(
+    noise: float, step: float, per_batch: int, naming: float, seed: int
+) -> None:
+    """Long waits at both termini, GPS noise up to past ``min_move_m`` (150 m) between fixes, now and then a
+    fix naming the trip: the runs of parked fixes a batch takes at once (``_park``) change nothing."""
+    rows = rows_of(FEED, "straight-1")
+    depart, arrive = rows[0].departure_s, rows[-1].arrival_s
+    seconds = every(depart - 1500, arrive + 1500, step)
+    fixes, _ = drive(FEED, "straight-1", seconds, late_s=300, noise_m=noise, seed=seed)
+    rng = random.Random(seed)
+    fixes = [msgspec.structs.replace(f, trip_id="straight-1") if rng.random() < naming else f for f in fixes]
+    one_by_one = run(NET, fixes, trace=True)
+    split = run(NET, fixes, per_batch=per_batch, trace=True)
+    assert _traced(split) == _traced(one_by_one)
+    assert msgspec.to_builtins(split[-1].progress) == msgspec.to_builtins(one_by_one[-1].progress)
+    assert {at.state for r in one_by_one for at in r.trace} >= {"unassigned", "assigned"}

@@ -39,7 +39,7 @@ from fleet_processing.plan import Floats, Ints, TripInstance
 from fleet_processing.policy import ProgressPolicy
 from fleet_processing.schedule import delay_s, scheduled_window
 from fleet_processing.service_day import find_instance, instances_between
-from fleet_schemas.geo import haversine_m
+from fleet_schemas.geo import EARTH_RADIUS_M, haversine_m
 from fleet_schemas.trips import AssignmentState, Calculated, StopVisit
 
 Bools = npt.NDArray[np.bool_]
@@ -237,6 +237,9 @@ class _Batch:
         self.time_ms = time.astype(np.int64)
         self.deviation = self.off.copy()
         self.jumped = np.zeros(n, dtype=bool)
+        self.held_to = np.zeros(n, dtype=np.int64)
+        """index of the first fix of each bus not yet taken in (:func:`_park`: a parked bus's run of fixes
+        taken in at once); rounds before it only record the bus"""
 
     # --- running instances, once per minute of fix time ------------------------------------------------
     def active_at(self, time_ms: int) -> _Active:
@@ -394,7 +397,8 @@ class _Trace:
         self.inst: list[TripInstance | None] = [None] * size
 
     def record(self, work: _Batch, buses: Ints, at: Ints) -> None:
-        self.state[at] = work.state[buses]
+        states = work.state[buses]
+        self.state[at] = states
         self.along[at] = work.along[buses]
         self.deviation[at] = work.deviation[buses]
         self.delay[at] = work.delay[buses]
@@ -402,9 +406,10 @@ class _Trace:
         self.arrived[at] = work.arrived[buses]
         self.jumped[at] = work.jumped[buses]
         work.jumped[buses] = False
-        for b, f in zip(buses.tolist(), at.tolist(), strict=True):
-            self.visits[f] = len(work.visits[b])
-            self.inst[f] = work.inst[b] if work.state[b] != UNASSIGNED else None
+        visits, inst = work.visits, work.inst
+        for b, f, state in zip(buses.tolist(), at.tolist(), states.tolist(), strict=True):
+            self.visits[f] = len(visits[b])
+            self.inst[f] = inst[b] if state != UNASSIGNED else None
 
     def entries(self, fixes: _Fixes, visits: list[list[StopVisit]]) -> list[tuple[TripAt, ...]]:
         """Every bus's trace, from the columns turned into Python values once for the whole batch (slicing
@@ -459,8 +464,9 @@ def advance_batch(
         followed = (state == ASSIGNED) | (
             (state == CANDIDATE) & (work.streak[buses] < _judge_after(work, buses))
         )
-        tracked = followed & ~fixes.named[at]
-        others = ~tracked
+        due = work.held_to[buses] <= at
+        tracked = followed & ~fixes.named[at] & due
+        others = ~tracked & due
         fast = [
             b
             for b, f in zip(buses[others].tolist(), at[others].tolist(), strict=True)
@@ -503,6 +509,8 @@ def _infer_step(work: _Batch, fixes: _Fixes, b: int, f: int) -> bool:
     if not _moving(recent, policy):
         if state == UNASSIGNED:
             work.streak[b] = 0
+            if named is None:
+                _park(work, fixes, b, f + 1)
         return True  # parked, or dwelling at a stop: a candidate is held, an unassigned bus stays so
     guess = _guess(work, recent)
     if guess is not None and guess.instance.key == work.ended[b]:
@@ -516,6 +524,66 @@ def _infer_step(work: _Batch, fixes: _Fixes, b: int, f: int) -> bool:
     work.take(b, guess, CANDIDATE, t)
     work.streak[b] = 0
     return True
+
+
+PARK_RUN_MIN = 3
+"""fixes left to a parked bus for :func:`_park` to take them at once: fewer go one by one for less"""
+
+
+def _park(work: _Batch, fixes: _Fixes, b: int, f: int) -> None:
+    """Take in at once the fixes from ``f`` on of unassigned bus ``b``, parked at the fix before, that
+    find it still parked.
+
+    Exactly what :func:`_infer_step` does one fix at a time for each of them (each fix's window of recent
+    fixes, whether it spans ``min_move_m``), computed over the run with numpy: a fleet parked at its
+    depots, or a backlog of a bus waiting at its terminus, sends many such fixes. Stops before the first
+    fix that names a trip or finds the bus moving, which then goes through the usual step.
+    """
+    end = int(fixes.start[b] + fixes.counts[b])
+    named = fixes.named[f:end]
+    if named.any():
+        end = f + int(np.argmax(named))
+    if end - f < PARK_RUN_MIN:
+        return
+    policy = work.policy
+    recent = work.recent[b]
+    kept = len(recent)
+    times = np.concatenate((np.array([p[0] for p in recent], dtype=np.int64), fixes.time[f:end]))
+    lons = np.concatenate((np.array([p[1] for p in recent], dtype=np.float64), fixes.lon[f:end]))
+    lats = np.concatenate((np.array([p[2] for p in recent], dtype=np.float64), fixes.lat[f:end]))
+    run = np.arange(kept, len(times))
+    # each fix's window: the newest recent_fixes up to it, none older than recent_s before it
+    oldest = np.searchsorted(times, times[run] - policy.recent_s * 1000)
+    first = np.maximum(run - (policy.recent_fixes - 1), oldest)
+    spans = _haversine_many(lats[first], lons[first], lats[run], lons[run])
+    moving = (first < run) & (spans >= policy.min_move_m)
+    for k in np.flatnonzero(np.abs(spans - policy.min_move_m) < 1e-6).tolist():  # the scalar rule decides
+        i, j = int(first[k]), int(run[k])
+        moving[k] = i < j and haversine_m(lats[i], lons[i], lats[j], lons[j]) >= policy.min_move_m
+    parked = int(np.argmax(moving)) if moving.any() else len(run)
+    if parked == 0:
+        return
+    last = int(run[parked - 1])
+    taken = zip(
+        fixes.time[f : f + parked].tolist(),
+        fixes.lon[f : f + parked].tolist(),
+        fixes.lat[f : f + parked].tolist(),
+        fixes.acc[f : f + parked].tolist(),
+        strict=True,
+    )
+    work.recent[b] = [*recent, *taken][int(first[parked - 1]) : last + 1]
+    work.time_ms[b] = int(times[last])
+    work.streak[b] = 0
+    work.held_to[b] = f + parked
+
+
+def _haversine_many(lat0: Floats, lon0: Floats, lat1: Floats, lon1: Floats) -> Floats:
+    """``haversine_m`` over arrays (equal to it within rounding: a span this near the threshold is
+    measured again with it)."""
+    p0, p1 = np.radians(lat0), np.radians(lat1)
+    h = np.sin((p1 - p0) / 2) ** 2 + np.cos(p0) * np.cos(p1) * np.sin(np.radians(lon1 - lon0) / 2) ** 2
+    out: Floats = 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(h)))
+    return out
 
 
 def _at_its_end(guess: Guess, policy: ProgressPolicy) -> bool:

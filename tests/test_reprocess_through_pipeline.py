@@ -292,3 +292,62 @@ def test_a_bus_whose_state_redis_lost_between_read_and_write_is_rebuilt_not_rest
     assert twice == [], f"raised again after the state was lost: {twice}"
     assert (compared.missing, compared.changed) == ([], [])
     assert compared.recomputed == compared.already_stored > 0
+
+
+def test_a_batch_after_the_loss_holding_an_old_redelivered_message_rebuilds_the_state_up_to_its_newest(
+    ingest: IngestProcesses, operator_id: str
+) -> None:
+    """Redis lost both buses' states; the next batch of each coach holds its message of 20 messages back
+    (a redelivery after a crash, already stored and processed) beside its next one. The state is rebuilt
+    from every stored frame up to the batch's newest, its own left out: the old frames are then late, as
+    they would have been live, and the frames between are in the state (rebuilt only up to the batch's
+    oldest frame, they were not, and their fences, stops and trip were found again)."""
+    coaches, (bus_one, bus_two), (first, second) = _two_coaches(ingest, operator_id)
+    cut_ms = second[len(second) // 2].time_ms
+    back = 20
+
+    async def drive() -> None:
+        pool = await open_pool(ingest.database_url)
+        client = open_redis(ingest.redis_url)
+        try:
+            async with KeyCache(ingest.database_url, ingest.kek) as registry:
+                process = Ingest(
+                    "mqtt://unused",
+                    pool,
+                    LiveState(client),
+                    registry,
+                    IngestOptions("old-redelivered", give_up_s=30.0),
+                    networks=Networks(),
+                    outbox=EventOutbox(client),
+                )
+                await process.refresh_models()
+                lost = False
+                for step in range(max(len(m) for _, _, m in coaches.values())):
+                    losing = (
+                        not lost
+                        and step >= back
+                        and any(
+                            step < len(m) and m[step][-1].time_ms >= cut_ms for _, _, m in coaches.values()
+                        )
+                    )
+                    if losing:
+                        lost = True
+                        await client.delete(*(proc_key(operator_id, bus) for bus in (bus_one, bus_two)))
+                    for device, (_bus, key, messages) in coaches.items():
+                        if step >= len(messages):
+                            continue
+                        topic = frames_topic(operator_id, device)
+                        again = [Incoming(topic, seal(messages[step - back], key))] if losing else []
+                        await process.take_in([*again, Incoming(topic, seal(messages[step], key))])
+                assert lost
+        finally:
+            await pool.close()
+            await client.aclose()
+
+    asyncio.run(asyncio.wait_for(drive(), 120))
+    to_ms = max(first[-1].time_ms, second[-1].time_ms) + 60_000
+    compared = _reprocess(ingest, operator_id, first[0].time_ms, to_ms, "--dry-run")
+    twice = [(e.bus, e.kind) for e in compared.stored_not_recomputed]
+    assert twice == [], f"raised again after the state was lost: {twice}"
+    assert (compared.missing, compared.changed) == ([], [])
+    assert compared.recomputed == compared.already_stored > 0

@@ -33,9 +33,10 @@ are not published on the live channel.
 
 The same replay gives ingest back a bus's processing state when Redis has
 none for it but PostgreSQL has its frames (Redis lost its keys, or the state
-expired): :func:`frames_before` reads the bus's newest stored frames before
-its batch, :func:`recovered_states` runs them, and the bus goes on from the
-state they lead to instead of from nothing, which would raise its
+expired): :func:`frames_before` reads the bus's newest stored frames up to
+the newest of its batch (the batch's own left out), :func:`recovered_states`
+runs them, and the bus goes on from the state they lead to instead of from
+nothing, which would raise its
 ``trip_assigned``, ``geofence_entered`` or ``bus_online`` a second time.
 """
 
@@ -74,11 +75,11 @@ LIMIT $8
 _COUNT = "SELECT count(*) FROM positions WHERE operator = $1 AND time >= $2 AND time < $3"
 # Built from the constant names above, never from input.
 _BEFORE = f"""
-SELECT r.* FROM unnest($2::text[], $3::timestamptz[]) AS b(bus, before)
+SELECT r.* FROM unnest($2::text[], $3::timestamptz[]) AS b(bus, until)
 CROSS JOIN LATERAL (
   SELECT {", ".join(_FRAME_COLUMNS)}, key_id, (extract(epoch FROM time) * 1000)::bigint AS time_ms
   FROM positions
-  WHERE operator = $1 AND bus = b.bus AND time < b.before AND time >= b.before - make_interval(secs => $4)
+  WHERE operator = $1 AND bus = b.bus AND time <= b.until AND time >= b.until - make_interval(secs => $4)
   ORDER BY time DESC, seq DESC
   LIMIT $5
 ) AS r
@@ -200,17 +201,26 @@ async def stored_frames(
 async def frames_before(
     conn: asyncpg.pool.PoolConnectionProxy | asyncpg.Connection,
     operator: str,
-    firsts: Mapping[str, int],
+    batch: Mapping[str, Sequence[Frame]],
     window_s: float,
     per_bus: int,
 ) -> list[Accepted]:
-    """Each bus's stored frames in the ``window_s`` before ``firsts[bus]`` (ms), its newest ``per_bus``
-    at most, in (bus, time, seq) order: what it drove before the frames now being processed."""
-    buses = sorted(firsts)
-    rows = await conn.fetch(
-        _BEFORE, operator, buses, [_time(firsts[b]) for b in buses], float(window_s), per_bus
-    )
-    return [_accepted(operator, r) for r in rows]
+    """Each bus's stored frames in the ``window_s`` up to the newest of its ``batch`` frames, those left
+    out, its newest ``per_bus`` at most, in (bus, time, seq) order: what it drove besides the frames now
+    being processed. Up to the newest, not the oldest: a batch may hold a frame older than frames already
+    processed (a redelivery, an agent's backlog); those must be in the state, and that frame is then
+    late, as it would have been live."""
+    buses = sorted(batch)
+    own = {(f.device, f.seq) for frames in batch.values() for f in frames}
+    most = max(len(frames) for frames in batch.values())
+    until = [_time(max(f.time_ms for f in batch[b])) for b in buses]
+    rows = await conn.fetch(_BEFORE, operator, buses, until, float(window_s), per_bus + most)
+    kept: dict[str, list[Accepted]] = {}
+    for row in rows:
+        accepted = _accepted(operator, row)
+        if (accepted.frame.device, accepted.frame.seq) not in own:
+            kept.setdefault(accepted.frame.bus, []).append(accepted)
+    return [a for frames in kept.values() for a in frames[-per_bus:]]
 
 
 def recovered_states(

@@ -53,7 +53,7 @@ from fleet_ingest.trips import Followed, SavedBus, follow
 from fleet_processing.detect import STATE_ENCODER, load_state, went_offline
 from fleet_processing.detection import DetectorPolicy
 from fleet_processing.filters import BusTrack, FilterPolicy
-from fleet_schemas import DeviceKey, frames_subscription
+from fleet_schemas import DeviceKey, Frame, frames_subscription
 from fleet_schemas.backoff import Backoff, sleep_unless_stopped
 from fleet_schemas.events import EVENT_ENCODER
 from fleet_schemas.owntracks import KNOWN_TYPES, owntracks_subscription
@@ -611,7 +611,7 @@ class Ingest:
         await self._retry("redis", partial(self._update_live, pending, None, {}))
 
     async def _recover(self, kept: list[Accepted], empty: set[BusKey]) -> dict[BusKey, SavedBus]:
-        """The state each bus of ``empty`` would have, from its frames stored before this batch.
+        """The state each bus of ``empty`` would have, from its stored frames other than this batch's.
 
         A new bus has none and keeps starting from nothing; one whose state Redis lost (or let expire)
         goes on where its frames left it, so its trip, the fences it is in and its online state are
@@ -623,18 +623,15 @@ class Ingest:
         wanted = self._failing.without(empty, time.monotonic(), self._options.recover_s)
         if not wanted:
             return {}
-        firsts: dict[str, dict[str, int]] = defaultdict(dict)
+        batch: dict[str, dict[str, list[Frame]]] = defaultdict(lambda: defaultdict(list))
         for a in kept:
             if (a.operator, a.frame.bus) in wanted:
-                held = firsts[a.operator].get(a.frame.bus)
-                firsts[a.operator][a.frame.bus] = (
-                    a.frame.time_ms if held is None else min(held, a.frame.time_ms)
-                )
+                batch[a.operator][a.frame.bus].append(a.frame)
         per_bus = max(1, min(self._options.recover_fixes, RECOVER_FRAMES_MAX // len(wanted)))
         frames: list[Accepted] = []
         try:
             async with asyncio.timeout(self._options.recover_timeout_s), self._pool.acquire() as conn:
-                for operator, buses in firsts.items():
+                for operator, buses in batch.items():
                     frames += await frames_before(conn, operator, buses, self._options.recover_s, per_bus)
         except _FRAMES_UNREAD as exc:
             metrics.RECOVERY_FAILURES.inc()
@@ -647,7 +644,7 @@ class Ingest:
             return {}
         models = self._networks.models if self._networks is not None else {}
         try:
-            recovered = recovered_states(models, self._detectors.contexts(firsts.keys()), frames)
+            recovered = recovered_states(models, self._detectors.contexts(batch.keys()), frames)
         except Exception:
             metrics.RECOVERY_FAILURES.inc()
             log.exception("replaying stored frames failed; buses without state start from nothing")

@@ -24,6 +24,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 from click.testing import CliRunner
+from prometheus_client import REGISTRY
 
 from fleet_cli.cli import main
 from fleet_ingest.assess import Incoming
@@ -284,7 +285,13 @@ def test_a_bus_whose_state_redis_lost_between_read_and_write_is_rebuilt_not_rest
             await pool.close()
             await client.aclose()
 
+    counted = ("fleet_ingest_state_conflicts_total", "fleet_ingest_states_recovered_total")
+    before = [REGISTRY.get_sample_value(name) or 0.0 for name in counted]
     asyncio.run(asyncio.wait_for(drive(), 120))
+    after = [REGISTRY.get_sample_value(name) or 0.0 for name in counted]
+    conflicts, recovered = (a - b for a, b in zip(after, before, strict=True))
+    assert conflicts >= 2, "each bus's write was refused once, its state gone"
+    assert recovered >= 2, "and each was rebuilt after it"
     to_ms = max(first[-1].time_ms, second[-1].time_ms) + 60_000
     compared = _reprocess(ingest, operator_id, first[0].time_ms, to_ms, "--dry-run")
     assert compared.fixes == len(first) + len(second), "each frame stored once"

@@ -13,10 +13,11 @@ Then ``fleet events reprocess`` recomputes the range from PostgreSQL alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -146,6 +147,19 @@ def _reprocess(
     return msgspec.json.decode(result.stdout, type=ReprocessReport)
 
 
+def _assert_each_event_raised_once(
+    ingest: IngestProcesses, operator_id: str, first: list[FixPoint], second: list[FixPoint]
+) -> None:
+    """The stored events are exactly those a replay of the whole drives finds: none twice, none missing."""
+    to_ms = max(first[-1].time_ms, second[-1].time_ms) + 60_000
+    compared = _reprocess(ingest, operator_id, first[0].time_ms, to_ms, "--dry-run")
+    assert compared.fixes == len(first) + len(second), "each frame stored once"
+    twice = [(e.bus, e.kind) for e in compared.stored_not_recomputed]
+    assert twice == [], f"raised again after the state was lost: {twice}"
+    assert (compared.missing, compared.changed) == ([], [])
+    assert compared.recomputed == compared.already_stored > 0
+
+
 def test_reprocess_yields_the_live_events_of_two_ingest_processes_fed_every_message_twice(
     ingest: IngestProcesses, operator_id: str
 ) -> None:
@@ -214,13 +228,33 @@ def test_a_bus_whose_state_redis_lost_mid_drive_goes_on_without_raising_an_event
     asyncio.run(_publish_in_order(ingest, operator_id, part(before=False)))
     ingest.terminate("a")
 
-    to_ms = max(first[-1].time_ms, second[-1].time_ms) + 60_000
-    compared = _reprocess(ingest, operator_id, first[0].time_ms, to_ms, "--dry-run")
-    assert compared.fixes == len(first) + len(second), "each frame stored once"
-    twice = [(e.bus, e.kind) for e in compared.stored_not_recomputed]
-    assert twice == [], f"raised again after the state was lost: {twice}"
-    assert (compared.missing, compared.changed) == ([], [])
-    assert compared.recomputed == compared.already_stored > 0
+    _assert_each_event_raised_once(ingest, operator_id, first, second)
+
+
+@contextlib.asynccontextmanager
+async def _ingest_here(
+    ingest: IngestProcesses, name: str, live: Callable[[aioredis.Redis], LiveState] = LiveState
+) -> AsyncIterator[tuple[Ingest, aioredis.Redis]]:
+    """An ``Ingest`` in this process on the test's servers, feeds and fences loaded: its batches are
+    taken in one by one, and its Redis (yielded beside it) can be made to fail where a test needs it to."""
+    pool = await open_pool(ingest.database_url)
+    client = open_redis(ingest.redis_url)
+    try:
+        async with KeyCache(ingest.database_url, ingest.kek) as registry:
+            process = Ingest(
+                "mqtt://unused",
+                pool,
+                live(client),
+                registry,
+                IngestOptions(name, give_up_s=30.0),
+                networks=Networks(),
+                outbox=EventOutbox(client),
+            )
+            await process.refresh_models()
+            yield process, client
+    finally:
+        await pool.close()
+        await client.aclose()
 
 
 class _LosesStatesAfterReading(LiveState):
@@ -252,38 +286,29 @@ def test_a_bus_whose_state_redis_lost_between_read_and_write_is_rebuilt_not_rest
     coaches, (bus_one, bus_two), (first, second) = _two_coaches(ingest, operator_id)
     cut_ms = second[len(second) // 2].time_ms
 
-    async def drive() -> None:
-        pool = await open_pool(ingest.database_url)
-        client = open_redis(ingest.redis_url)
+    losing: set[str] = set()
+
+    def loses(client: aioredis.Redis) -> LiveState:
         live = _LosesStatesAfterReading(client, operator_id)
-        try:
-            async with KeyCache(ingest.database_url, ingest.kek) as registry:
-                process = Ingest(
-                    "mqtt://unused",
-                    pool,
-                    live,
-                    registry,
-                    IngestOptions("lost-between", give_up_s=30.0),
-                    networks=Networks(),
-                    outbox=EventOutbox(client),
-                )
-                await process.refresh_models()
-                armed = False
-                for step in range(max(len(m) for _, _, m in coaches.values())):
-                    for device, (_bus, key, messages) in coaches.items():
-                        if step >= len(messages):
-                            continue
-                        if not armed and messages[step][-1].time_ms >= cut_ms:
-                            live.losing, armed = {bus_one, bus_two}, True
-                        payload = seal(messages[step], key)
-                        taken = await process.take_in([Incoming(frames_topic(operator_id, device), payload)])
-                        assert taken.outcome is not None
-                        assert not taken.outcome.rejected
+        live.losing = losing
+        return live
+
+    async def drive() -> None:
+        async with _ingest_here(ingest, "lost-between", loses) as (process, _):
+            armed = False
+            for step in range(max(len(m) for _, _, m in coaches.values())):
+                for device, (_bus, key, messages) in coaches.items():
+                    if step >= len(messages):
+                        continue
+                    if not armed and messages[step][-1].time_ms >= cut_ms:
+                        losing.update((bus_one, bus_two))
+                        armed = True
+                    payload = seal(messages[step], key)
+                    taken = await process.take_in([Incoming(frames_topic(operator_id, device), payload)])
+                    assert taken.outcome is not None
+                    assert not taken.outcome.rejected
             assert armed
-            assert not live.losing, "both buses lost their state after a read"
-        finally:
-            await pool.close()
-            await client.aclose()
+            assert not losing, "both buses lost their state after a read"
 
     counted = ("fleet_ingest_state_conflicts_total", "fleet_ingest_states_recovered_total")
     before = [REGISTRY.get_sample_value(name) or 0.0 for name in counted]
@@ -292,13 +317,7 @@ def test_a_bus_whose_state_redis_lost_between_read_and_write_is_rebuilt_not_rest
     conflicts, recovered = (a - b for a, b in zip(after, before, strict=True))
     assert conflicts >= 2, "each bus's write was refused once, its state gone"
     assert recovered >= 2, "and each was rebuilt after it"
-    to_ms = max(first[-1].time_ms, second[-1].time_ms) + 60_000
-    compared = _reprocess(ingest, operator_id, first[0].time_ms, to_ms, "--dry-run")
-    assert compared.fixes == len(first) + len(second), "each frame stored once"
-    twice = [(e.bus, e.kind) for e in compared.stored_not_recomputed]
-    assert twice == [], f"raised again after the state was lost: {twice}"
-    assert (compared.missing, compared.changed) == ([], [])
-    assert compared.recomputed == compared.already_stored > 0
+    _assert_each_event_raised_once(ingest, operator_id, first, second)
 
 
 def test_a_batch_after_the_loss_holding_an_old_redelivered_message_rebuilds_the_state_up_to_its_newest(
@@ -314,47 +333,24 @@ def test_a_batch_after_the_loss_holding_an_old_redelivered_message_rebuilds_the_
     back = 20
 
     async def drive() -> None:
-        pool = await open_pool(ingest.database_url)
-        client = open_redis(ingest.redis_url)
-        try:
-            async with KeyCache(ingest.database_url, ingest.kek) as registry:
-                process = Ingest(
-                    "mqtt://unused",
-                    pool,
-                    LiveState(client),
-                    registry,
-                    IngestOptions("old-redelivered", give_up_s=30.0),
-                    networks=Networks(),
-                    outbox=EventOutbox(client),
+        async with _ingest_here(ingest, "old-redelivered") as (process, client):
+            lost = False
+            for step in range(max(len(m) for _, _, m in coaches.values())):
+                losing = (
+                    not lost
+                    and step >= back
+                    and any(step < len(m) and m[step][-1].time_ms >= cut_ms for _, _, m in coaches.values())
                 )
-                await process.refresh_models()
-                lost = False
-                for step in range(max(len(m) for _, _, m in coaches.values())):
-                    losing = (
-                        not lost
-                        and step >= back
-                        and any(
-                            step < len(m) and m[step][-1].time_ms >= cut_ms for _, _, m in coaches.values()
-                        )
-                    )
-                    if losing:
-                        lost = True
-                        await client.delete(*(proc_key(operator_id, bus) for bus in (bus_one, bus_two)))
-                    for device, (_bus, key, messages) in coaches.items():
-                        if step >= len(messages):
-                            continue
-                        topic = frames_topic(operator_id, device)
-                        again = [Incoming(topic, seal(messages[step - back], key))] if losing else []
-                        await process.take_in([*again, Incoming(topic, seal(messages[step], key))])
-                assert lost
-        finally:
-            await pool.close()
-            await client.aclose()
+                if losing:
+                    lost = True
+                    await client.delete(*(proc_key(operator_id, bus) for bus in (bus_one, bus_two)))
+                for device, (_bus, key, messages) in coaches.items():
+                    if step >= len(messages):
+                        continue
+                    topic = frames_topic(operator_id, device)
+                    again = [Incoming(topic, seal(messages[step - back], key))] if losing else []
+                    await process.take_in([*again, Incoming(topic, seal(messages[step], key))])
+            assert lost
 
     asyncio.run(asyncio.wait_for(drive(), 120))
-    to_ms = max(first[-1].time_ms, second[-1].time_ms) + 60_000
-    compared = _reprocess(ingest, operator_id, first[0].time_ms, to_ms, "--dry-run")
-    twice = [(e.bus, e.kind) for e in compared.stored_not_recomputed]
-    assert twice == [], f"raised again after the state was lost: {twice}"
-    assert (compared.missing, compared.changed) == ([], [])
-    assert compared.recomputed == compared.already_stored > 0
+    _assert_each_event_raised_once(ingest, operator_id, first, second)

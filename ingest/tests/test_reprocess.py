@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleet_ingest.assess import Accepted, BusKey
-from fleet_ingest.reprocess import Replay, ReprocessReport, compare, reprocess
+from fleet_ingest.reprocess import Replay, ReprocessReport, compare, frames_before, reprocess
 from fleet_ingest.service import open_pool
 from fleet_ingest.storage import store_batch
 from fleet_ingest.trips import OperatorModel, SavedBus, follow
@@ -35,7 +35,9 @@ from fleet_processing.fence_geojson import fences_from_geojson
 from fleet_processing.geofences import FenceIndex
 from fleet_processing.progress import FixPoint
 from fleet_schemas.events import Event
+from fleet_schemas.frames import Frame
 from fleet_store.events import delete_events, read_events, write_events
+from fleet_testing.frames import frame
 from fleet_testing.trips import (
     ORIGIN_MS,
     TWO_DEPARTURES,
@@ -256,3 +258,40 @@ def test_compare_splits_events_by_key_into_already_missing_extra_and_changed() -
     assert (found.recomputed, found.already) == (3, 1)
     assert (found.missing, found.extra) == ([lost], [gone])
     assert [e.details for e in found.changed] == [{"silent_s": 1.0}]
+
+
+def test_the_frames_replayed_for_a_lost_state_span_the_whole_batch_and_leave_its_own_out(
+    database_url: str,
+) -> None:
+    """A backlog batch longer than the window still finds what came before it (the window counts back
+    from its oldest frame), the stored frames between its frames are read, its own are not, and each bus
+    gets at most ``per_bus``, its newest."""
+    minute = 60_000
+    base = 1_795_000_000_000
+
+    def at(device: str, bus: str, seq: int) -> Frame:
+        return frame(device, seq, bus=bus, time_ms=base + seq * minute)
+
+    stored = [at("unit-1", "BUS-1", n) for n in range(200)] + [at("unit-2", "BUS-2", n) for n in range(20)]
+    long_batch = [at("unit-1", "BUS-1", n) for n in (100, 150, 190)]  # 90 minutes, stored already
+    short_batch = [at("unit-2", "BUS-2", 15)]
+
+    async def scenario() -> list[Accepted]:
+        pool = await open_pool(database_url)
+        try:
+            kept = [Accepted("op-a", "k1", f) for f in stored]
+            await store_batch(pool, uuid.uuid4(), kept, [])
+            async with pool.acquire() as conn:
+                return await frames_before(
+                    conn, "op-a", {"BUS-1": long_batch, "BUS-2": short_batch}, window_s=3_600, per_bus=80
+                )
+        finally:
+            await pool.close()
+
+    found = [(a.frame.bus, a.frame.seq) for a in asyncio.run(scenario())]
+    one = [seq for bus, seq in found if bus == "BUS-1"]
+    two = [seq for bus, seq in found if bus == "BUS-2"]
+    # BUS-1: minutes 40 to 190 but its batch's 100, 150, 190; the newest 80 of those, in time order
+    expected = [n for n in range(40, 191) if n not in (100, 150, 190)][-80:]
+    assert one == expected
+    assert two == [n for n in range(16) if n != 15]

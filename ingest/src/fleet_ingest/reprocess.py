@@ -75,13 +75,14 @@ LIMIT $8
 _COUNT = "SELECT count(*) FROM positions WHERE operator = $1 AND time >= $2 AND time < $3"
 # Built from the constant names above, never from input.
 _BEFORE = f"""
-SELECT r.* FROM unnest($2::text[], $3::timestamptz[]) AS b(bus, until)
+SELECT r.* FROM unnest($2::text[], $3::timestamptz[], $4::timestamptz[], $6::int[])
+  AS b(bus, since, until, most)
 CROSS JOIN LATERAL (
   SELECT {", ".join(_FRAME_COLUMNS)}, key_id, (extract(epoch FROM time) * 1000)::bigint AS time_ms
   FROM positions
-  WHERE operator = $1 AND bus = b.bus AND time <= b.until AND time >= b.until - make_interval(secs => $4)
+  WHERE operator = $1 AND bus = b.bus AND time <= b.until AND time >= b.since - make_interval(secs => $5)
   ORDER BY time DESC, seq DESC
-  LIMIT $5
+  LIMIT b.most
 ) AS r
 ORDER BY r.bus, r.time_ms, r.seq
 """  # noqa: S608
@@ -205,16 +206,20 @@ async def frames_before(
     window_s: float,
     per_bus: int,
 ) -> list[Accepted]:
-    """Each bus's stored frames in the ``window_s`` up to the newest of its ``batch`` frames, those left
-    out, its newest ``per_bus`` at most, in (bus, time, seq) order: what it drove besides the frames now
-    being processed. Up to the newest, not the oldest: a batch may hold a frame older than frames already
-    processed (a redelivery, an agent's backlog); those must be in the state, and that frame is then
-    late, as it would have been live."""
+    """Each bus's stored frames from ``window_s`` before the oldest of its ``batch`` frames up to the
+    newest, those left out, its newest ``per_bus`` at most, in (bus, time, seq) order: what it drove
+    besides the frames now being processed. Up to the newest, not the oldest: a batch may hold a frame
+    older than frames already processed (a redelivery beside new ones); those must be in the state, and
+    that frame is then late, as it would have been live. Not past the newest: frames after the batch may
+    be another process's, committed and not yet processed, whose events a replay would drop."""
+    if not batch:
+        return []
     buses = sorted(batch)
     own = {(f.device, f.seq) for frames in batch.values() for f in frames}
-    most = max(len(frames) for frames in batch.values())
+    since = [_time(min(f.time_ms for f in batch[b])) for b in buses]
     until = [_time(max(f.time_ms for f in batch[b])) for b in buses]
-    rows = await conn.fetch(_BEFORE, operator, buses, until, float(window_s), per_bus + most)
+    most = [per_bus + len(batch[b]) for b in buses]  # the batch's own rows come back too, then left out
+    rows = await conn.fetch(_BEFORE, operator, buses, since, until, float(window_s), most)
     kept: dict[str, list[Accepted]] = {}
     for row in rows:
         accepted = _accepted(operator, row)

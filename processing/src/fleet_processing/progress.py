@@ -33,13 +33,14 @@ import numpy.typing as npt
 
 from fleet_processing.assign import ActiveByShape, Guess, active_by_shape, infer, place
 from fleet_processing.errors import FixOrderError
+from fleet_processing.geodesy import haversine_many
 from fleet_processing.locate import locate
 from fleet_processing.network import Network
 from fleet_processing.plan import Floats, Ints, TripInstance
 from fleet_processing.policy import ProgressPolicy
 from fleet_processing.schedule import delay_s, scheduled_window
 from fleet_processing.service_day import find_instance, instances_between
-from fleet_schemas.geo import EARTH_RADIUS_M, haversine_m
+from fleet_schemas.geo import haversine_m
 from fleet_schemas.trips import AssignmentState, Calculated, StopVisit
 
 Bools = npt.NDArray[np.bool_]
@@ -555,7 +556,7 @@ def _park(work: _Batch, fixes: _Fixes, b: int, f: int) -> None:
     # each fix's window: the newest recent_fixes up to it, none older than recent_s before it
     oldest = np.searchsorted(times, times[run] - policy.recent_s * 1000)
     first = np.maximum(run - (policy.recent_fixes - 1), oldest)
-    spans = _haversine_many(lats[first], lons[first], lats[run], lons[run])
+    spans = haversine_many(lats[first], lons[first], lats[run], lons[run])
     moving = (first < run) & (spans >= policy.min_move_m)
     for k in np.flatnonzero(np.abs(spans - policy.min_move_m) < 1e-6).tolist():  # the scalar rule decides
         i, j = int(first[k]), int(run[k])
@@ -575,15 +576,6 @@ def _park(work: _Batch, fixes: _Fixes, b: int, f: int) -> None:
     work.time_ms[b] = int(times[last])
     work.streak[b] = 0
     work.held_to[b] = f + parked
-
-
-def _haversine_many(lat0: Floats, lon0: Floats, lat1: Floats, lon1: Floats) -> Floats:
-    """``haversine_m`` over arrays (equal to it within rounding: a span this near the threshold is
-    measured again with it)."""
-    p0, p1 = np.radians(lat0), np.radians(lat1)
-    h = np.sin((p1 - p0) / 2) ** 2 + np.cos(p0) * np.cos(p1) * np.sin(np.radians(lon1 - lon0) / 2) ** 2
-    out: Floats = 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(h)))
-    return out
 
 
 def _at_its_end(guess: Guess, policy: ProgressPolicy) -> bool:

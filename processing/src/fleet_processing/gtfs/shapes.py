@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from pyproj import Transformer
 
-from fleet_schemas.geo import EARTH_RADIUS_M
+from fleet_processing.geodesy import haversine_many
 
 Floats = npt.NDArray[np.float64]
 
@@ -55,11 +55,7 @@ def project(transformer: Transformer, lats: Floats, lons: Floats) -> Floats:
 
 def cumulative_m(lats: Floats, lons: Floats) -> Floats:
     """Metres from the first point at every point (haversine per segment), from 0, never decreasing."""
-    p = np.radians(lats)
-    dp = np.diff(p)
-    dl = np.radians(np.diff(lons))
-    h = np.sin(dp / 2) ** 2 + np.cos(p[:-1]) * np.cos(p[1:]) * np.sin(dl / 2) ** 2
-    steps = 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(h)))
+    steps = haversine_many(lats[:-1], lons[:-1], lats[1:], lons[1:])
     return np.concatenate(([0.0], np.cumsum(steps)))
 
 

@@ -366,7 +366,7 @@ def api(settings: Settings, duration: float, rounds: int, connections: int, as_j
     type=click.FloatRange(0, 0.5),
     default=0.05,
     show_default=True,
-    help="share of clients reading one frame every 2 s",
+    help="share of clients that stop reading for 2 s after every frame",
 )
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="client processes")
 @_json_option

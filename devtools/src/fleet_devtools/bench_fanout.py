@@ -7,10 +7,11 @@ Everything on one box, in one run:
   positions channel as ingest does), in ticks of 100 ms (a tenth of the fleet
   each); ``received_ms`` carries the publish time, so a client's delay is its
   receipt time minus that, on the same clock;
-* clients in worker processes (``websockets``) in the issue's mix: 90 %
+* clients in worker processes (picows' callback API on uvloop: light enough
+  that 10,000 of them leave the server its core) in the issue's mix: 90 %
   passengers following one bus (half by bus, half by trip), 9 % following a
   route (20 buses), 1 % manager maps with a box over about a tenth of the
-  fleet; ``--slow-share`` of them read one frame every 2 s;
+  fleet; ``--slow-share`` of them stop reading for 2 s after every frame;
 * the ceiling, in the same run: a bare broadcast loop of the same websocket
   library (``websockets``' own server and ``broadcast()``, no auth, no
   queues, a dict of buses to connections) reading the same channel and
@@ -43,6 +44,8 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 import redis.asyncio as aioredis
+import uvloop
+from picows import WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from fleet_devtools.bench_agent import Target, target_lines
 from fleet_devtools.stack import free_port
@@ -215,6 +218,76 @@ def plan_clients(
 # ---------------------------------------------------------------- client workers (other processes)
 
 
+class _Listener(WSListener):
+    """One client on picows' callback API: a frame is handled where it is parsed, with no future or task
+    per message (a ``websockets`` client spent more CPU per message than the server it measured, and
+    10,000 of them on the same two cores were the bottleneck)."""
+
+    def __init__(self, spec: ClientSpec, bare: bool, window: tuple[int, int]) -> None:
+        self.spec, self.bare, self.window = spec, bare, window
+        self.loop = asyncio.get_running_loop()
+        self.subscribed: asyncio.Future[None] = self.loop.create_future()
+        self.delays: list[float] = []
+        self.seen: set[tuple[str, int]] = set()
+        self.close_code: int | None = None
+        self.stopping = False
+        self.paused = False
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        subscribe = (
+            {"type": "subscribe", "buses": [bus_name(i) for i in self.spec.buses]}
+            if self.bare
+            else {"type": "subscribe", "operator": OPERATOR, **self.spec.subscribe}
+        )
+        transport.send(WSMsgType.TEXT, msgspec.json.encode(subscribe))
+        if self.bare:
+            self.subscribed.set_result(None)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type == WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+            return
+        if frame.msg_type != WSMsgType.TEXT:
+            return
+        now = time.time() * 1000
+        messages = _messages(frame.get_payload_as_bytes())
+        if not self.subscribed.done():
+            if any(m.type == "snapshot" for m in messages):
+                self.subscribed.set_result(None)
+            return
+        lo, hi = self.window
+        for m in messages:
+            p = m.position
+            if p is not None and lo <= p.seq <= hi:
+                self.delays.append(now - p.received_ms)
+                self.seen.add((p.bus, p.seq))
+        if self.spec.slow and not self.paused:  # read nothing more for a while
+            self.paused = True
+            transport.underlying_transport.pause_reading()
+            self.loop.call_later(SLOW_PAUSE_S, self._resume, transport)
+
+    def _resume(self, transport: WSTransport) -> None:
+        self.paused = False
+        if not transport.is_disconnected:
+            transport.underlying_transport.resume_reading()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if not self.stopping:
+            handshake = transport.close_handshake
+            self.close_code = int(handshake.recv.code.value) if handshake and handshake.recv else 1006
+        if not self.subscribed.done():
+            self.subscribed.set_exception(ConnectionError(f"closed before subscribing ({self.close_code})"))
+
+    def result(self) -> ClientResult:
+        lo, hi = self.window
+        expected = {(bus_name(i), s) for i in self.spec.buses for s in range(lo, hi + 1)}
+        complete = expected <= self.seen
+        return ClientResult(
+            self.spec.kind, self.spec.slow, len(self.delays), complete, self.close_code, self.delays
+        )
+
+
 async def _client(
     url: str,
     spec: ClientSpec,
@@ -225,47 +298,19 @@ async def _client(
     connected: list[int],
 ) -> ClientResult:
     """Connect (a few at a time), subscribe, then read until ``stop``; what it heard inside ``window``."""
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
-
-    delays: list[float] = []
-    seen: set[tuple[str, int]] = set()
-    close_code: int | None = None
-    lo, hi = window
-    subscribe = (
-        {"type": "subscribe", "buses": [bus_name(i) for i in spec.buses]}
-        if bare
-        else {"type": "subscribe", "operator": OPERATOR, **spec.subscribe}
-    )
     async with gate:
-        ws = await connect(
-            f"{url}?token={spec.token}", compression=None, open_timeout=120, ping_interval=None, max_size=None
+        transport, listener = await ws_connect(
+            lambda: _Listener(spec, bare, window),
+            f"{url}?token={spec.token}",
+            websocket_handshake_timeout=120,
         )
-        await ws.send(msgspec.json.encode(subscribe))
-        if not bare:
-            while not any(m.type == "snapshot" for m in _messages(await ws.recv())):
-                pass
+        assert isinstance(listener, _Listener)
+        await asyncio.wait_for(listener.subscribed, 120)
     connected[0] += 1
-    try:
-        while not stop.is_set():
-            try:
-                raw = await asyncio.wait_for(ws.recv(), 0.5)
-            except TimeoutError:
-                continue
-            now = time.time() * 1000
-            for m in _messages(raw):
-                p = m.position
-                if p is not None and lo <= p.seq <= hi:
-                    delays.append(now - p.received_ms)
-                    seen.add((p.bus, p.seq))
-            if spec.slow:
-                await asyncio.sleep(SLOW_PAUSE_S)
-    except ConnectionClosed:
-        close_code = ws.protocol.close_rcvd.code if ws.protocol.close_rcvd else 1006
-    finally:
-        await ws.close()
-    expected = {(bus_name(i), s) for i in spec.buses for s in range(lo, hi + 1)}
-    return ClientResult(spec.kind, spec.slow, len(delays), expected <= seen, close_code, delays)
+    await stop.wait()
+    listener.stopping = True
+    transport.disconnect()
+    return listener.result()
 
 
 def _worker(
@@ -291,7 +336,7 @@ def _worker(
         async def one(spec: ClientSpec) -> ClientResult | None:
             try:
                 return await _client(url, spec, bare, window, local_stop, gate, connected)
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, WSError) as exc:
                 out.put(("error", number, repr(exc)))
                 return None
 
@@ -307,7 +352,7 @@ def _worker(
         out.put(("done", number, msgspec.msgpack.encode(results)))
 
     tune_collector()  # thousands of connections per process, as in the servers
-    asyncio.run(main())
+    uvloop.run(main())
 
 
 # ---------------------------------------------------------------- the bare broadcast loop (ceiling)
@@ -351,7 +396,7 @@ def _bare_server(port: int, redis_url: str) -> None:
             await pump()
 
     tune_collector()  # as fleet serve does, so the ceiling is not held back by the collector
-    asyncio.run(main())
+    uvloop.run(main())  # the event loop fleet serve runs on
 
 
 # ---------------------------------------------------------------- the run

@@ -122,6 +122,10 @@ class PhaseFigures(msgspec.Struct, frozen=True):
     slow_clients: int
     slow_closed_3008: int
     slow_messages_per_s: float
+    server_cpu: float
+    """the server's CPU seconds per second over the publishing window (1.0: one core busy)"""
+    clients_cpu: float
+    """the client processes' CPU seconds per second over the same window, all together"""
 
 
 class FanoutBench(msgspec.Struct, frozen=True):
@@ -497,7 +501,7 @@ class _Run:
         finally:
             await client.aclose()
 
-    def phase(self, name: str, url: str, bare: bool) -> PhaseFigures:
+    def phase(self, name: str, url: str, bare: bool, server_pid: int) -> PhaseFigures:
         ctx = multiprocessing.get_context("spawn")
         warm, cool = 5, 3
         asyncio.run(self._seed(with_etas=False))
@@ -517,7 +521,12 @@ class _Run:
                 asyncio.run(self._seed(with_etas=True))
             rounds = warm + int(self.seconds) + cool
             self.report(f"{name}: publishing {self.buses:,} buses once a second for {rounds} s")
+            before = _cpu_s(server_pid), sum(_cpu_s(p.pid) for p in procs if p.pid is not None)
+            started = time.monotonic()
             updates_per_s = asyncio.run(self._publish(rounds))
+            elapsed = time.monotonic() - started
+            after = _cpu_s(server_pid), sum(_cpu_s(p.pid) for p in procs if p.pid is not None)
+            cpu = ((after[0] - before[0]) / elapsed, (after[1] - before[1]) / elapsed)
             time.sleep(1)
         finally:
             stop.set()
@@ -530,7 +539,7 @@ class _Run:
                 done += 1
         for p in procs:
             p.join(30)
-        return _figures(name, results, updates_per_s, self.seconds)
+        return _figures(name, results, updates_per_s, self.seconds, cpu)
 
     def _wait_connected(self, name: str, out: Any) -> None:
         counts: dict[int, int] = {}
@@ -556,7 +565,16 @@ class _Run:
         self.report(f"{name}: {sum(counts.values()):,} clients connected and subscribed ({errors} failed)")
 
 
-def _figures(name: str, results: list[ClientResult], updates_per_s: float, seconds: float) -> PhaseFigures:
+def _cpu_s(pid: int) -> float:
+    """User plus system CPU seconds process ``pid`` has used so far (``/proc/PID/stat``, Linux)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _figures(
+    name: str, results: list[ClientResult], updates_per_s: float, seconds: float, cpu: tuple[float, float]
+) -> PhaseFigures:
     kinds = []
     fast = [r for r in results if not r.slow]
     for kind in KINDS:
@@ -584,6 +602,8 @@ def _figures(name: str, results: list[ClientResult], updates_per_s: float, secon
         slow_clients=len(slow),
         slow_closed_3008=sum(r.close_code == 3008 for r in slow),
         slow_messages_per_s=round(sum(r.received for r in slow) / seconds, 1),
+        server_cpu=round(cpu[0], 3),
+        clients_cpu=round(cpu[1], 3),
     )
 
 
@@ -606,7 +626,7 @@ def run_fanout_bench(
     )
     try:
         _wait_http(f"http://127.0.0.1:{port}/healthz")
-        fleet = run.phase("fleet serve", f"ws://127.0.0.1:{port}/v1/live", bare=False)
+        fleet = run.phase("fleet serve", f"ws://127.0.0.1:{port}/v1/live", bare=False, server_pid=server.pid)
     finally:
         server.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -619,7 +639,10 @@ def run_fanout_bench(
     bare_server.start()
     try:
         time.sleep(2)
-        bare = run.phase("bare websockets broadcast", f"ws://127.0.0.1:{bare_port}/", bare=True)
+        assert bare_server.pid is not None
+        bare = run.phase(
+            "bare websockets broadcast", f"ws://127.0.0.1:{bare_port}/", bare=True, server_pid=bare_server.pid
+        )
     finally:
         bare_server.terminate()
         bare_server.join(10)
@@ -661,7 +684,8 @@ def _phase_line(p: PhaseFigures) -> str:
     return (
         f"{p.name}: {p.connected:,} clients, {p.delivered_per_s:,.0f} messages/s delivered for"
         f" {p.updates_per_s:,.0f} updates/s; {kinds}; slow x{p.slow_clients}: {p.slow_messages_per_s:,.0f}/s,"
-        f" {p.slow_closed_3008} closed 3008"
+        f" {p.slow_closed_3008} closed 3008; CPU while publishing: server {p.server_cpu:.0%} of a core,"
+        f" clients {p.clients_cpu:.0%}"
     )
 
 

@@ -216,7 +216,7 @@ def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
     return {
         "log_config": None,
         "access_log": False,
-        "ws": "websockets",
+        "ws": "websockets-sansio",
         "ws_ping_interval": settings.live_ping_s,
         "ws_ping_timeout": settings.live_ping_s,
         "ws_per_message_deflate": settings.live_deflate,

@@ -272,9 +272,14 @@ def test_the_frames_replayed_for_a_lost_state_span_the_whole_batch_and_leave_its
     def at(device: str, bus: str, seq: int) -> Frame:
         return frame(device, seq, bus=bus, time_ms=base + seq * minute)
 
-    stored = [at("unit-1", "BUS-1", n) for n in range(200)] + [at("unit-2", "BUS-2", n) for n in range(20)]
+    stored = [
+        *(at("unit-1", "BUS-1", n) for n in range(200)),
+        *(at("unit-2", "BUS-2", n) for n in range(20)),
+        *(at("unit-3", "BUS-3", n) for n in range(200)),
+    ]
     long_batch = [at("unit-1", "BUS-1", n) for n in (100, 150, 190)]  # 90 minutes, stored already
     short_batch = [at("unit-2", "BUS-2", 15)]
+    late_batch = [at("unit-3", "BUS-3", 150)]
 
     async def scenario() -> list[Accepted]:
         pool = await open_pool(database_url)
@@ -283,7 +288,11 @@ def test_the_frames_replayed_for_a_lost_state_span_the_whole_batch_and_leave_its
             await store_batch(pool, uuid.uuid4(), kept, [])
             async with pool.acquire() as conn:
                 return await frames_before(
-                    conn, "op-a", {"BUS-1": long_batch, "BUS-2": short_batch}, window_s=3_600, per_bus=80
+                    conn,
+                    "op-a",
+                    {"BUS-1": long_batch, "BUS-2": short_batch, "BUS-3": late_batch},
+                    window_s=3_600,
+                    per_bus=80,
                 )
         finally:
             await pool.close()
@@ -295,3 +304,5 @@ def test_the_frames_replayed_for_a_lost_state_span_the_whole_batch_and_leave_its
     expected = [n for n in range(40, 191) if n not in (100, 150, 190)][-80:]
     assert one == expected
     assert two == [n for n in range(16) if n != 15]
+    # BUS-3: the hour before its batch, no older (60 frames, fewer than per_bus)
+    assert [seq for bus, seq in found if bus == "BUS-3"] == list(range(90, 150))

@@ -33,8 +33,9 @@ are not published on the live channel.
 
 The same replay gives ingest back a bus's processing state when Redis has
 none for it but PostgreSQL has its frames (Redis lost its keys, or the state
-expired): :func:`frames_before` reads the bus's newest stored frames up to
-the newest of its batch (the batch's own left out), :func:`recovered_states`
+expired): :func:`frames_before` reads the bus's newest stored frames from
+``FLEET_INGEST_RECOVER_S`` before the oldest of its batch up to the newest
+of its batch (the batch's own left out), :func:`recovered_states`
 runs them, and the bus goes on from the state they lead to instead of from
 nothing, which would raise its
 ``trip_assigned``, ``geofence_entered`` or ``bus_online`` a second time.

@@ -28,7 +28,7 @@ The servers, keys and retention every process shares are in
 | ``FLEET_INGEST_DELAY_BANDS_S`` | ``-120,300,900,1800`` | lower limits of on time, 5, 15, 30 min late |
 | ``FLEET_INGEST_OVERSPEED_MIN_S`` | ``5`` | above a fence's speed limit this long raises ``overspeed`` |
 | ``FLEET_INGEST_DB_TIMEOUT_S`` | ``10`` | a PostgreSQL connect or query unanswered this long is retried |
-| ``FLEET_INGEST_RECOVER_S`` | ``3600`` | a bus with no state in Redis replays its frames this long (0: no) |
+| ``FLEET_INGEST_RECOVER_S`` | ``3600`` | no state in Redis: replay from this long before the batch (0: no) |
 | ``FLEET_INGEST_RECOVER_FIXES`` | ``600`` | of those, its newest this many at most |
 
 The HTTP front for drivers' phones (``fleet ingest http``) reads these too, and:

@@ -310,10 +310,10 @@ def run_api_bench(
             "eta rate", eta.requests_per_s, "req/s", f"at least {MIN_RPS:,.0f}", eta.requests_per_s >= MIN_RPS
         ),
         Target(
-            f"eta p99 at {rate:,.0f} req/s",
-            eta.paced_p99_ms,
+            "eta p99 paced",
+            round(eta.paced_p99_ms, 2),
             "ms",
-            f"under {MAX_P99_MS:g} at {MIN_RPS:,.0f} req/s, every request answered",
+            f"under {MAX_P99_MS:g} at {MIN_RPS:,.0f} req/s offered, all answered",
             rate >= MIN_RPS and sustained and eta.paced_p99_ms < MAX_P99_MS,
         ),
         Target("share of bare", round(share * 100, 1), "%", f"at least {MIN_SHARE:.0%}", share >= MIN_SHARE),

@@ -291,6 +291,20 @@ def test_a_route_client_gets_positions_of_trips_on_its_route_once_the_route_is_k
     assert [(m.position.bus, m.position.seq) for m in got if isinstance(m, PositionMessage)] == [("b1", 2)]
 
 
+def test_one_bus_and_one_trip_clients_have_no_tick_a_route_the_route_tick_and_a_map_the_map_tick() -> None:
+    ticks = {
+        name: Filter(operator=OP, **follows).tick_ms(map_ms=100, route_ms=500)  # type: ignore[arg-type]
+        for name, follows in {
+            "bus": {"bus": "b1"},
+            "trip": {"trip_id": "t1"},
+            "route": {"route_id": "r1"},
+            "box": {"bbox": (2.9, 36.5, 3.3, 36.9)},
+            "operator": {},
+        }.items()
+    }
+    assert ticks == {"bus": 0, "trip": 0, "route": 500, "box": 100, "operator": 100}
+
+
 def test_client_messages_are_typed_and_bad_ones_say_why() -> None:
     message = decode_client_message(b'{"type":"subscribe","operator":"op1","bbox":[3,36,3.1,36.1]}')
     assert isinstance(message, Subscribe)

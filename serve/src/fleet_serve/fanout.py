@@ -27,10 +27,11 @@ Message format, version 1 (JSON text frames; binary msgpack frames with
 ``?format=msgpack``, same shapes). The server sends objects with ``v`` and
 ``type``, one per frame, or an array of them when a client's queue held
 several (a frame per drain, so a busy client gets its updates coalesced per
-send instead of one frame each). A client following many buses (a route, a
-box, the whole operator) gets at most one frame per tick (``FLEET_LIVE_TICK_MS``,
-100 ms), holding the newest of each bus from that tick; one-bus and one-trip
-clients get each update as it comes:
+send instead of one frame each). A client following many buses gets at most
+one frame per tick, holding the newest of each bus from that tick: a box or
+the whole operator (a map) per ``FLEET_LIVE_TICK_MS`` (100 ms), a route per
+``FLEET_LIVE_ROUTE_TICK_MS`` (500 ms); one-bus and one-trip clients get each
+update as it comes:
 
 * ``{"v":1,"type":"subscribed","filter":{...}}``: the filter now in force;
 * ``{"v":1,"type":"snapshot","positions":[LivePosition...],"etas":[TripEtas...]}``:
@@ -112,10 +113,16 @@ class Filter(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     route_id: str | None = None
     bbox: BBox | None = None
 
-    @property
-    def follows_many(self) -> bool:
-        """A route, a box or the whole operator (not one bus or one trip): updates coalesced per tick."""
-        return self.bus is None and self.trip_id is None
+    def tick_ms(self, map_ms: int, route_ms: int) -> int:
+        """How long this client's updates are gathered into one frame: 0 for one bus or one trip.
+
+        A box or the whole operator is a map, drawn as it moves (``map_ms``); a route's list of coaches
+        is read, not watched, so its longer tick (``route_ms``) spares the server a frame per tick per
+        route client: at 10,000 clients, route followers got about half of every frame sent.
+        """
+        if self.bus is not None or self.trip_id is not None:
+            return 0
+        return route_ms if self.route_id is not None else map_ms
 
     def __post_init__(self) -> None:
         chosen = [name for name in ("bus", "trip_id", "route_id", "bbox") if getattr(self, name) is not None]

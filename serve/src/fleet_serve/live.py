@@ -452,13 +452,15 @@ class _Session:
         client = self.client
         socket = self.socket
         loop = asyncio.get_running_loop()
-        tick_s = self.hub.services.settings.live_tick_ms / 1000
+        settings = self.hub.services.settings
         drained_at = -math.inf
         while True:
             await self.wake.wait()
-            if tick_s and client.filter is not None and client.filter.follows_many:
+            f = client.filter
+            tick_ms = 0 if f is None else f.tick_ms(settings.live_tick_ms, settings.live_route_tick_ms)
+            if tick_ms:
                 # a route, a box, an operator: what arrives within the tick goes out as one frame
-                wait = drained_at + tick_s - loop.time()
+                wait = drained_at + tick_ms / 1000 - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
             self.wake.clear()

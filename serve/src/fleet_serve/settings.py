@@ -12,7 +12,8 @@ The servers every process shares (PostgreSQL, Redis) come from
 | ``FLEET_LIVE_SLOW_S`` | ``5`` | a client behind (queue full or a send not done) this long is closed 3008 |
 | ``FLEET_LIVE_PING_S`` | ``20`` | websocket ping interval, and the deadline for its pong |
 | ``FLEET_LIVE_AUTH_S`` | ``10`` | how long a new websocket has to send its token |
-| ``FLEET_LIVE_TICK_MS`` | ``100`` | at most a frame a tick to a route, box or operator client (0: none) |
+| ``FLEET_LIVE_TICK_MS`` | ``100`` | at most a frame a tick to a box or operator client, a map (0: none) |
+| ``FLEET_LIVE_ROUTE_TICK_MS`` | ``500`` | at most a frame a tick to a route client (0: none) |
 | ``FLEET_LIVE_DEFLATE`` | ``0`` | ``1``: offer per-message deflate (CPU per client: each compresses) |
 | ``FLEET_SERVE_PUBLIC_FEEDS`` | (none) | operators whose GTFS-rt feeds need no token (``a,b``; ``*``: all) |
 | ``FLEET_MAP_TILES`` | (none) | the map's basemap: tile URL template, style URL, ``.pmtiles`` file or URL |
@@ -112,7 +113,9 @@ class ServeSettings(msgspec.Struct, frozen=True):
     live_ping_s: float = 20.0
     live_auth_s: float = 10.0
     live_tick_ms: int = 100
-    """at most one frame per tick to a client following many buses (0: no tick)"""
+    """at most one frame per tick to a box or operator client, a map (0: no tick)"""
+    live_route_tick_ms: int = 500
+    """at most one frame per tick to a route client (0: no tick): no one watches a route at a map's pace"""
     live_deflate: bool = False
     public_feeds: frozenset[str] = frozenset()
     """operators whose GTFS-realtime feeds anyone may fetch (``*``: every operator)"""
@@ -139,7 +142,8 @@ def load_serve_settings(environ: Mapping[str, str] | None = None) -> ServeSettin
         live_slow_s=_positive(env, "LIVE_SLOW_S", 5.0),
         live_ping_s=_positive(env, "LIVE_PING_S", 20.0),
         live_auth_s=_positive(env, "LIVE_AUTH_S", 10.0),
-        live_tick_ms=_tick_ms(env),
+        live_tick_ms=_tick_ms(env, "LIVE_TICK_MS", 100),
+        live_route_tick_ms=_tick_ms(env, "LIVE_ROUTE_TICK_MS", 500),
         live_deflate=_flag(env, "LIVE_DEFLATE"),
         public_feeds=frozenset(
             filter(None, (op.strip() for op in env.get(f"{PREFIX}SERVE_PUBLIC_FEEDS", "").split(",")))
@@ -155,13 +159,13 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     return raw == "1"
 
 
-def _tick_ms(env: Mapping[str, str]) -> int:
-    raw = env.get(f"{PREFIX}LIVE_TICK_MS")
+def _tick_ms(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(f"{PREFIX}{name}")
     if raw is None:
-        return 100
+        return default
     if not raw.isdigit() or int(raw) > 10_000:
         raise ConfigError(
-            f"{PREFIX}LIVE_TICK_MS={raw!r}: expected whole milliseconds from 0 to 10000, as 100"
+            f"{PREFIX}{name}={raw!r}: expected whole milliseconds from 0 to 10000, as {default}"
         )
     return int(raw)
 

@@ -82,6 +82,12 @@ def test_an_issued_token_verifies_and_a_revoked_one_is_refused_by_serve(
     assert "was revoked already" in again.output
 
 
+def test_an_older_jti_that_starts_with_a_dash_is_revoked_after_a_double_dash(fleet: Fleet) -> None:
+    """Before jtis were hex, one in 64 began with '-' (urlsafe base64): the help says how to revoke it."""
+    revoked = fleet("tokens", "revoke", "--", "-lq2-7wJ0kYh9VhXb4Zr1Tg")
+    assert revoked.exit_code == 0, revoked.output
+
+
 def test_issue_as_json_gives_the_token_its_jti_and_expiry(fleet: Fleet) -> None:
     issued = fleet(
         "tokens",

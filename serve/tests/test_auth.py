@@ -76,6 +76,13 @@ def test_an_issued_token_verifies_with_its_claims() -> None:
     assert claims.exp - claims.iat == 60
 
 
+def test_issued_jtis_are_hex_so_a_command_line_never_reads_one_as_an_option() -> None:
+    issued = [issue_token(SETTINGS, role="booking", operators=("s",), ttl_s=60, sub="b") for _ in range(200)]
+    jtis = {claims.jti for _, claims in issued}
+    assert len(jtis) == 200
+    assert all(len(jti) == 32 and set(jti) <= set("0123456789abcdef") for jti in jtis)
+
+
 def test_a_token_signed_by_an_older_key_still_verifies() -> None:
     token = _forge(_body(), key=OLD)
     assert decode_token(SETTINGS, token).kid == OLD.kid

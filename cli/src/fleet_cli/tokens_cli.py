@@ -48,7 +48,7 @@ def tokens_group() -> None:
     \b
     Example:
       fleet tokens issue --role booking --operator sogral --ttl 30d --sub booking-platform
-      fleet tokens revoke 3q2-7wJ0kYh9VhXb4Zr1Tg
+      fleet tokens revoke 9f2c41d07be85a3361c0e4f5a2b8d917
     """
 
 
@@ -130,11 +130,12 @@ def revoke(settings: Settings, jti: str | None, token: str | None) -> None:
 
     Revoked tokens are kept in PostgreSQL (revoked_tokens) and in Redis until
     they expire. By jti alone the expiry is unknown, so the revocation is kept
-    for the longest lifetime any token may have.
+    for the longest lifetime any token may have. A jti that starts with '-'
+    (issued before jtis were hex) goes after '--': fleet tokens revoke -- -JTI.
 
     \b
     Example:
-      fleet tokens revoke 3q2-7wJ0kYh9VhXb4Zr1Tg
+      fleet tokens revoke 9f2c41d07be85a3361c0e4f5a2b8d917
       fleet tokens revoke --token "$TOKEN"
     """
     if (jti is None) == (token is None):

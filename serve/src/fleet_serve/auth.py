@@ -153,7 +153,7 @@ def issue_token(
         bus=bus,
         iat=iat,
         exp=iat + ttl_s,
-        jti=secrets.token_urlsafe(16),
+        jti=secrets.token_hex(16),  # hex: never starts with '-', which a command line reads as an option
         kid=key.kid,
     )
     payload = _Payload(

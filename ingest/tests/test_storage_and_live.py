@@ -33,12 +33,14 @@ from fleet_ingest.storage import (
 from fleet_schemas.live import LIVE_DECODER
 from fleet_store.events import outbox_key
 from fleet_store.live import (
+    UNWRITTEN,
     LiveState,
     OfflineWrite,
     Processing,
     ProcessingWrite,
     geo_key,
     positions_channel,
+    proc_key,
 )
 from fleet_store.maintain import Retention, maintain, refresh_rollups
 from fleet_testing.frames import frame
@@ -167,24 +169,115 @@ def test_processing_state_is_written_only_at_the_version_it_was_read(redis_url: 
         bus = ("op-a", "BUS-01")
         conflicts = []
         for seq, write in [
-            (5, ProcessingWrite(0, b"p5", b"d5", [b'{"e":5}'])),
-            (6, ProcessingWrite(0, b"p6", b"d6", [b'{"e":6}'])),  # read before the first write: loses
-            (6, ProcessingWrite(1, b"p6", b"d6", [b'{"e":6}'])),  # read again: wins
+            (5, ProcessingWrite(UNWRITTEN, b"p5", b"d5", [b'{"e":5}'])),
+            (6, ProcessingWrite(UNWRITTEN, b"p6", b"d6", [b'{"e":6}'])),  # read before the first write: loses
         ]:
             updated = await live.update(newest_positions([accepted(seq)], NOW_MS), NOW_MS, {bus: write})
             conflicts.append(updated.conflicts)
+        (read_again,) = await live.processing([bus])
+        write = ProcessingWrite(read_again.version, b"p6", b"d6", [b'{"e":6}'])
+        updated = await live.update(newest_positions([accepted(6)], NOW_MS), NOW_MS, {bus: write})
+        conflicts.append(updated.conflicts)
         held = await live.processing([bus, ("op-a", "BUS-02")])
         position = await live.position(*bus)
         outbox = await client.lrange(outbox_key("op-a"), 0, -1)
         await client.aclose()
         assert position is not None
+        assert held[0].version not in {UNWRITTEN, read_again.version}
         return conflicts, held, position.seq, outbox
 
     conflicts, held, seq, outbox = asyncio.run(scenario())
     assert conflicts == [set(), {("op-a", "BUS-01")}, set()]
-    assert held == [Processing(2, b"p6", b"d6"), Processing()]
+    assert [(h.progress, h.state) for h in held] == [(b"p6", b"d6"), (None, None)]
+    assert held[1] == Processing()
     assert seq == 6
     assert outbox == [b'{"e":5}', b'{"e":6}']  # the lost write queued nothing
+
+
+def test_a_version_read_before_redis_lost_the_state_is_refused_however_many_writes_follow(
+    redis_url: str,
+) -> None:
+    """A counter would restart at 0 after the loss and, once back at the version a slow process read
+    before it, let that process's stale state win; versions carry Redis's clock, so none comes back."""
+
+    async def scenario() -> tuple[set[tuple[str, str]], Processing]:
+        client = aioredis.Redis.from_url(redis_url)
+        live = LiveState(client, ttl_s=60)
+        bus = ("op-a", "BUS-01")
+
+        async def write_at_the_version_held(seq: int) -> str:
+            (held,) = await live.processing([bus])
+            write = ProcessingWrite(held.version, f"p{seq}".encode(), f"d{seq}".encode())
+            updated = await live.update(newest_positions([accepted(seq)], NOW_MS), NOW_MS, {bus: write})
+            assert not updated.conflicts
+            return held.version
+
+        for seq in range(1, 4):
+            await write_at_the_version_held(seq)
+        (stale,) = await live.processing([bus])  # a slow process reads here, then stalls
+        await client.delete(proc_key(*bus))  # Redis loses the state
+        versions = [await write_at_the_version_held(seq) for seq in range(4, 7)]  # as many as before
+        assert versions[0] == UNWRITTEN
+        assert stale.version not in versions
+        late = ProcessingWrite(stale.version, b"stale", b"stale")
+        updated = await live.update(newest_positions([accepted(9)], NOW_MS), NOW_MS, {bus: late})
+        (held,) = await live.processing([bus])
+        await client.aclose()
+        return updated.conflicts, held
+
+    conflicts, held = asyncio.run(scenario())
+    assert conflicts == {("op-a", "BUS-01")}
+    assert (held.progress, held.state) == (b"p6", b"d6")
+
+
+def test_a_version_read_before_an_older_snapshot_was_restored_is_refused(redis_url: str) -> None:
+    async def scenario() -> tuple[set[tuple[str, str]], set[tuple[str, str]], Processing]:
+        client = aioredis.Redis.from_url(redis_url)
+        live = LiveState(client, ttl_s=60)
+        bus = ("op-a", "BUS-01")
+        first = ProcessingWrite(UNWRITTEN, b"p1", b"d1")
+        await live.update(newest_positions([accepted(1)], NOW_MS), NOW_MS, {bus: first})
+        snapshot = await client.dump(proc_key(*bus))
+        assert snapshot is not None
+        (held,) = await live.processing([bus])
+        second = ProcessingWrite(held.version, b"p2", b"d2")
+        await live.update(newest_positions([accepted(2)], NOW_MS), NOW_MS, {bus: second})
+        (stale,) = await live.processing([bus])  # read after the snapshot was taken
+        await client.restore(proc_key(*bus), 0, snapshot, replace=True)  # the snapshot is restored
+        again = ProcessingWrite(held.version, b"p2'", b"d2'")  # the state after the snapshot, run again
+        rerun = await live.update(newest_positions([accepted(2)], NOW_MS), NOW_MS, {bus: again})
+        late = ProcessingWrite(stale.version, b"stale", b"stale")
+        refused = await live.update(newest_positions([accepted(3)], NOW_MS), NOW_MS, {bus: late})
+        (now,) = await live.processing([bus])
+        await client.aclose()
+        return rerun.conflicts, refused.conflicts, now
+
+    rerun, refused, now = asyncio.run(scenario())
+    assert rerun == set()
+    assert refused == {("op-a", "BUS-01")}
+    assert (now.progress, now.state) == (b"p2'", b"d2'")
+
+
+def test_a_state_written_by_a_counting_version_is_taken_over_at_that_version(redis_url: str) -> None:
+    """Hashes written before versions carried the clock hold a plain count; they go on from it."""
+
+    async def scenario() -> tuple[set[tuple[str, str]], Processing]:
+        client = aioredis.Redis.from_url(redis_url)
+        live = LiveState(client, ttl_s=60)
+        bus = ("op-a", "BUS-01")
+        await client.hset(proc_key(*bus), mapping={"v": 5, "progress": b"p5", "detect": b"d5"})
+        (held,) = await live.processing([bus])
+        write = ProcessingWrite(held.version, b"p6", b"d6")
+        updated = await live.update(newest_positions([accepted(6)], NOW_MS), NOW_MS, {bus: write})
+        (now,) = await live.processing([bus])
+        await client.aclose()
+        assert held.version == "5"
+        return updated.conflicts, now
+
+    conflicts, now = asyncio.run(scenario())
+    assert conflicts == set()
+    assert now.version.endswith(".6")
+    assert (now.progress, now.state) == (b"p6", b"d6")
 
 
 def test_a_silent_bus_is_declared_offline_once_whoever_sweeps(redis_url: str) -> None:
@@ -193,7 +286,7 @@ def test_a_silent_bus_is_declared_offline_once_whoever_sweeps(redis_url: str) ->
         live = LiveState(client, ttl_s=60)
         bus = ("op-a", "BUS-01")
         await live.update(
-            newest_positions([accepted(5)], NOW_MS), NOW_MS, {bus: ProcessingWrite(0, None, b"s")}
+            newest_positions([accepted(5)], NOW_MS), NOW_MS, {bus: ProcessingWrite(UNWRITTEN, None, b"s")}
         )
         early = await live.silent("op-a", NOW_MS - 1)
         silent = await live.silent("op-a", NOW_MS + 1_000)
@@ -210,7 +303,7 @@ def test_a_silent_bus_is_declared_offline_once_whoever_sweeps(redis_url: str) ->
     declared, others, held, outbox = asyncio.run(scenario())
     assert sorted(declared) == [0, 0, 1]
     assert others == 0  # not silent before its last update; not looked at again once offline
-    assert held == [Processing(2, None, b"off")]
+    assert [(h.progress, h.state) for h in held] == [(None, b"off")]
     assert outbox == [b'{"offline":1}']
 
 

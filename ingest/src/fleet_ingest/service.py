@@ -61,7 +61,7 @@ from fleet_schemas.trips import StopVisit
 from fleet_store import sessions
 from fleet_store.etas import EtaBoards
 from fleet_store.history import write_visits
-from fleet_store.live import LiveState, OfflineWrite, ProcessingWrite, Updated
+from fleet_store.live import NOTHING_HELD, LiveState, OfflineWrite, ProcessingWrite, Updated
 from fleet_store.outages import POSTGRES_UNAVAILABLE
 
 _STORE_DOWN: tuple[type[Exception], ...] = (*POSTGRES_UNAVAILABLE, redis.exceptions.RedisError)
@@ -571,7 +571,7 @@ class Ingest:
         ``CAS_ROUNDS`` rounds its position is written without the check, and
         without events. A bus Redis holds no state for, in any round, starts
         from the state its stored frames lead to (:meth:`_recover`), still
-        written at version 0.
+        written only if Redis holds none for it yet.
         """
         pending = kept
         for _ in range(CAS_ROUNDS):
@@ -581,7 +581,7 @@ class Ingest:
             carried = {k: SavedBus(h.progress, h.state) for k, h in saved.items()}
             # Also after a conflict: the bus's hash may have been lost (a Redis that restarted empty)
             # between our read and our write, rather than written by another process.
-            empty = {k for k, h in saved.items() if h.version == 0 and h.progress is None and h.state is None}
+            empty = {k for k, h in saved.items() if h == NOTHING_HELD}
             if empty and self._options.recover_s > 0:
                 carried |= await self._recover(pending, empty)
             followed = self._follow(pending, carried)

@@ -10,7 +10,7 @@ Per operator, all in one Redis Cluster slot (the operator in braces):
   ``state`` as JSON), expiring ``ttl_s`` after its last update;
 * ``fleet:{op}:proc:{bus}``: hash with what processing keeps of the bus between
   batches: its trip progress (``progress``) and detector state (``detect``),
-  both msgpack and opaque here, and ``v``, a counter bumped by every write;
+  both msgpack and opaque here, and ``v``, its version, new on every write;
   it expires ``state_ttl_s`` after its last update (days: a bus back after a
   long silence still gets its ``bus_online``);
 * ``fleet:{op}:seen``: sorted set of buses by last update (server time), to
@@ -29,9 +29,13 @@ disagree. Two rules, both compare-and-set:
 * a bus's processing state is written only if its ``v`` is still the one
   read before computing it; otherwise the bus is returned as a conflict
   (another process ran newer frames of it meanwhile) and the caller
-  recomputes it from the state that won. A counter, rather than the fix
-  time and sequence, because the offline sweep changes the state with no
-  new fix;
+  recomputes it from the state that won. A version of its own, rather than
+  the fix time and sequence, because the offline sweep changes the state
+  with no new fix. Each version is Redis's clock (``TIME``, microseconds)
+  and a count of the hash's writes, so none comes back: not after Redis
+  lost the hash (a counter would restart at 0 and meet, once it had climbed
+  back, the version a stale writer read before the loss), nor after a
+  restore of an older snapshot;
 * its position moves only to a fix newer by (fix time, sequence) than the
   one it has, so a late or redelivered frame never moves it backwards.
 """
@@ -51,7 +55,20 @@ from fleet_store.events import outbox_key
 GEO_MAX_LAT = 85.05112878
 """Redis GEO sets cannot hold latitudes beyond this (Web Mercator)."""
 
-_UPDATE = """
+UNWRITTEN = "0"
+"""the version of a processing hash Redis does not hold (never written, expired or lost)"""
+
+_NEXT_VERSION = """
+local function next_version(version)
+  local now = redis.call('TIME')
+  local writes = (tonumber(string.match(version, '(%d+)$')) or 0) + 1
+  return now[1] .. string.format('%06d', tonumber(now[2])) .. '.' .. writes
+end
+"""
+
+_UPDATE = (
+    _NEXT_VERSION
+    + """
 local ttl, state_ttl, now, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local moved, conflicts = {}, {}
 local a, k = 5, 5
@@ -62,12 +79,12 @@ while a <= #ARGV do
   local live, proc = KEYS[k], KEYS[k + 1]
   local first = a + 10
   a, k = first + nevents, k + 2
-  local version = tonumber(redis.call('HGET', proc, 'v')) or 0
-  if expected ~= '' and tonumber(expected) ~= version then
+  local version = redis.call('HGET', proc, 'v') or UNWRITTEN
+  if expected ~= '' and expected ~= version then
     conflicts[#conflicts + 1] = bus
   else
     if progress ~= '' or detect ~= '' or nevents > 0 then
-      redis.call('HSET', proc, 'v', version + 1)
+      redis.call('HSET', proc, 'v', next_version(version))
       if progress ~= '' then redis.call('HSET', proc, 'progress', progress) end
       if detect ~= '' then redis.call('HSET', proc, 'detect', detect) end
       redis.call('EXPIRE', proc, state_ttl)
@@ -93,19 +110,22 @@ if #moved > 0 then
   redis.call('PUBLISH', channel, '[' .. table.concat(moved, ',') .. ']')
 end
 return {#moved, conflicts}
-""".replace("MAX_LAT", str(GEO_MAX_LAT))
+""".replace("MAX_LAT", str(GEO_MAX_LAT)).replace("UNWRITTEN", f"'{UNWRITTEN}'")
+)
 
-_OFFLINE = """
+_OFFLINE = (
+    _NEXT_VERSION
+    + """
 local state_ttl, cutoff = ARGV[1], tonumber(ARGV[2])
 local declared = 0
 for i = 3, #KEYS do
   local a = 3 + (i - 3) * 4
-  local bus, expected, detect, event = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3]
+  local bus, expected, detect, event = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local heard = tonumber(redis.call('ZSCORE', KEYS[1], bus))
-  local version = tonumber(redis.call('HGET', KEYS[i], 'v')) or 0
+  local version = redis.call('HGET', KEYS[i], 'v') or UNWRITTEN
   if heard ~= nil and heard <= cutoff and version == expected then
     if event ~= '' then
-      redis.call('HSET', KEYS[i], 'v', version + 1, 'detect', detect)
+      redis.call('HSET', KEYS[i], 'v', next_version(version), 'detect', detect)
       redis.call('EXPIRE', KEYS[i], state_ttl)
       redis.call('RPUSH', KEYS[2], event)
       declared = declared + 1
@@ -114,7 +134,8 @@ for i = 3, #KEYS do
   end
 end
 return declared
-"""
+""".replace("UNWRITTEN", f"'{UNWRITTEN}'")
+)
 
 _PRUNE = """
 local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
@@ -127,17 +148,24 @@ return #gone
 
 
 class Processing(msgspec.Struct, frozen=True):
-    """What a bus's processing hash holds: read before computing, its ``version`` checked on write."""
+    """What a bus's processing hash holds: read before computing, its ``version`` checked on write.
 
-    version: int = 0
+    Versions are opaque: compared for equality, never ordered or counted.
+    """
+
+    version: str = UNWRITTEN
     progress: bytes | None = None
     state: bytes | None = None
+
+
+NOTHING_HELD = Processing()
+"""a processing hash Redis does not hold"""
 
 
 class ProcessingWrite(msgspec.Struct, frozen=True):
     """What to write of one bus with its position, if its processing hash is still at ``version``."""
 
-    version: int | None
+    version: str | None
     """the version read (None: write without the check, as a bus processing gave nothing for)"""
     progress: bytes | None = None
     state: bytes | None = None
@@ -169,7 +197,7 @@ class OfflineWrite(msgspec.Struct, frozen=True):
 
     operator: str
     bus: str
-    version: int
+    version: str
     state: bytes = b""
     event: bytes = b""
 
@@ -280,7 +308,7 @@ class LiveState:
             for operator, bus in buses:
                 pipe.hmget(proc_key(operator, bus), "v", "progress", "detect")
             rows = await pipe.execute()
-        return [Processing(int(v or 0), progress, state) for v, progress, state in rows]
+        return [Processing(UNWRITTEN if v is None else reply_text(v), p, s) for v, p, s in rows]
 
     async def silent(self, operator: str, cutoff_ms: int, limit: int = 1_000) -> list[Silent]:
         """Buses of ``operator`` not declared offline and heard of last at or before ``cutoff_ms``."""
